@@ -1,0 +1,267 @@
+/**
+ * One client connection: key exchange and user authentication with the
+ * client, then a login on the upstream, then the relay.
+ *
+ * USERAUTH_SUCCESS goes to the client only once the upstream has accepted the
+ * proxy's login, so every failure behind the proxy reaches the user as a
+ * one-line message (a banner or a DISCONNECT), never a hang.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { Authorizer, LoginTarget } from './authorizer.js';
+import { Leg } from './leg.js';
+import { OWN_PACKET } from './leg.js';
+import type { Logger } from './logger.js';
+import { DISCONNECT_REASON, bannerPayload, disconnectPayload, extInfoPayload } from './messages.js';
+import { Relay } from './relay.js';
+import { replaceServerExtInfo, type KexInitOffer, type ParsedKey } from './ssh2internals.js';
+import { SERVER_SIG_ALGS } from './algorithms.js';
+import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
+
+/** The methods a client may use to present a JupyterHub token. */
+const AUTH_METHODS = ['keyboard-interactive', 'password'];
+
+export interface ConnectionSettings {
+  ident: string;
+  hostKeys: Record<string, ParsedKey>;
+  serverOffer: KexInitOffer;
+  clientOffer: KexInitOffer;
+  authorizer: Authorizer;
+  upstream: Upstream;
+  /** Where users get a token, shown in prompts and messages. */
+  tokenPage: string;
+  maxAuthTries: number;
+  loginGraceTimeMs: number;
+  upstreamLoginTimeoutMs: number;
+  maxQueuedBytes: number;
+}
+
+type Phase = 'auth' | 'upstream' | 'relay' | 'closed';
+
+export class Connection {
+  readonly id = randomBytes(3).toString('hex');
+  readonly peer: string;
+  private readonly client: Leg;
+  private upstreamLeg?: Leg;
+  private upstreamConn?: UpstreamConnection;
+  private phase: Phase = 'auth';
+  private attempts = 0;
+  /** Serializes authentication requests: replies must keep their order. */
+  private authChain: Promise<void> = Promise.resolve();
+  private pendingKeyboardLogin?: string;
+  private readonly started = Date.now();
+  private readonly graceTimer: NodeJS.Timeout;
+  private onClosed?: () => void;
+
+  constructor(private readonly socket: Socket, private readonly settings: ConnectionSettings, private readonly logger: Logger) {
+    this.peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    socket.setNoDelay(true);
+    this.client = new Leg({
+      name: 'client',
+      input: socket,
+      output: socket,
+      maxQueuedBytes: settings.maxQueuedBytes,
+      protocol: {
+        server: true,
+        ident: settings.ident,
+        offer: settings.serverOffer,
+        hostKeys: settings.hostKeys,
+        messageHandlers: {
+          SERVICE_REQUEST: (_p: unknown, name: string) => this.onServiceRequest(name),
+          USERAUTH_REQUEST: (_p: unknown, user: string, service: string, method: string, data: unknown) =>
+            this.queueAuth(() => this.onAuthRequest(user, service, method, data)),
+          USERAUTH_INFO_RESPONSE: (_p: unknown, responses: string[]) =>
+            this.queueAuth(() => this.onKeyboardResponse(responses)),
+          DISCONNECT: () => this.close('client disconnected'),
+        },
+      },
+    });
+    replaceServerExtInfo(this.client.proto, extInfoPayload(SERVER_SIG_ALGS));
+    this.client.on('error', (err: Error) => this.close(`client protocol error: ${err.message}`));
+    this.client.on('end', () => this.close('client closed the connection'));
+    socket.on('error', () => {}); // reported through the leg
+    this.graceTimer = setTimeout(() => this.disconnect('Login grace time exceeded', DISCONNECT_REASON.BY_APPLICATION), settings.loginGraceTimeMs);
+    this.graceTimer.unref();
+  }
+
+  start(onClosed: () => void): void {
+    this.onClosed = onClosed;
+    this.log('debug', `connection from ${this.peer}`);
+    this.client.start();
+  }
+
+  /** Ends the connection with a DISCONNECT the user sees (server shutdown, errors). */
+  disconnect(message: string, reason: number = DISCONNECT_REASON.BY_APPLICATION): void {
+    if (this.phase === 'closed') return;
+    this.client.sendUrgent(disconnectPayload(reason, message));
+    this.close(message);
+  }
+
+  private log(level: string, message: string): void {
+    this.logger.log(level, message, { conn: `${this.id} ${this.peer}` });
+  }
+
+  private queueAuth(step: () => Promise<void> | void): void {
+    this.authChain = this.authChain.then(step).catch((err: Error) => {
+      this.log('error', `authentication failed unexpectedly: ${err.stack ?? err.message}`);
+      this.disconnect('Internal error in jupyter-ssh-proxy; try again later');
+    });
+  }
+
+  private onServiceRequest(name: string): void {
+    if (name === 'ssh-userauth') this.client.proto.serviceAccept(name);
+    else this.disconnect(`Service ${name} is not available`, DISCONNECT_REASON.SERVICE_NOT_AVAILABLE);
+  }
+
+  private onAuthRequest(user: string, service: string, method: string, data: unknown): Promise<void> | void {
+    if (this.phase !== 'auth') return;
+    if (service !== 'ssh-connection') return this.client.proto.authFailure(AUTH_METHODS);
+    switch (method) {
+      case 'password':
+        if (typeof data !== 'string') return this.client.proto.authFailure(AUTH_METHODS); // password change
+        return this.tryToken(user, data, method);
+      case 'keyboard-interactive':
+        this.pendingKeyboardLogin = user;
+        this.client.proto.authInfoReq('JupyterHub login', `Get a token at ${this.settings.tokenPage}`, [
+          { prompt: 'JupyterHub API token: ', echo: false },
+        ]);
+        return;
+      default:
+        // 'none' and methods we do not offer: tell the client what we accept.
+        return this.client.proto.authFailure(AUTH_METHODS);
+    }
+  }
+
+  private onKeyboardResponse(responses: string[]): Promise<void> | void {
+    const user = this.pendingKeyboardLogin;
+    this.pendingKeyboardLogin = undefined;
+    if (this.phase !== 'auth' || user === undefined) return;
+    return this.tryToken(user, responses[0] ?? '', 'keyboard-interactive');
+  }
+
+  private async tryToken(login: string, token: string, method: string): Promise<void> {
+    this.attempts++;
+    const decision = await this.settings.authorizer.authorize(login, token);
+    if (this.phase !== 'auth') return;
+    if (decision.ok) {
+      this.log('info', `login accepted: user=${login} method=${method}`);
+      this.phase = 'upstream';
+      await this.connectUpstream(decision.target);
+      return;
+    }
+    this.log('warn', `login refused: user=${login} method=${method} reason=${decision.detail}`);
+    if (decision.final) return this.disconnect(decision.message, DISCONNECT_REASON.BY_APPLICATION);
+    this.client.send(bannerPayload(`${decision.message}\r\n`), OWN_PACKET);
+    if (this.attempts >= this.settings.maxAuthTries) {
+      return this.disconnect('Too many authentication failures', DISCONNECT_REASON.NO_MORE_AUTH_METHODS_AVAILABLE);
+    }
+    this.client.proto.authFailure(AUTH_METHODS);
+  }
+
+  private async connectUpstream(target: LoginTarget): Promise<void> {
+    let conn: UpstreamConnection;
+    try {
+      conn = await this.settings.upstream.connect(target, (level, message) => this.log(level, message));
+    } catch (err) {
+      if (!(err instanceof UpstreamError)) throw err;
+      return this.disconnect(err.message);
+    }
+    if (this.phase !== 'upstream') return conn.close();
+    this.upstreamConn = conn;
+
+    const timer = setTimeout(() => {
+      this.log('warn', 'upstream login timed out');
+      this.disconnect('The SSH server for your environment did not answer in time; try again later');
+    }, this.settings.upstreamLoginTimeoutMs);
+    timer.unref();
+    const fail = (why: string) => {
+      clearTimeout(timer);
+      if (this.phase !== 'upstream') return;
+      this.log('warn', `upstream login failed: ${why}`);
+      void conn.explainFailure().then((message) => this.disconnect(message));
+    };
+
+    const leg = new Leg({
+      name: 'upstream',
+      input: conn.input,
+      output: conn.output,
+      maxQueuedBytes: this.settings.maxQueuedBytes,
+      protocol: {
+        server: false,
+        ident: this.settings.ident,
+        offer: this.settings.clientOffer,
+        hostVerifier: (key: Buffer) => key.equals(conn.hostKey),
+        messageHandlers: {
+          SERVICE_ACCEPT: () =>
+            leg.proto.authPK(conn.username, conn.clientKey, conn.clientKey.type, (data, cb) => {
+              const signature = conn.clientKey.sign(data);
+              if (signature instanceof Error) throw signature;
+              cb(signature);
+            }),
+          USERAUTH_BANNER: (_p: unknown, message: string) => this.client.send(bannerPayload(message), OWN_PACKET),
+          USERAUTH_FAILURE: () => fail('publickey refused'),
+          USERAUTH_SUCCESS: () => {
+            clearTimeout(timer);
+            this.startRelay();
+          },
+          DISCONNECT: (_p: unknown, reason: number, description: string) => fail(`disconnect ${reason}: ${description}`),
+        },
+      },
+    });
+    this.upstreamLeg = leg;
+    leg.on('handshake', () => leg.proto.service('ssh-userauth'));
+    leg.on('error', (err: Error) => {
+      if (this.phase === 'upstream') fail(`protocol error: ${err.message}`);
+      else this.endBecauseUpstream(`protocol error: ${err.message}`);
+    });
+    leg.on('end', () => {
+      if (this.phase === 'upstream') fail('connection closed');
+      else this.endBecauseUpstream('connection closed');
+    });
+    leg.start();
+  }
+
+  /** Runs synchronously inside the upstream's USERAUTH_SUCCESS, before any later payload. */
+  private startRelay(): void {
+    if (this.phase !== 'upstream') return;
+    this.phase = 'relay';
+    clearTimeout(this.graceTimer);
+    this.client.proto.authSuccess();
+    const relay = new Relay(this.client, this.upstreamLeg!, {
+      end: (initiator, reason) => this.close(`${initiator.name} ${reason}`),
+      fail: (leg, err) => {
+        if (leg === this.client) this.disconnect(`Protocol error: ${err.message}`, DISCONNECT_REASON.PROTOCOL_ERROR);
+        else this.endBecauseUpstream(`protocol error: ${err.message}`);
+      },
+    });
+    relay.start();
+    this.log('info', `session started: unix user ${this.upstreamConn!.username}`);
+  }
+
+  private endBecauseUpstream(why: string): void {
+    if (this.phase === 'closed') return;
+    this.log('warn', `upstream ended: ${why}`);
+    this.disconnect('The SSH server for your environment closed the connection');
+  }
+
+  private close(reason: string): void {
+    if (this.phase === 'closed') return;
+    const wasRelaying = this.phase === 'relay';
+    this.phase = 'closed';
+    clearTimeout(this.graceTimer);
+    this.client.shutdown();
+    this.upstreamLeg?.shutdown();
+    this.upstreamConn?.close();
+    // Let what is buffered (a DISCONNECT) go out, then make sure the socket dies.
+    this.socket.end();
+    const killer = setTimeout(() => this.socket.destroy(), 2000);
+    killer.unref();
+    this.socket.once('close', () => clearTimeout(killer));
+    const seconds = ((Date.now() - this.started) / 1000).toFixed(1);
+    const traffic = this.upstreamLeg
+      ? ` bytes from client=${this.client.bytesIn} to client=${this.client.bytesOut}`
+      : '';
+    this.log(wasRelaying ? 'info' : 'debug', `connection closed after ${seconds}s (${reason})${traffic}`);
+    this.onClosed?.();
+  }
+}

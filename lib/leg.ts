@@ -1,0 +1,221 @@
+/**
+ * One leg of a proxied connection: an ssh2 Protocol bound to a byte stream,
+ * whose payloads the relay can take over after authentication.
+ *
+ * A leg keeps its own send queue while it is in a key exchange instead of
+ * ssh2's, so that it knows the sequence number every forwarded packet gets.
+ * It remembers which source packet each sent packet came from, so that an
+ * SSH_MSG_UNIMPLEMENTED from its peer can be mapped back (RFC 4253 §11.4).
+ */
+import { EventEmitter } from 'node:events';
+import type { Readable, Writable } from 'node:stream';
+import {
+  createProtocol,
+  inKeyExchange,
+  interceptPayloads,
+  nextOutboundSeqno,
+  sendPayload,
+  sendPayloadBypassingKex,
+  strictKex,
+  type Protocol,
+  type ProtocolConfig,
+} from './ssh2internals.js';
+
+/** How many sent packets a leg remembers for UNIMPLEMENTED remapping. */
+const SENT_PACKETS_REMEMBERED = 4096;
+
+/** Marks a packet the proxy itself originated: an UNIMPLEMENTED for it is consumed. */
+export const OWN_PACKET = -1;
+
+/**
+ * A bounded map from outbound sequence number to the source tag of that
+ * packet, as a ring indexed by the low bits of the sequence number.
+ */
+class SentPackets {
+  private readonly seqnos = new Float64Array(SENT_PACKETS_REMEMBERED).fill(-1);
+  private readonly tags = new Float64Array(SENT_PACKETS_REMEMBERED);
+
+  record(seqno: number, tag: number): void {
+    const i = seqno & (SENT_PACKETS_REMEMBERED - 1);
+    this.seqnos[i] = seqno;
+    this.tags[i] = tag;
+  }
+
+  /** The tag of packet `seqno`, or undefined if unknown or the proxy's own. */
+  lookup(seqno: number): number | undefined {
+    const i = seqno & (SENT_PACKETS_REMEMBERED - 1);
+    if (this.seqnos[i] !== seqno || this.tags[i] === OWN_PACKET) return undefined;
+    return this.tags[i];
+  }
+
+  clear(): void {
+    this.seqnos.fill(-1);
+  }
+}
+
+export interface LegOptions {
+  name: 'client' | 'upstream';
+  input: Readable;
+  output: Writable;
+  protocol: Omit<ProtocolConfig, 'onWrite' | 'onError' | 'onHandshakeComplete'>;
+  /** Hard cap on bytes queued while this leg is in a key exchange. */
+  maxQueuedBytes: number;
+}
+
+/** Receives every payload that is not key exchange once the relay runs; returns false to leave it to ssh2. */
+export type PayloadHandler = (payload: Buffer, seqno: number) => boolean;
+
+/**
+ * Events: 'handshake' (first key exchange done), 'congested' / 'drained' (the
+ * output buffer filled / emptied), 'error' (protocol or stream failure, with
+ * an Error), 'end' (the input stream ended).
+ */
+export class Leg extends EventEmitter {
+  readonly name: 'client' | 'upstream';
+  readonly proto: Protocol;
+  readonly input: Readable;
+  readonly output: Writable;
+  /** Increments each time strict KEX restarts the sequence numbers. */
+  epoch = 0;
+  /** Bytes received and sent on this leg's stream. */
+  bytesIn = 0;
+  bytesOut = 0;
+  /** Set by the relay: the other leg's output, corked while a chunk is parsed. */
+  peerOutput?: Writable;
+
+  private handler?: PayloadHandler;
+  private readonly sent = new SentPackets();
+  private queue: { payload: Buffer; tag: number }[] = [];
+  private queuedBytes = 0;
+  private readonly maxQueuedBytes: number;
+  private handshakes = 0;
+  private done = false;
+
+  constructor(options: LegOptions) {
+    super();
+    this.name = options.name;
+    this.input = options.input;
+    this.output = options.output;
+    this.maxQueuedBytes = options.maxQueuedBytes;
+    this.proto = createProtocol({
+      ...options.protocol,
+      onWrite: (data) => this.write(data),
+      onError: (err) => this.fail(err),
+      onHandshakeComplete: () => this.handshakeComplete(),
+    });
+    interceptPayloads(this.proto, (payload, seqno) => (this.handler ? this.handler(payload, seqno) : false));
+
+    this.input.on('data', (chunk: Buffer) => this.receive(chunk));
+    this.input.on('end', () => this.finish('end'));
+    this.input.on('close', () => this.finish('end'));
+    this.input.on('error', (err: Error) => this.fail(err));
+    this.output.on('drain', () => this.emit('drained'));
+    this.output.on('error', (err: Error) => this.fail(err));
+  }
+
+  start(): void {
+    this.proto.start?.();
+  }
+
+  /** Hands every later non-kex payload to `handler` (the relay). */
+  takeOver(handler: PayloadHandler): void {
+    this.handler = handler;
+  }
+
+  /**
+   * Sends a payload, or queues it while this leg is in a key exchange.
+   * `tag` identifies the source packet for UNIMPLEMENTED remapping
+   * (OWN_PACKET for the proxy's own messages).
+   */
+  send(payload: Buffer, tag: number): void {
+    if (this.done) return;
+    if (inKeyExchange(this.proto)) {
+      // The payload may point into a socket chunk; keep a copy of our own.
+      this.queue.push({ payload: Buffer.from(payload), tag });
+      this.queuedBytes += payload.length;
+      if (this.queuedBytes > this.maxQueuedBytes) {
+        this.fail(new Error(`more than ${this.maxQueuedBytes} bytes queued during key exchange`));
+      }
+      return;
+    }
+    this.sent.record(nextOutboundSeqno(this.proto), tag);
+    sendPayload(this.proto, payload);
+  }
+
+  /** Sends a payload at once, even during a key exchange (DISCONNECT only). */
+  sendUrgent(payload: Buffer): void {
+    if (this.done) return;
+    sendPayloadBypassingKex(this.proto, payload);
+  }
+
+  /** The source tag of the packet this leg sent with `seqno`, if it was forwarded. */
+  sourceOf(seqno: number): number | undefined {
+    return this.sent.lookup(seqno);
+  }
+
+  pause(): void {
+    this.input.pause();
+  }
+
+  resume(): void {
+    this.input.resume();
+  }
+
+  /** Stops processing; the owner closes the streams. */
+  shutdown(): void {
+    if (this.done) return;
+    this.done = true;
+    this.handler = undefined;
+    this.queue = [];
+    this.input.removeAllListeners('data');
+    this.proto.cleanup();
+  }
+
+  get closed(): boolean {
+    return this.done;
+  }
+
+  private receive(chunk: Buffer): void {
+    if (this.done) return;
+    this.bytesIn += chunk.length;
+    // Batch what one chunk produces on the other leg into few writes.
+    const peer = this.peerOutput;
+    peer?.cork();
+    try {
+      this.proto.parse(chunk, 0, chunk.length);
+    } catch (err) {
+      this.fail(err as Error);
+    } finally {
+      peer?.uncork();
+    }
+  }
+
+  private write(data: Buffer): void {
+    if (this.done) return;
+    this.bytesOut += data.length;
+    if (!this.output.write(data)) this.emit('congested');
+  }
+
+  private handshakeComplete(): void {
+    if (this.handshakes++ > 0 && strictKex(this.proto)) {
+      // Sequence numbers restarted at NEWKEYS: old entries would alias new packets.
+      this.sent.clear();
+      this.epoch++;
+    }
+    const queued = this.queue;
+    this.queue = [];
+    this.queuedBytes = 0;
+    for (const { payload, tag } of queued) this.send(payload, tag);
+    if (this.handshakes === 1) this.emit('handshake');
+  }
+
+  private fail(err: Error): void {
+    if (this.done) return;
+    this.emit('error', err);
+  }
+
+  private finish(reason: string): void {
+    if (this.done) return;
+    this.emit('end', reason);
+  }
+}

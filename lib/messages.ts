@@ -1,0 +1,105 @@
+/**
+ * SSH message numbers (RFC 4250 §4.1) and the disconnect reason codes the
+ * proxy uses. Named constants so the relay's dispatch table reads like the RFC.
+ */
+export const MSG = {
+  DISCONNECT: 1,
+  IGNORE: 2,
+  UNIMPLEMENTED: 3,
+  DEBUG: 4,
+  SERVICE_REQUEST: 5,
+  SERVICE_ACCEPT: 6,
+  EXT_INFO: 7,
+  NEWCOMPRESS: 8,
+  KEXINIT: 20,
+  NEWKEYS: 21,
+  /** 30–49 are key-exchange-method specific. */
+  KEX_LAST: 49,
+  USERAUTH_REQUEST: 50,
+  USERAUTH_FAILURE: 51,
+  USERAUTH_SUCCESS: 52,
+  USERAUTH_BANNER: 53,
+  /** 50–79 is the user authentication protocol. */
+  USERAUTH_LAST: 79,
+  GLOBAL_REQUEST: 80,
+  REQUEST_SUCCESS: 81,
+  REQUEST_FAILURE: 82,
+  CHANNEL_OPEN: 90,
+  CHANNEL_OPEN_CONFIRMATION: 91,
+} as const;
+
+export const DISCONNECT_REASON = {
+  PROTOCOL_ERROR: 2,
+  KEY_EXCHANGE_FAILED: 3,
+  SERVICE_NOT_AVAILABLE: 7,
+  BY_APPLICATION: 11,
+  TOO_MANY_CONNECTIONS: 12,
+  AUTH_CANCELLED_BY_USER: 13,
+  NO_MORE_AUTH_METHODS_AVAILABLE: 14,
+  ILLEGAL_USER_NAME: 15,
+} as const;
+
+/** Builds an SSH_MSG_DISCONNECT payload (RFC 4253 §11.1). */
+export function disconnectPayload(reason: number, description: string): Buffer {
+  const desc = Buffer.from(description, 'utf8');
+  const payload = Buffer.alloc(1 + 4 + 4 + desc.length + 4);
+  payload[0] = MSG.DISCONNECT;
+  payload.writeUInt32BE(reason, 1);
+  payload.writeUInt32BE(desc.length, 5);
+  desc.copy(payload, 9);
+  // The language tag stays empty (zero length), as OpenSSH sends it.
+  return payload;
+}
+
+/** Parses reason and description of a DISCONNECT payload; undefined if malformed. */
+export function parseDisconnect(payload: Buffer): { reason: number; description: string } | undefined {
+  if (payload.length < 9) return undefined;
+  const reason = payload.readUInt32BE(1);
+  const len = payload.readUInt32BE(5);
+  if (9 + len > payload.length) return undefined;
+  return { reason, description: payload.toString('utf8', 9, 9 + len) };
+}
+
+/** Builds an SSH_MSG_UNIMPLEMENTED payload for the given sequence number. */
+export function unimplementedPayload(seqno: number): Buffer {
+  const payload = Buffer.alloc(5);
+  payload[0] = MSG.UNIMPLEMENTED;
+  payload.writeUInt32BE(seqno >>> 0, 1);
+  return payload;
+}
+
+/** Builds an SSH_MSG_USERAUTH_BANNER payload. */
+export function bannerPayload(message: string): Buffer {
+  const text = Buffer.from(message, 'utf8');
+  const payload = Buffer.alloc(1 + 4 + text.length + 4);
+  payload[0] = MSG.USERAUTH_BANNER;
+  payload.writeUInt32BE(text.length, 1);
+  text.copy(payload, 5);
+  return payload;
+}
+
+/** Builds an EXT_INFO payload announcing `server-sig-algs` (RFC 8308 §3.1). */
+export function extInfoPayload(serverSigAlgs: readonly string[]): Buffer {
+  const name = Buffer.from('server-sig-algs');
+  const value = Buffer.from(serverSigAlgs.join(','));
+  const payload = Buffer.alloc(1 + 4 + 4 + name.length + 4 + value.length);
+  let p = 0;
+  payload[p++] = MSG.EXT_INFO;
+  payload.writeUInt32BE(1, p); p += 4;
+  payload.writeUInt32BE(name.length, p); p += 4;
+  name.copy(payload, p); p += name.length;
+  payload.writeUInt32BE(value.length, p); p += 4;
+  value.copy(payload, p);
+  return payload;
+}
+
+/**
+ * Reads the request name and want_reply flag of a GLOBAL_REQUEST payload
+ * (RFC 4254 §4); undefined if malformed.
+ */
+export function parseGlobalRequest(payload: Buffer): { name: string; wantReply: boolean } | undefined {
+  if (payload.length < 6) return undefined;
+  const len = payload.readUInt32BE(1);
+  if (5 + len + 1 > payload.length) return undefined;
+  return { name: payload.toString('latin1', 5, 5 + len), wantReply: payload[5 + len] !== 0 };
+}

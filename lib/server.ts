@@ -1,0 +1,96 @@
+/**
+ * The daemon: loads host keys, prepares the upstream, accepts connections.
+ * Each connection is isolated: an error in one closes only that one.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { hostKeyAlgorithms, clientOffer, serverOffer } from './algorithms.js';
+import { HubTokenAuthorizer } from './authorizer.js';
+import { IDENT, type ProxyConfig } from './config.js';
+import { Connection, type ConnectionSettings } from './connection.js';
+import { loadHostKeys } from './hostkeys.js';
+import { HubClient } from './hub.js';
+import { LocalSshdUpstream } from './localsshd.js';
+import type { Logger } from './logger.js';
+import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, type ParsedKey } from './ssh2internals.js';
+
+export class ProxyServer {
+  private readonly server: net.Server;
+  private readonly connections = new Set<Connection>();
+  private readonly upstream: LocalSshdUpstream;
+  private settings?: ConnectionSettings;
+
+  constructor(private readonly config: ProxyConfig, private readonly log: Logger) {
+    this.upstream = new LocalSshdUpstream({
+      sshdPath: config.sshdPath,
+      unixUserTemplate: config.unixUser,
+      runtimeDir: config.runtimeDir,
+      sshdOptions: config.sshdOptions,
+    });
+    this.server = net.createServer((socket) => this.accept(socket));
+  }
+
+  /** Prepares everything and listens; resolves with the bound address. */
+  async listen(): Promise<net.AddressInfo> {
+    await cryptoReady;
+    const { keys, generated } = loadHostKeys(this.config.keyDir);
+    for (const file of generated) this.log.info(`generated host key ${file}`);
+    const hostKeys: Record<string, ParsedKey> = {};
+    for (const { key } of keys) for (const algo of hostKeyAlgorithms(key.type)) hostKeys[algo] ??= key;
+
+    const problem = await this.upstream.check();
+    if (problem) this.log.warn(`${problem}; logins will fail until this is fixed`);
+
+    const tokenPage = new URL('hub/token', this.config.hubUrl.endsWith('/') ? this.config.hubUrl : `${this.config.hubUrl}/`).toString();
+    const hub = new HubClient(this.config.hubUrl, {
+      timeoutMs: this.config.hubTimeoutMs,
+      ca: this.config.hubCa ? fs.readFileSync(this.config.hubCa) : undefined,
+    });
+    this.settings = {
+      ident: IDENT,
+      hostKeys,
+      serverOffer: serverOffer(Object.keys(hostKeys)),
+      clientOffer: clientOffer(),
+      authorizer: new HubTokenAuthorizer(hub, tokenPage),
+      upstream: this.upstream,
+      tokenPage,
+      maxAuthTries: this.config.maxAuthTries,
+      loginGraceTimeMs: this.config.loginGraceTimeMs,
+      upstreamLoginTimeoutMs: 30_000,
+      maxQueuedBytes: this.config.maxQueuedBytes,
+    };
+    this.log.info(
+      `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}`,
+    );
+
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host: this.config.ip || undefined, port: this.config.port }, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = this.server.address() as net.AddressInfo;
+    this.log.info(`listening on ${address.address}:${address.port}, JupyterHub at ${this.config.hubUrl}`);
+    return address;
+  }
+
+  private accept(socket: net.Socket): void {
+    try {
+      const connection = new Connection(socket, this.settings!, this.log);
+      this.connections.add(connection);
+      connection.start(() => this.connections.delete(connection));
+    } catch (err) {
+      this.log.error(`cannot set up connection from ${socket.remoteAddress}: ${(err as Error).stack}`);
+      socket.destroy();
+    }
+  }
+
+  /** Stops listening, disconnects everyone with `message` and removes runtime files. */
+  async close(message = 'Server shutting down'): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const connection of [...this.connections]) connection.disconnect(message);
+    await closed;
+    this.upstream.dispose();
+  }
+}

@@ -1,0 +1,206 @@
+/**
+ * The one place that touches ssh2's protocol layer and its private fields.
+ *
+ * The proxy uses ssh2's `Protocol` for key exchange and user authentication on
+ * both legs, then takes over the raw payload stream. ssh2 has no public API for
+ * that, so this module reaches into `lib/protocol`. Every private field used
+ * here is checked by test/ssh2internals.test.ts, which fails loudly when a new
+ * ssh2 release changes one of them. The ssh2 version is pinned in package.json.
+ */
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+/** The ssh2 version whose internals this module was written against. */
+export const SSH2_VERSION = '1.17.0';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- untyped CommonJS internals */
+const ssh2Package = require('ssh2/package.json') as { version: string };
+const ProtocolClass = require('ssh2/lib/protocol/Protocol.js') as new (config: object) => RawProtocol;
+const kexModule = require('ssh2/lib/protocol/kex.js') as { KexInit: new (offer: AlgorithmOffer) => KexInitOffer };
+const utilsModule = require('ssh2/lib/protocol/utils.js') as {
+  sendPacket: (proto: RawProtocol, packet: Buffer, bypass?: boolean) => boolean;
+};
+const cryptoModule = require('ssh2/lib/protocol/crypto.js') as { bindingAvailable: boolean; init: Promise<void> };
+const publicUtils = require('ssh2').utils as {
+  parseKey: (data: Buffer | string, passphrase?: string) => ParsedKey | ParsedKey[] | Error;
+  generateKeyPairSync: (type: string, opts?: { bits?: number; comment?: string }) => { private: string; public: string };
+};
+
+/** A key as parsed by ssh2 (`utils.parseKey`). */
+export interface ParsedKey {
+  type: string;
+  comment: string;
+  sign(data: Buffer, algo?: string): Buffer | Error;
+  verify(data: Buffer, signature: Buffer, algo?: string): boolean | Error;
+  isPrivateKey(): boolean;
+  getPrivatePEM(): string | null;
+  getPublicSSH(): Buffer;
+  equals(other: ParsedKey | Buffer | string): boolean;
+}
+
+/** Algorithm lists in the shape ssh2's `KexInit` takes. */
+export interface AlgorithmOffer {
+  kex: string[];
+  serverHostKey: string[];
+  cs: { cipher: string[]; mac: string[]; compress: string[]; lang: string[] };
+  sc: { cipher: string[]; mac: string[]; compress: string[]; lang: string[] };
+}
+
+/** An immutable, prebuilt offer (ssh2 mutates plain objects on every use). */
+export interface KexInitOffer { readonly __brand?: 'KexInit' }
+
+/** The public methods of ssh2's Protocol that the proxy calls. */
+export interface Protocol {
+  start?: () => void;
+  parse(chunk: Buffer, start: number, end: number): void;
+  cleanup(): void;
+  // server side
+  serviceAccept(name: string): void;
+  authFailure(methods: string[], partial?: boolean): void;
+  authSuccess(): void;
+  authInfoReq(name: string, instructions: string, prompts: { prompt: string; echo: boolean }[]): void;
+  // client side
+  service(name: string): void;
+  authPK(user: string, key: ParsedKey, keyAlgo: string, sign: (data: Buffer, cb: (sig: Buffer) => void) => void): void;
+}
+
+/** The private fields this module relies on. */
+interface RawProtocol extends Protocol {
+  _onPayload: (payload: Buffer) => unknown;
+  _onHandshakeComplete: (...args: unknown[]) => void;
+  _decipher: { inSeqno: number; _onPayload: (payload: Buffer) => unknown } | undefined;
+  _cipher: { outSeqno: number };
+  _kexinit: Buffer | undefined;
+  _kex: { remoteExtInfoEnabled?: boolean } | undefined;
+  _strictMode: boolean | undefined;
+  _packetRW: {
+    write: {
+      allocStart: number;
+      allocStartKEX: number;
+      alloc(len: number, force?: boolean): Buffer;
+      finalize(packet: Buffer, force?: boolean): Buffer;
+    };
+  };
+}
+/* eslint-enable @typescript-eslint/no-explicit-any */
+
+export interface ProtocolConfig {
+  server: boolean;
+  ident: string;
+  offer: KexInitOffer;
+  /** Server only: host keys by host key algorithm name. */
+  hostKeys?: Record<string, ParsedKey>;
+  /** Client only: decides whether the server's host key is the pinned one. */
+  hostVerifier?: (key: Buffer) => boolean;
+  messageHandlers: Record<string, (...args: any[]) => void>;
+  onWrite: (data: Buffer) => void;
+  onError: (err: Error) => void;
+  onHandshakeComplete: () => void;
+}
+
+export function createProtocol(config: ProtocolConfig): Protocol {
+  return new ProtocolClass(config);
+}
+
+/** Builds an offer once; see NOTES: ssh2 mutates plain offer objects. */
+export function buildOffer(offer: AlgorithmOffer): KexInitOffer {
+  return new kexModule.KexInit(offer);
+}
+
+/**
+ * Routes every payload the peer sends through `handler` first, with its
+ * sequence number. When the handler returns true the payload is consumed;
+ * otherwise ssh2 handles it as usual.
+ *
+ * Must be called before the first handshake completes: each NEWKEYS builds the
+ * new decipher from `proto._onPayload`, so replacing it here covers every later
+ * key exchange as well.
+ */
+export function interceptPayloads(proto: Protocol, handler: (payload: Buffer, seqno: number) => boolean): void {
+  const raw = proto as RawProtocol;
+  const original = raw._onPayload;
+  const wrapped = (payload: Buffer): unknown => {
+    // The decipher increments inSeqno before calling us.
+    const seqno = (raw._decipher!.inSeqno - 1) >>> 0;
+    if (payload.length > 0 && handler(payload, seqno)) return undefined;
+    return original(payload);
+  };
+  raw._onPayload = wrapped;
+  if (raw._decipher && raw._decipher._onPayload === original) raw._decipher._onPayload = wrapped;
+}
+
+/** True while a key exchange is in progress: ssh2 would queue what we send. */
+export function inKeyExchange(proto: Protocol): boolean {
+  return (proto as RawProtocol)._kexinit !== undefined;
+}
+
+/** The sequence number the next packet sent on this leg will carry. */
+export function nextOutboundSeqno(proto: Protocol): number {
+  return (proto as RawProtocol)._cipher.outSeqno;
+}
+
+/** True when strict KEX is on: both sequence counters restart at every NEWKEYS. */
+export function strictKex(proto: Protocol): boolean {
+  return (proto as RawProtocol)._strictMode === true;
+}
+
+/**
+ * Sends a raw payload now. The caller must not be in a key exchange (see
+ * inKeyExchange): the proxy keeps its own queue so that it knows the sequence
+ * number each forwarded packet gets.
+ */
+export function sendPayload(proto: Protocol, payload: Buffer): void {
+  const raw = proto as RawProtocol;
+  const writer = raw._packetRW.write;
+  const start = writer.allocStart;
+  const packet = writer.alloc(payload.length);
+  packet.set(payload, start);
+  utilsModule.sendPacket(raw, writer.finalize(packet));
+}
+
+/** Sends a payload even in the middle of a key exchange (for DISCONNECT). */
+export function sendPayloadBypassingKex(proto: Protocol, payload: Buffer): void {
+  const raw = proto as RawProtocol;
+  const writer = raw._packetRW.write;
+  const start = writer.allocStartKEX;
+  const packet = writer.alloc(payload.length, true);
+  packet.set(payload, start);
+  utilsModule.sendPacket(raw, writer.finalize(packet, true), true);
+}
+
+/**
+ * Replaces the EXT_INFO ssh2 sends after the first handshake of a server-side
+ * Protocol: its `server-sig-algs` lacks a comma (ssh2 PR #1485). We send ours.
+ */
+export function replaceServerExtInfo(proto: Protocol, payload: Buffer): void {
+  const raw = proto as RawProtocol;
+  const original = raw._onHandshakeComplete;
+  let first = true;
+  raw._onHandshakeComplete = (...args: unknown[]) => {
+    const sendOurs = first && raw._kex?.remoteExtInfoEnabled === true;
+    if (first && raw._kex) raw._kex.remoteExtInfoEnabled = false;
+    first = false;
+    original(...args);
+    if (sendOurs) sendPayload(raw, payload);
+  };
+}
+
+export function parseKey(data: Buffer | string): ParsedKey | Error {
+  const parsed = publicUtils.parseKey(data);
+  return Array.isArray(parsed) ? parsed[0]! : parsed;
+}
+
+export function generateKeyPair(type: 'ed25519' | 'ecdsa' | 'rsa', bits?: number): { private: string; public: string } {
+  return publicUtils.generateKeyPairSync(type, bits ? { bits } : {});
+}
+
+/** Whether ssh2's native crypto binding (fast chacha20-poly1305, AES-GCM) was built. */
+export const nativeCryptoAvailable: boolean = cryptoModule.bindingAvailable;
+
+/** Resolves once ssh2's crypto is usable (the WASM poly1305 fallback loads asynchronously). */
+export const cryptoReady: Promise<void> = cryptoModule.init;
+
+export function installedSsh2Version(): string {
+  return ssh2Package.version;
+}

@@ -1,0 +1,362 @@
+// Test fixture: a real JupyterHub (Debian's jupyterhub 3.0 package) with
+// DummyAuthenticator + LocalProcessSpawner, running in a throw-away directory.
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { freePorts, waitFor } from './wait.js';
+
+export interface Hub {
+  /** Public URL (through configurable-http-proxy), e.g. http://127.0.0.1:PORT */
+  url: string;
+  /** Token of a service with an admin-ish role (see SERVICE_SCOPES). */
+  serviceToken: string;
+  /** The hub's temp dir (config, sqlite db, cookie secret, log). */
+  dir: string;
+  /** Calls the REST API; `path` is relative to /hub/api. Uses serviceToken unless `token` is given. */
+  api<T = unknown>(method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: T }>;
+  /** Kills the hub, its proxy and all single-user servers, removes the dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface HubOptions {
+  namedServers?: boolean;
+  /** Replaces Spawner.cmd (default ['/usr/bin/jupyterhub-singleuser']). */
+  spawnerCmd?: string[];
+  /** Python appended verbatim to jupyterhub_config.py. */
+  extraConfig?: string;
+}
+
+export const SERVICE_NAME = 'jsp-test';
+export const SERVICE_SCOPES = [
+  'admin:users',
+  'admin:servers',
+  'read:users',
+  'users:activity',
+  'tokens',
+  'access:servers',
+  'read:servers',
+];
+
+const JUPYTERHUB_BIN = process.env.JUPYTERHUB_BIN ?? 'jupyterhub';
+const STARTUP_TIMEOUT_MS = 60_000;
+// The hub's SIGTERM handler stops every single-user server (cleanup_servers)
+// and the proxy; LocalProcessSpawner gives each server up to ~5 s + 5 s.
+const STOP_GRACE_MS = 20_000;
+const API_TIMEOUT_MS = 60_000;
+const LOG_TAIL_LINES = 40;
+const MARKER_VAR = 'JSP_TEST_HUB_ID';
+
+/** Hubs not yet stopped, so an abrupt process exit can still kill them. */
+const liveHubs = new Map<string, { pid: number | undefined; dir: string; marker: string }>();
+let exitHookInstalled = false;
+
+/** Renders a JS value as a Python literal (JSON strings are valid Python strings). */
+function py(v: unknown): string {
+  if (v === true) return 'True';
+  if (v === false) return 'False';
+  if (v === null || v === undefined) return 'None';
+  if (Array.isArray(v)) return `[${v.map(py).join(', ')}]`;
+  if (typeof v === 'object') {
+    return `{${Object.entries(v as Record<string, unknown>)
+      .map(([k, x]) => `${JSON.stringify(k)}: ${py(x)}`)
+      .join(', ')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+function tail(file: string, n: number): string {
+  try {
+    const lines = fs.readFileSync(file, 'utf8').replace(/\n$/, '').split('\n');
+    return lines.slice(-n).join('\n');
+  } catch (err) {
+    return `(no log: ${(err as Error).message})`;
+  }
+}
+
+function killGroup(pid: number | undefined, sig: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    // Negative pid = the whole process group; the hub leads its own group
+    // because it was spawned with detached: true.
+    process.kill(-pid, sig);
+  } catch {
+    // ESRCH: group already gone.
+  }
+}
+
+/**
+ * PIDs of processes carrying this hub's marker in their environment. The proxy
+ * and the single-user servers are started by JupyterHub with
+ * start_new_session=True, so they are NOT in the hub's process group; the
+ * marker (inherited by the proxy from the hub's env, given to servers via
+ * Spawner.environment, and inherited by kernels/terminals) finds them anyway.
+ * Zombies have an empty environ and are therefore (correctly) not reported.
+ */
+function markedPids(marker: string): number[] {
+  const needle = `${MARKER_VAR}=${marker}`;
+  const found: number[] = [];
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/proc');
+  } catch {
+    return found; // not Linux: nothing more we can do
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid === process.pid) continue;
+    try {
+      const env = fs.readFileSync(`/proc/${e}/environ`, 'latin1');
+      if (env.split('\0').includes(needle)) found.push(pid);
+    } catch {
+      // Exited meanwhile, or not ours to read.
+    }
+  }
+  return found;
+}
+
+function killPids(pids: number[], sig: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // Last resort if a test run dies without calling stop(): only synchronous
+  // work is possible in 'exit', so SIGKILL everything and remove the dirs.
+  process.on('exit', () => {
+    for (const h of liveHubs.values()) {
+      killGroup(h.pid, 'SIGKILL');
+      killPids(markedPids(h.marker), 'SIGKILL');
+      try {
+        fs.rmSync(h.dir, { recursive: true, force: true });
+      } catch {
+        // best effort
+      }
+    }
+  });
+}
+
+class StartupError extends Error {
+  constructor(
+    message: string,
+    readonly addressInUse: boolean,
+  ) {
+    super(message);
+  }
+}
+
+export async function startHub(opts: HubOptions = {}): Promise<Hub> {
+  // Ports are only "free a moment ago", so another process can grab one
+  // before the hub binds it; retry a couple of times in that case only.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startHubOnce(opts);
+    } catch (err) {
+      if (err instanceof StartupError && err.addressInUse && attempt < 3) continue;
+      throw err;
+    }
+  }
+}
+
+async function startHubOnce(opts: HubOptions): Promise<Hub> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'jsp-hub-'));
+  const [publicPort, apiPort, hubPort] = await freePorts(3);
+  const serviceToken = crypto.randomBytes(32).toString('hex');
+  const marker = crypto.randomBytes(8).toString('hex');
+  const url = `http://127.0.0.1:${publicPort}`;
+  const logPath = path.join(dir, 'hub.log');
+  const configPath = path.join(dir, 'jupyterhub_config.py');
+
+  // Absolute paths for every state file so nothing depends on cwd or leaks
+  // outside the dir (cwd is the dir anyway, for anything not listed here).
+  const config = [
+    'c = get_config()  # noqa',
+    `c.JupyterHub.authenticator_class = 'dummy'`,
+    `c.JupyterHub.spawner_class = 'localprocess'`,
+    `c.JupyterHub.bind_url = ${py(url)}`,
+    `c.JupyterHub.hub_bind_url = ${py(`http://127.0.0.1:${hubPort}`)}`,
+    `c.ConfigurableHTTPProxy.api_url = ${py(`http://127.0.0.1:${apiPort}`)}`,
+    `c.ConfigurableHTTPProxy.auth_token = ${py(crypto.randomBytes(32).toString('hex'))}`,
+    `c.ConfigurableHTTPProxy.pid_file = ${py(path.join(dir, 'jupyterhub-proxy.pid'))}`,
+    `c.JupyterHub.pid_file = ${py(path.join(dir, 'jupyterhub.pid'))}`,
+    `c.JupyterHub.db_url = ${py(`sqlite:///${path.join(dir, 'jupyterhub.sqlite')}`)}`,
+    `c.JupyterHub.cookie_secret_file = ${py(path.join(dir, 'jupyterhub_cookie_secret'))}`,
+    `c.JupyterHub.allow_named_servers = ${py(opts.namedServers ?? false)}`,
+    `c.Spawner.cmd = ${py(opts.spawnerCmd ?? ['/usr/bin/jupyterhub-singleuser'])}`,
+    `c.Spawner.environment = ${py({ [MARKER_VAR]: marker })}`,
+    `c.JupyterHub.services = ${py([{ name: SERVICE_NAME, api_token: serviceToken }])}`,
+    `c.JupyterHub.load_roles = ${py([{ name: `${SERVICE_NAME}-role`, scopes: SERVICE_SCOPES, services: [SERVICE_NAME] }])}`,
+    '',
+    '# extraConfig',
+    opts.extraConfig ?? '',
+    '',
+  ].join('\n');
+  await fsp.writeFile(configPath, config);
+
+  const logFd = fs.openSync(logPath, 'a');
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    // Debian's configurable-http-proxy script only finds its modules this way
+    // when run by a node that is not Debian's own; the hub passes its env on.
+    NODE_PATH: [process.env.NODE_PATH, '/usr/share/nodejs'].filter(Boolean).join(path.delimiter),
+    [MARKER_VAR]: marker,
+  };
+  const child = spawn(JUPYTERHUB_BIN, ['-f', configPath], {
+    cwd: dir,
+    env,
+    detached: true, // own process group, so stop() can signal the whole group
+    stdio: ['ignore', logFd, logFd],
+  });
+  fs.closeSync(logFd); // the child holds its own copy
+
+  let exitStatus: string | undefined;
+  const exited = new Promise<string>((resolve) => {
+    child.once('exit', (code, signal) => resolve((exitStatus = signal ?? `code ${code}`)));
+    child.once('error', (err) => resolve((exitStatus = `spawn error: ${err.message}`)));
+  });
+  const pid = child.pid;
+  // Resolves true once the hub has exited, false after `ms`. Clears its timer
+  // so a finished stop() leaves nothing keeping the event loop (mocha) alive.
+  const waitExit = (ms: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      const t = setTimeout(() => resolve(false), ms);
+      void exited.then(() => {
+        clearTimeout(t);
+        resolve(true);
+      });
+    });
+  liveHubs.set(marker, { pid, dir, marker });
+  installExitHook();
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (exitStatus === undefined) {
+        killGroup(pid, 'SIGTERM');
+        await waitExit(STOP_GRACE_MS);
+      }
+      // Anything still in the group (or the hub itself if it ignored SIGTERM).
+      killGroup(pid, 'SIGKILL');
+      await waitExit(5_000);
+      try {
+        // Proxy and servers live in their own sessions: find them by marker.
+        // SIGKILL because the hub's own graceful cleanup already had its chance.
+        await waitFor(
+          () => {
+            const left = markedPids(marker);
+            if (left.length === 0) return true;
+            killPids(left, 'SIGKILL');
+            return false;
+          },
+          { timeoutMs: 10_000, intervalMs: 100, what: `processes of hub ${dir} to exit` },
+        );
+      } finally {
+        liveHubs.delete(marker);
+        await fsp.rm(dir, { recursive: true, force: true, maxRetries: 5 });
+      }
+    })();
+    return stopping;
+  };
+
+  const api = async <T = unknown>(
+    method: string,
+    apiPath: string,
+    body?: unknown,
+    token?: string,
+  ): Promise<{ status: number; body: T }> => {
+    const res = await fetch(`${url}/hub/api${apiPath}`, {
+      method,
+      headers: {
+        Authorization: `token ${token ?? serviceToken}`,
+        ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+      },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+      signal: AbortSignal.timeout(API_TIMEOUT_MS),
+    });
+    const text = await res.text();
+    let parsed: unknown = null; // empty bodies (204) become null
+    if (text !== '') {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = text; // e.g. an HTML error page from the proxy
+      }
+    }
+    return { status: res.status, body: parsed as T };
+  };
+
+  const hub: Hub = { url, serviceToken, dir, api, stop };
+
+  try {
+    // /hub/api/ needs no auth and answers 200 only once the hub is up AND has
+    // registered its route in the proxy, i.e. the whole chain works. If the
+    // hub dies meanwhile, stop polling at once instead of waiting 60 s.
+    const outcome = await waitFor<'ready' | 'exited'>(
+      async () => {
+        if (exitStatus !== undefined) return 'exited';
+        const res = await fetch(`${url}/hub/api/`, { signal: AbortSignal.timeout(2_000) });
+        await res.arrayBuffer();
+        if (res.status !== 200) throw new Error(`GET /hub/api/ answered ${res.status}`);
+        return 'ready';
+      },
+      { timeoutMs: STARTUP_TIMEOUT_MS, intervalMs: 100, what: `JupyterHub at ${url}` },
+    );
+    if (outcome === 'exited') throw new Error(`jupyterhub exited during startup (${exitStatus})`);
+  } catch (err) {
+    // Read the log before stop() deletes it.
+    const log = tail(logPath, LOG_TAIL_LINES);
+    await stop().catch(() => undefined);
+    const inUse = /address already in use|EADDRINUSE/i.test(log);
+    throw new StartupError(
+      `${(err as Error).message}\n--- last ${LOG_TAIL_LINES} lines of ${logPath} ---\n${log}`,
+      inUse,
+    );
+  }
+  return hub;
+}
+
+function fail(what: string, res: { status: number; body: unknown }): never {
+  throw new Error(`${what}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+}
+
+/** Creates a hub user (a matching unix user must exist before its server can start). */
+export async function createHubUser(hub: Hub, name: string): Promise<void> {
+  const res = await hub.api('POST', `/users/${encodeURIComponent(name)}`);
+  if (res.status !== 201 && res.status !== 409) fail(`creating hub user ${name}`, res);
+}
+
+/**
+ * Mints an API token for `name`. Without `scopes` the hub's default applies
+ * (the token gets the owner's full permissions); `expiresIn` is in seconds.
+ */
+export async function createToken(
+  hub: Hub,
+  name: string,
+  scopes?: string[],
+  expiresIn?: number,
+): Promise<{ token: string; id: string }> {
+  const body: Record<string, unknown> = { note: 'jupyter-ssh-proxy test' };
+  if (scopes !== undefined) body.scopes = scopes;
+  if (expiresIn !== undefined) body.expires_in = expiresIn;
+  const res = await hub.api<{ token?: string; id?: string }>('POST', `/users/${encodeURIComponent(name)}/tokens`, body);
+  if (res.status !== 201 || typeof res.body?.token !== 'string' || typeof res.body.id !== 'string') {
+    fail(`creating token for ${name}`, res);
+  }
+  return { token: res.body.token, id: res.body.id };
+}
+
+/** Revokes a token by id; an already-revoked token (404) is fine. */
+export async function revokeToken(hub: Hub, name: string, id: string): Promise<void> {
+  const res = await hub.api('DELETE', `/users/${encodeURIComponent(name)}/tokens/${encodeURIComponent(id)}`);
+  if (res.status !== 204 && res.status !== 404) fail(`revoking token ${id} of ${name}`, res);
+}

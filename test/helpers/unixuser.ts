@@ -1,0 +1,97 @@
+// Test fixture: throw-away unix accounts (needs root). LocalProcessSpawner runs
+// each hub user's server as the unix user of the same name.
+import { execFile } from 'node:child_process';
+import crypto from 'node:crypto';
+import { waitFor } from './wait.js';
+
+export interface UnixUser {
+  name: string;
+  home: string;
+  /** Kills the user's processes and deletes the account and home. Idempotent. */
+  remove(): Promise<void>;
+}
+
+interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function run(cmd: string, args: string[]): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== 'number') {
+        reject(err); // could not run the command at all (ENOENT, ...)
+        return;
+      }
+      resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
+    });
+  });
+}
+
+// Exit codes from shadow-utils' man pages.
+const USERADD_LOCK_BUSY = 10; // "can't update group file" / cannot lock /etc/passwd
+const USERDEL_NO_SUCH_USER = 6;
+const USERDEL_LOCK_BUSY = 10;
+const USERDEL_USER_LOGGED_IN = 8; // processes still running as the user
+
+const ALNUM = 'abcdefghijklmnopqrstuvwxyz0123456789';
+
+function randomSuffix(len: number): string {
+  const bytes = crypto.randomBytes(len);
+  return Array.from(bytes, (b) => ALNUM[b % ALNUM.length]).join('');
+}
+
+/**
+ * Creates `jsp-<prefix>-<6 random chars>`. The name is kept lowercase,
+ * <= 32 chars (useradd's limit) and free of '/', ':' and '+', which break
+ * scp targets, passwd fields and NIS respectively.
+ */
+export async function createUnixUser(prefix = 'u'): Promise<UnixUser> {
+  const clean = prefix.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '') || 'u';
+  // 'jsp-' (4) + prefix + '-' (1) + suffix (6) <= 32
+  const name = `jsp-${clean.slice(0, 32 - 4 - 1 - 6)}-${randomSuffix(6)}`;
+
+  // Parallel test files may run useradd at the same time; it fails rather
+  // than waits when /etc/passwd is locked, so retry that case.
+  const res = await waitFor(
+    async () => {
+      const r = await run('useradd', ['-m', '-s', '/bin/bash', name]);
+      if (r.code === USERADD_LOCK_BUSY) throw new Error(r.stderr.trim());
+      return r;
+    },
+    { timeoutMs: 10_000, intervalMs: 200, what: `useradd ${name}` },
+  );
+  if (res.code !== 0) throw new Error(`useradd ${name} failed (${res.code}): ${res.stderr.trim()}`);
+
+  const passwd = await run('getent', ['passwd', name]);
+  const home = passwd.stdout.trim().split(':')[5];
+  if (passwd.code !== 0 || !home) throw new Error(`getent passwd ${name} failed: ${passwd.stderr.trim()}`);
+
+  let removing: Promise<void> | undefined;
+  const remove = (): Promise<void> => {
+    removing ??= (async () => {
+      const r = await waitFor(
+        async () => {
+          // Kill first: userdel refuses (exit 8) while processes run as the
+          // user, and SIGKILLed processes may take a moment to disappear, so
+          // both steps are retried together. pkill's exit 1 = nothing matched,
+          // 2 = user no longer exists; both are fine.
+          await run('pkill', ['-KILL', '-u', name]);
+          const r = await run('userdel', ['-r', name]);
+          if (r.code === USERDEL_USER_LOGGED_IN || r.code === USERDEL_LOCK_BUSY) throw new Error(r.stderr.trim());
+          return r;
+        },
+        { timeoutMs: 10_000, intervalMs: 200, what: `removal of unix user ${name}` },
+      );
+      // 0 may come with a warning such as "mail spool not found"; 6 = already
+      // gone (e.g. removed by hand). Anything else will not improve by retrying.
+      if (r.code !== 0 && r.code !== USERDEL_NO_SUCH_USER) {
+        throw new Error(`userdel -r ${name} failed (${r.code}): ${r.stderr.trim()}`);
+      }
+    })();
+    return removing;
+  };
+
+  return { name, home, remove };
+}
