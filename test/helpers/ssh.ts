@@ -1,0 +1,93 @@
+// Drives the real OpenSSH client. The token reaches ssh through SSH_ASKPASS,
+// so the same path serves password and keyboard-interactive prompts.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const askpassDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-askpass-'));
+export const ASKPASS = path.join(askpassDir, 'askpass.sh');
+fs.writeFileSync(ASKPASS, '#!/bin/sh\nprintf "%s\\n" "$JSP_TEST_TOKEN"\n', { mode: 0o700 });
+process.on('exit', () => fs.rmSync(askpassDir, { recursive: true, force: true }));
+
+/** Options every test connection uses: no config files, no host key prompts, token auth only. */
+export function sshOptions(port: number): string[] {
+  return [
+    '-F', '/dev/null',
+    '-p', String(port),
+    '-o', 'StrictHostKeyChecking=no',
+    '-o', 'UserKnownHostsFile=/dev/null',
+    '-o', 'GlobalKnownHostsFile=/dev/null',
+    '-o', 'PubkeyAuthentication=no',
+    '-o', 'GSSAPIAuthentication=no',
+    '-o', 'ConnectTimeout=20',
+  ];
+}
+
+/** Environment that feeds `token` to ssh's prompts. */
+export function askpassEnv(token: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    SSH_ASKPASS: ASKPASS,
+    SSH_ASKPASS_REQUIRE: 'force',
+    DISPLAY: process.env.DISPLAY ?? ':0',
+    JSP_TEST_TOKEN: token,
+    ...extra,
+  };
+}
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+export interface RunOptions {
+  input?: string | Buffer;
+  env?: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+  /** Called with the child right after spawn (to stream stdin, say). */
+  onSpawn?: (child: ChildProcess) => void;
+}
+
+/** Runs a command to completion; rejects only if it cannot start or exceeds its deadline. */
+export function run(cmd: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: options.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')} did not finish in ${options.timeoutMs ?? 60_000} ms; stderr: ${err}`));
+    }, options.timeoutMs ?? 60_000);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout: Buffer.concat(out), stderr: err });
+    });
+    child.stdin.on('error', () => {});
+    if (options.onSpawn) options.onSpawn(child);
+    else child.stdin.end(options.input ?? '');
+  });
+}
+
+/** `ssh -p PORT [extra] user@127.0.0.1 command`, with the token from askpass. */
+export function ssh(
+  port: number,
+  user: string,
+  token: string,
+  command: string[],
+  extra: string[] = [],
+  options: RunOptions = {},
+): Promise<RunResult> {
+  return run('ssh', [...sshOptions(port), ...extra, `${user}@127.0.0.1`, ...command], {
+    ...options,
+    env: askpassEnv(token, options.env),
+  });
+}
