@@ -1,0 +1,34 @@
+#!/bin/sh
+# Installs what jupyter-ssh-proxy needs on Debian 12, skipping what is there:
+#   scripts/install-deps.sh          the daemon's own needs (OpenSSH's sshd)
+#   scripts/install-deps.sh --test   plus what the test suite drives (JupyterHub,
+#                                    the OpenSSH client tools, Xvfb for X11, curl)
+# then the npm packages (npm ci builds dist/ and ssh2's native crypto binding).
+set -eu
+cd "$(dirname "$0")/.."
+
+packages="openssh-server openssh-client"
+if [ "${1:-}" = "--test" ]; then
+  packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl"
+fi
+
+missing=""
+for pkg in $packages; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: run as root to install:$missing" >&2
+    exit 1
+  fi
+  echo "install-deps: installing$missing"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+# Reinstall node_modules only when the lockfile changed; always rebuild dist/.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+else
+  npm run --silent build
+fi
