@@ -26,7 +26,13 @@ export function parseArgs(argv: string[]): ProxyConfig {
     .option('log-level', { type: 'string', default: 'info', choices: ['error', 'warn', 'info', 'debug'], describe: 'Log level' })
     .option('unix-user', { type: 'string', default: '{username}', describe: 'Unix user for a Hub user; {username} is replaced (TLJH: jupyter-{username})' })
     .option('sshd', { type: 'string', default: '/usr/sbin/sshd', describe: 'OpenSSH sshd binary, started per connection as `sshd -i`' })
-    .option('sshd-option', { type: 'string', array: true, default: [] as string[], describe: 'Extra sshd option KEY=VALUE (repeatable), e.g. RekeyLimit=1G' })
+    .option('sshd-option', {
+      type: 'string',
+      default: [] as string[],
+      // Not `array: true`: that would swallow the URL after the flag.
+      coerce: (value: string | string[]): string[] => [value].flat(),
+      describe: 'Extra sshd option KEY=VALUE (repeatable), e.g. RekeyLimit=1G',
+    })
     .option('runtime-dir', { type: 'string', default: '/run/jupyter-ssh-proxy', describe: 'Where the internal sshd configuration and keys are written' })
     .option('max-auth-tries', { type: 'number', default: 6, describe: 'Token attempts per connection' })
     .option('login-grace-time', { type: 'number', default: 120, describe: 'Seconds a client has to log in' })

@@ -259,7 +259,8 @@ export class Connection {
     this.socket.once('close', () => clearTimeout(killer));
     const seconds = ((Date.now() - this.started) / 1000).toFixed(1);
     const traffic = this.upstreamLeg
-      ? ` bytes from client=${this.client.bytesIn} to client=${this.client.bytesOut}`
+      ? ` bytes from client=${this.client.bytesIn} to client=${this.client.bytesOut}` +
+        ` key exchanges client=${this.client.keyExchanges} upstream=${this.upstreamLeg.keyExchanges}`
       : '';
     this.log(wasRelaying ? 'info' : 'debug', `connection closed after ${seconds}s (${reason})${traffic}`);
     this.onClosed?.();

@@ -175,6 +175,11 @@ export class Leg extends EventEmitter {
     return this.done;
   }
 
+  /** Key exchanges completed on this leg: the first one plus every rekey. */
+  get keyExchanges(): number {
+    return this.handshakes;
+  }
+
   private receive(chunk: Buffer): void {
     if (this.done) return;
     this.bytesIn += chunk.length;

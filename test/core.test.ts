@@ -1,0 +1,250 @@
+// The proxy core against the real OpenSSH client, the real sshd (started as
+// `sshd -i` by the daemon) and a real JupyterHub.
+import { expect } from 'chai';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { useEnv } from './helpers/fixture.js';
+import { createHubUser, createToken } from './helpers/hub.js';
+import { startProxy } from './helpers/proxy.js';
+import { askpassEnv, run, ssh, sshOptions } from './helpers/ssh.js';
+import { createUnixUser } from './helpers/unixuser.js';
+import { waitFor } from './helpers/wait.js';
+
+const QUIET = ['-o', 'LogLevel=ERROR'];
+
+function sha256(data: Buffer | string): string {
+  return crypto.createHash('sha256').update(data).digest('hex');
+}
+
+function sha256File(file: string): string {
+  return sha256(fs.readFileSync(file));
+}
+
+/** sftp and scp spell the port -P. */
+function fileCopyOptions(port: number): string[] {
+  const options = sshOptions(port);
+  options[options.indexOf('-p')] = '-P';
+  return options;
+}
+
+function shellQuote(arg: string): string {
+  return `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+describe('proxy core: commands and sessions', function () {
+  const env = useEnv();
+  let tmp: string;
+  beforeEach(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-core-'));
+  });
+  afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it('runs a command as the mapped unix user with exit status 0', async function () {
+    const r = await env.ssh(['id -un; echo "$HOME"'], QUIET);
+    expect(r.code).to.equal(0);
+    expect(r.stdout.toString()).to.equal(`${env.user.name}\n${env.user.home}\n`);
+  });
+
+  it('passes a non-zero exit status through', async function () {
+    const r = await env.ssh(['exit 3'], QUIET);
+    expect(r.code).to.equal(3);
+  });
+
+  it('reports a remote command killed by a signal as ssh does (255, signal named with -v)', async function () {
+    const r = await env.ssh(['kill -TERM $$'], ['-v']);
+    expect(r.code).to.equal(255);
+    // The exit-signal channel request travelled through the relay unchanged.
+    expect(r.stderr).to.match(/exit-signal|signal/);
+  });
+
+  it('keeps stdout and stderr apart', async function () {
+    const r = await env.ssh(['echo to-out; echo to-err >&2; echo more-out'], QUIET);
+    expect(r.code).to.equal(0);
+    expect(r.stdout.toString()).to.equal('to-out\nmore-out\n');
+    expect(r.stderr).to.equal('to-err\n');
+  });
+
+  it('streams stdin in (16 MiB, checksum intact)', async function () {
+    const data = crypto.randomBytes(16 * 1024 * 1024);
+    const r = await env.ssh(['sha256sum'], QUIET, { input: data });
+    expect(r.code).to.equal(0);
+    expect(r.stdout.toString().split(' ')[0]).to.equal(sha256(data));
+  });
+
+  it('gives ssh -tt a pty with the client window size', async function () {
+    const sshCommand = ['ssh', ...sshOptions(env.proxy.port), ...QUIET, '-tt', `${env.user.name}@127.0.0.1`, 'tty; stty size']
+      .map(shellQuote)
+      .join(' ');
+    // script(1) gives ssh a local terminal whose size we set.
+    const r = await run('script', ['-qec', `stty rows 33 cols 77; ${sshCommand}`, '/dev/null'], {
+      env: askpassEnv(env.token),
+    });
+    expect(r.code).to.equal(0);
+    const out = r.stdout.toString();
+    expect(out).to.match(/\/dev\/pts\/\d+/);
+    expect(out).to.match(/^33 77\r?$/m);
+  });
+
+  it('sftp puts and gets a 100 MB random file intact', async function () {
+    this.timeout(120_000);
+    const local = path.join(tmp, 'up.bin');
+    fs.writeFileSync(local, crypto.randomBytes(100 * 1000 * 1000));
+    const batch = path.join(tmp, 'batch');
+    fs.writeFileSync(batch, `put ${local} sftp-up.bin\nget sftp-up.bin ${path.join(tmp, 'down.bin')}\nrm sftp-up.bin\n`);
+    const r = await run('sftp', [...fileCopyOptions(env.proxy.port), ...QUIET, '-o', 'BatchMode=no', '-b', batch, `${env.user.name}@127.0.0.1`], {
+      env: askpassEnv(env.token),
+      timeoutMs: 110_000,
+    });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(sha256File(path.join(tmp, 'down.bin'))).to.equal(sha256File(local));
+  });
+
+  for (const mode of [[], ['-O']]) {
+    const label = mode.length ? 'scp -O (legacy scp protocol)' : 'scp (sftp protocol)';
+    it(`${label} copies a file there and back intact`, async function () {
+      const local = path.join(tmp, 'scp.bin');
+      fs.writeFileSync(local, crypto.randomBytes(5 * 1024 * 1024));
+      const remote = `${env.user.name}@127.0.0.1:scp-${mode.length}.bin`;
+      const opts = { env: askpassEnv(env.token) };
+      const up = await run('scp', [...fileCopyOptions(env.proxy.port), ...QUIET, ...mode, local, remote], opts);
+      expect(up.code, up.stderr).to.equal(0);
+      const back = path.join(tmp, 'back.bin');
+      const down = await run('scp', [...fileCopyOptions(env.proxy.port), ...QUIET, ...mode, remote, back], opts);
+      expect(down.code, down.stderr).to.equal(0);
+      expect(sha256File(back)).to.equal(sha256File(local));
+    });
+  }
+});
+
+describe('proxy core: authentication outcomes', function () {
+  const env = useEnv();
+
+  it('refuses a wrong token with a clear line, and the next client still gets in', async function () {
+    const bad = await ssh(env.proxy.port, env.user.name, 'not-a-token', ['true'], ['-o', 'NumberOfPasswordPrompts=1']);
+    expect(bad.code).to.equal(255);
+    expect(bad.stderr).to.contain('JupyterHub did not accept that token');
+    expect(bad.stderr).to.contain(`${env.hub.url}/hub/token`);
+    const good = await env.ssh(['echo in'], QUIET);
+    expect(good.code).to.equal(0);
+    expect(good.stdout.toString()).to.equal('in\n');
+  });
+
+  it('accepts the token with password authentication too', async function () {
+    const r = await env.ssh(['echo pw'], [...QUIET, '-o', 'PreferredAuthentications=password']);
+    expect(r.code).to.equal(0);
+    expect(r.stdout.toString()).to.equal('pw\n');
+  });
+
+  it("refuses another user's token and names its owner", async function () {
+    const other = await createUnixUser('o');
+    try {
+      await createHubUser(env.hub, other.name);
+      const r = await ssh(env.proxy.port, other.name, env.token, ['true'], ['-o', 'NumberOfPasswordPrompts=1']);
+      expect(r.code).to.equal(255);
+      expect(r.stderr).to.contain(`That token belongs to JupyterHub user '${env.user.name}', not '${other.name}'`);
+    } finally {
+      await other.remove();
+    }
+  });
+
+  it('disconnects after --max-auth-tries failures (default 6)', async function () {
+    const r = await ssh(env.proxy.port, env.user.name, 'wrong', ['true'], ['-o', 'NumberOfPasswordPrompts=10']);
+    expect(r.code).to.equal(255);
+    expect(r.stderr).to.contain('Too many authentication failures');
+    expect(r.stderr.match(/JupyterHub did not accept that token/g)).to.have.length(6);
+  });
+
+  it('explains a Hub user without a unix account', async function () {
+    const name = `jsp-nounix-${crypto.randomBytes(3).toString('hex')}`;
+    await createHubUser(env.hub, name);
+    const { token } = await createToken(env.hub, name);
+    const r = await ssh(env.proxy.port, name, token, ['true']);
+    expect(r.code).to.equal(255);
+    expect(r.stderr).to.contain(`There is no account '${name}' for JupyterHub user '${name}' on this server`);
+    // The daemon keeps serving everyone else.
+    expect((await env.ssh(['echo still'], QUIET)).stdout.toString()).to.equal('still\n');
+  });
+
+  it('explains a missing sshd binary, and keeps serving', async function () {
+    const broken = await startProxy(env.hub.url, ['--sshd', '/nonexistent/sshd']);
+    try {
+      for (let i = 0; i < 2; i++) {
+        const r = await ssh(broken.port, env.user.name, env.token, ['true']);
+        expect(r.code).to.equal(255);
+        expect(r.stderr).to.contain('The SSH server for your environment is not installed');
+      }
+      expect(broken.logs()).to.contain('sshd not found at /nonexistent/sshd');
+    } finally {
+      await broken.stop();
+    }
+  });
+
+  it('explains an sshd that dies before the login completes', async function () {
+    // /bin/false stands in for an sshd that exits at once.
+    const broken = await startProxy(env.hub.url, ['--sshd', '/bin/false']);
+    try {
+      const r = await ssh(broken.port, env.user.name, env.token, ['true']);
+      expect(r.code).to.equal(255);
+      expect(r.stderr).to.contain('The SSH server for your environment refused the login');
+      expect(broken.logs()).to.match(/upstream login failed: connection closed/);
+    } finally {
+      await broken.stop();
+    }
+  });
+});
+
+describe('proxy core: host keys', function () {
+  const env = useEnv();
+
+  it('serves the KEYDIR keys (all three types, as written to the .pub files)', async function () {
+    const r = await run('ssh-keyscan', ['-p', String(env.proxy.port), '-t', 'ed25519,ecdsa,rsa', '127.0.0.1']);
+    expect(r.code).to.equal(0);
+    const served = new Set(r.stdout.toString().trim().split('\n').map((l) => l.split(' ').slice(1, 3).join(' ')));
+    for (const name of ['ssh_host_ed25519_key', 'ssh_host_ecdsa_key', 'ssh_host_rsa_key']) {
+      const file = path.join(env.proxy.keyDir, name);
+      expect(fs.statSync(file).mode & 0o777).to.equal(0o600);
+      const pub = fs.readFileSync(`${file}.pub`, 'utf8').split(' ').slice(0, 2).join(' ');
+      expect(served.has(pub), `${name} served`).to.equal(true);
+    }
+  });
+
+  for (const algo of ['ssh-ed25519', 'ecdsa-sha2-nistp256', 'rsa-sha2-512', 'rsa-sha2-256']) {
+    it(`logs in with host key algorithm ${algo}`, async function () {
+      const r = await env.ssh(['echo ok'], [...QUIET, '-o', `HostKeyAlgorithms=${algo}`]);
+      expect(r.code, r.stderr).to.equal(0);
+    });
+  }
+
+  it('refuses the SHA-1 ssh-rsa signature algorithm', async function () {
+    const r = await env.ssh(['true'], ['-o', 'HostKeyAlgorithms=ssh-rsa']);
+    expect(r.code).to.equal(255);
+    expect(r.stderr).to.contain('no matching host key type');
+  });
+});
+
+describe('proxy core: rekeying on both legs', function () {
+  const env = useEnv({ proxyArgs: ['--sshd-option', 'RekeyLimit=1M'] });
+
+  it('streams 1 GiB with RekeyLimit=1M on the client and on sshd, checksum intact', async function () {
+    this.timeout(600_000);
+    // The remote side hashes exactly what it sends; stderr carries the hash.
+    const r = await env.ssh(
+      ['head -c 1073741824 /dev/urandom | tee >(sha256sum >&2)'],
+      [...QUIET, '-o', 'RekeyLimit=1M'],
+      { timeoutMs: 580_000 },
+    );
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.length).to.equal(1024 * 1024 * 1024);
+    expect(r.stderr.split(' ')[0]).to.equal(sha256(r.stdout));
+    // The daemon logs the session end once it sees the client go.
+    const m = await waitFor(() => /key exchanges client=(\d+) upstream=(\d+)/.exec(env.proxy.logs()) ?? undefined, {
+      timeoutMs: 10_000,
+      what: 'the session end in the log',
+    });
+    // 1 GiB at 1 MiB per rekey: hundreds of key exchanges on each leg.
+    expect(Number(m![1])).to.be.greaterThan(100);
+    expect(Number(m![2])).to.be.greaterThan(100);
+  });
+});
