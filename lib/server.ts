@@ -17,27 +17,36 @@ import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, type ParsedKe
 export class ProxyServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
-  private readonly upstream: LocalSshdUpstream;
+  private upstream?: LocalSshdUpstream;
   private settings?: ConnectionSettings;
 
   constructor(private readonly config: ProxyConfig, private readonly log: Logger) {
-    this.upstream = new LocalSshdUpstream({
-      sshdPath: config.sshdPath,
-      unixUserTemplate: config.unixUser,
-      runtimeDir: config.runtimeDir,
-      sshdOptions: config.sshdOptions,
-    });
     this.server = net.createServer((socket) => this.accept(socket));
   }
 
   /** Prepares everything and listens; resolves with the bound address. */
   async listen(): Promise<net.AddressInfo> {
+    try {
+      return await this.prepareAndListen();
+    } catch (err) {
+      this.upstream?.dispose();
+      throw err;
+    }
+  }
+
+  private async prepareAndListen(): Promise<net.AddressInfo> {
     await cryptoReady;
     const { keys, generated } = loadHostKeys(this.config.keyDir);
     for (const file of generated) this.log.info(`generated host key ${file}`);
     const hostKeys: Record<string, ParsedKey> = {};
     for (const { key } of keys) for (const algo of hostKeyAlgorithms(key.type)) hostKeys[algo] ??= key;
 
+    this.upstream = new LocalSshdUpstream({
+      sshdPath: this.config.sshdPath,
+      unixUserTemplate: this.config.unixUser,
+      runtimeDir: this.config.runtimeDir,
+      sshdOptions: this.config.sshdOptions,
+    });
     const problem = await this.upstream.check();
     if (problem) this.log.warn(`${problem}; logins will fail until this is fixed`);
 
@@ -91,6 +100,6 @@ export class ProxyServer {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const connection of [...this.connections]) connection.disconnect(message);
     await closed;
-    this.upstream.dispose();
+    this.upstream?.dispose();
   }
 }

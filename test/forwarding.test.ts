@@ -1,0 +1,462 @@
+// Forwarding through the proxy: local (-L), remote (-R), dynamic (-D), agent
+// (-A), X11 (-X) and connection sharing (ControlMaster). Every test drives the
+// real OpenSSH client through the real daemon into the real sshd and checks
+// that real data went through. Client side and remote side are this host.
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { useEnv } from './helpers/fixture.js';
+import { askpassEnv, run, sshOptions, type RunResult } from './helpers/ssh.js';
+import { freePort, waitFor } from './helpers/wait.js';
+
+/** How long a forward, agent or X server may take to become usable. */
+const READY_TIMEOUT_MS = 30_000;
+/** Size of the blob each HTTP test server serves: many channel packets and window adjustments. */
+const BLOB_BYTES = 2 * 1024 * 1024;
+/** The screen Xvfb is given, checked in xdpyinfo's output. */
+const X_WIDTH = 1152;
+const X_HEIGHT = 864;
+
+// ---------------------------------------------------------------------------
+// Per-test cleanup: everything a test starts registers its own undo here, and
+// afterEach runs them in reverse order whether the test passed or not.
+
+let cleanups: { what: string; fn: () => unknown }[] = [];
+
+function defer(what: string, fn: () => unknown): void {
+  cleanups.push({ what, fn });
+}
+
+async function runCleanups(): Promise<void> {
+  const todo = cleanups.reverse();
+  cleanups = [];
+  const errors: Error[] = [];
+  for (const { what, fn } of todo) {
+    try {
+      await fn();
+    } catch (err) {
+      errors.push(new Error(`cleanup of ${what} failed: ${(err as Error).message}`, { cause: err }));
+    }
+  }
+  if (errors.length > 0) throw new AggregateError(errors, errors.map((e) => e.message).join('; '));
+}
+
+/** A private temp dir, removed after the test. */
+function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  defer(`temp dir ${dir}`, () => fsp.rm(dir, { recursive: true, force: true, maxRetries: 3 }));
+  return dir;
+}
+
+// ---------------------------------------------------------------------------
+// Long-running processes (background ssh, ssh-agent, Xvfb) the test owns.
+
+interface Background {
+  name: string;
+  child: ChildProcess;
+  /** stdout and stderr so far, interleaved. */
+  output(): string;
+  exited(): boolean;
+  exitStatus(): string | undefined;
+  /** Resolves true once the process has exited, false after `ms`. */
+  waitExit(ms: number): Promise<boolean>;
+  /** SIGTERM, SIGKILL after 5 s, wait for exit. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Background processes of the current test, for failure reports. */
+let backgrounds: Background[] = [];
+
+async function startBackground(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Background> {
+  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  let status: string | undefined;
+  const exit = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      status = signal ? `killed by ${signal}` : `exit status ${code}`;
+      resolve();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', reject);
+  });
+  const waitExit = (ms: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      if (status !== undefined) return resolve(true);
+      const timer = setTimeout(() => resolve(false), ms);
+      void exit.then(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  let stopping: Promise<void> | undefined;
+  const bg: Background = {
+    name,
+    child,
+    output: () => output,
+    exited: () => status !== undefined,
+    exitStatus: () => status,
+    waitExit,
+    stop: () =>
+      (stopping ??= (async () => {
+        if (status !== undefined) return;
+        child.kill('SIGTERM');
+        if (await waitExit(5_000)) return;
+        child.kill('SIGKILL');
+        if (!(await waitExit(5_000))) throw new Error(`${name} (pid ${child.pid}) survived SIGKILL`);
+      })()),
+  };
+  backgrounds.push(bg);
+  defer(name, () => bg.stop());
+  return bg;
+}
+
+/**
+ * Polls `attempt` until it returns a value, failing at once (with the process's
+ * output) if `bg` exits meanwhile.
+ */
+async function untilReady<T>(
+  bg: Background,
+  what: string,
+  attempt: () => Promise<T | undefined | false>,
+): Promise<T> {
+  const result = await waitFor<{ value: T } | { dead: true }>(
+    async () => {
+      if (bg.exited()) return { dead: true };
+      // Like waitFor: undefined, false or an exception mean "not yet".
+      const value = await attempt();
+      return value === undefined || value === false ? undefined : { value };
+    },
+    { timeoutMs: READY_TIMEOUT_MS, intervalMs: 100, what },
+  );
+  if ('dead' in result) {
+    throw new Error(`${bg.name} exited (${bg.exitStatus()}) before ${what}:\n${bg.output()}`);
+  }
+  return result.value;
+}
+
+// ---------------------------------------------------------------------------
+// The data the forwards carry: a small HTTP server with a unique greeting and
+// a large random blob.
+
+interface TestServer {
+  port: number;
+  greeting: string;
+  blobSha256: string;
+  /** Request paths seen, in order. */
+  requests: string[];
+}
+
+async function startHttpServer(): Promise<TestServer> {
+  const greeting = `hello from ${crypto.randomBytes(8).toString('hex')}\n`;
+  const blob = crypto.randomBytes(BLOB_BYTES);
+  const requests: string[] = [];
+  const server = http.createServer((req, res) => {
+    requests.push(req.url ?? '');
+    res.setHeader('Connection', 'close');
+    if (req.url?.startsWith('/blob')) {
+      res.setHeader('Content-Type', 'application/octet-stream');
+      res.end(blob);
+    } else {
+      res.setHeader('Content-Type', 'text/plain');
+      res.end(greeting);
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  defer('HTTP test server', async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    greeting,
+    blobSha256: sha256(blob),
+    requests,
+  };
+}
+
+function sha256(data: Buffer): string {
+  return crypto.createHash('sha256').update(data).digest('hex');
+}
+
+/** GET http://127.0.0.1:port/urlPath without connection reuse; rejects on any error. */
+function httpGet(port: number, urlPath: string): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: 10_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${urlPath} on port ${port} timed out`)));
+    req.on('error', reject);
+  });
+}
+
+/** Resolves true if something accepts TCP connections on 127.0.0.1:port. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
+}
+
+/** Checks greeting and blob of `server` through `port`, polling until the forward is up. */
+async function expectServedThrough(bg: Background, port: number, server: TestServer, tag: string): Promise<void> {
+  const first = await untilReady(bg, `${server.greeting.trim()} through port ${port}`, () =>
+    httpGet(port, `/${tag}`),
+  );
+  expect(first.status).to.equal(200);
+  expect(first.body.toString()).to.equal(server.greeting);
+  const blob = await httpGet(port, `/blob-${tag}`);
+  expect(blob.status).to.equal(200);
+  expect(blob.body.length).to.equal(BLOB_BYTES);
+  expect(sha256(blob.body)).to.equal(server.blobSha256);
+  expect(server.requests).to.include.members([`/${tag}`, `/blob-${tag}`]);
+}
+
+// ---------------------------------------------------------------------------
+
+describe('forwarding through the proxy (real OpenSSH client and sshd)', function () {
+  this.timeout(90_000);
+  this.slow(10_000);
+  const env = useEnv();
+  let logStart = 0;
+
+  /** `ssh -N [args] user@127.0.0.1` in the background, token via askpass. */
+  function startSshN(name: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<Background> {
+    return startBackground(
+      name,
+      'ssh',
+      [...sshOptions(env.proxy.port), '-N', '-o', 'ExitOnForwardFailure=yes', ...args, `${env.user.name}@127.0.0.1`],
+      askpassEnv(env.token, extraEnv),
+    );
+  }
+
+  /** Proxy log lines written since this test began. */
+  function testLogs(): string {
+    return env.proxy.logs().slice(logStart);
+  }
+
+  beforeEach(function () {
+    logStart = env.proxy.logs().length;
+    backgrounds = [];
+    cleanups = [];
+  });
+
+  afterEach(async function () {
+    this.timeout(60_000);
+    if (this.currentTest?.state === 'failed') {
+      const report = [`--- proxy log during "${this.currentTest.title}" ---`, testLogs()];
+      for (const bg of backgrounds) report.push(`--- output of ${bg.name} (${bg.exitStatus() ?? 'running'}) ---`, bg.output());
+      console.error(report.join('\n'));
+    }
+    await runCleanups();
+  });
+
+  it('-L: a local forward reaches a server on the remote side', async function () {
+    const server = await startHttpServer();
+    const localPort = await freePort();
+    const ssh = await startSshN('ssh -L', ['-L', `127.0.0.1:${localPort}:127.0.0.1:${server.port}`]);
+    await expectServedThrough(ssh, localPort, server, 'via-L');
+  });
+
+  it('-R with an explicit port: the remote port leads to the client side', async function () {
+    const server = await startHttpServer();
+    const remotePort = await freePort();
+    const ssh = await startSshN('ssh -R', ['-R', `${remotePort}:127.0.0.1:${server.port}`]);
+    await expectServedThrough(ssh, remotePort, server, 'via-R');
+    // The port belonged to the forward: it closes with the connection.
+    await ssh.stop();
+    await waitFor(async () => !(await accepts(remotePort)), {
+      timeoutMs: 15_000,
+      what: `remote port ${remotePort} to close after ssh exited`,
+    });
+  });
+
+  it('-R 0: the port sshd allocates is reported to the client and works', async function () {
+    const server = await startHttpServer();
+    const ssh = await startSshN('ssh -R 0', ['-R', `0:127.0.0.1:${server.port}`]);
+    const allocated = await untilReady(ssh, 'the "Allocated port" message', async () => {
+      const m = new RegExp(`Allocated port (\\d+) for remote forward to 127\\.0\\.0\\.1:${server.port}\\b`).exec(ssh.output());
+      return m ? Number(m[1]) : undefined;
+    });
+    expect(allocated).to.be.within(1, 65535);
+    expect(allocated).to.not.equal(server.port);
+    await expectServedThrough(ssh, allocated, server, 'via-R0');
+  });
+
+  it('-R several at once: each global request reply reaches the right forward', async function () {
+    // Replies to global requests carry no id; ssh pairs them with its requests
+    // by order. Three forwards, two of them port 0, on one connection.
+    const [a, b, c] = [await startHttpServer(), await startHttpServer(), await startHttpServer()];
+    const fixedPort = await freePort();
+    const ssh = await startSshN('ssh -R x3', [
+      '-R', `${fixedPort}:127.0.0.1:${a.port}`,
+      '-R', `0:127.0.0.1:${b.port}`,
+      '-R', `0:127.0.0.1:${c.port}`,
+    ]);
+    const allocated = await untilReady(ssh, 'two "Allocated port" messages', async () => {
+      const found = new Map<number, number>();
+      for (const m of ssh.output().matchAll(/Allocated port (\d+) for remote forward to 127\.0\.0\.1:(\d+)/g)) {
+        found.set(Number(m[2]), Number(m[1]));
+      }
+      return found.size === 2 ? found : undefined;
+    });
+    expect([...allocated.keys()].sort()).to.deep.equal([b.port, c.port].sort());
+    await expectServedThrough(ssh, fixedPort, a, 'via-R-fixed');
+    await expectServedThrough(ssh, allocated.get(b.port)!, b, 'via-R0-b');
+    await expectServedThrough(ssh, allocated.get(c.port)!, c, 'via-R0-c');
+  });
+
+  it('-D: a SOCKS forward carries curl --socks5-hostname to the server', async function () {
+    const server = await startHttpServer();
+    const socksPort = await freePort();
+    const ssh = await startSshN('ssh -D', ['-D', `127.0.0.1:${socksPort}`]);
+    const curl = (urlPath: string): Promise<RunResult> =>
+      run('curl', ['-sS', '--fail', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`,
+        `http://127.0.0.1:${server.port}${urlPath}`], { timeoutMs: 30_000 });
+    const greeting = await untilReady(ssh, `curl through SOCKS port ${socksPort}`, async () => {
+      const r = await curl('/via-D');
+      if (r.code !== 0) throw new Error(`curl exit ${r.code}: ${r.stderr.trim()}`);
+      return r.stdout.toString();
+    });
+    expect(greeting).to.equal(server.greeting);
+    const blob = await curl('/blob-via-D');
+    expect(blob.code, blob.stderr).to.equal(0);
+    expect(blob.stdout.length).to.equal(BLOB_BYTES);
+    expect(sha256(blob.stdout)).to.equal(server.blobSha256);
+    expect(server.requests).to.include.members(['/via-D', '/blob-via-D']);
+  });
+
+  it('-A: the remote side lists the key held by the local agent', async function () {
+    const dir = tempDir('jsp-agent-');
+    const sock = path.join(dir, 'agent.sock');
+    const agentEnv = { ...process.env, SSH_AUTH_SOCK: sock };
+    const agent = await startBackground('ssh-agent', 'ssh-agent', ['-D', '-a', sock], agentEnv);
+    // `ssh-add -l` exits 1 for "no identities" once the agent answers, 2 while it cannot connect.
+    await untilReady(agent, 'ssh-agent to answer', async () => (await run('ssh-add', ['-l'], { env: agentEnv })).code === 1);
+
+    const keyFile = path.join(dir, 'id_ed25519');
+    const comment = `jsp-agent-test-${crypto.randomBytes(4).toString('hex')}`;
+    const keygen = await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', keyFile]);
+    expect(keygen.code, keygen.stderr).to.equal(0);
+    const add = await run('ssh-add', [keyFile], { env: agentEnv });
+    expect(add.code, add.stderr).to.equal(0);
+    const fp = await run('ssh-keygen', ['-l', '-f', `${keyFile}.pub`]);
+    const fingerprint = /SHA256:\S+/.exec(fp.stdout.toString())?.[0];
+    expect(fingerprint, fp.stdout.toString()).to.be.a('string');
+
+    const remote = 'echo "sock=$SSH_AUTH_SOCK"; ssh-add -l';
+    const res = await env.ssh([remote], ['-A'], { env: { SSH_AUTH_SOCK: sock } });
+    const out = res.stdout.toString();
+    expect(res.code, `${out}\n${res.stderr}`).to.equal(0);
+    expect(out).to.include(fingerprint!);
+    expect(out).to.include(comment);
+    // The remote socket is sshd's agent listener, not the local one.
+    const remoteSock = /^sock=(.*)$/m.exec(out)?.[1];
+    expect(remoteSock).to.be.a('string').and.not.equal('').and.not.equal(sock);
+
+    // Control: without -A the remote side has no agent at all.
+    const without = await env.ssh([remote], ['-a'], { env: { SSH_AUTH_SOCK: sock } });
+    expect(without.stdout.toString()).to.not.include(fingerprint!);
+    expect(without.code).to.not.equal(0);
+  });
+
+  it('-X: xdpyinfo on the remote side talks to the local Xvfb', async function () {
+    const dir = tempDir('jsp-x11-');
+    const xauthority = path.join(dir, 'Xauthority');
+    const cookie = crypto.randomBytes(16).toString('hex');
+
+    // A display number nobody uses; if another X server grabs it first, Xvfb
+    // exits and the next number is tried.
+    let display: number | undefined;
+    const first = 100 + crypto.randomInt(800);
+    for (let n = first; n < first + 20 && display === undefined; n++) {
+      if (fs.existsSync(`/tmp/.X11-unix/X${n}`) || fs.existsSync(`/tmp/.X${n}-lock`)) continue;
+      const xa = await run('xauth', ['-f', xauthority, 'add', `:${n}`, 'MIT-MAGIC-COOKIE-1', cookie]);
+      expect(xa.code, xa.stderr).to.equal(0);
+      const xvfb = await startBackground(`Xvfb :${n}`, 'Xvfb', [
+        `:${n}`, '-screen', '0', `${X_WIDTH}x${X_HEIGHT}x24`, '-nolisten', 'tcp', '-auth', xauthority,
+      ], process.env);
+      const up = await waitFor(
+        () => (xvfb.exited() ? 'exited' : fs.existsSync(`/tmp/.X11-unix/X${n}`) ? 'up' : undefined),
+        { timeoutMs: READY_TIMEOUT_MS, what: `Xvfb :${n} to create its socket` },
+      );
+      if (up === 'up') display = n;
+    }
+    expect(display, 'no free X display found').to.be.a('number');
+    const xEnv = { DISPLAY: `:${display}`, XAUTHORITY: xauthority };
+    // The local side works before ssh is involved (cookie and server agree).
+    const local = await run('xdpyinfo', [], { env: { ...process.env, ...xEnv } });
+    expect(local.code, local.stderr).to.equal(0);
+
+    const res = await env.ssh(['echo "display=$DISPLAY"; xdpyinfo'], ['-X'], { env: xEnv });
+    const out = res.stdout.toString();
+    expect(res.code, `${out}\n${res.stderr}`).to.equal(0);
+    // sshd's X11 proxy display, e.g. localhost:10.0, not the local one.
+    expect(out).to.match(/^display=localhost:\d+\.0$/m);
+    expect(out).to.include('name of display:');
+    expect(out).to.match(new RegExp(`dimensions:\\s+${X_WIDTH}x${X_HEIGHT} pixels`));
+  });
+
+  it('ControlMaster: three concurrent sessions share one proxied connection', async function () {
+    const dir = tempDir('jsp-mux-');
+    const sock = path.join(dir, 'cm');
+    const target = `${env.user.name}@127.0.0.1`;
+    const countLogs = (re: RegExp) => (testLogs().match(re) ?? []).length;
+    // Clients of the master get no token: if one did not use the shared
+    // connection it could not log in and would fail.
+    const muxEnv: NodeJS.ProcessEnv = { ...process.env, SSH_ASKPASS_REQUIRE: 'never' };
+    const muxOptions = [...sshOptions(env.proxy.port), '-o', 'BatchMode=yes', '-S', sock];
+
+    const master = await startSshN('ssh -M', ['-M', '-S', sock, '-o', 'ControlPersist=no']);
+    await untilReady(master, 'the control socket', async () => {
+      const r = await run('ssh', [...muxOptions, '-O', 'check', target], { env: muxEnv });
+      if (r.code !== 0) throw new Error(`ssh -O check: ${r.stderr.trim()}`);
+      return true;
+    });
+
+    const markers = [0, 1, 2].map((i) => `session-${i}-${crypto.randomBytes(6).toString('hex')}`);
+    const results = await Promise.all(
+      markers.map((m) => run('ssh', [...muxOptions, '-o', 'ControlMaster=no', target, `echo ${m}; echo "pid=$$"`], { env: muxEnv })),
+    );
+    results.forEach((r, i) => {
+      const out = r.stdout.toString();
+      expect(r.code, `session ${i}: ${out}\n${r.stderr}`).to.equal(0);
+      expect(out).to.include(markers[i]!);
+      for (const other of markers) if (other !== markers[i]) expect(out).to.not.include(other);
+    });
+    // Three separate remote shells.
+    const pids = results.map((r) => /^pid=(\d+)$/m.exec(r.stdout.toString())?.[1]);
+    expect(new Set(pids).size).to.equal(3);
+
+    // Only the master reached the proxy: one TCP connection, one login.
+    expect(countLogs(/connection from /g)).to.equal(1);
+    expect(countLogs(/session started/g)).to.equal(1);
+
+    const exit = await run('ssh', [...muxOptions, '-O', 'exit', target], { env: muxEnv });
+    expect(exit.code, exit.stderr).to.equal(0);
+    expect(await master.waitExit(15_000), 'master still running after -O exit').to.equal(true);
+    await waitFor(() => /connection closed after/.test(testLogs()), {
+      timeoutMs: 15_000,
+      what: 'the proxy to log the end of the shared connection',
+    });
+  });
+});

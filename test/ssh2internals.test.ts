@@ -1,0 +1,500 @@
+// Contract tests for lib/ssh2internals.ts: every private field and behaviour of
+// ssh2's protocol layer that the proxy relies on is exercised here on two
+// in-memory Protocols (a server and a client wired to each other), so that a
+// new ssh2 release that changes one of them fails this file loudly.
+import { expect } from 'chai';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  SSH2_VERSION,
+  createProtocol,
+  cryptoReady,
+  generateKeyPair,
+  inKeyExchange,
+  installedSsh2Version,
+  interceptPayloads,
+  nativeCryptoAvailable,
+  nextOutboundSeqno,
+  parseKey,
+  replaceServerExtInfo,
+  sendPayload,
+  sendPayloadBypassingKex,
+  strictKex,
+  type ParsedKey,
+  type Protocol,
+} from '../lib/ssh2internals.js';
+import { SERVER_SIG_ALGS, clientOffer, hostKeyAlgorithms, serverOffer } from '../lib/algorithms.js';
+import { waitFor } from './helpers/wait.js';
+
+const require = createRequire(import.meta.url);
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const MSG_DISCONNECT = 1;
+const MSG_IGNORE = 2;
+const MSG_EXT_INFO = 7;
+const MSG_KEXINIT = 20;
+const MSG_GLOBAL_REQUEST = 80;
+
+// ---------------------------------------------------------------------------
+// Tiny helpers: payload builders and an in-memory pair of Protocols.
+
+function sshString(s: string | Buffer): Buffer {
+  const b = typeof s === 'string' ? Buffer.from(s) : s;
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(b.length);
+  return Buffer.concat([len, b]);
+}
+
+function ignorePayload(data: string): Buffer {
+  return Buffer.concat([Buffer.of(MSG_IGNORE), sshString(data)]);
+}
+
+function globalRequestPayload(name: string, wantReply: boolean): Buffer {
+  return Buffer.concat([Buffer.of(MSG_GLOBAL_REQUEST), sshString(name), Buffer.of(wantReply ? 1 : 0)]);
+}
+
+function disconnectPayload(reason: number, text: string): Buffer {
+  const r = Buffer.alloc(4);
+  r.writeUInt32BE(reason);
+  return Buffer.concat([Buffer.of(MSG_DISCONNECT), r, sshString(text), sshString('')]);
+}
+
+function extInfoPayload(serverSigAlgs: readonly string[]): Buffer {
+  const n = Buffer.alloc(4);
+  n.writeUInt32BE(1);
+  return Buffer.concat([Buffer.of(MSG_EXT_INFO), n, sshString('server-sig-algs'), sshString(serverSigAlgs.join(','))]);
+}
+
+/** Parses an EXT_INFO payload into its name/value pairs (RFC 8308 §2.3). */
+function parseExtInfo(payload: Buffer): Map<string, string> {
+  const out = new Map<string, string>();
+  let p = 1;
+  const count = payload.readUInt32BE(p);
+  p += 4;
+  const readString = (): string => {
+    const len = payload.readUInt32BE(p);
+    p += 4;
+    if (p + len > payload.length) throw new Error('EXT_INFO string runs past the payload');
+    const s = payload.toString('latin1', p, p + len);
+    p += len;
+    return s;
+  };
+  for (let i = 0; i < count; i++) {
+    const name = readString();
+    out.set(name, readString());
+  }
+  expect(p, 'EXT_INFO has trailing bytes').to.equal(payload.length);
+  return out;
+}
+
+interface Intercepted {
+  type: number;
+  seqno: number;
+  payload: Buffer;
+}
+
+interface Side {
+  name: 'server' | 'client';
+  proto: Protocol;
+  /** Completed key exchanges. */
+  handshakes: number;
+  /** inKeyExchange() as seen from inside each onHandshakeComplete. */
+  kexAtHandshakeComplete: boolean[];
+  /** Every onWrite call since the last handshake completed = packets sent in this key epoch. */
+  writesSinceHandshake: number;
+  /** All onWrite calls ever. */
+  writes: number;
+  /** Ordinals (since the last handshake) of packets this side sent after a handshake. */
+  sentOrdinals: number[];
+  intercepted: Intercepted[];
+  /** What the intercept handler returns for a payload (true = consume). */
+  consume: (payload: Buffer) => boolean;
+  /** Calls of ssh2 messageHandlers, by name. */
+  calls: { name: string; args: unknown[]; inKex: boolean }[];
+  errors: Error[];
+  peer?: Side;
+}
+
+interface Pair {
+  server: Side;
+  client: Side;
+  hostKey: ParsedKey;
+  /** Stops delivery and frees both Protocols. */
+  close(): void;
+}
+
+interface PairOptions {
+  /** Replace the server's EXT_INFO (as the daemon does); default true. */
+  replaceExtInfo?: boolean;
+}
+
+function makePair(options: PairOptions = {}): Pair {
+  const hostKey = parseKey(generateKeyPair('ed25519').private);
+  if (hostKey instanceof Error) throw hostKey;
+  let closed = false;
+  const pending: { to: Side; data: Buffer }[] = [];
+  let scheduled = false;
+
+  // Delivery is asynchronous and in order, like a socket: a Protocol is never
+  // re-entered from inside its own parse().
+  const flush = () => {
+    scheduled = false;
+    while (!closed && pending.length > 0) {
+      const { to, data } = pending.shift()!;
+      try {
+        to.proto.parse(data, 0, data.length);
+      } catch (err) {
+        to.errors.push(err as Error);
+      }
+    }
+  };
+  const deliver = (from: Side, data: Buffer) => {
+    from.writes++;
+    if (from.handshakes > 0) from.sentOrdinals.push(from.writesSinceHandshake);
+    from.writesSinceHandshake++;
+    if (closed) return;
+    pending.push({ to: from.peer!, data: Buffer.from(data) });
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
+
+  const side = (name: 'server' | 'client'): Side => ({
+    name,
+    proto: undefined as unknown as Protocol,
+    handshakes: 0,
+    kexAtHandshakeComplete: [],
+    writesSinceHandshake: 0,
+    writes: 0,
+    sentOrdinals: [],
+    intercepted: [],
+    // Like the relay: key exchange messages always go on to ssh2.
+    consume: (payload) => payload[0]! < MSG_KEXINIT || payload[0]! > 49,
+    calls: [],
+    errors: [],
+  });
+  const server = side('server');
+  const client = side('client');
+  server.peer = client;
+  client.peer = server;
+
+  const handlers = (s: Side) => {
+    const record = (name: string) => (_proto: unknown, ...args: unknown[]) =>
+      s.calls.push({ name, args, inKex: inKeyExchange(s.proto) });
+    return {
+      DISCONNECT: record('DISCONNECT'),
+      GLOBAL_REQUEST: record('GLOBAL_REQUEST'),
+      EXT_INFO: record('EXT_INFO'),
+    };
+  };
+  const common = (s: Side) => ({
+    ident: `jsp-contract-${s.name}`,
+    messageHandlers: handlers(s),
+    onWrite: (data: Buffer) => deliver(s, data),
+    onError: (err: Error) => s.errors.push(err),
+    onHandshakeComplete: () => {
+      s.handshakes++;
+      s.writesSinceHandshake = 0;
+      s.kexAtHandshakeComplete.push(inKeyExchange(s.proto));
+    },
+  });
+
+  server.proto = createProtocol({
+    ...common(server),
+    server: true,
+    offer: serverOffer(hostKeyAlgorithms(hostKey.type)),
+    hostKeys: { [hostKey.type]: hostKey },
+  });
+  client.proto = createProtocol({
+    ...common(client),
+    server: false,
+    offer: clientOffer(),
+    hostVerifier: (key: Buffer) => key.equals(hostKey.getPublicSSH()),
+  });
+  for (const s of [server, client]) {
+    interceptPayloads(s.proto, (payload, seqno) => {
+      s.intercepted.push({ type: payload[0]!, seqno, payload: Buffer.from(payload) });
+      return s.consume(payload);
+    });
+  }
+  if (options.replaceExtInfo !== false) replaceServerExtInfo(server.proto, extInfoPayload(SERVER_SIG_ALGS));
+
+  return {
+    server,
+    client,
+    hostKey,
+    close: () => {
+      if (closed) return;
+      closed = true;
+      server.proto.cleanup();
+      client.proto.cleanup();
+    },
+  };
+}
+
+/** Polls `cond` every few ms until true; fails with `what` after the deadline. */
+function until(cond: () => boolean, what: string, timeoutMs = 5_000): Promise<true> {
+  return waitFor(() => cond() || undefined, { timeoutMs, intervalMs: 2, what });
+}
+
+function noErrors(pair: Pair): void {
+  expect(pair.server.errors.map(String), 'server protocol errors').to.deep.equal([]);
+  expect(pair.client.errors.map(String), 'client protocol errors').to.deep.equal([]);
+}
+
+/** Starts both sides and waits for the first key exchange to complete on both. */
+async function handshake(pair: Pair): Promise<void> {
+  pair.server.proto.start?.();
+  pair.client.proto.start?.();
+  await until(() => pair.server.handshakes === 1 && pair.client.handshakes === 1, 'the first handshake');
+  // ssh2's automatic packets (the server's EXT_INFO) arrive before this IGNORE.
+  await roundTrip(pair);
+  noErrors(pair);
+}
+
+let barrierId = 0;
+/** Sends an IGNORE each way and waits until both arrived: everything sent before has been delivered. */
+async function roundTrip(pair: Pair): Promise<void> {
+  const tag = `barrier-${++barrierId}`;
+  const arrived = (s: Side) => s.intercepted.some((e) => e.type === MSG_IGNORE && e.payload.includes(tag));
+  sendPayload(pair.client.proto, ignorePayload(tag));
+  sendPayload(pair.server.proto, ignorePayload(tag));
+  await until(() => arrived(pair.server) && arrived(pair.client), `barrier ${tag}`);
+}
+
+function rekey(proto: Protocol): void {
+  (proto as unknown as { rekey(): void }).rekey();
+}
+
+// ---------------------------------------------------------------------------
+
+describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
+  this.timeout(20_000);
+  let pair: Pair | undefined;
+
+  afterEach(() => {
+    pair?.close();
+    pair = undefined;
+  });
+
+  it('runs against the ssh2 version the internals were checked for', () => {
+    const installed = (require('ssh2/package.json') as { version: string }).version;
+    expect(installed, `ssh2 ${installed} is installed; re-check lib/ssh2internals.ts against it, then bump SSH2_VERSION`).to.equal(SSH2_VERSION);
+    expect(installedSsh2Version()).to.equal(installed);
+    const pkg = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as {
+      dependencies: Record<string, string>;
+    };
+    expect(pkg.dependencies.ssh2, 'package.json must pin ssh2 exactly').to.equal(SSH2_VERSION);
+  });
+
+  it('has crypto ready, with the native binding built', async () => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('cryptoReady did not resolve within 5 s')), 5_000);
+    });
+    try {
+      await Promise.race([cryptoReady, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+    expect(nativeCryptoAvailable).to.be.a('boolean');
+    expect(nativeCryptoAvailable, 'ssh2 native crypto binding (npm install builds it here)').to.equal(true);
+  });
+
+  it('hands every post-handshake payload to the interceptor with its sequence number', async () => {
+    pair = makePair();
+    const { server, client } = pair;
+    await handshake(pair);
+
+    // Whatever ssh2 sent on its own after NEWKEYS (the server's EXT_INFO) is
+    // part of the comparison too, so start from a clean slate on both sides
+    // only for the payloads the test sends below.
+    const sends: { from: Side; payload: Buffer; seqno: number }[] = [];
+    const send = (from: Side, payload: Buffer) => {
+      const seqno = nextOutboundSeqno(from.proto);
+      sendPayload(from.proto, payload);
+      expect(nextOutboundSeqno(from.proto), 'nextOutboundSeqno after sendPayload').to.equal((seqno + 1) >>> 0);
+      sends.push({ from, payload, seqno });
+    };
+    for (let i = 0; i < 5; i++) {
+      send(client, ignorePayload(`c${i}`));
+      send(server, ignorePayload(`s${i}`));
+      send(client, Buffer.of(150 + i, i));
+    }
+    await roundTrip(pair);
+    noErrors(pair);
+
+    // Each receiver saw exactly the packets its peer sent after the handshake,
+    // in order, each with the ordinal of that packet within the key epoch.
+    for (const receiver of [server, client]) {
+      const sender = receiver.peer!;
+      expect(receiver.intercepted.map((e) => e.seqno), `${receiver.name} saw these sequence numbers`).to.deep.equal(
+        sender.sentOrdinals,
+      );
+      for (const s of sends.filter((x) => x.from === sender)) {
+        const hit = receiver.intercepted.filter((e) => e.payload.equals(s.payload));
+        expect(hit, `${receiver.name} got ${s.payload.toString('hex')} once`).to.have.length(1);
+        expect(hit[0]!.seqno, 'the sequence number nextOutboundSeqno predicted').to.equal(s.seqno);
+      }
+    }
+    // Strict KEX: the client's first packet after NEWKEYS was number 0; the
+    // server's was its EXT_INFO, number 0.
+    expect(server.intercepted[0]!.seqno).to.equal(0);
+    expect(client.intercepted[0]).to.include({ type: MSG_EXT_INFO, seqno: 0 });
+  });
+
+  it('leaves a payload to ssh2 when the handler returns false', async () => {
+    pair = makePair();
+    const { server, client } = pair;
+    const consumeOthers = server.consume;
+    server.consume = (payload) =>
+      payload[0] === MSG_GLOBAL_REQUEST ? payload.includes('consumed@') : consumeOthers(payload);
+    await handshake(pair);
+    const seqno = nextOutboundSeqno(client.proto);
+    sendPayload(client.proto, globalRequestPayload('contract-test@example.org', false));
+    sendPayload(client.proto, globalRequestPayload('consumed@example.org', false));
+    await roundTrip(pair);
+    noErrors(pair);
+    const requests = server.calls.filter((c) => c.name === 'GLOBAL_REQUEST');
+    expect(requests.map((c) => c.args[0]), 'global requests that reached ssh2').to.deep.equal(['contract-test@example.org']);
+    const seen = server.intercepted.filter((e) => e.type === MSG_GLOBAL_REQUEST).map((e) => e.seqno);
+    expect(seen, 'the interceptor still saw both').to.deep.equal([seqno, seqno + 1]);
+  });
+
+  it('turns strict KEX on for the project offers and restarts sequence numbers at each NEWKEYS', async () => {
+    pair = makePair();
+    const { server, client } = pair;
+    expect(strictKex(server.proto), 'before any key exchange').to.equal(false);
+    expect(strictKex(client.proto), 'before any key exchange').to.equal(false);
+    await handshake(pair);
+    expect(strictKex(server.proto)).to.equal(true);
+    expect(strictKex(client.proto)).to.equal(true);
+
+    // Run the counters up so that a restart is visible.
+    for (let i = 0; i < 7; i++) sendPayload(client.proto, ignorePayload(`pre-${i}`));
+    await roundTrip(pair);
+    expect(nextOutboundSeqno(client.proto)).to.be.greaterThan(7);
+
+    rekey(client.proto);
+    await until(() => server.handshakes === 2 && client.handshakes === 2, 'the rekey to complete');
+    noErrors(pair);
+    expect(nextOutboundSeqno(client.proto), 'client outbound counter after NEWKEYS').to.equal(0);
+    expect(nextOutboundSeqno(server.proto), 'server outbound counter after NEWKEYS').to.equal(0);
+
+    const before = { server: server.intercepted.length, client: client.intercepted.length };
+    sendPayload(client.proto, ignorePayload('post-0'));
+    sendPayload(client.proto, ignorePayload('post-1'));
+    sendPayload(server.proto, ignorePayload('post-s'));
+    await roundTrip(pair);
+    noErrors(pair);
+    // The new deciphers still call the wrapped _onPayload, and count from 0.
+    const after = (s: Side, n: number) => s.intercepted.slice(n).map((e) => [e.payload.subarray(5).toString(), e.seqno]);
+    expect(after(server, before.server)).to.deep.equal([
+      ['post-0', 0],
+      ['post-1', 1],
+      [`barrier-${barrierId}`, 2],
+    ]);
+    expect(after(client, before.client)).to.deep.equal([
+      ['post-s', 0],
+      [`barrier-${barrierId}`, 1],
+    ]);
+    expect(strictKex(client.proto)).to.equal(true);
+  });
+
+  it('reports a key exchange from a rekey KEXINIT until it completes, and intercepts after it', async () => {
+    pair = makePair();
+    const { server, client } = pair;
+    await handshake(pair);
+    expect(inKeyExchange(client.proto)).to.equal(false);
+    expect(inKeyExchange(server.proto)).to.equal(false);
+
+    // Watch both sides' state after every packet they receive: the whole
+    // exchange may run within one turn of the event loop.
+    const states: Record<'server' | 'client', boolean[]> = { server: [], client: [] };
+    for (const s of [server, client]) {
+      const parse = s.proto.parse.bind(s.proto);
+      s.proto.parse = (chunk, start, end) => {
+        parse(chunk, start, end);
+        states[s.name].push(inKeyExchange(s.proto));
+      };
+    }
+
+    rekey(client.proto);
+    expect(inKeyExchange(client.proto), 'client right after rekey()').to.equal(true);
+    expect(client.handshakes, 'the rekey is not complete yet').to.equal(1);
+    await until(() => server.handshakes === 2 && client.handshakes === 2, 'the rekey to complete');
+    noErrors(pair);
+    expect(inKeyExchange(client.proto)).to.equal(false);
+    expect(inKeyExchange(server.proto)).to.equal(false);
+    // Server: KEXINIT, KEX_ECDH_INIT put it (and keep it) in the exchange, NEWKEYS ends it.
+    // Client: the server's KEXINIT and KEX_ECDH_REPLY arrive during it, NEWKEYS ends it.
+    expect(states.server, 'server state after each packet of the rekey').to.deep.equal([true, true, false]);
+    expect(states.client, 'client state after each packet of the rekey').to.deep.equal([true, true, false]);
+    expect(server.kexAtHandshakeComplete, 'inside onHandshakeComplete').to.deep.equal([false, false]);
+    expect(client.kexAtHandshakeComplete, 'inside onHandshakeComplete').to.deep.equal([false, false]);
+    // The client's KEXINIT went through the interceptor, which left it to ssh2
+    // (consume() is false for key exchange messages) as the relay does.
+    const kexinits = server.intercepted.filter((e) => e.type === MSG_KEXINIT);
+    expect(kexinits, 'the rekey KEXINIT passes the interceptor once').to.have.length(1);
+
+    sendPayload(client.proto, ignorePayload('after-rekey'));
+    await roundTrip(pair);
+    expect(server.intercepted.some((e) => e.payload.subarray(5).toString() === 'after-rekey')).to.equal(true);
+  });
+
+  it('sends with sendPayloadBypassingKex during a key exchange', async () => {
+    pair = makePair();
+    const { server, client } = pair;
+    await handshake(pair);
+    rekey(client.proto);
+    expect(inKeyExchange(client.proto)).to.equal(true);
+
+    // ssh2 holds a normal send back while its KEXINIT is outstanding...
+    const writes = client.writes;
+    sendPayload(client.proto, ignorePayload('queued-by-ssh2'));
+    expect(client.writes, 'sendPayload during a key exchange writes nothing').to.equal(writes);
+    // ...but the bypass goes out at once.
+    sendPayloadBypassingKex(client.proto, disconnectPayload(11, 'bye during kex'));
+    expect(client.writes, 'sendPayloadBypassingKex writes one packet at once').to.equal(writes + 1);
+
+    await until(() => server.calls.some((c) => c.name === 'DISCONNECT'), 'the DISCONNECT at the server');
+    const disconnect = server.calls.find((c) => c.name === 'DISCONNECT')!;
+    expect(disconnect.args).to.deep.equal([11, 'bye during kex']);
+    expect(disconnect.inKex, 'the server was in the key exchange when it arrived').to.equal(true);
+    noErrors(pair);
+  });
+
+  it('makes the server send exactly one well-formed EXT_INFO with replaceServerExtInfo', async () => {
+    pair = makePair({ replaceExtInfo: true });
+    const { server, client } = pair;
+    await handshake(pair);
+    rekey(server.proto); // no second EXT_INFO after a rekey either
+    await until(() => server.handshakes === 2 && client.handshakes === 2, 'the rekey to complete');
+    await roundTrip(pair);
+    noErrors(pair);
+
+    const extInfos = client.intercepted.filter((e) => e.type === MSG_EXT_INFO);
+    expect(extInfos, 'EXT_INFO messages the client received').to.have.length(1);
+    expect(extInfos[0]!.seqno, 'EXT_INFO is the first packet after NEWKEYS').to.equal(0);
+    const ext = parseExtInfo(extInfos[0]!.payload);
+    const algs = ext.get('server-sig-algs');
+    expect(algs).to.be.a('string');
+    expect(algs).to.not.include('nistp521rsa');
+    for (const alg of algs!.split(',')) expect(alg).to.match(/^[a-z0-9][a-z0-9.@-]*$/);
+    expect(algs!.split(',')).to.deep.equal(SERVER_SIG_ALGS);
+  });
+
+  it('relies on ssh2 sending its own EXT_INFO only when the client offered ext-info-c', async () => {
+    // Without the replacement ssh2 sends one itself, gated by the same
+    // _kex.remoteExtInfoEnabled flag that replaceServerExtInfo clears.
+    pair = makePair({ replaceExtInfo: false });
+    await handshake(pair);
+    noErrors(pair);
+    const extInfos = pair.client.intercepted.filter((e) => e.type === MSG_EXT_INFO);
+    expect(extInfos, 'ssh2 sends one EXT_INFO of its own').to.have.length(1);
+    expect(parseExtInfo(extInfos[0]!.payload).has('server-sig-algs')).to.equal(true);
+  });
+});
