@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 packages="openssh-server openssh-client"
 if [ "${1:-}" = "--test" ]; then
-  packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl"
+  packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync"
 fi
 
 missing=""

@@ -116,6 +116,21 @@ describe('proxy core: commands and sessions', function () {
       expect(sha256File(back)).to.equal(sha256File(local));
     });
   }
+  it('rsync mirrors a directory tree there and back', async function () {
+    const src = path.join(tmp, 'tree');
+    fs.mkdirSync(path.join(src, 'sub'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'a.txt'), 'alpha\n');
+    fs.writeFileSync(path.join(src, 'sub', 'b.bin'), crypto.randomBytes(300_000));
+    const rsh = ['ssh', ...sshOptions(env.proxy.port), ...QUIET].map(shellQuote).join(' ');
+    const opts = { env: askpassEnv(env.token) };
+    const up = await run('rsync', ['-a', '-e', rsh, `${src}/`, `${env.user.name}@127.0.0.1:rsync-tree/`], opts);
+    expect(up.code, up.stderr).to.equal(0);
+    const back = path.join(tmp, 'back');
+    const down = await run('rsync', ['-a', '-e', rsh, `${env.user.name}@127.0.0.1:rsync-tree/`, `${back}/`], opts);
+    expect(down.code, down.stderr).to.equal(0);
+    expect(fs.readFileSync(path.join(back, 'a.txt'), 'utf8')).to.equal('alpha\n');
+    expect(sha256File(path.join(back, 'sub', 'b.bin'))).to.equal(sha256File(path.join(src, 'sub', 'b.bin')));
+  });
 });
 
 describe('proxy core: authentication outcomes', function () {

@@ -280,8 +280,12 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
   it('-R with an explicit port: the remote port leads to the client side', async function () {
     const server = await startHttpServer();
     const remotePort = await freePort();
-    const ssh = await startSshN('ssh -R', ['-R', `${remotePort}:127.0.0.1:${server.port}`]);
+    // -v: ssh logs the reply to its tcpip-forward request.
+    const ssh = await startSshN('ssh -R', ['-v', '-R', `${remotePort}:127.0.0.1:${server.port}`]);
     await expectServedThrough(ssh, remotePort, server, 'via-R');
+    // sshd's REQUEST_SUCCESS made it back to the client.
+    const success = new RegExp(`remote forward success for: listen (\\S+:)?${remotePort}, connect 127\\.0\\.0\\.1:${server.port}\\b`);
+    await untilReady(ssh, 'ssh to log the reply to tcpip-forward', async () => success.test(ssh.output()));
     // The port belonged to the forward: it closes with the connection.
     await ssh.stop();
     await waitFor(async () => !(await accepts(remotePort)), {

@@ -237,11 +237,9 @@ describe('relay at the packet level (raw client, real daemon, hub and sshd)', fu
     // advance the client leg's counter but not the upstream leg's, so without
     // the remap the numbers sshd reports would be off by a growing amount.
     const expected: number[] = [];
-    let ignores = 0;
     for (let round = 1; round <= 4; round++) {
       for (let i = 0; i < round; i++) {
         client.send(ignore(`padding ${round}.${i}`));
-        ignores++;
       }
       if (round === 2) client.send(globalRequest('hostkeys-prove-00@openssh.com', true, sshString('not a key')));
       expected.push(client.send(Buffer.of(150, round)));
