@@ -21,6 +21,9 @@ const execFileAsync = promisify(execFile);
 /** POSIX-portable user names, as useradd accepts them by default. */
 const UNIX_NAME = /^[a-z_][a-z0-9_.-]{0,31}$/i;
 
+/** How long sshd gets to exit by itself once its connection ends, before SIGTERM (and as long again before SIGKILL). */
+const SSHD_EXIT_GRACE_MS = 3000;
+
 /** sshd's stderr lines kept per connection, for failure reports. */
 const STDERR_LINES_KEPT = 20;
 
@@ -163,14 +166,18 @@ export class LocalSshdUpstream implements Upstream {
         return 'The SSH server for your environment refused the login; ask your JupyterHub administrator';
       },
       close: () => {
+        // Closing stdin is sshd's cue to clean up (PAM session, utmp) and
+        // exit; signals follow only if it does not.
         child.stdin.end();
-        if (child.exitCode === null && child.signalCode === null) {
-          // sshd exits by itself once its stdin closes; make sure of it.
-          const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-          timer.unref();
-          child.once('exit', () => clearTimeout(timer));
-          child.kill('SIGTERM');
-        }
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const term = setTimeout(() => child.kill('SIGTERM'), SSHD_EXIT_GRACE_MS);
+        const kill = setTimeout(() => child.kill('SIGKILL'), 2 * SSHD_EXIT_GRACE_MS);
+        term.unref();
+        kill.unref();
+        child.once('exit', () => {
+          clearTimeout(term);
+          clearTimeout(kill);
+        });
       },
     };
   }

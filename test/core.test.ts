@@ -1,6 +1,7 @@
 // The proxy core against the real OpenSSH client, the real sshd (started as
 // `sshd -i` by the daemon) and a real JupyterHub.
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -27,6 +28,23 @@ function fileCopyOptions(port: number): string[] {
   const options = sshOptions(port);
   options[options.indexOf('-p')] = '-P';
   return options;
+}
+
+/** Live child processes of `pid` with the given command name. */
+function childrenNamed(pid: number, comm: string): number[] {
+  const found: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // pid (comm) state ppid ...
+      const m = /^\d+ \((.*)\) (\S) (\d+)/.exec(stat);
+      if (m && m[1] === comm && m[2] !== 'Z' && Number(m[3]) === pid) found.push(Number(entry));
+    } catch {
+      // the process exited while we looked
+    }
+  }
+  return found;
 }
 
 function shellQuote(arg: string): string {
@@ -130,6 +148,21 @@ describe('proxy core: commands and sessions', function () {
     expect(down.code, down.stderr).to.equal(0);
     expect(fs.readFileSync(path.join(back, 'a.txt'), 'utf8')).to.equal('alpha\n');
     expect(sha256File(path.join(back, 'sub', 'b.bin'))).to.equal(sha256File(path.join(src, 'sub', 'b.bin')));
+  });
+  it('reaps the sshd child when the client vanishes mid-session', async function () {
+    const daemon = env.proxy.child.pid!;
+    const child = spawn('ssh', [...sshOptions(env.proxy.port), ...QUIET, `${env.user.name}@127.0.0.1`, 'echo started; sleep 300'], {
+      env: askpassEnv(env.token),
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    try {
+      await waitFor(() => child.stdout.read()?.toString().includes('started'), { timeoutMs: 20_000, what: 'the session' });
+      expect(childrenNamed(daemon, 'sshd')).to.have.length(1);
+      child.kill('SIGKILL');
+      await waitFor(() => childrenNamed(daemon, 'sshd').length === 0, { timeoutMs: 15_000, what: 'sshd to be reaped' });
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
 
