@@ -1,8 +1,11 @@
 /**
  * Who may log in as whom. The connection code only sees the `Authorizer`
- * interface; this module's implementation asks JupyterHub who owns a token.
+ * interface; `HubAuthorizer` applies JupyterHub's own rule: the token must
+ * hold `access:servers` on the server the login name selects.
  */
-import { HubClient, HubUnavailableError } from './hub.js';
+import { createHash } from 'node:crypto';
+import { HubClient, HubUnavailableError, type HubIdentity } from './hub.js';
+import { dependsOnGroups, grantsOn, serverLabel, type ServerRef } from './scopes.js';
 
 /** Where an authorized login goes: a Hub user's server ('' is the default server). */
 export interface LoginTarget {
@@ -11,7 +14,12 @@ export interface LoginTarget {
 }
 
 export type AuthDecision =
-  | { ok: true; target: LoginTarget }
+  | {
+      ok: true;
+      target: LoginTarget;
+      /** The token's owner, for the log. */
+      owner: string;
+    }
   | {
       ok: false;
       /** One line for the user. */
@@ -27,38 +35,124 @@ export interface Authorizer {
   authorize(login: string, token: string): Promise<AuthDecision>;
 }
 
-/** Accepts a JupyterHub API token whose owner is the login name. */
-export class HubTokenAuthorizer implements Authorizer {
-  constructor(private readonly hub: HubClient, private readonly tokenPage: string) {}
+export interface HubAuthorizerOptions {
+  /** Separates user and server name in a login name (`alice+gpu`). */
+  separator: string;
+  /** How long a token's identity is trusted without asking the Hub again. */
+  cacheTtlMs: number;
+  /** How long a token the Hub rejected stays rejected without asking again. */
+  failureCacheTtlMs: number;
+  /** Used to look users up (groups, names containing the separator); else the user's own token. */
+  serviceToken?: string;
+  tokenPage: string;
+}
+
+/** Entries the token cache holds at most; the oldest go first. */
+const TOKEN_CACHE_ENTRIES = 10_000;
+
+/**
+ * Token verification results keyed by a SHA-256 of the token, never the token
+ * itself, so a memory dump does not hand out credentials.
+ */
+class TokenCache {
+  private readonly entries = new Map<string, { identity: HubIdentity | null; expires: number }>();
+
+  static key(token: string): string {
+    return createHash('sha256').update(token).digest('base64');
+  }
+
+  get(key: string): HubIdentity | null | undefined {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.expires <= Date.now()) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    return entry.identity;
+  }
+
+  set(key: string, identity: HubIdentity | null, ttlMs: number): void {
+    this.entries.delete(key);
+    this.entries.set(key, { identity, expires: Date.now() + ttlMs });
+    if (this.entries.size > TOKEN_CACHE_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
+  }
+}
+
+export class HubAuthorizer implements Authorizer {
+  private readonly cache = new TokenCache();
+
+  constructor(private readonly hub: HubClient, private readonly options: HubAuthorizerOptions) {}
 
   async authorize(login: string, token: string): Promise<AuthDecision> {
     token = token.trim();
+    const { tokenPage } = this.options;
     if (token === '') {
-      return { ok: false, message: `Enter a JupyterHub API token (get one at ${this.tokenPage})`, detail: 'empty token', final: false };
+      return { ok: false, message: `Enter a JupyterHub API token (get one at ${tokenPage})`, detail: 'empty token', final: false };
     }
-    let identity;
     try {
-      identity = await this.hub.identify(token);
+      const identity = await this.identify(token);
+      if (identity === null) {
+        return {
+          ok: false,
+          message: `JupyterHub did not accept that token (unknown, expired or revoked); get a new one at ${tokenPage}`,
+          detail: 'token rejected by the Hub',
+          final: false,
+        };
+      }
+      const lookupToken = this.options.serviceToken ?? token;
+      const target = await this.resolveTarget(login, identity.name, lookupToken);
+      const scopes = identity.scopes ?? [];
+      const groups = dependsOnGroups(scopes, 'access:servers')
+        ? ((await this.hub.user(target.user, lookupToken))?.groups ?? [])
+        : [];
+      if (!grantsOn(scopes, 'access:servers', target, groups)) {
+        const needed = `access:servers!server=${serverLabel(target)}`;
+        return {
+          ok: false,
+          message:
+            `The token of JupyterHub user '${identity.name}' lacks the scope ${needed} ` +
+            `(or access:servers!user=${target.user}) needed to log in as '${login}'`,
+          detail: `owner ${identity.name} lacks access:servers on ${serverLabel(target)}`,
+          final: false,
+        };
+      }
+      return { ok: true, target: { hubUser: target.user, server: target.server }, owner: identity.name };
     } catch (err) {
       if (!(err instanceof HubUnavailableError)) throw err;
       return { ok: false, message: 'JupyterHub is unavailable, try again later', detail: err.message, final: true };
     }
-    if (identity === null) {
-      return {
-        ok: false,
-        message: `JupyterHub did not accept that token (unknown, expired or revoked); get a new one at ${this.tokenPage}`,
-        detail: 'token rejected by the Hub',
-        final: false,
-      };
+  }
+
+  private async identify(token: string): Promise<HubIdentity | null> {
+    const key = TokenCache.key(token);
+    const cached = this.cache.get(key);
+    if (cached !== undefined) return cached;
+    const identity = await this.hub.identify(token);
+    this.cache.set(key, identity, identity ? this.options.cacheTtlMs : this.options.failureCacheTtlMs);
+    return identity;
+  }
+
+  /**
+   * The server a login name selects: `alice` is alice's default server,
+   * `alice+gpu` her server `gpu`. Split by the token owner's own name first,
+   * so owners whose names contain the separator still work; for someone
+   * else's server, the longest existing user name wins.
+   */
+  private async resolveTarget(login: string, owner: string, lookupToken: string): Promise<ServerRef> {
+    const sep = this.options.separator;
+    if (login === owner) return { user: owner, server: '' };
+    if (login.startsWith(owner + sep) && login.length > owner.length + sep.length) {
+      return { user: owner, server: login.slice(owner.length + sep.length) };
     }
-    if (identity.name !== login) {
-      return {
-        ok: false,
-        message: `That token belongs to JupyterHub user '${identity.name}', not '${login}'`,
-        detail: `token owner is ${identity.name}`,
-        final: false,
-      };
+    const cuts: number[] = [];
+    for (let i = login.indexOf(sep); i > 0; i = login.indexOf(sep, i + 1)) cuts.push(i);
+    if (cuts.length === 0) return { user: login, server: '' };
+    const splitAt = (i: number): ServerRef => ({ user: login.slice(0, i), server: login.slice(i + sep.length) });
+    if ((await this.hub.user(login, lookupToken)) !== null) return { user: login, server: '' };
+    for (const i of [...cuts].reverse()) {
+      if ((await this.hub.user(login.slice(0, i), lookupToken)) !== null) return splitAt(i);
     }
-    return { ok: true, target: { hubUser: identity.name, server: '' } };
+    // Nobody we can see: the Hub will say so when the server is looked up.
+    return splitAt(cuts[0]!);
   }
 }

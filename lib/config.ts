@@ -4,10 +4,24 @@ export interface ProxyConfig {
   ip: string;
   port: number;
   keyDir: string;
-  /** The JupyterHub's public URL, e.g. http://127.0.0.1:8000 */
-  hubUrl: string;
+  /** The Hub's REST API root, e.g. http://127.0.0.1:8000/hub/api */
+  hubApiUrl: string;
+  /** The Hub's page for tokens, shown to users. */
+  tokenPage: string;
+  /** The Hub's home page, where users manage their servers. */
+  homePage: string;
+  /** A JupyterHub service token (JUPYTERHUB_API_TOKEN), for calls a user's token may lack scopes for. */
+  serviceToken?: string;
   hubTimeoutMs: number;
   hubCa?: string;
+  hubConcurrency: number;
+  authCacheTtlMs: number;
+  separator: string;
+  startServers: boolean;
+  createNamedServers: boolean;
+  spawnTimeoutMs: number;
+  activityIntervalMs: number;
+  serverPollIntervalMs: number;
   logLevel: string;
   unixUser: string;
   sshdPath: string;
@@ -20,3 +34,6 @@ export interface ProxyConfig {
 
 /** Identifies the proxy in its SSH version string. */
 export const IDENT = 'jupyter-ssh-proxy_0.1';
+
+/** How long a token the Hub rejected stays rejected without asking again. */
+export const FAILED_TOKEN_CACHE_MS = 10_000;

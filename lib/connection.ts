@@ -17,6 +17,9 @@ import { Relay } from './relay.js';
 import { replaceServerExtInfo, type KexInitOffer, type ParsedKey } from './ssh2internals.js';
 import { SERVER_SIG_ALGS } from './algorithms.js';
 import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
+import { HubUnavailableError, type HubClient } from './hub.js';
+import { ServerStarter, ServerUnavailableError } from './servers.js';
+import { ServerWatch, type ServerWatchOptions } from './serverwatch.js';
 
 /** The methods a client may use to present a JupyterHub token. */
 const AUTH_METHODS = ['keyboard-interactive', 'password'];
@@ -27,6 +30,10 @@ export interface ConnectionSettings {
   serverOffer: KexInitOffer;
   clientOffer: KexInitOffer;
   authorizer: Authorizer;
+  servers: ServerStarter;
+  hub: HubClient;
+  serviceToken?: string;
+  watch: ServerWatchOptions;
   upstream: Upstream;
   /** Where users get a token, shown in prompts and messages. */
   tokenPage: string;
@@ -44,6 +51,10 @@ export class Connection {
   private readonly client: Leg;
   private upstreamLeg?: Leg;
   private upstreamConn?: UpstreamConnection;
+  private target?: LoginTarget;
+  /** The token that reports activity and watches the server: the service's, else the user's. */
+  private watchToken?: string;
+  private watch?: ServerWatch;
   private phase: Phase = 'auth';
   private attempts = 0;
   /** Serializes authentication requests: replies must keep their order. */
@@ -144,9 +155,17 @@ export class Connection {
     const decision = await this.settings.authorizer.authorize(login, token);
     if (this.phase !== 'auth') return;
     if (decision.ok) {
-      this.log('info', `login accepted: user=${login} method=${method}`);
+      const { target } = decision;
+      this.log('info', `login accepted: user=${login} server=${target.hubUser}/${target.server} owner=${decision.owner} method=${method}`);
       this.phase = 'upstream';
-      await this.connectUpstream(decision.target);
+      this.target = target;
+      this.watchToken = this.settings.serviceToken ?? token;
+      const problem = await this.settings.upstream.precheck(target);
+      if (problem !== undefined) {
+        this.log('warn', `login cannot proceed: ${problem}`);
+        return this.disconnect(problem);
+      }
+      if (await this.serverRunning(target, token)) await this.connectUpstream(target);
       return;
     }
     this.log('warn', `login refused: user=${login} method=${method} reason=${decision.detail}`);
@@ -156,6 +175,32 @@ export class Connection {
       return this.disconnect('Too many authentication failures', DISCONNECT_REASON.NO_MORE_AUTH_METHODS_AVAILABLE);
     }
     this.client.proto.authFailure(AUTH_METHODS);
+  }
+
+  /** Starts the Hub server if needed, showing progress; false if the connection was ended. */
+  private async serverRunning(target: LoginTarget, token: string): Promise<boolean> {
+    const started = Date.now();
+    let announced = false;
+    try {
+      await this.settings.servers.ensureRunning(target, token, (line) => {
+        announced = true;
+        if (this.phase === 'upstream') this.client.send(bannerPayload(`${line}\r\n`), OWN_PACKET);
+      });
+    } catch (err) {
+      if (err instanceof ServerUnavailableError) {
+        this.log('warn', `server ${target.hubUser}/${target.server} unavailable: ${err.message}`);
+        this.disconnect(err.message);
+        return false;
+      }
+      if (err instanceof HubUnavailableError) {
+        this.log('warn', `server ${target.hubUser}/${target.server}: ${err.message}`);
+        this.disconnect('JupyterHub is unavailable, try again later');
+        return false;
+      }
+      throw err;
+    }
+    if (announced) this.log('info', `spawn of ${target.hubUser}/${target.server} done in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+    return this.phase === 'upstream';
   }
 
   private async connectUpstream(target: LoginTarget): Promise<void> {
@@ -235,6 +280,18 @@ export class Connection {
       },
     });
     relay.start();
+    this.watch = new ServerWatch(
+      this.settings.hub,
+      this.target!,
+      this.watchToken!,
+      () => this.client.bytesIn + this.client.bytesOut,
+      (message) => {
+        this.log('info', message);
+        this.disconnect(message);
+      },
+      (level, message) => this.log(level, message),
+    );
+    this.watch.start(this.settings.watch);
     this.log('info', `session started: unix user ${this.upstreamConn!.username}`);
   }
 
@@ -249,6 +306,7 @@ export class Connection {
     const wasRelaying = this.phase === 'relay';
     this.phase = 'closed';
     clearTimeout(this.graceTimer);
+    this.watch?.stop();
     this.client.shutdown();
     this.upstreamLeg?.shutdown();
     this.upstreamConn?.close();

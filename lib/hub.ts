@@ -1,10 +1,11 @@
 /**
  * A small JupyterHub REST API client (got): timeouts on every call, retries
- * only for idempotent GETs, TLS verification on (with an optional private CA).
- * Tokens go into the Authorization header and nowhere else: never into a URL,
- * an error message or a log line.
+ * only for idempotent GETs, TLS verification on (with an optional private CA),
+ * and a cap on concurrent requests so that a flood of logins cannot flood the
+ * Hub. Tokens go into the Authorization header and nowhere else: never into a
+ * URL, an error message or a log line.
  */
-import got, { type Got, RequestError } from 'got';
+import got, { type Got, type Response, RequestError } from 'got';
 
 /** The part of `GET /hub/api/user` the proxy uses. */
 export interface HubIdentity {
@@ -14,54 +15,205 @@ export interface HubIdentity {
   scopes?: string[];
 }
 
+/** A server in `GET /hub/api/users/NAME` (read:servers). */
+export interface HubServer {
+  name: string;
+  ready: boolean;
+  pending: 'spawn' | 'stop' | null;
+  url?: string;
+}
+
+/** The part of `GET /hub/api/users/NAME` the proxy uses. */
+export interface HubUser {
+  name: string;
+  groups?: string[];
+  /** Absent when the token lacks read:servers. */
+  servers?: Record<string, HubServer>;
+}
+
+/** One event of a spawn's progress stream. */
+export interface ProgressEvent {
+  progress?: number;
+  message?: string;
+  ready?: boolean;
+  failed?: boolean;
+}
+
 /** The Hub could not answer (down, slow, 5xx, garbage). Users see a generic line. */
 export class HubUnavailableError extends Error {}
 
 export interface HubClientOptions {
+  /** The API root, e.g. http://127.0.0.1:8081/hub/api */
+  apiUrl: string;
   timeoutMs: number;
   ca?: string | Buffer;
+  /** Requests in flight at most; more wait their turn. */
+  maxConcurrent: number;
+}
+
+/** A counting semaphore. */
+class Limiter {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.active++;
+    try {
+      return await task();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
+function reasonOf(err: unknown): string {
+  // got's errors carry the request options (and so the token); keep only the reason.
+  return err instanceof RequestError ? (err.code ?? err.name) : 'request failed';
+}
+
+/** The API URL for a Hub's public URL (`http://hub/` → `http://hub/hub/api`). */
+export function apiUrlOf(publicUrl: string): string {
+  return new URL('hub/api', publicUrl.endsWith('/') ? publicUrl : `${publicUrl}/`).toString();
 }
 
 export class HubClient {
   private readonly http: Got;
+  private readonly limiter: Limiter;
 
-  constructor(readonly baseUrl: string, options: HubClientOptions) {
+  constructor(options: HubClientOptions) {
     this.http = got.extend({
-      prefixUrl: new URL('hub/api/', baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`).toString(),
+      prefixUrl: options.apiUrl.endsWith('/') ? options.apiUrl : `${options.apiUrl}/`,
       timeout: { request: options.timeoutMs },
       retry: { limit: 2, methods: ['GET'], statusCodes: [502, 503, 504] },
       throwHttpErrors: false,
       https: options.ca ? { certificateAuthority: options.ca } : {},
       headers: { 'user-agent': 'jupyter-ssh-proxy' },
     });
+    this.limiter = new Limiter(options.maxConcurrent);
+  }
+
+  private async request(method: 'GET' | 'POST', path: string, token: string, json?: unknown): Promise<Response<string>> {
+    try {
+      return await this.limiter.run(() =>
+        this.http(path, { method, headers: { authorization: `token ${token}` }, ...(json === undefined ? {} : { json }) }),
+      );
+    } catch (err) {
+      throw new HubUnavailableError(`JupyterHub request ${method} /${path} failed: ${reasonOf(err)}`);
+    }
+  }
+
+  private static parse<T>(response: Response<string>, what: string): T {
+    try {
+      return JSON.parse(response.body) as T;
+    } catch {
+      throw new HubUnavailableError(`JupyterHub answered ${what} with something that is not JSON`);
+    }
   }
 
   /**
-   * Who owns `token`: the identity, or null when the Hub rejects the token
-   * (unknown, expired, revoked).
+   * Who owns `token`, with the token's scopes; null when the Hub rejects the
+   * token (unknown, expired, revoked).
    */
   async identify(token: string): Promise<HubIdentity | null> {
-    let response;
-    try {
-      response = await this.http.get('user', { headers: { authorization: `token ${token}` } });
-    } catch (err) {
-      // got's errors carry the request options (and so the token); keep only the reason.
-      const reason = err instanceof RequestError ? err.code : 'request failed';
-      throw new HubUnavailableError(`JupyterHub request failed: ${reason}`);
-    }
+    const response = await this.request('GET', 'user', token);
     if (response.statusCode === 401 || response.statusCode === 403) return null;
     if (response.statusCode !== 200) {
-      throw new HubUnavailableError(`JupyterHub answered HTTP ${response.statusCode} to GET /hub/api/user`);
+      throw new HubUnavailableError(`JupyterHub answered HTTP ${response.statusCode} to GET /user`);
     }
-    let body: unknown;
+    const body = HubClient.parse<HubIdentity>(response, 'GET /user');
+    if (typeof body?.name !== 'string') throw new HubUnavailableError('JupyterHub answered GET /user without a user name');
+    return body;
+  }
+
+  /** A user's model; null if there is no such user (or the token may not see it). */
+  async user(name: string, token: string): Promise<HubUser | null> {
+    const response = await this.request('GET', `users/${encodeURIComponent(name)}`, token);
+    if (response.statusCode === 404 || response.statusCode === 403) return null;
+    if (response.statusCode !== 200) {
+      throw new HubUnavailableError(`JupyterHub answered HTTP ${response.statusCode} to GET /users/NAME`);
+    }
+    return HubClient.parse<HubUser>(response, 'GET /users/NAME');
+  }
+
+  private static serverPath(user: string, server: string): string {
+    const base = `users/${encodeURIComponent(user)}`;
+    return server === '' ? `${base}/server` : `${base}/servers/${encodeURIComponent(server)}`;
+  }
+
+  /** `POST …/server(s/NAME)`: the status code and the Hub's message. */
+  async startServer(user: string, server: string, token: string): Promise<{ status: number; message: string }> {
+    const response = await this.request('POST', HubClient.serverPath(user, server), token, {});
+    let message = '';
     try {
-      body = JSON.parse(response.body);
+      message = String((JSON.parse(response.body) as { message?: unknown }).message ?? '');
     } catch {
-      throw new HubUnavailableError('JupyterHub answered GET /hub/api/user with something that is not JSON');
+      // 201/202 bodies are empty or plain text
     }
-    if (typeof body !== 'object' || body === null || typeof (body as HubIdentity).name !== 'string') {
-      throw new HubUnavailableError('JupyterHub answered GET /hub/api/user without a user name');
+    return { status: response.statusCode, message };
+  }
+
+  /**
+   * Follows `GET …/progress` (an event stream), calling `onEvent` for each
+   * event until the stream ends, `signal` aborts, or the Hub fails.
+   */
+  async followProgress(
+    user: string,
+    server: string,
+    token: string,
+    onEvent: (event: ProgressEvent) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const path = `${HubClient.serverPath(user, server)}/progress`;
+    await this.limiter.run(
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const stream = this.http.stream(path, {
+            headers: { authorization: `token ${token}`, accept: 'text/event-stream' },
+            // The stream lives as long as the spawn; `signal` bounds it.
+            timeout: { request: undefined, response: 30_000 },
+            retry: { limit: 0 },
+            signal,
+          });
+          let buffered = '';
+          stream.setEncoding('utf8');
+          stream.on('response', (response: Response) => {
+            if (response.statusCode !== 200) {
+              stream.destroy();
+              reject(new HubUnavailableError(`JupyterHub answered HTTP ${response.statusCode} to GET /…/progress`));
+            }
+          });
+          stream.on('data', (text: string) => {
+            buffered += text;
+            let end;
+            while ((end = buffered.indexOf('\n')) >= 0) {
+              const line = buffered.slice(0, end).trim();
+              buffered = buffered.slice(end + 1);
+              if (!line.startsWith('data:')) continue;
+              try {
+                onEvent(JSON.parse(line.slice(5)) as ProgressEvent);
+              } catch {
+                // a malformed event; the next one may be fine
+              }
+            }
+          });
+          stream.on('end', () => resolve());
+          stream.on('error', (err: unknown) => reject(new HubUnavailableError(`progress stream failed: ${reasonOf(err)}`)));
+        }),
+    );
+  }
+
+  /** Records activity for a user's server (for jupyterhub-idle-culler). */
+  async postActivity(user: string, server: string, token: string, when: Date): Promise<void> {
+    const last_activity = when.toISOString();
+    const response = await this.request('POST', `users/${encodeURIComponent(user)}/activity`, token, {
+      last_activity,
+      servers: { [server]: { last_activity } },
+    });
+    if (response.statusCode >= 300) {
+      throw new HubUnavailableError(`JupyterHub answered HTTP ${response.statusCode} to POST /users/NAME/activity`);
     }
-    return body as HubIdentity;
   }
 }

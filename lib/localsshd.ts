@@ -117,6 +117,13 @@ export class LocalSshdUpstream implements Upstream {
     return this.options.unixUserTemplate.replaceAll('{username}', hubUser);
   }
 
+  async precheck(target: LoginTarget): Promise<string | undefined> {
+    const username = this.unixUser(target.hubUser);
+    if (!UNIX_NAME.test(username)) return `'${username}' cannot be a unix user name; ask your JupyterHub administrator`;
+    if (!(await unixUserExists(username))) return noAccount(username, target);
+    return undefined;
+  }
+
   async connect(target: LoginTarget, log: (level: string, message: string) => void): Promise<UpstreamConnection> {
     const username = this.unixUser(target.hubUser);
     if (!UNIX_NAME.test(username)) {
@@ -158,9 +165,7 @@ export class LocalSshdUpstream implements Upstream {
       clientKey: this.clientKey,
       hostKey: this.hostKey,
       explainFailure: async () => {
-        if (!(await unixUserExists(username))) {
-          return `There is no account '${username}' for JupyterHub user '${target.hubUser}' on this server; ask your JupyterHub administrator`;
-        }
+        if (!(await unixUserExists(username))) return noAccount(username, target);
         const status = child.exitCode !== null || child.signalCode !== null ? `; sshd ${await exited}` : '';
         log('warn', `internal sshd refused ${username}${status}: ${stderrLines.slice(-3).join(' | ') || 'no output'}`);
         return 'The SSH server for your environment refused the login; ask your JupyterHub administrator';
@@ -186,6 +191,10 @@ export class LocalSshdUpstream implements Upstream {
   dispose(): void {
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+function noAccount(username: string, target: LoginTarget): string {
+  return `There is no account '${username}' for JupyterHub user '${target.hubUser}' on this server; ask your JupyterHub administrator`;
 }
 
 async function unixUserExists(name: string): Promise<boolean> {

@@ -5,12 +5,13 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { hostKeyAlgorithms, clientOffer, serverOffer } from './algorithms.js';
-import { HubTokenAuthorizer } from './authorizer.js';
-import { IDENT, type ProxyConfig } from './config.js';
+import { HubAuthorizer } from './authorizer.js';
+import { FAILED_TOKEN_CACHE_MS, IDENT, type ProxyConfig } from './config.js';
 import { Connection, type ConnectionSettings } from './connection.js';
 import { loadHostKeys } from './hostkeys.js';
 import { HubClient } from './hub.js';
 import { LocalSshdUpstream } from './localsshd.js';
+import { ServerStarter } from './servers.js';
 import type { Logger } from './logger.js';
 import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, type ParsedKey } from './ssh2internals.js';
 
@@ -50,17 +51,35 @@ export class ProxyServer {
     const problem = await this.upstream.check();
     if (problem) this.log.warn(`${problem}; logins will fail until this is fixed`);
 
-    const tokenPage = new URL('hub/token', this.config.hubUrl.endsWith('/') ? this.config.hubUrl : `${this.config.hubUrl}/`).toString();
-    const hub = new HubClient(this.config.hubUrl, {
+    const hub = new HubClient({
+      apiUrl: this.config.hubApiUrl,
       timeoutMs: this.config.hubTimeoutMs,
       ca: this.config.hubCa ? fs.readFileSync(this.config.hubCa) : undefined,
+      maxConcurrent: this.config.hubConcurrency,
     });
+    const { serviceToken, tokenPage } = this.config;
     this.settings = {
       ident: IDENT,
       hostKeys,
       serverOffer: serverOffer(Object.keys(hostKeys)),
       clientOffer: clientOffer(),
-      authorizer: new HubTokenAuthorizer(hub, tokenPage),
+      authorizer: new HubAuthorizer(hub, {
+        separator: this.config.separator,
+        cacheTtlMs: this.config.authCacheTtlMs,
+        failureCacheTtlMs: FAILED_TOKEN_CACHE_MS,
+        serviceToken,
+        tokenPage,
+      }),
+      servers: new ServerStarter(hub, {
+        startServers: this.config.startServers,
+        createNamedServers: this.config.createNamedServers,
+        spawnTimeoutMs: this.config.spawnTimeoutMs,
+        serviceToken,
+        homePage: this.config.homePage,
+      }),
+      hub,
+      serviceToken,
+      watch: { activityIntervalMs: this.config.activityIntervalMs, pollIntervalMs: this.config.serverPollIntervalMs },
       upstream: this.upstream,
       tokenPage,
       maxAuthTries: this.config.maxAuthTries,
@@ -68,6 +87,7 @@ export class ProxyServer {
       upstreamLoginTimeoutMs: 30_000,
       maxQueuedBytes: this.config.maxQueuedBytes,
     };
+    if (!serviceToken) this.log.info('no JUPYTERHUB_API_TOKEN: users\' own tokens are used to start servers and report activity');
     this.log.info(
       `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}`,
     );
@@ -80,7 +100,7 @@ export class ProxyServer {
       });
     });
     const address = this.server.address() as net.AddressInfo;
-    this.log.info(`listening on ${address.address}:${address.port}, JupyterHub at ${this.config.hubUrl}`);
+    this.log.info(`listening on ${address.address}:${address.port}, JupyterHub API at ${this.config.hubApiUrl}`);
     return address;
   }
 

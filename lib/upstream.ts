@@ -28,6 +28,11 @@ export interface UpstreamConnection {
 }
 
 export interface Upstream {
+  /**
+   * Cheap checks before anything is started for `target` (such as the Hub
+   * server): a one-line reason the login cannot work, or undefined.
+   */
+  precheck(target: LoginTarget): Promise<string | undefined>;
   /** Opens a connection for `target`; rejects with an `UpstreamError` the user may read. */
   connect(target: LoginTarget, log: (level: string, message: string) => void): Promise<UpstreamConnection>;
 }

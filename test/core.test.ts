@@ -185,13 +185,15 @@ describe('proxy core: authentication outcomes', function () {
     expect(r.stdout.toString()).to.equal('pw\n');
   });
 
-  it("refuses another user's token and names its owner", async function () {
+  it("refuses another user's token, naming its owner and the missing scope", async function () {
     const other = await createUnixUser('o');
     try {
       await createHubUser(env.hub, other.name);
       const r = await ssh(env.proxy.port, other.name, env.token, ['true'], ['-o', 'NumberOfPasswordPrompts=1']);
       expect(r.code).to.equal(255);
-      expect(r.stderr).to.contain(`That token belongs to JupyterHub user '${env.user.name}', not '${other.name}'`);
+      expect(r.stderr).to.contain(
+        `The token of JupyterHub user '${env.user.name}' lacks the scope access:servers!server=${other.name}/`,
+      );
     } finally {
       await other.remove();
     }
