@@ -95,10 +95,21 @@ export class HubClient {
     this.limiter = new Limiter(options.maxConcurrent);
   }
 
-  private async request(method: 'GET' | 'POST', path: string, token: string, json?: unknown): Promise<Response<string>> {
+  private async request(
+    method: 'GET' | 'POST',
+    path: string,
+    token: string,
+    json?: unknown,
+    timeoutMs?: number,
+  ): Promise<Response<string>> {
     try {
       return await this.limiter.run(() =>
-        this.http(path, { method, headers: { authorization: `token ${token}` }, ...(json === undefined ? {} : { json }) }),
+        this.http(path, {
+          method,
+          headers: { authorization: `token ${token}` },
+          ...(json === undefined ? {} : { json }),
+          ...(timeoutMs === undefined ? {} : { timeout: { request: timeoutMs } }),
+        }),
       );
     } catch (err) {
       throw new HubUnavailableError(`JupyterHub request ${method} /${path} failed: ${reasonOf(err)}`);
@@ -143,9 +154,12 @@ export class HubClient {
     return server === '' ? `${base}/server` : `${base}/servers/${encodeURIComponent(server)}`;
   }
 
-  /** `POST …/server(s/NAME)`: the status code and the Hub's message. */
-  async startServer(user: string, server: string, token: string): Promise<{ status: number; message: string }> {
-    const response = await this.request('POST', HubClient.serverPath(user, server), token, {});
+  /**
+   * `POST …/server(s/NAME)`: the status code and the Hub's message. The Hub
+   * may hold the answer back while the spawn starts, hence its own timeout.
+   */
+  async startServer(user: string, server: string, token: string, timeoutMs: number): Promise<{ status: number; message: string }> {
+    const response = await this.request('POST', HubClient.serverPath(user, server), token, {}, timeoutMs);
     let message = '';
     try {
       message = String((JSON.parse(response.body) as { message?: unknown }).message ?? '');
@@ -157,7 +171,8 @@ export class HubClient {
 
   /**
    * Follows `GET …/progress` (an event stream), calling `onEvent` for each
-   * event until the stream ends, `signal` aborts, or the Hub fails.
+   * event until the stream ends or `signal` aborts. Resolves with the HTTP
+   * status: 200 when the stream was read, 400 when no spawn is pending.
    */
   async followProgress(
     user: string,
@@ -165,11 +180,11 @@ export class HubClient {
     token: string,
     onEvent: (event: ProgressEvent) => void,
     signal: AbortSignal,
-  ): Promise<void> {
+  ): Promise<number> {
     const path = `${HubClient.serverPath(user, server)}/progress`;
-    await this.limiter.run(
+    return this.limiter.run(
       () =>
-        new Promise<void>((resolve, reject) => {
+        new Promise<number>((resolve, reject) => {
           const stream = this.http.stream(path, {
             headers: { authorization: `token ${token}`, accept: 'text/event-stream' },
             // The stream lives as long as the spawn; `signal` bounds it.
@@ -177,15 +192,18 @@ export class HubClient {
             retry: { limit: 0 },
             signal,
           });
+          let status = 0;
           let buffered = '';
           stream.setEncoding('utf8');
           stream.on('response', (response: Response) => {
-            if (response.statusCode !== 200) {
+            status = response.statusCode;
+            if (status !== 200) {
               stream.destroy();
-              reject(new HubUnavailableError(`JupyterHub answered HTTP ${response.statusCode} to GET /…/progress`));
+              resolve(status);
             }
           });
           stream.on('data', (text: string) => {
+            if (status !== 200) return;
             buffered += text;
             let end;
             while ((end = buffered.indexOf('\n')) >= 0) {
@@ -199,8 +217,11 @@ export class HubClient {
               }
             }
           });
-          stream.on('end', () => resolve());
-          stream.on('error', (err: unknown) => reject(new HubUnavailableError(`progress stream failed: ${reasonOf(err)}`)));
+          stream.on('end', () => resolve(status));
+          stream.on('error', (err: unknown) => {
+            if (signal.aborted) resolve(status);
+            else reject(new HubUnavailableError(`progress stream failed: ${reasonOf(err)}`));
+          });
         }),
     );
   }

@@ -47,10 +47,35 @@ export class ServerStarter {
     }
 
     progress(`${describe(target)} is not running; starting it...`);
-    const { status, message } = await this.hub.startServer(target.hubUser, target.server, token);
-    if (status === 201) return;
-    if (status !== 202) throw new ServerUnavailableError(this.explainStartFailure(status, message, target));
-    await this.waitUntilReady(target, token, progress);
+    // The Hub answers the POST only after up to slow_spawn_timeout (10 s by
+    // default), so the progress stream is followed alongside it.
+    const spawn = new SpawnProgress(this.hub, target, token, progress, this.options.spawnTimeoutMs);
+    let result: { status: number; message: string };
+    try {
+      result = await this.hub.startServer(target.hubUser, target.server, token, this.options.spawnTimeoutMs);
+    } catch (err) {
+      spawn.cancel();
+      throw err;
+    }
+    spawn.postAnswered();
+    const { status, message } = result;
+    if (status === 201) return spawn.cancel();
+    if (status !== 202) {
+      spawn.cancel();
+      throw new ServerUnavailableError(this.explainStartFailure(status, message, target));
+    }
+    const last = await spawn.finished();
+    if (spawn.timedOut) {
+      // The spawn goes on in the Hub; only our wait ends.
+      throw new ServerUnavailableError(
+        `${describe(target)} did not start within ${Math.round(this.options.spawnTimeoutMs / 1000)} seconds; try again later`,
+      );
+    }
+    if (last?.failed) throw new ServerUnavailableError(`${describe(target)} failed to start: ${last.message ?? 'spawn failed'}`);
+    if (last?.ready) return;
+    // The stream ended without a verdict: ask for the state.
+    const after = (await this.hub.user(target.hubUser, token))?.servers?.[target.server];
+    if (!after?.ready) throw new ServerUnavailableError(`${describe(target)} did not become ready`);
   }
 
   private explainStartFailure(status: number, message: string, target: LoginTarget): string {
@@ -71,38 +96,81 @@ export class ServerStarter {
     return `JupyterHub refused to start ${describe(target).toLowerCase()}: ${message || `HTTP ${status}`}`;
   }
 
-  private async waitUntilReady(target: LoginTarget, token: string, progress: (line: string) => void): Promise<void> {
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), this.options.spawnTimeoutMs);
-    let last: ProgressEvent | undefined;
+}
+
+/** How soon to ask for the progress stream again while the Hub has not begun the spawn. */
+const PROGRESS_RETRY_MS = 250;
+
+/**
+ * Follows a spawn's progress stream from the moment the start is requested,
+ * passing each step to `progress`, until the spawn is over, `cancel()` or the
+ * spawn timeout.
+ */
+class SpawnProgress {
+  timedOut = false;
+  private last?: ProgressEvent;
+  private answered = false;
+  private readonly abort = new AbortController();
+  private readonly timer: NodeJS.Timeout;
+  private readonly done: Promise<void>;
+
+  constructor(
+    private readonly hub: HubClient,
+    private readonly target: LoginTarget,
+    private readonly token: string,
+    private readonly progress: (line: string) => void,
+    timeoutMs: number,
+  ) {
+    this.timer = setTimeout(() => {
+      this.timedOut = true;
+      this.abort.abort();
+    }, timeoutMs);
+    this.done = this.follow();
+    // Nobody awaits a cancelled follow: keep its failure from being unhandled.
+    this.done.catch(() => undefined);
+  }
+
+  /** The POST came back; a stream that says "not starting" now means the spawn is over. */
+  postAnswered(): void {
+    this.answered = true;
+  }
+
+  cancel(): void {
+    clearTimeout(this.timer);
+    this.abort.abort();
+  }
+
+  /** The last event, once the stream is over. Rejects with HubUnavailableError. */
+  async finished(): Promise<ProgressEvent | undefined> {
     try {
-      await this.hub.followProgress(
-        target.hubUser,
-        target.server,
-        token,
-        (event) => {
-          last = event;
-          if (event.failed) return;
-          const percent = typeof event.progress === 'number' ? `${event.progress}% ` : '';
-          if (event.message) progress(`${percent}${event.message}`);
-        },
-        abort.signal,
-      );
-    } catch (err) {
-      if (abort.signal.aborted) {
-        // The spawn goes on in the Hub; only our wait ends.
-        throw new ServerUnavailableError(
-          `${describe(target)} did not start within ${Math.round(this.options.spawnTimeoutMs / 1000)} seconds; try again later`,
-        );
-      }
-      throw err;
+      await this.done;
     } finally {
-      clearTimeout(timer);
+      clearTimeout(this.timer);
     }
-    if (last?.failed) throw new ServerUnavailableError(`${describe(target)} failed to start: ${last.message ?? 'spawn failed'}`);
-    if (last?.ready) return;
-    // The stream ended without a verdict: ask for the state.
-    const server = (await this.hub.user(target.hubUser, token))?.servers?.[target.server];
-    if (!server?.ready) throw new ServerUnavailableError(`${describe(target)} did not become ready`);
+    return this.last;
+  }
+
+  private async follow(): Promise<void> {
+    const { signal } = this.abort;
+    while (!signal.aborted) {
+      const status = await this.hub.followProgress(
+        this.target.hubUser,
+        this.target.server,
+        this.token,
+        (event) => this.onEvent(event),
+        signal,
+      );
+      if (status === 200 || signal.aborted) return;
+      // 400 / 404: the Hub has not begun the spawn yet (or it is already over).
+      if (this.answered) return;
+      await new Promise((resolve) => setTimeout(resolve, PROGRESS_RETRY_MS));
+    }
+  }
+
+  private onEvent(event: ProgressEvent): void {
+    this.last = event;
+    if (event.failed) return;
+    const percent = typeof event.progress === 'number' ? `${event.progress}% ` : '';
+    if (event.message) this.progress(`${percent}${event.message}`);
   }
 }
