@@ -87,7 +87,16 @@ export class HubClient {
     this.http = got.extend({
       prefixUrl: options.apiUrl.endsWith('/') ? options.apiUrl : `${options.apiUrl}/`,
       timeout: { request: options.timeoutMs },
-      retry: { limit: 2, methods: ['GET'], statusCodes: [502, 503, 504] },
+      // Retry only idempotent GETs, only on answers that say "try again" and
+      // on dropped connections, and quickly: a user is waiting at a prompt.
+      // A timeout is not retried: the Hub already had its chance.
+      retry: {
+        limit: 2,
+        methods: ['GET'],
+        statusCodes: [502, 503, 504],
+        errorCodes: ['ECONNRESET', 'ECONNREFUSED', 'EPIPE'],
+        backoffLimit: 500,
+      },
       throwHttpErrors: false,
       https: options.ca ? { certificateAuthority: options.ca } : {},
       headers: { 'user-agent': 'jupyter-ssh-proxy' },

@@ -1,0 +1,98 @@
+// Reading /proc: CPU time, memory and children of the processes under test.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+
+/** Clock ticks per second for /proc/PID/stat times (getconf CLK_TCK; 100 on Linux). */
+export const CLK_TCK: number = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+export interface CpuTimes {
+  /** utime + stime of the process itself, seconds. */
+  self: number;
+  /** cutime + cstime: children (and their descendants) that were waited for, seconds. */
+  children: number;
+}
+
+/** Fields of /proc/PID/stat after "pid (comm)". Index 0 is field 3 (state). */
+function statFields(pid: number | 'self'): string[] {
+  const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+export function cpuTimes(pid: number | 'self'): CpuTimes {
+  const f = statFields(pid);
+  // Fields 14-17 of stat are utime, stime, cutime, cstime.
+  const [utime, stime, cutime, cstime] = [f[11], f[12], f[13], f[14]].map(Number) as [number, number, number, number];
+  return { self: (utime + stime) / CLK_TCK, children: (cutime + cstime) / CLK_TCK };
+}
+
+export function cpuDelta(before: CpuTimes, after: CpuTimes): CpuTimes {
+  return { self: after.self - before.self, children: after.children - before.children };
+}
+
+/** A field of /proc/PID/status in kB (VmRSS, VmHWM, RssAnon, ...). */
+export function statusKb(pid: number, field: string): number {
+  const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
+  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return Number(m[1]);
+}
+
+/** Proportional set size in kB (shared pages split among their users), or 0 if the process is gone. */
+export function pssKb(pid: number): number {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const m = /^Pss:\s+(\d+) kB/m.exec(text);
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+interface ProcInfo {
+  pid: number;
+  ppid: number;
+  comm: string;
+  state: string;
+}
+
+export function processes(): ProcInfo[] {
+  const found: ProcInfo[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const text = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const m = /^\d+ \((.*)\) (\S) (\d+)/s.exec(text);
+      if (m) found.push({ pid: Number(entry), comm: m[1]!, state: m[2]!, ppid: Number(m[3]) });
+    } catch {
+      // exited while we looked
+    }
+  }
+  return found;
+}
+
+/** Live (non-zombie) descendants of `pid`, optionally only those named `comm`. */
+export function descendants(pid: number, comm?: string): number[] {
+  const all = processes();
+  const byParent = new Map<number, ProcInfo[]>();
+  for (const p of all) {
+    const list = byParent.get(p.ppid) ?? [];
+    list.push(p);
+    byParent.set(p.ppid, list);
+  }
+  const out: number[] = [];
+  const stack = [pid];
+  while (stack.length > 0) {
+    const parent = stack.pop()!;
+    for (const child of byParent.get(parent) ?? []) {
+      stack.push(child.pid);
+      if (child.state !== 'Z' && (comm === undefined || child.comm === comm)) out.push(child.pid);
+    }
+  }
+  return out;
+}

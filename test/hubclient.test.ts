@@ -1,0 +1,157 @@
+// Hub error paths a real JupyterHub cannot produce on demand, against a fake
+// HTTP server: each becomes HubUnavailableError (users: "JupyterHub is
+// unavailable"), the token never shows in an error, and concurrency is capped.
+import { expect } from 'chai';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { HubAuthorizer } from '../lib/authorizer.js';
+import { HubClient, HubUnavailableError } from '../lib/hub.js';
+
+const TOKEN = 'secret-token-0123456789abcdef';
+
+interface Fake {
+  url: string;
+  requests: { path: string; authorization?: string }[];
+  close(): Promise<void>;
+}
+
+async function fakeHub(handler: http.RequestListener): Promise<Fake> {
+  const requests: Fake['requests'] = [];
+  const server = http.createServer((req, res) => {
+    requests.push({ path: req.url ?? '', authorization: req.headers.authorization });
+    handler(req, res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/hub/api`,
+    requests,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
+
+function client(url: string, timeoutMs = 2000, maxConcurrent = 4): HubClient {
+  return new HubClient({ apiUrl: url, timeoutMs, maxConcurrent });
+}
+
+async function expectUnavailable(promise: Promise<unknown>): Promise<HubUnavailableError> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).to.be.instanceOf(HubUnavailableError);
+    expect(String((err as Error).message)).to.not.contain(TOKEN);
+    return err as HubUnavailableError;
+  }
+  throw new Error('expected HubUnavailableError');
+}
+
+describe('Hub client error paths (fake Hub)', function () {
+  let fake: Fake | undefined;
+  afterEach(async () => {
+    await fake?.close();
+    fake = undefined;
+  });
+
+  it('sends the token only in the Authorization header', async function () {
+    fake = await fakeHub((_req, res) => res.end(JSON.stringify({ name: 'alice', scopes: [] })));
+    expect(await client(fake.url).identify(TOKEN)).to.deep.include({ name: 'alice' });
+    expect(fake.requests).to.deep.equal([{ path: '/hub/api/user', authorization: `token ${TOKEN}` }]);
+  });
+
+  it('reads 401/403 as "token rejected"', async function () {
+    for (const status of [401, 403]) {
+      const f = await fakeHub((_req, res) => { res.statusCode = status; res.end('{}'); });
+      try {
+        expect(await client(f.url).identify(TOKEN)).to.equal(null);
+      } finally {
+        await f.close();
+      }
+    }
+  });
+
+  it('turns a 500, retries exhausted on 503, garbage and a missing name into HubUnavailableError', async function () {
+    const answers: [number, string][] = [
+      [500, 'oops'],
+      [503, 'busy'],
+      [200, '<html>not json'],
+      [200, '{"kind":"user"}'],
+    ];
+    for (const [status, body] of answers) {
+      const f = await fakeHub((_req, res) => { res.statusCode = status; res.end(body); });
+      try {
+        await expectUnavailable(client(f.url).identify(TOKEN));
+        // GETs are retried on 503 only (safe and likely to help).
+        expect(f.requests.length, `requests for HTTP ${status}`).to.equal(status === 503 ? 3 : 1);
+      } finally {
+        await f.close();
+      }
+    }
+  });
+
+  it('turns a refused connection and a timeout into HubUnavailableError', async function () {
+    const f = await fakeHub(() => { /* never answers */ });
+    const closed = await fakeHub(() => {});
+    const deadUrl = closed.url;
+    await closed.close();
+    await expectUnavailable(client(deadUrl).identify(TOKEN));
+    const started = Date.now();
+    await expectUnavailable(client(f.url, 300).identify(TOKEN));
+    expect(Date.now() - started).to.be.lessThan(5000);
+    await f.close();
+  });
+
+  it('caps concurrent Hub requests', async function () {
+    let active = 0;
+    let peak = 0;
+    fake = await fakeHub((_req, res) => {
+      active++;
+      peak = Math.max(peak, active);
+      setTimeout(() => { active--; res.end(JSON.stringify({ name: 'alice' })); }, 30);
+    });
+    const hub = client(fake.url, 5000, 3);
+    await Promise.all(Array.from({ length: 12 }, (_, i) => hub.identify(`${TOKEN}-${i}`)));
+    expect(fake.requests).to.have.length(12);
+    expect(peak).to.equal(3);
+  });
+
+  it('caches a verified token (by hash) for the TTL, and a rejected one briefly', async function () {
+    let valid = true;
+    fake = await fakeHub((_req, res) => {
+      if (valid) res.end(JSON.stringify({ name: 'alice', scopes: ['access:servers!user=alice'] }));
+      else { res.statusCode = 403; res.end('{}'); }
+    });
+    const authorizer = new HubAuthorizer(client(fake.url), {
+      separator: '+', cacheTtlMs: 300, failureCacheTtlMs: 300, tokenPage: 'http://hub/hub/token',
+    });
+    expect((await authorizer.authorize('alice', TOKEN)).ok).to.equal(true);
+    valid = false;
+    expect((await authorizer.authorize('alice', TOKEN)).ok, 'cached').to.equal(true);
+    expect(fake.requests).to.have.length(1);
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    expect((await authorizer.authorize('alice', TOKEN)).ok, 'after the TTL').to.equal(false);
+    expect((await authorizer.authorize('alice', TOKEN)).ok, 'rejection cached').to.equal(false);
+    expect(fake.requests).to.have.length(2);
+  });
+
+  it('tells the user the Hub is unavailable and ends the connection (final) when it is down', async function () {
+    fake = await fakeHub((_req, res) => { res.statusCode = 502; res.end('bad gateway'); });
+    const authorizer = new HubAuthorizer(client(fake.url), {
+      separator: '+', cacheTtlMs: 1000, failureCacheTtlMs: 1000, tokenPage: 'http://hub/hub/token',
+    });
+    const decision = await authorizer.authorize('alice', TOKEN);
+    expect(decision).to.deep.include({ ok: false, message: 'JupyterHub is unavailable, try again later', final: true });
+    expect(JSON.stringify(decision)).to.not.contain(TOKEN);
+  });
+
+  it('selects a named server by the owner\'s name even when it contains the separator', async function () {
+    fake = await fakeHub((req, res) => {
+      if (req.url === '/hub/api/user') res.end(JSON.stringify({ name: 'a+b', scopes: ['access:servers!user=a+b'] }));
+      else { res.statusCode = 404; res.end('{}'); }
+    });
+    const authorizer = new HubAuthorizer(client(fake.url), {
+      separator: '+', cacheTtlMs: 1000, failureCacheTtlMs: 1000, tokenPage: 'http://hub/hub/token',
+    });
+    expect(await authorizer.authorize('a+b', TOKEN)).to.deep.include({ ok: true, target: { hubUser: 'a+b', server: '' } });
+    expect(await authorizer.authorize('a+b+gpu', TOKEN)).to.deep.include({ ok: true, target: { hubUser: 'a+b', server: 'gpu' } });
+  });
+});
