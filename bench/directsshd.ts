@@ -1,0 +1,180 @@
+// The comparison path: a long-lived OpenSSH sshd on 127.0.0.1 with its own
+// host key, and a bench client key in an authorized-keys file of its own.
+//
+// StrictModes checks every directory on the way to AuthorizedKeysFile, and
+// /tmp is world-writable, so the files live in a root-owned mkdtemp directory
+// under /run instead.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, waitFor } from '../test/helpers/wait.js';
+import { descendants } from './procfs.js';
+
+/**
+ * The algorithms the proxy offers (lib/algorithms.ts keeps them private, so
+ * they are repeated here): the direct sshd offers the same, so that both
+ * paths negotiate the same key exchange and, unless -c says otherwise, the
+ * same cipher.
+ */
+export const PROXY_KEX = [
+  'curve25519-sha256',
+  'curve25519-sha256@libssh.org',
+  'ecdh-sha2-nistp256',
+  'ecdh-sha2-nistp384',
+  'ecdh-sha2-nistp521',
+  'diffie-hellman-group16-sha512',
+  'diffie-hellman-group18-sha512',
+  'diffie-hellman-group14-sha256',
+];
+export const PROXY_CIPHERS = [
+  'aes128-gcm@openssh.com',
+  'aes256-gcm@openssh.com',
+  'chacha20-poly1305@openssh.com',
+  'aes128-ctr',
+  'aes192-ctr',
+  'aes256-ctr',
+];
+export const PROXY_MACS = [
+  'hmac-sha2-256-etm@openssh.com',
+  'hmac-sha2-512-etm@openssh.com',
+  'hmac-sha2-256',
+  'hmac-sha2-512',
+];
+
+export interface DirectSshd {
+  port: number;
+  pid: number;
+  dir: string;
+  /** The bench client's private key (for `ssh -i`). */
+  clientKey: string;
+  /** Kills the listener and every per-connection sshd, removes the directory. Idempotent. */
+  stop(): Promise<void>;
+}
+
+function config(dir: string): string {
+  return `# jupyter-ssh-proxy benchmark: the direct path
+HostKey ${path.join(dir, 'private', 'ssh_host_ed25519_key')}
+HostKeyAlgorithms ssh-ed25519
+AuthorizedKeysFile ${path.join(dir, 'authorized_keys')}
+AuthorizedKeysCommand none
+AuthenticationMethods publickey
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostbasedAuthentication no
+PermitRootLogin no
+UsePAM yes
+X11Forwarding yes
+X11UseLocalhost yes
+AllowTcpForwarding yes
+AllowAgentForwarding yes
+AllowStreamLocalForwarding yes
+PermitTunnel no
+PrintMotd no
+UseDNS no
+PidFile none
+Subsystem sftp internal-sftp
+KexAlgorithms ${PROXY_KEX.join(',')}
+Ciphers ${PROXY_CIPHERS.join(',')}
+MACs ${PROXY_MACS.join(',')}
+# 1,000 sessions are opened 50 at a time: no random early drop.
+MaxStartups 2000
+LoginGraceTime 120
+LogLevel ERROR
+`;
+}
+
+function keygen(file: string, comment: string): void {
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', file], { stdio: 'ignore' });
+}
+
+/** Resolves when something on 127.0.0.1:port sends an SSH banner. */
+function banner(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(2000, () => done(false));
+    socket.once('data', (d: Buffer) => done(d.toString('latin1').startsWith('SSH-2.0-')));
+    socket.once('error', () => done(false));
+  });
+}
+
+export async function startDirectSshd(sshdPath = '/usr/sbin/sshd'): Promise<DirectSshd> {
+  fs.mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }); // privilege separation dir
+  const dir = fs.mkdtempSync('/run/jsp-bench-');
+  // sshd reads authorized_keys as the target user: traversable dir, readable file.
+  fs.chmodSync(dir, 0o755);
+  const priv = path.join(dir, 'private');
+  fs.mkdirSync(priv, { mode: 0o700 });
+  keygen(path.join(priv, 'ssh_host_ed25519_key'), 'jsp-bench-direct-host');
+  const clientKey = path.join(priv, 'client_ed25519');
+  keygen(clientKey, 'jsp-bench-client');
+  fs.writeFileSync(path.join(dir, 'authorized_keys'), fs.readFileSync(`${clientKey}.pub`), { mode: 0o644 });
+  const configPath = path.join(priv, 'sshd_config');
+  fs.writeFileSync(configPath, config(dir), { mode: 0o600 });
+  const logPath = path.join(priv, 'sshd.log');
+
+  let child: ChildProcess | undefined;
+  let port = 0;
+  try {
+    execFileSync(sshdPath, ['-t', '-f', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+    for (let attempt = 1; ; attempt++) {
+      port = await freePort();
+      const logFd = fs.openSync(logPath, 'a');
+      child = spawn(sshdPath, ['-D', '-e', '-f', configPath, '-p', String(port), '-o', 'ListenAddress=127.0.0.1'], {
+        stdio: ['ignore', logFd, logFd],
+        detached: true,
+      });
+      fs.closeSync(logFd);
+      let exited = false;
+      child.once('exit', () => (exited = true));
+      const up = await waitFor(async () => (exited ? 'exited' : (await banner(port)) ? 'up' : undefined), {
+        timeoutMs: 10_000,
+        what: `direct sshd on port ${port}`,
+      });
+      if (up === 'up') break;
+      if (attempt >= 3) throw new Error(`direct sshd did not start: ${fs.readFileSync(logPath, 'utf8')}`);
+    }
+  } catch (err) {
+    child?.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  const listener = child!;
+  const pid = listener.pid!;
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    pid,
+    dir,
+    clientKey,
+    stop: () =>
+      (stopping ??= (async () => {
+        const kill = (sig: NodeJS.Signals) => {
+          for (const p of descendants(pid)) {
+            try {
+              process.kill(p, sig);
+            } catch {
+              // gone
+            }
+          }
+          try {
+            process.kill(pid, sig);
+          } catch {
+            // gone
+          }
+        };
+        if (listener.exitCode === null && listener.signalCode === null) {
+          kill('SIGTERM');
+          for (let i = 0; i < 50 && listener.exitCode === null && listener.signalCode === null; i++) await sleep(100);
+          kill('SIGKILL');
+        }
+        fs.rmSync(dir, { recursive: true, force: true });
+      })()),
+  };
+}

@@ -1,0 +1,75 @@
+// The daemon as a real JupyterHub managed service, with the least-privilege
+// role the README recommends: JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN come
+// from the Hub, the URL argument is left out, and the service token starts a
+// server that the user's token could not start.
+import { expect } from 'chai';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { createHubUser, createToken, startHub, type Hub } from './helpers/hub.js';
+import { BIN } from './helpers/proxy.js';
+import { ssh } from './helpers/ssh.js';
+import { createUnixUser, type UnixUser } from './helpers/unixuser.js';
+import { freePort, waitFor } from './helpers/wait.js';
+
+/** The role from README.md's "Running as a JupyterHub managed service". */
+export const PROXY_SERVICE_SCOPES = ['read:users:name', 'read:users:groups', 'read:servers', 'servers', 'users:activity'];
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+describe('as a JupyterHub managed service (least-privilege role)', function () {
+  let hub: Hub;
+  let user: UnixUser;
+  let port: number;
+  let keyDir: string;
+
+  before(async function () {
+    this.timeout(120_000);
+    port = await freePort();
+    keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-managed-keys-'));
+    const command = [process.execPath, BIN, '--ip', '127.0.0.1', '-p', String(port), '-k', keyDir];
+    hub = await startHub({
+      extraConfig: [
+        'import os',
+        'c.JupyterHub.services.append({',
+        "    'name': 'ssh-proxy',",
+        `    'command': ${JSON.stringify(command)},`,
+        // The fixture finds leftover processes by this marker.
+        "    'environment': {'JSP_TEST_HUB_ID': os.environ['JSP_TEST_HUB_ID']},",
+        '})',
+        `c.JupyterHub.load_roles.append({'name': 'ssh-proxy', 'scopes': ${JSON.stringify(PROXY_SERVICE_SCOPES)}, 'services': ['ssh-proxy']})`,
+      ].join('\n'),
+    });
+    user = await createUnixUser('m');
+    await createHubUser(hub, user.name);
+    await waitFor(() => canConnect(port), { timeoutMs: 30_000, what: 'the managed proxy to listen' });
+  });
+
+  after(async function () {
+    this.timeout(60_000);
+    await user?.remove();
+    await hub?.stop();
+    fs.rmSync(keyDir, { recursive: true, force: true });
+  });
+
+  it('starts the server with its service token for a user token that only has access:servers', async function () {
+    const { token } = await createToken(hub, user.name, [`access:servers!user=${user.name}`]);
+    const r = await ssh(port, user.name, token, ['id -un'], ['-o', 'NumberOfPasswordPrompts=1']);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.toString()).to.equal(`${user.name}\n`);
+    expect(r.stderr).to.contain('Your server is not running; starting it...');
+    const model = await hub.api<{ servers: Record<string, { ready: boolean }> }>('GET', `/users/${user.name}`);
+    expect(model.body.servers['']?.ready).to.equal(true);
+    // The daemon logs into the Hub's log; no token may appear there.
+    const hubLog = fs.readdirSync(hub.dir).filter((f) => f.endsWith('.log')).map((f) => fs.readFileSync(path.join(hub.dir, f), 'utf8')).join('');
+    expect(hubLog).to.contain('JupyterHub API at http://127.0.0.1:');
+    expect(hubLog).to.not.contain(token);
+  });
+});
