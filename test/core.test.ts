@@ -3,6 +3,7 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
+import net from 'node:net';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -215,6 +216,25 @@ describe('proxy core: authentication outcomes', function () {
     expect(r.stderr).to.contain(`There is no account '${name}' for JupyterHub user '${name}' on this server`);
     // The daemon keeps serving everyone else.
     expect((await env.ssh(['echo still'], QUIET)).stdout.toString()).to.equal('still\n');
+  });
+
+  it('closes a connection that does not log in within --login-grace-time', async function () {
+    const strict = await startProxy(env.hub.url, ['--login-grace-time', '1']);
+    try {
+      const started = Date.now();
+      const socket = net.connect(strict.port, '127.0.0.1');
+      let received = '';
+      socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+      await new Promise<void>((resolve, reject) => {
+        socket.once('close', () => resolve());
+        socket.once('error', reject);
+        setTimeout(() => reject(new Error('still open after 10 s')), 10_000).unref();
+      });
+      expect(received).to.match(/^SSH-2\.0-jupyter-ssh-proxy/);
+      expect(Date.now() - started).to.be.within(900, 5000);
+    } finally {
+      await strict.stop();
+    }
   });
 
   it('explains a missing sshd binary, and keeps serving', async function () {

@@ -1,0 +1,119 @@
+// The benchmark's fixtures: a real JupyterHub, a unix + Hub user with a
+// token, the proxy daemon (all through test/helpers), and a direct sshd.
+// Everything is torn down by cleanup(), also on Ctrl-C and on failure.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createHubUser, createToken, startHub, type Hub } from '../test/helpers/hub.js';
+import { startProxy, type ProxyProcess } from '../test/helpers/proxy.js';
+import { askpassEnv, sshOptions } from '../test/helpers/ssh.js';
+import { createUnixUser, type UnixUser } from '../test/helpers/unixuser.js';
+import { killAllTracked } from './children.js';
+import { startDirectSshd, type DirectSshd } from './directsshd.js';
+
+/** How the bench reaches the user's shell: directly or through the proxy. */
+export interface SshPath {
+  name: 'direct' | 'proxy';
+  port: number;
+  /** The process whose CPU time is the server side: the daemon, or the direct sshd listener. */
+  serverPid: number;
+  /** `ssh` arguments before the destination; `extra` goes after the fixed options. */
+  sshArgs(extra?: string[]): string[];
+  /** `sftp` arguments before the destination (port spelled -P). */
+  sftpArgs(extra?: string[]): string[];
+  destination: string;
+  env: NodeJS.ProcessEnv;
+}
+
+export interface BenchEnv {
+  hub: Hub;
+  user: UnixUser;
+  token: string;
+  proxy: ProxyProcess;
+  direct: DirectSshd;
+  tmp: string;
+  directPath: SshPath;
+  proxyPath(token?: string): SshPath;
+}
+
+const QUIET = ['-o', 'LogLevel=ERROR'];
+
+const cleanups: (() => Promise<void> | void)[] = [];
+
+/** Registers a teardown step; they run in reverse order. */
+export function onCleanup(step: () => Promise<void> | void): void {
+  cleanups.push(step);
+}
+
+let cleaning: Promise<void> | undefined;
+
+export function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    killAllTracked('SIGKILL');
+    while (cleanups.length > 0) {
+      const step = cleanups.pop()!;
+      try {
+        await step();
+      } catch (err) {
+        console.error(`cleanup: ${(err as Error).message}`);
+      }
+    }
+  })();
+  return cleaning;
+}
+
+function withPortFlag(options: string[], flag: '-p' | '-P'): string[] {
+  const out = [...options];
+  out[out.indexOf('-p')] = flag;
+  return out;
+}
+
+export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-bench-'));
+  onCleanup(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  log('starting JupyterHub');
+  const hub = await startHub();
+  onCleanup(() => hub.stop());
+  const user = await createUnixUser('bench');
+  onCleanup(() => user.remove());
+  await createHubUser(hub, user.name);
+  const { token } = await createToken(hub, user.name);
+  log(`unix + hub user ${user.name}, token minted`);
+
+  const proxy = await startProxy(hub.url);
+  onCleanup(() => proxy.stop());
+  log(`proxy daemon pid ${proxy.child.pid} on port ${proxy.port}`);
+
+  const direct = await startDirectSshd();
+  onCleanup(() => direct.stop());
+  log(`direct sshd pid ${direct.pid} on port ${direct.port} (${direct.dir})`);
+
+  const destination = `${user.name}@127.0.0.1`;
+  // sshOptions turns public-key login off (the proxy path uses the token);
+  // the direct path uses the bench key and nothing else.
+  const directOptions = (port: number) =>
+    sshOptions(port)
+      .map((o) => (o === 'PubkeyAuthentication=no' ? 'PubkeyAuthentication=yes' : o))
+      .concat(['-i', direct.clientKey, '-o', 'IdentitiesOnly=yes', '-o', 'PasswordAuthentication=no', '-o', 'KbdInteractiveAuthentication=no', '-o', 'BatchMode=yes']);
+  const directPath: SshPath = {
+    name: 'direct',
+    port: direct.port,
+    serverPid: direct.pid,
+    sshArgs: (extra = []) => [...directOptions(direct.port), ...QUIET, ...extra],
+    sftpArgs: (extra = []) => [...withPortFlag(directOptions(direct.port), '-P'), ...QUIET, ...extra],
+    destination,
+    env: { ...process.env },
+  };
+  const proxyPath = (t = token): SshPath => ({
+    name: 'proxy',
+    port: proxy.port,
+    serverPid: proxy.child.pid!,
+    sshArgs: (extra = []) => [...sshOptions(proxy.port), ...QUIET, ...extra],
+    // sftp -b implies BatchMode=yes, which would forbid the token prompt.
+    sftpArgs: (extra = []) => [...withPortFlag(sshOptions(proxy.port), '-P'), ...QUIET, '-o', 'BatchMode=no', ...extra],
+    destination,
+    env: askpassEnv(t),
+  });
+  return { hub, user, token, proxy, direct, tmp, directPath, proxyPath };
+}
