@@ -3,8 +3,10 @@
  * configurable-http-proxy (`--ip`, `--port`, `--log-level`) and OpenSSH
  * (`--max-auth-tries`, `--login-grace-time`) where those exist.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import yaml from 'js-yaml';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { ProxyConfig } from './config.js';
@@ -24,7 +26,24 @@ const GROUPS = {
   upstream: 'Upstream (the internal sshd):',
   limits: 'Limits:',
   log: 'Logging:',
+  metrics: 'Metrics:',
 };
+
+/** Environment variables named JUPYTER_SSH_PROXY_<FLAG> set any flag, e.g. JUPYTER_SSH_PROXY_LOG_LEVEL=debug. */
+export const ENV_PREFIX = 'JUPYTER_SSH_PROXY';
+
+/** Reads a --config file: YAML (a superset of JSON) whose keys are flag names. */
+function readConfigFile(file: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = yaml.load(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`cannot read config file ${file}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (parsed === undefined || parsed === null) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error(`config file ${file} must hold a mapping of flag names to values`);
+  return parsed as Record<string, unknown>;
+}
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ProxyConfig {
   const args = yargs(argv)
@@ -77,6 +96,11 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     .option('login-grace-time', { group: GROUPS.limits, type: 'number', default: 120, describe: 'Seconds a client has to log in' })
     .option('max-queued-bytes', { group: GROUPS.limits, type: 'number', default: 64 * 1024 * 1024, describe: 'Per-connection cap on bytes held while a leg rekeys' })
     .option('log-level', { group: GROUPS.log, type: 'string', default: 'info', choices: ['error', 'warn', 'info', 'debug'], describe: 'Log level' })
+    .option('log-format', { group: GROUPS.log, type: 'string', default: 'text', choices: ['text', 'json'], describe: 'text (configurable-http-proxy style) or json (one object per line)' })
+    .option('metrics-ip', { group: GROUPS.metrics, type: 'string', default: '', describe: 'Address for /metrics and /health (default: all interfaces)' })
+    .option('metrics-port', { group: GROUPS.metrics, type: 'number', describe: 'Port for /metrics and /health; metrics are off without it' })
+    .config('config', 'YAML or JSON file of flag values (flags and JUPYTER_SSH_PROXY_* environment variables win)', readConfigFile)
+    .env(ENV_PREFIX)
     .check((a) => {
       if (a._.length > 1) throw new Error('Give at most one JupyterHub URL');
       const url = a._[0] === undefined ? undefined : String(a._[0]);
@@ -85,6 +109,10 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       const positive = ['login-grace-time', 'hub-timeout', 'auth-cache-ttl', 'spawn-timeout', 'activity-interval', 'server-poll-interval'] as const;
       for (const name of positive) if (!(a[name] > 0)) throw new Error(`--${name} must be a positive number of seconds`);
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error('--port must be 0-65535');
+      const metricsPort = a['metrics-port'];
+      if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) {
+        throw new Error('--metrics-port must be 0-65535');
+      }
       for (const name of ['max-auth-tries', 'hub-concurrency'] as const) {
         if (!Number.isInteger(a[name]) || a[name] < 1) throw new Error(`--${name} must be a positive integer`);
       }
@@ -97,6 +125,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       return true;
     })
     .strictOptions()
+    .showHelpOnFail(false, 'Run with --help for the options')
     .help()
     .version(false)
     .wrap(Math.min(110, process.stdout.columns ?? 110))
@@ -126,6 +155,9 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     activityIntervalMs: args['activity-interval'] * 1000,
     serverPollIntervalMs: args['server-poll-interval'] * 1000,
     logLevel: args['log-level'],
+    logFormat: args['log-format'] as 'text' | 'json',
+    metricsIp: args['metrics-ip'],
+    metricsPort: args['metrics-port'],
     unixUser: args['unix-user'],
     sshdPath: args.sshd,
     sshdOptions: args['sshd-option'],
@@ -138,7 +170,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
 
 export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
   const config = parseArgs(argv);
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, config.logFormat);
   let server: ProxyServer;
   try {
     server = new ProxyServer(config, log);

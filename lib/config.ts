@@ -23,6 +23,10 @@ export interface ProxyConfig {
   activityIntervalMs: number;
   serverPollIntervalMs: number;
   logLevel: string;
+  logFormat: 'text' | 'json';
+  /** Metrics are served only when a port is given. */
+  metricsIp: string;
+  metricsPort?: number;
   unixUser: string;
   sshdPath: string;
   sshdOptions: string[];

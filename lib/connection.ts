@@ -20,6 +20,7 @@ import { UpstreamError, type Upstream, type UpstreamConnection } from './upstrea
 import { HubUnavailableError, type HubClient } from './hub.js';
 import { ServerStarter, ServerUnavailableError } from './servers.js';
 import { ServerWatch, type ServerWatchOptions } from './serverwatch.js';
+import { channelTypeLabel, type Metrics } from './metrics.js';
 
 /** The methods a client may use to present a JupyterHub token. */
 const AUTH_METHODS = ['keyboard-interactive', 'password'];
@@ -41,6 +42,7 @@ export interface ConnectionSettings {
   loginGraceTimeMs: number;
   upstreamLoginTimeoutMs: number;
   maxQueuedBytes: number;
+  metrics: Metrics;
 }
 
 type Phase = 'auth' | 'upstream' | 'relay' | 'closed';
@@ -63,6 +65,11 @@ export class Connection {
   private readonly started = Date.now();
   private readonly graceTimer: NodeJS.Timeout;
   private onClosed?: () => void;
+  /** Channels opened in this session, by type. */
+  private readonly channels = new Map<string, number>();
+  private readonly traffic = () => ({ fromClient: this.client.bytesIn, toClient: this.client.bytesOut });
+  /** Why the connection ended before a session, for the refusals metric. */
+  private refusal?: string;
 
   constructor(private readonly socket: Socket, private readonly settings: ConnectionSettings, private readonly logger: Logger) {
     this.peer = `${socket.remoteAddress}:${socket.remotePort}`;
@@ -91,12 +98,17 @@ export class Connection {
     this.client.on('error', (err: Error) => this.close(`client protocol error: ${err.message}`));
     this.client.on('end', () => this.close('client closed the connection'));
     socket.on('error', () => {}); // reported through the leg
-    this.graceTimer = setTimeout(() => this.disconnect('Login grace time exceeded', DISCONNECT_REASON.BY_APPLICATION), settings.loginGraceTimeMs);
+    this.graceTimer = setTimeout(() => {
+      this.refusal = 'login_grace_time';
+      this.disconnect('Login grace time exceeded', DISCONNECT_REASON.BY_APPLICATION);
+    }, settings.loginGraceTimeMs);
     this.graceTimer.unref();
   }
 
   start(onClosed: () => void): void {
     this.onClosed = onClosed;
+    this.settings.metrics.connections.inc();
+    this.settings.metrics.trackTraffic(this.traffic);
     this.log('debug', `connection from ${this.peer}`);
     this.client.start();
   }
@@ -109,7 +121,7 @@ export class Connection {
   }
 
   private log(level: string, message: string): void {
-    this.logger.log(level, message, { conn: `${this.id} ${this.peer}` });
+    this.logger.log(level, message, { conn: this.id, peer: this.peer });
   }
 
   private queueAuth(step: () => Promise<void> | void): void {
@@ -153,6 +165,8 @@ export class Connection {
   private async tryToken(login: string, token: string, method: string): Promise<void> {
     this.attempts++;
     const decision = await this.settings.authorizer.authorize(login, token);
+    const result = decision.ok ? 'success' : decision.final ? 'error' : 'failure';
+    this.settings.metrics.authAttempts.inc({ method, result });
     if (this.phase !== 'auth') return;
     if (decision.ok) {
       const { target } = decision;
@@ -162,6 +176,7 @@ export class Connection {
       this.watchToken = this.settings.serviceToken ?? token;
       const problem = await this.settings.upstream.precheck(target);
       if (problem !== undefined) {
+        this.refusal = 'upstream_unavailable';
         this.log('warn', `login cannot proceed: ${problem}`);
         return this.disconnect(problem);
       }
@@ -169,9 +184,13 @@ export class Connection {
       return;
     }
     this.log('warn', `login refused: user=${login} method=${method} reason=${decision.detail}`);
-    if (decision.final) return this.disconnect(decision.message, DISCONNECT_REASON.BY_APPLICATION);
+    if (decision.final) {
+      this.refusal = 'hub_unavailable';
+      return this.disconnect(decision.message, DISCONNECT_REASON.BY_APPLICATION);
+    }
     this.client.send(bannerPayload(`${decision.message}\r\n`), OWN_PACKET);
     if (this.attempts >= this.settings.maxAuthTries) {
+      this.refusal = 'max_auth_tries';
       return this.disconnect('Too many authentication failures', DISCONNECT_REASON.NO_MORE_AUTH_METHODS_AVAILABLE);
     }
     this.client.proto.authFailure(AUTH_METHODS);
@@ -181,12 +200,19 @@ export class Connection {
   private async serverRunning(target: LoginTarget, token: string): Promise<boolean> {
     const started = Date.now();
     let announced = false;
+    const spawnDone = (result: string) => {
+      const seconds = (Date.now() - started) / 1000;
+      if (announced) this.settings.metrics.spawns.observe({ result }, seconds);
+      if (announced) this.log('info', `spawn of ${target.hubUser}/${target.server}: ${result} after ${seconds.toFixed(1)}s`);
+    };
     try {
       await this.settings.servers.ensureRunning(target, token, (line) => {
         announced = true;
         if (this.phase === 'upstream') this.client.send(bannerPayload(`${line}\r\n`), OWN_PACKET);
       });
     } catch (err) {
+      spawnDone('failed');
+      this.refusal = 'server_unavailable';
       if (err instanceof ServerUnavailableError) {
         this.log('warn', `server ${target.hubUser}/${target.server} unavailable: ${err.message}`);
         this.disconnect(err.message);
@@ -199,7 +225,7 @@ export class Connection {
       }
       throw err;
     }
-    if (announced) this.log('info', `spawn of ${target.hubUser}/${target.server} done in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+    spawnDone('ready');
     return this.phase === 'upstream';
   }
 
@@ -209,6 +235,7 @@ export class Connection {
       conn = await this.settings.upstream.connect(target, (level, message) => this.log(level, message));
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
+      this.refusal = 'upstream_unavailable';
       return this.disconnect(err.message);
     }
     if (this.phase !== 'upstream') return conn.close();
@@ -222,6 +249,7 @@ export class Connection {
     const fail = (why: string) => {
       clearTimeout(timer);
       if (this.phase !== 'upstream') return;
+      this.refusal = 'upstream_unavailable';
       this.log('warn', `upstream login failed: ${why}`);
       void conn.explainFailure().then((message) => this.disconnect(message));
     };
@@ -278,6 +306,11 @@ export class Connection {
         if (leg === this.client) this.disconnect(`Protocol error: ${err.message}`, DISCONNECT_REASON.PROTOCOL_ERROR);
         else this.endBecauseUpstream(`protocol error: ${err.message}`);
       },
+      channelOpened: (type) => {
+        const label = channelTypeLabel(type);
+        this.channels.set(label, (this.channels.get(label) ?? 0) + 1);
+        this.settings.metrics.channels.inc({ type: label });
+      },
     });
     relay.start();
     this.watch = new ServerWatch(
@@ -316,11 +349,20 @@ export class Connection {
     killer.unref();
     this.socket.once('close', () => clearTimeout(killer));
     const seconds = ((Date.now() - this.started) / 1000).toFixed(1);
-    const traffic = this.upstreamLeg
-      ? ` bytes from client=${this.client.bytesIn} to client=${this.client.bytesOut}` +
-        ` key exchanges client=${this.client.keyExchanges} upstream=${this.upstreamLeg.keyExchanges}`
-      : '';
-    this.log(wasRelaying ? 'info' : 'debug', `connection closed after ${seconds}s (${reason})${traffic}`);
+    const { metrics } = this.settings;
+    metrics.connections.dec();
+    metrics.untrackTraffic(this.traffic);
+    if (!wasRelaying) metrics.refusals.inc({ reason: this.refusal ?? 'client_left' });
+    if (wasRelaying) {
+      const channels = [...this.channels].map(([type, n]) => `${type}:${n}`).join(',') || 'none';
+      this.log(
+        'info',
+        `session ended after ${seconds}s (${reason}): bytes from client=${this.client.bytesIn} to client=${this.client.bytesOut}` +
+          ` channels=${channels} key exchanges client=${this.client.keyExchanges} upstream=${this.upstreamLeg!.keyExchanges}`,
+      );
+    } else {
+      this.log('debug', `connection closed after ${seconds}s (${reason})`);
+    }
     this.onClosed?.();
   }
 }

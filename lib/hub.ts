@@ -49,7 +49,12 @@ export interface HubClientOptions {
   ca?: string | Buffer;
   /** Requests in flight at most; more wait their turn. */
   maxConcurrent: number;
+  /** Told about every request: which endpoint, how long, whether it failed (no answer, 5xx, garbage). */
+  observe?: (endpoint: HubEndpoint, seconds: number, failed: boolean) => void;
 }
+
+/** The Hub API calls the proxy makes, as metric labels. */
+export type HubEndpoint = 'user' | 'users' | 'start' | 'progress' | 'activity';
 
 /** A counting semaphore. */
 class Limiter {
@@ -82,8 +87,10 @@ export function apiUrlOf(publicUrl: string): string {
 export class HubClient {
   private readonly http: Got;
   private readonly limiter: Limiter;
+  private readonly observe: NonNullable<HubClientOptions['observe']>;
 
   constructor(options: HubClientOptions) {
+    this.observe = options.observe ?? (() => undefined);
     this.http = got.extend({
       prefixUrl: options.apiUrl.endsWith('/') ? options.apiUrl : `${options.apiUrl}/`,
       timeout: { request: options.timeoutMs },
@@ -105,14 +112,16 @@ export class HubClient {
   }
 
   private async request(
+    endpoint: HubEndpoint,
     method: 'GET' | 'POST',
     path: string,
     token: string,
     json?: unknown,
     timeoutMs?: number,
   ): Promise<Response<string>> {
+    const started = performance.now();
     try {
-      return await this.limiter.run(() =>
+      const response = await this.limiter.run(() =>
         this.http(path, {
           method,
           headers: { authorization: `token ${token}` },
@@ -120,8 +129,11 @@ export class HubClient {
           ...(timeoutMs === undefined ? {} : { timeout: { request: timeoutMs } }),
         }),
       );
+      this.observe(endpoint, (performance.now() - started) / 1000, response.statusCode >= 500);
+      return response;
     } catch (err) {
-      throw new HubUnavailableError(`JupyterHub request ${method} /${path} failed: ${reasonOf(err)}`);
+      this.observe(endpoint, (performance.now() - started) / 1000, true);
+      throw new HubUnavailableError(`JupyterHub request ${method} /${endpoint} failed: ${reasonOf(err)}`);
     }
   }
 
@@ -138,7 +150,7 @@ export class HubClient {
    * token (unknown, expired, revoked).
    */
   async identify(token: string): Promise<HubIdentity | null> {
-    const response = await this.request('GET', 'user', token);
+    const response = await this.request('user', 'GET', 'user', token);
     if (response.statusCode === 401 || response.statusCode === 403) return null;
     if (response.statusCode !== 200) {
       throw new HubUnavailableError(`JupyterHub answered HTTP ${response.statusCode} to GET /user`);
@@ -150,7 +162,7 @@ export class HubClient {
 
   /** A user's model; null if there is no such user (or the token may not see it). */
   async user(name: string, token: string): Promise<HubUser | null> {
-    const response = await this.request('GET', `users/${encodeURIComponent(name)}`, token);
+    const response = await this.request('users', 'GET', `users/${encodeURIComponent(name)}`, token);
     if (response.statusCode === 404 || response.statusCode === 403) return null;
     if (response.statusCode !== 200) {
       throw new HubUnavailableError(`JupyterHub answered HTTP ${response.statusCode} to GET /users/NAME`);
@@ -168,7 +180,7 @@ export class HubClient {
    * may hold the answer back while the spawn starts, hence its own timeout.
    */
   async startServer(user: string, server: string, token: string, timeoutMs: number): Promise<{ status: number; message: string }> {
-    const response = await this.request('POST', HubClient.serverPath(user, server), token, {}, timeoutMs);
+    const response = await this.request('start', 'POST', HubClient.serverPath(user, server), token, {}, timeoutMs);
     let message = '';
     try {
       message = String((JSON.parse(response.body) as { message?: unknown }).message ?? '');
@@ -191,7 +203,8 @@ export class HubClient {
     signal: AbortSignal,
   ): Promise<number> {
     const path = `${HubClient.serverPath(user, server)}/progress`;
-    return this.limiter.run(
+    const started = performance.now();
+    const status = await this.limiter.run(
       () =>
         new Promise<number>((resolve, reject) => {
           const stream = this.http.stream(path, {
@@ -229,16 +242,21 @@ export class HubClient {
           stream.on('end', () => resolve(status));
           stream.on('error', (err: unknown) => {
             if (signal.aborted) resolve(status);
-            else reject(new HubUnavailableError(`progress stream failed: ${reasonOf(err)}`));
+            else {
+              this.observe('progress', (performance.now() - started) / 1000, true);
+              reject(new HubUnavailableError(`progress stream failed: ${reasonOf(err)}`));
+            }
           });
         }),
     );
+    this.observe('progress', (performance.now() - started) / 1000, status >= 500);
+    return status;
   }
 
   /** Records activity for a user's server (for jupyterhub-idle-culler). */
   async postActivity(user: string, server: string, token: string, when: Date): Promise<void> {
     const last_activity = when.toISOString();
-    const response = await this.request('POST', `users/${encodeURIComponent(user)}/activity`, token, {
+    const response = await this.request('activity', 'POST', `users/${encodeURIComponent(user)}/activity`, token, {
       last_activity,
       servers: { [server]: { last_activity } },
     });

@@ -1,21 +1,26 @@
 /**
- * winston logging in configurable-http-proxy's style:
- *   12:34:56.789 [JupyterSSHProxy] info: message
- * Lines about one connection carry its short id and source address.
+ * winston logging. The text format is configurable-http-proxy's:
+ *   12:34:56.789 [JupyterSSHProxy] info: [3fa2c1 10.0.0.7:51234] message
+ * `json` writes one object per line for log shippers, with `conn` (a short
+ * connection id) and `peer` (the source address) as fields of their own.
  * Nothing here ever receives a token, password or private key.
  */
 import winston from 'winston';
 
 export type Logger = winston.Logger;
+export type LogFormat = 'text' | 'json';
 
-export function createLogger(level: string): Logger {
+export function createLogger(level: string, format: LogFormat = 'text'): Logger {
   const text = winston.format.printf((info) => {
-    const conn = info.conn ? `[${String(info.conn)}] ` : '';
+    const conn = info.conn ? `[${String(info.conn)} ${String(info.peer)}] ` : '';
     return `${String(info.timestamp)} [JupyterSSHProxy] ${info.level}: ${conn}${String(info.message)}`;
   });
   return winston.createLogger({
     level,
-    format: winston.format.combine(winston.format.timestamp({ format: 'HH:mm:ss.SSS' }), text),
+    format:
+      format === 'json'
+        ? winston.format.combine(winston.format.timestamp(), winston.format.json())
+        : winston.format.combine(winston.format.timestamp({ format: 'HH:mm:ss.SSS' }), text),
     transports: [new winston.transports.Console()],
   });
 }

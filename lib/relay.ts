@@ -31,6 +31,8 @@ export interface RelayHooks {
   end(initiator: Leg, reason: string): void;
   /** A leg broke the protocol in a way that ends the connection. */
   fail(leg: Leg, err: Error): void;
+  /** A channel of this type was requested (for logs and metrics). */
+  channelOpened(type: string): void;
 }
 
 type Route = (relay: Relay, from: Leg, to: Leg, payload: Buffer, seqno: number) => boolean;
@@ -103,7 +105,11 @@ ROUTES[MSG.REQUEST_FAILURE] = globalReply;
 
 ROUTES[MSG.CHANNEL_OPEN] = (relay, from, to, payload, seqno) => {
   // string channel type, uint32 sender channel, uint32 window, uint32 max packet
-  if (payload.length >= 5) clampMaxPacket(payload, 5 + payload.readUInt32BE(1) + 8);
+  if (payload.length >= 5) {
+    const typeEnd = 5 + payload.readUInt32BE(1);
+    if (typeEnd <= payload.length) relay.hooks.channelOpened(payload.toString('latin1', 5, typeEnd));
+    clampMaxPacket(payload, typeEnd + 8);
+  }
   return forward(relay, from, to, payload, seqno);
 };
 

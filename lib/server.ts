@@ -3,6 +3,7 @@
  * Each connection is isolated: an error in one closes only that one.
  */
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { hostKeyAlgorithms, clientOffer, serverOffer } from './algorithms.js';
 import { HubAuthorizer } from './authorizer.js';
@@ -13,12 +14,15 @@ import { HubClient } from './hub.js';
 import { LocalSshdUpstream } from './localsshd.js';
 import { ServerStarter } from './servers.js';
 import type { Logger } from './logger.js';
+import { Metrics, serveMetrics } from './metrics.js';
 import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, type ParsedKey } from './ssh2internals.js';
 
 export class ProxyServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
   private upstream?: LocalSshdUpstream;
+  private readonly metrics = new Metrics();
+  private metricsServer?: http.Server;
   private settings?: ConnectionSettings;
 
   constructor(private readonly config: ProxyConfig, private readonly log: Logger) {
@@ -30,6 +34,7 @@ export class ProxyServer {
     try {
       return await this.prepareAndListen();
     } catch (err) {
+      this.metricsServer?.close();
       this.upstream?.dispose();
       throw err;
     }
@@ -56,6 +61,7 @@ export class ProxyServer {
       timeoutMs: this.config.hubTimeoutMs,
       ca: this.config.hubCa ? fs.readFileSync(this.config.hubCa) : undefined,
       maxConcurrent: this.config.hubConcurrency,
+      observe: this.metrics.observeHub,
     });
     const { serviceToken, tokenPage } = this.config;
     this.settings = {
@@ -86,12 +92,16 @@ export class ProxyServer {
       loginGraceTimeMs: this.config.loginGraceTimeMs,
       upstreamLoginTimeoutMs: 30_000,
       maxQueuedBytes: this.config.maxQueuedBytes,
+      metrics: this.metrics,
     };
     if (!serviceToken) this.log.info('no JUPYTERHUB_API_TOKEN: users\' own tokens are used to start servers and report activity');
     this.log.info(
       `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}`,
     );
 
+    if (this.config.metricsPort !== undefined) {
+      this.metricsServer = await serveMetrics(this.metrics, this.config.metricsIp, this.config.metricsPort, this.log);
+    }
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen({ host: this.config.ip || undefined, port: this.config.port }, () => {
@@ -119,6 +129,7 @@ export class ProxyServer {
   async close(message = 'Server shutting down'): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const connection of [...this.connections]) connection.disconnect(message);
+    this.metricsServer?.close();
     await closed;
     this.upstream?.dispose();
   }

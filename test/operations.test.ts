@@ -1,0 +1,184 @@
+// Operating the daemon: JSON logs, Prometheus metrics, configuration sources.
+import { expect } from 'chai';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from '../lib/cli.js';
+import { useEnv } from './helpers/fixture.js';
+import { BIN } from './helpers/proxy.js';
+import { run } from './helpers/ssh.js';
+import { freePort, waitFor } from './helpers/wait.js';
+
+/** Parses Prometheus text into `name{labels}` → value. */
+function samples(text: string): Map<string, number> {
+  const map = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const space = line.lastIndexOf(' ');
+    map.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return map;
+}
+
+describe('operations: JSON logs and metrics', function () {
+  let metricsPort = 0;
+  const env = useEnv({ proxyArgs: ['--log-format', 'json', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
+
+  before(async function () {
+    metricsPort = await waitFor(
+      () => {
+        const m = /metrics on http:\/\/[^:]+:(\d+)\/metrics/.exec(env.proxy.logs());
+        return m ? Number(m[1]) : undefined;
+      },
+      { timeoutMs: 10_000, what: 'the metrics port in the log' },
+    );
+  });
+
+  async function scrape(): Promise<Map<string, number>> {
+    const response = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    expect(response.status).to.equal(200);
+    return samples(await response.text());
+  }
+
+  it('answers /health', async function () {
+    const response = await fetch(`http://127.0.0.1:${metricsPort}/health`);
+    expect(response.status).to.equal(200);
+    expect(await response.json()).to.deep.equal({ status: 'ok' });
+  });
+
+  it('moves the metric families with a login, a refusal and a session', async function () {
+    const before = await scrape();
+    const get = (m: Map<string, number>, key: string) => m.get(key) ?? 0;
+    const bad = await env.ssh(['true'], ['-o', 'NumberOfPasswordPrompts=1', '-o', 'PreferredAuthentications=password'], {
+      env: { JSP_TEST_TOKEN: 'wrong-token' },
+    });
+    expect(bad.code).to.equal(255);
+    const ok = await env.ssh(['head -c 100000 /dev/zero'], ['-o', 'LogLevel=ERROR']);
+    expect(ok.code).to.equal(0);
+    expect(ok.stdout.length).to.equal(100000);
+    // The session end is logged (and counted) once the daemon sees the client go.
+    await waitFor(() => env.proxy.logs().split('\n').filter((l) => l.includes('session ended')).length >= 1, {
+      timeoutMs: 10_000,
+      what: 'the session end',
+    });
+    const after = await scrape();
+    expect(get(after, 'jupyter_ssh_proxy_auth_attempts_total{method="password",result="failure"}')).to.equal(
+      get(before, 'jupyter_ssh_proxy_auth_attempts_total{method="password",result="failure"}') + 1,
+    );
+    expect(get(after, 'jupyter_ssh_proxy_auth_attempts_total{method="keyboard-interactive",result="success"}')).to.be.greaterThan(
+      get(before, 'jupyter_ssh_proxy_auth_attempts_total{method="keyboard-interactive",result="success"}'),
+    );
+    expect(get(after, 'jupyter_ssh_proxy_channels_opened_total{type="session"}')).to.be.greaterThan(
+      get(before, 'jupyter_ssh_proxy_channels_opened_total{type="session"}'),
+    );
+    expect(get(after, 'jupyter_ssh_proxy_bytes_total{direction="to_client"}') - get(before, 'jupyter_ssh_proxy_bytes_total{direction="to_client"}')).to.be.greaterThan(100000);
+    expect(get(after, 'jupyter_ssh_proxy_refusals_total{reason="client_left"}')).to.be.greaterThan(0);
+    expect(get(after, 'jupyter_ssh_proxy_hub_request_duration_seconds_count{endpoint="user"}')).to.be.greaterThan(0);
+    expect(after.has('jupyter_ssh_proxy_connections')).to.equal(true);
+    // The first login of the fixture user started its server.
+    expect(get(after, 'jupyter_ssh_proxy_spawn_duration_seconds_count{result="ready"}')).to.be.at.least(1);
+    // Bounded cardinality: no user names or addresses in any label.
+    for (const key of after.keys()) {
+      expect(key).to.not.contain(env.user.name);
+      expect(key).to.not.contain('127.0.0.1');
+    }
+  });
+
+  it('writes every log line as a JSON object, connection lines with conn and peer', async function () {
+    const lines = env.proxy.logs().trim().split('\n');
+    expect(lines.length).to.be.greaterThan(5);
+    const entries = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    for (const entry of entries) expect(entry).to.include.keys('level', 'message', 'timestamp');
+    const login = entries.find((e) => String(e.message).startsWith('login accepted'));
+    expect(login, 'a login line').to.not.equal(undefined);
+    expect(login!.conn).to.match(/^[0-9a-f]{6}$/);
+    expect(login!.peer).to.match(/^127\.0\.0\.1:\d+$/);
+    const end = entries.find((e) => String(e.message).startsWith('session ended'));
+    expect(String(end!.message)).to.match(/bytes from client=\d+ to client=\d+ channels=session:1/);
+    expect(env.proxy.logs()).to.not.contain(env.token);
+  });
+});
+
+describe('operations: configuration', function () {
+  let dir: string;
+  const saved = { ...process.env };
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-config-'));
+  });
+  afterEach(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+    for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key];
+  });
+
+  it('takes flags over environment over config file over defaults', function () {
+    const file = path.join(dir, 'proxy.yaml');
+    fs.writeFileSync(file, 'port: 2201\nlog-level: warn\nmax-auth-tries: 3\nspawn-timeout: 30\n');
+    process.env.JUPYTER_SSH_PROXY_LOG_LEVEL = 'debug';
+    process.env.JUPYTER_SSH_PROXY_MAX_AUTH_TRIES = '4';
+    const config = parseArgs(['--config', file, '--max-auth-tries', '5', 'http://hub.example:8000']);
+    expect(config.maxAuthTries, 'flag beats env and file').to.equal(5);
+    expect(config.logLevel, 'env beats file').to.equal('debug');
+    expect(config.port, 'file beats default').to.equal(2201);
+    expect(config.spawnTimeoutMs).to.equal(30_000);
+    expect(config.loginGraceTimeMs, 'default').to.equal(120_000);
+    expect(config.hubApiUrl).to.equal('http://hub.example:8000/hub/api');
+    expect(config.tokenPage).to.equal('http://hub.example:8000/hub/token');
+  });
+
+  it('reads a JSON config file too', function () {
+    const file = path.join(dir, 'proxy.json');
+    fs.writeFileSync(file, JSON.stringify({ 'unix-user': 'jupyter-{username}', 'sshd-option': ['RekeyLimit=1G', 'LogLevel=DEBUG'] }));
+    const config = parseArgs(['--config', file, 'http://hub.example']);
+    expect(config.unixUser).to.equal('jupyter-{username}');
+    expect(config.sshdOptions).to.deep.equal(['RekeyLimit=1G', 'LogLevel=DEBUG']);
+  });
+
+  it('runs as a managed service from JUPYTERHUB_API_URL without a URL argument', function () {
+    const config = parseArgs([], {
+      JUPYTERHUB_API_URL: 'http://127.0.0.1:8081/hub/api',
+      JUPYTERHUB_API_TOKEN: 'service-token',
+      JUPYTERHUB_HOST: 'https://hub.example.org',
+      JUPYTERHUB_BASE_URL: '/',
+    });
+    expect(config.hubApiUrl).to.equal('http://127.0.0.1:8081/hub/api');
+    expect(config.serviceToken).to.equal('service-token');
+    expect(config.tokenPage).to.equal('https://hub.example.org/hub/token');
+  });
+
+  const invalid: [string[], RegExp][] = [
+    [['--port', '70000'], /--port must be 0-65535/],
+    [['--max-auth-tries', '0'], /--max-auth-tries must be a positive integer/],
+    [['--spawn-timeout', 'soon'], /--spawn-timeout must be a positive number of seconds/],
+    [['--named-server-separator', '/'], /--named-server-separator must be non-empty without \/ :/],
+    [['--unix-user', 'jupyter'], /--unix-user must contain \{username\}/],
+    [['--log-level', 'loud'], /log-level.*Invalid values|Invalid values[\s\S]*log-level/],
+    [['--bogus-flag'], /Unknown arguments?: bogus-flag/],
+    [[], /Give the JupyterHub URL/],
+  ];
+  for (const [args, message] of invalid) {
+    it(`refuses ${args.join(' ') || 'a missing URL'} at start with the flag and the reason`, async function () {
+      const url = args.length === 0 ? [] : ['http://127.0.0.1:9'];
+      const env = { ...process.env };
+      delete env.JUPYTERHUB_API_URL;
+      const r = await run(process.execPath, [BIN, '-k', dir, ...args, ...url], { env });
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(message);
+      expect(r.stderr).to.not.contain('Options:'); // a reason, not the whole help
+    });
+  }
+
+  it('refuses a config file value just like a flag', async function () {
+    const file = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(file, 'hub-timeout: -1\n');
+    const r = await run(process.execPath, [BIN, '--config', file, 'http://127.0.0.1:9']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.contain('--hub-timeout must be a positive number of seconds');
+  });
+
+  it('serves no metrics unless a port is given', async function () {
+    const port = await freePort();
+    const config = parseArgs(['http://hub.example']);
+    expect(config.metricsPort).to.equal(undefined);
+    expect(parseArgs(['--metrics-port', String(port), 'http://hub.example']).metricsPort).to.equal(port);
+  });
+});
