@@ -76,8 +76,12 @@ export function processes(): ProcInfo[] {
   return found;
 }
 
-/** Live (non-zombie) descendants of `pid`, optionally only those named `comm`. */
-export function descendants(pid: number, comm?: string): number[] {
+/**
+ * Descendants of `pid`, optionally only those named `comm`. Zombies are left
+ * out unless `includeZombies`: a zombie's CPU time reaches its parent's
+ * cutime only when it is reaped.
+ */
+export function descendants(pid: number, comm?: string, includeZombies = false): number[] {
   const all = processes();
   const byParent = new Map<number, ProcInfo[]>();
   for (const p of all) {
@@ -91,7 +95,7 @@ export function descendants(pid: number, comm?: string): number[] {
     const parent = stack.pop()!;
     for (const child of byParent.get(parent) ?? []) {
       stack.push(child.pid);
-      if (child.state !== 'Z' && (comm === undefined || child.comm === comm)) out.push(child.pid);
+      if ((includeZombies || child.state !== 'Z') && (comm === undefined || child.comm === comm)) out.push(child.pid);
     }
   }
   return out;

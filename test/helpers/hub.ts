@@ -94,9 +94,11 @@ function killGroup(pid: number | undefined, sig: NodeJS.Signals): void {
  * marker (inherited by the proxy from the hub's env, given to servers via
  * Spawner.environment, and inherited by kernels/terminals) finds them anyway.
  * Zombies have an empty environ and are therefore (correctly) not reported.
+ * `variable` names another marker variable (the demo's test tags the demo's
+ * whole environment with one of its own).
  */
-function markedPids(marker: string): number[] {
-  const needle = `${MARKER_VAR}=${marker}`;
+export function markedPids(marker: string, variable: string = MARKER_VAR): number[] {
+  const needle = `${variable}=${marker}`;
   const found: number[] = [];
   let entries: string[];
   try {

@@ -16,25 +16,64 @@ export interface ProxyProcess {
   child: ChildProcess;
   /** Everything the daemon logged so far. */
   logs(): string;
-  /** SIGTERM, wait for exit (SIGKILL after a deadline), remove the key folder. Idempotent. */
+  /** SIGTERM, wait for exit (SIGKILL after a deadline), remove the key folder if it made it. Idempotent. */
   stop(): Promise<void>;
 }
 
 /** Every log line of every daemon this test process started, for the secrets check. */
 export const allProxyLogs: string[] = [];
 
-export async function startProxy(hubUrl: string, extraArgs: string[] = []): Promise<ProxyProcess> {
-  const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-keys-'));
+export interface StartProxyOptions {
+  /**
+   * Added to the daemon's environment (which otherwise is this process's),
+   * e.g. JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN for managed-service mode.
+   */
+  env?: NodeJS.ProcessEnv;
+  /** Address to listen on; default 127.0.0.1. */
+  ip?: string;
+  /** Port to listen on; default 0 (a free one). */
+  port?: number;
+  /** Default debug. */
+  logLevel?: string;
+  /** An existing key folder, kept at stop; default a fresh temp folder, removed at stop. */
+  keyDir?: string;
+  /** Called with each chunk of the daemon's output as it arrives. */
+  onOutput?: (text: string) => void;
+}
+
+/**
+ * Starts the daemon in front of the Hub at `hubUrl`; `undefined` leaves the
+ * URL argument out (managed-service mode, with JUPYTERHUB_API_URL in `env`).
+ */
+export async function startProxy(
+  hubUrl: string | undefined,
+  extraArgs: string[] = [],
+  options: StartProxyOptions = {},
+): Promise<ProxyProcess> {
+  const ownKeyDir = options.keyDir === undefined;
+  const keyDir = options.keyDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-keys-'));
+  const removeKeyDir = () => {
+    if (ownKeyDir) fs.rmSync(keyDir, { recursive: true, force: true });
+  };
   const child = spawn(
     process.execPath,
-    [BIN, '--ip', '127.0.0.1', '-p', '0', '-k', keyDir, '--log-level', 'debug', ...extraArgs, hubUrl],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    [
+      BIN,
+      '--ip', options.ip ?? '127.0.0.1',
+      '-p', String(options.port ?? 0),
+      '-k', keyDir,
+      '--log-level', options.logLevel ?? 'debug',
+      ...extraArgs,
+      ...(hubUrl === undefined ? [] : [hubUrl]),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: options.env === undefined ? process.env : { ...process.env, ...options.env } },
   );
   let output = '';
   const collect = (chunk: Buffer) => {
     const text = chunk.toString();
     output += text;
     allProxyLogs.push(text);
+    options.onOutput?.(text);
   };
   child.stdout!.on('data', collect);
   child.stderr!.on('data', collect);
@@ -53,7 +92,7 @@ export async function startProxy(hubUrl: string, extraArgs: string[] = []): Prom
     );
   } catch (err) {
     child.kill('SIGKILL');
-    fs.rmSync(keyDir, { recursive: true, force: true });
+    removeKeyDir();
     throw err;
   }
 
@@ -71,7 +110,7 @@ export async function startProxy(hubUrl: string, extraArgs: string[] = []): Prom
           await exit;
           clearTimeout(timer);
         }
-        fs.rmSync(keyDir, { recursive: true, force: true });
+        removeKeyDir();
       })()),
   };
 }

@@ -1,0 +1,265 @@
+// The measurements. Each takes an SshPath, so the same code runs direct and
+// through the proxy; run.ts alternates the two.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { finished, spawnTracked } from './children.js';
+import type { SshPath } from './env.js';
+import { cpuDelta, cpuTimes, descendants, pssKb, statusKb } from './procfs.js';
+
+/** One timed run of one case on one path. */
+export interface Run {
+  path: 'direct' | 'proxy';
+  seconds: number;
+  /** Payload bytes moved (0 for latency). */
+  bytes: number;
+  /** CPU seconds: the daemon itself (proxy path only), the sshd processes, the client side (ssh, sftp, head, wc). */
+  cpu: { proxy?: number; sshd: number; client: number };
+  /** Anything case-specific (memory figures of the idle case, ...). */
+  extra?: Record<string, number>;
+}
+
+/** Waits until the server side has no sshd processes (zombies included) left from earlier runs. */
+export async function quiesce(p: SshPath, timeoutMs = 20_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (descendants(p.serverPid, 'sshd', true).length === 0) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+}
+
+/**
+ * Times `body` on path `p` and charges CPU: the server process's own time and
+ * its reaped children's (sshd), and this process's reaped children (clients).
+ * Waits for the server side to settle first, so that late sshd exits are
+ * counted in the run that caused them.
+ */
+export async function measure(p: SshPath, body: () => Promise<{ bytes: number; extra?: Record<string, number> }>): Promise<Run> {
+  if (!(await quiesce(p))) console.warn(`  warning: ${p.name}: sshd processes from an earlier run are still alive`);
+  const server0 = cpuTimes(p.serverPid);
+  const client0 = cpuTimes('self');
+  const t0 = performance.now();
+  const { bytes, extra } = await body();
+  const seconds = (performance.now() - t0) / 1000;
+  if (!(await quiesce(p))) console.warn(`  warning: ${p.name}: sshd processes still alive 20 s after the run`);
+  const server = cpuDelta(server0, cpuTimes(p.serverPid));
+  const client = cpuDelta(client0, cpuTimes('self')).children;
+  const cpu =
+    p.name === 'proxy'
+      ? { proxy: server.self, sshd: server.children, client }
+      : { sshd: server.self + server.children, client };
+  return { path: p.name, seconds, bytes, cpu, extra };
+}
+
+function check(ok: boolean, what: string, detail: string): void {
+  if (!ok) throw new Error(`${what}: ${detail}`);
+}
+
+const BULK_TIMEOUT_MS = 15 * 60_000;
+
+/** `ssh host 'head -c N /dev/zero'` into `wc -c` locally. */
+export async function download(p: SshPath, cipher: string, bytes: number): Promise<{ bytes: number }> {
+  const wc = spawnTracked('wc', ['-c'], { stdio: ['pipe', 'pipe', 'ignore'] });
+  const ssh = spawnTracked('ssh', [...p.sshArgs(['-c', cipher]), p.destination, `head -c ${bytes} /dev/zero`], {
+    stdio: ['ignore', wc.stdin!, 'pipe'],
+    env: p.env,
+  });
+  wc.stdin!.destroy(); // ssh holds the only write end now
+  const [s, w] = await Promise.all([finished(ssh, BULK_TIMEOUT_MS, 'ssh download'), finished(wc, BULK_TIMEOUT_MS, 'wc')]);
+  check(s.code === 0, `${p.name} download`, `ssh exit ${s.code ?? s.signal}: ${s.stderr.trim()}`);
+  check(Number(w.stdout.trim()) === bytes, `${p.name} download`, `received ${w.stdout.trim()} bytes, expected ${bytes}`);
+  return { bytes };
+}
+
+/** `head -c N /dev/zero | ssh host 'wc -c'`: the remote count proves every byte arrived. */
+export async function upload(p: SshPath, cipher: string, bytes: number): Promise<{ bytes: number }> {
+  const head = spawnTracked('head', ['-c', String(bytes), '/dev/zero'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const ssh = spawnTracked('ssh', [...p.sshArgs(['-c', cipher]), p.destination, 'wc -c'], {
+    stdio: [head.stdout!, 'pipe', 'pipe'],
+    env: p.env,
+  });
+  head.stdout!.destroy();
+  const [s] = await Promise.all([finished(ssh, BULK_TIMEOUT_MS, 'ssh upload'), finished(head, BULK_TIMEOUT_MS, 'head')]);
+  check(s.code === 0, `${p.name} upload`, `ssh exit ${s.code ?? s.signal}: ${s.stderr.trim()}`);
+  check(Number(s.stdout.trim()) === bytes, `${p.name} upload`, `remote counted ${s.stdout.trim()} bytes, expected ${bytes}`);
+  return { bytes };
+}
+
+async function sftpBatch(p: SshPath, cipher: string, batch: string, batchFile: string): Promise<void> {
+  fs.writeFileSync(batchFile, batch);
+  const sftp = spawnTracked('sftp', [...p.sftpArgs(['-c', cipher]), '-b', batchFile, p.destination], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: p.env,
+  });
+  const r = await finished(sftp, BULK_TIMEOUT_MS, 'sftp');
+  check(r.code === 0, `${p.name} sftp`, `exit ${r.code ?? r.signal}: ${r.stderr.trim()}`);
+}
+
+/** sftp get of a remote N-byte file into a local file that is removed right after. */
+export async function sftpGet(p: SshPath, cipher: string, bytes: number, remoteName: string, localDir: string): Promise<{ bytes: number }> {
+  const local = path.join(localDir, `sftp-get-${p.name}.bin`);
+  try {
+    await sftpBatch(p, cipher, `get ${remoteName} ${local}\n`, path.join(localDir, 'get.batch'));
+    const size = fs.statSync(local).size;
+    check(size === bytes, `${p.name} sftp get`, `got ${size} bytes, expected ${bytes}`);
+  } finally {
+    fs.rmSync(local, { force: true });
+  }
+  return { bytes };
+}
+
+/** sftp put of a local N-byte file into the user's home; removed right after. */
+export async function sftpPut(p: SshPath, cipher: string, bytes: number, localFile: string, home: string, localDir: string): Promise<{ bytes: number }> {
+  const remoteName = `bench-put-${p.name}.bin`;
+  const remote = path.join(home, remoteName);
+  try {
+    await sftpBatch(p, cipher, `put ${localFile} ${remoteName}\n`, path.join(localDir, 'put.batch'));
+    const size = fs.statSync(remote).size;
+    check(size === bytes, `${p.name} sftp put`, `remote file has ${size} bytes, expected ${bytes}`);
+  } finally {
+    fs.rmSync(remote, { force: true });
+  }
+  return { bytes };
+}
+
+/** `ssh host true`. */
+export async function trueCommand(p: SshPath): Promise<{ bytes: number }> {
+  const ssh = spawnTracked('ssh', [...p.sshArgs(), p.destination, 'true'], { stdio: ['ignore', 'pipe', 'pipe'], env: p.env });
+  const r = await finished(ssh, 60_000, 'ssh true');
+  check(r.code === 0, `${p.name} ssh true`, `exit ${r.code ?? r.signal}: ${r.stderr.trim()}`);
+  return { bytes: 0 };
+}
+
+/**
+ * `sessions` parallel connections, each piping the same `bytes`-byte random
+ * file into a remote `openssl dgst -sha256` (coreutils sha256sum runs at
+ * ~190 MB/s here without SHA-NI and would be the bottleneck); every digest
+ * must match the local one.
+ */
+export async function parallelChecksums(p: SshPath, sessions: number, file: string, bytes: number, digest: string): Promise<{ bytes: number; extra: Record<string, number> }> {
+  const started = performance.now();
+  const perSession: number[] = [];
+  const jobs = Array.from({ length: sessions }, async (_, i) => {
+    const fd = fs.openSync(file, 'r');
+    let ssh;
+    try {
+      ssh = spawnTracked('ssh', [...p.sshArgs(), p.destination, 'openssl dgst -sha256 -r'], { stdio: [fd, 'pipe', 'pipe'], env: p.env });
+    } finally {
+      fs.closeSync(fd);
+    }
+    const r = await finished(ssh, BULK_TIMEOUT_MS, `session ${i}`);
+    perSession.push((performance.now() - started) / 1000);
+    check(r.code === 0, `${p.name} session ${i}`, `exit ${r.code ?? r.signal}: ${r.stderr.trim()}`);
+    const remote = r.stdout.trim().split(/\s+/)[0];
+    check(remote === digest, `${p.name} session ${i}`, `remote sha256 ${remote} != local ${digest}`);
+  });
+  const results = await Promise.allSettled(jobs);
+  const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed.length > 0) throw new Error(`${failed.length}/${sessions} sessions failed; first: ${(failed[0]!.reason as Error).message}`);
+  perSession.sort((a, b) => a - b);
+  return {
+    bytes: sessions * bytes,
+    extra: { firstDoneSeconds: perSession[0]!, lastDoneSeconds: perSession[perSession.length - 1]! },
+  };
+}
+
+/** Writes `bytes` random bytes to `file` and returns their sha256. */
+export function randomFile(file: string, bytes: number): string {
+  const hash = crypto.createHash('sha256');
+  const fd = fs.openSync(file, 'w', 0o644);
+  try {
+    const chunk = 4 * 1024 * 1024;
+    for (let left = bytes; left > 0; left -= chunk) {
+      const buf = crypto.randomBytes(Math.min(chunk, left));
+      hash.update(buf);
+      fs.writeSync(fd, buf);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+/** Sums Pss (kB) over pids. */
+function pssSum(pids: number[]): number {
+  return pids.reduce((a, pid) => a + pssKb(pid), 0);
+}
+
+/**
+ * `sessions` concurrent idle sessions (`echo ready; exec sleep infinity`),
+ * opened `parallel` at a time. Reports the connect time of all of them and,
+ * once all are up, the server side's memory: the daemon's VmRSS (proxy) and
+ * the Pss of the sshd processes (both paths).
+ */
+export async function idleSessions(
+  p: SshPath,
+  sessions: number,
+  parallel: number,
+  log: (line: string) => void,
+): Promise<{ bytes: number; extra: Record<string, number> }> {
+  const proxyPid = p.name === 'proxy' ? p.serverPid : undefined;
+  const rssBefore = proxyPid ? statusKb(proxyPid, 'VmRSS') : 0;
+  const sshdPssBefore = pssSum(descendants(p.serverPid, 'sshd'));
+  const clients: ReturnType<typeof spawnTracked>[] = [];
+  const t0 = performance.now();
+  let next = 0;
+  let up = 0;
+  const openOne = (i: number) =>
+    new Promise<void>((resolve, reject) => {
+      const ssh = spawnTracked(
+        'ssh',
+        [...p.sshArgs(['-o', 'ServerAliveInterval=0']), p.destination, 'echo ready; exec sleep infinity'],
+        { stdio: ['ignore', 'pipe', 'pipe'], env: p.env },
+      );
+      clients.push(ssh);
+      let err = '';
+      ssh.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
+      ssh.stdout!.on('data', (d: Buffer) => {
+        if (d.toString().includes('ready')) resolve();
+      });
+      ssh.once('exit', (code, signal) => reject(new Error(`idle session ${i} ended (${code ?? signal}) before it was ready: ${err.trim()}`)));
+      setTimeout(() => reject(new Error(`idle session ${i} not ready after 120 s`)), 120_000).unref();
+    });
+  const worker = async () => {
+    while (next < sessions) {
+      const i = next++;
+      await openOne(i);
+      up++;
+      if (up % 250 === 0) log(`    ${p.name}: ${up}/${sessions} sessions up`);
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.min(parallel, sessions) }, worker));
+    const connectSeconds = (performance.now() - t0) / 1000;
+    // Let the heap settle (allocation during the ramp), then sample.
+    await sleep(5000);
+    const rssKb = proxyPid ? statusKb(proxyPid, 'VmRSS') : 0;
+    const hwmKb = proxyPid ? statusKb(proxyPid, 'VmHWM') : 0;
+    const anonKb = proxyPid ? statusKb(proxyPid, 'RssAnon') : 0;
+    const sshdPids = descendants(p.serverPid, 'sshd');
+    const sshdPssKb = pssSum(sshdPids) - sshdPssBefore;
+    return {
+      bytes: 0,
+      extra: {
+        sessions,
+        connectSeconds,
+        sessionsPerSecond: sessions / connectSeconds,
+        daemonRssBeforeKb: rssBefore,
+        daemonRssKb: rssKb,
+        daemonRssAnonKb: anonKb,
+        daemonHwmKb: hwmKb,
+        daemonRssPerSessionKb: proxyPid ? (rssKb - rssBefore) / sessions : 0,
+        sshdProcesses: sshdPids.length,
+        sshdPssKb,
+        sshdPssPerSessionKb: sshdPssKb / sessions,
+        daemonPssKb: proxyPid ? pssKb(proxyPid) : 0,
+      },
+    };
+  } finally {
+    for (const c of clients) c.kill('SIGTERM');
+    await Promise.all(clients.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+  }
+}

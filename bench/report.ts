@@ -1,0 +1,186 @@
+// results.json (everything, every run) and results.md (the tables).
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Run } from './cases.js';
+import type { ProfileSummary } from './profile.js';
+import { GiB, MiB, fmt, max, median, min, spreadPercent } from './stats.js';
+
+export interface CaseResult {
+  id: string;
+  group: 'bulk' | 'latency' | 'concurrency' | 'idle';
+  title: string;
+  /** Client-leg cipher forced with -c, or 'default'. */
+  cipher: string;
+  bytesPerRun: number;
+  direct: Run[];
+  proxy: Run[];
+  summary?: CaseSummary;
+}
+
+export interface CaseSummary {
+  medianSeconds: { direct: number; proxy: number };
+  /** median proxy time / median direct time (> 1: the proxy is slower). */
+  ratio: number;
+  medianMiBps?: { direct: number; proxy: number };
+  spreadPercent: { direct: number; proxy: number };
+  range: { direct: [number, number]; proxy: [number, number] };
+  /** Median over proxy runs of the daemon's CPU seconds per GiB moved. */
+  proxyCpuSecondsPerGiB?: number;
+  /** Median sshd CPU seconds per GiB (direct: the sshd; proxy: the sshd -i behind it). */
+  sshdCpuSecondsPerGiB?: { direct: number; proxy: number };
+  clientCpuSecondsPerGiB?: { direct: number; proxy: number };
+}
+
+export interface CpuCost {
+  cipher: string;
+  /** Daemon utime+stime read before and after the whole group (includes the direct runs' idle time). */
+  wholeGroupProxyCpuSeconds: number;
+  /** Sum over the proxy runs only. */
+  perRunProxyCpuSeconds: number;
+  proxiedGiB: number;
+}
+
+export interface Results {
+  startedAt: string;
+  finishedAt: string;
+  machine: Record<string, unknown> & { cpu: string; cores: number; openssh: string; node: string; ssh2: string };
+  settings: Record<string, unknown>;
+  loadavg: { start: number[]; end: number[] };
+  cases: CaseResult[];
+  cpuCost: CpuCost[];
+  profiles: { cipher: string; summary: ProfileSummary }[];
+  notes: string[];
+}
+
+function summarizeCase(c: CaseResult): CaseSummary {
+  const secs = (rs: Run[]) => rs.map((r) => r.seconds);
+  const perGiB = (rs: Run[], f: (r: Run) => number) => median(rs.filter((r) => r.bytes > 0).map((r) => f(r) / (r.bytes / GiB)));
+  const d = secs(c.direct);
+  const p = secs(c.proxy);
+  const s: CaseSummary = {
+    medianSeconds: { direct: median(d), proxy: median(p) },
+    ratio: median(p) / median(d),
+    spreadPercent: { direct: spreadPercent(d), proxy: spreadPercent(p) },
+    range: { direct: [min(d), max(d)], proxy: [min(p), max(p)] },
+  };
+  if (c.bytesPerRun > 0) {
+    s.medianMiBps = {
+      direct: median(c.direct.map((r) => r.bytes / MiB / r.seconds)),
+      proxy: median(c.proxy.map((r) => r.bytes / MiB / r.seconds)),
+    };
+    s.proxyCpuSecondsPerGiB = perGiB(c.proxy, (r) => r.cpu.proxy ?? 0);
+    s.sshdCpuSecondsPerGiB = { direct: perGiB(c.direct, (r) => r.cpu.sshd), proxy: perGiB(c.proxy, (r) => r.cpu.sshd) };
+    s.clientCpuSecondsPerGiB = { direct: perGiB(c.direct, (r) => r.cpu.client), proxy: perGiB(c.proxy, (r) => r.cpu.client) };
+  }
+  return s;
+}
+
+/** Table cells cannot hold a bare '|'. */
+function cell(text: string): string {
+  return text.replaceAll('|', '\\|');
+}
+
+function value(c: CaseResult, which: 'direct' | 'proxy'): string {
+  const s = c.summary!;
+  if (c.group === 'latency') return `${fmt(s.medianSeconds[which] * 1000, 0)} ms`;
+  if (c.group === 'idle') return `${fmt(s.medianSeconds[which], 1)} s`;
+  return `${fmt(s.medianSeconds[which], 2)} s (${fmt(s.medianMiBps![which], 0)} MiB/s)`;
+}
+
+function range(c: CaseResult, which: 'direct' | 'proxy'): string {
+  const [lo, hi] = c.summary!.range[which];
+  const scale = c.group === 'latency' ? 1000 : 1;
+  const digits = c.group === 'latency' ? 0 : 2;
+  return `${fmt(lo * scale, digits)}–${fmt(hi * scale, digits)}`;
+}
+
+export function markdown(r: Results): string {
+  const m = r.machine;
+  const out: string[] = [];
+  out.push(`# jupyter-ssh-proxy benchmark results`);
+  out.push('');
+  out.push(`- when: ${r.startedAt} – ${r.finishedAt || '(unfinished)'}`);
+  out.push(`- machine: ${m.cpu}, ${m.cores} cores, ${String(m.memoryGiB)} GiB, Linux ${String(m.kernel)}; CPU flags ${(m.cpuFlags as string[]).join(' ')}`);
+  out.push(`- ${m.openssh}; Node ${m.node}; ssh2 ${m.ssh2} (native crypto binding ${m.ssh2NativeBinding ? 'built' : 'missing'})`);
+  out.push(`- client-leg cipher: as in the Cipher column (\`-c\`, same on both paths); "default" = ${String(m.clientDefaultCipher)}`);
+  out.push(`- upstream leg (proxy → sshd -i): ${String(m.upstreamCipher)}`);
+  const s = r.settings;
+  out.push(`- runs per case and path: ${String(s.runs)} (idle: ${String(s.idleRuns)}, latency: ${String(s.latencyRuns)}, cold: ${String(s.coldRuns)}), direct and proxy alternating`);
+  out.push(`- load average at start ${r.loadavg.start.map((x) => x.toFixed(2)).join(' ')}, at end ${r.loadavg.end.map((x) => x.toFixed(2)).join(' ') || 'n/a'}`);
+  out.push('');
+  out.push('Medians; ratio = proxy ÷ direct of the median time (> 1: the proxy is slower). Range = fastest–slowest run (s, or ms for latency).');
+  out.push('');
+  out.push('| Case | Cipher | Direct | Proxy | Proxy ÷ Direct | Proxy CPU s/GiB | Direct range | Proxy range |');
+  out.push('|---|---|---|---|---|---|---|---|');
+  for (const c of r.cases) {
+    const cpu = c.summary!.proxyCpuSecondsPerGiB;
+    out.push(
+      `| ${cell(c.title)} | ${c.cipher.replace('@openssh.com', '')} | ${value(c, 'direct')} | ${value(c, 'proxy')} | ${fmt(c.summary!.ratio, 2)} | ${cpu === undefined ? '' : fmt(cpu, 2)} | ${range(c, 'direct')} | ${range(c, 'proxy')} |`,
+    );
+  }
+  const bulk = r.cases.filter((c) => c.group === 'bulk' || c.group === 'concurrency');
+  if (bulk.length > 0) {
+    out.push('');
+    out.push('CPU seconds per GiB moved (medians over runs). Proxy = the daemon only; sshd = the sshd processes (direct: the listener and its per-connection children; proxy: the `sshd -i` children); client = ssh/sftp and the local head/wc.');
+    out.push('');
+    out.push('| Case | Cipher | Proxy daemon | sshd direct | sshd behind proxy | client direct | client via proxy |');
+    out.push('|---|---|---|---|---|---|---|');
+    for (const c of bulk) {
+      const x = c.summary!;
+      out.push(
+        `| ${cell(c.title)} | ${c.cipher.replace('@openssh.com', '')} | ${fmt(x.proxyCpuSecondsPerGiB!, 2)} | ${fmt(x.sshdCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.sshdCpuSecondsPerGiB!.proxy, 2)} | ${fmt(x.clientCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.clientCpuSecondsPerGiB!.proxy, 2)} |`,
+      );
+    }
+  }
+  if (r.cpuCost.length > 0) {
+    out.push('');
+    out.push('Proxy CPU per GiB forwarded over the bulk cases (daemon utime+stime):');
+    out.push('');
+    out.push('| Client cipher | GiB through the proxy | CPU s (proxy runs only) | s/GiB | CPU s (whole group, before/after) | s/GiB |');
+    out.push('|---|---|---|---|---|---|');
+    for (const k of r.cpuCost) {
+      out.push(
+        `| ${k.cipher.replace('@openssh.com', '')} | ${fmt(k.proxiedGiB, 1)} | ${fmt(k.perRunProxyCpuSeconds, 1)} | ${fmt(k.perRunProxyCpuSeconds / k.proxiedGiB, 2)} | ${fmt(k.wholeGroupProxyCpuSeconds, 1)} | ${fmt(k.wholeGroupProxyCpuSeconds / k.proxiedGiB, 2)} |`,
+      );
+    }
+  }
+  const idle = r.cases.find((c) => c.group === 'idle');
+  if (idle) {
+    const e = (rs: Run[], k: string) => median(rs.map((x) => x.extra?.[k] ?? NaN));
+    out.push('');
+    out.push(`Idle sessions (${String(idle.proxy[0]?.extra?.sessions ?? '')} at once; medians over runs):`);
+    out.push('');
+    out.push('| | Direct | Proxy |');
+    out.push('|---|---|---|');
+    out.push(`| connect all (s) | ${fmt(e(idle.direct, 'connectSeconds'), 1)} | ${fmt(e(idle.proxy, 'connectSeconds'), 1)} |`);
+    out.push(`| sessions/s | ${fmt(e(idle.direct, 'sessionsPerSecond'), 1)} | ${fmt(e(idle.proxy, 'sessionsPerSecond'), 1)} |`);
+    out.push(`| daemon VmRSS before (MiB) | | ${fmt(e(idle.proxy, 'daemonRssBeforeKb') / 1024, 1)} |`);
+    out.push(`| daemon VmRSS with all sessions (MiB) | | ${fmt(e(idle.proxy, 'daemonRssKb') / 1024, 1)} |`);
+    out.push(`| daemon RSS per session (KiB) | | ${fmt(e(idle.proxy, 'daemonRssPerSessionKb'), 1)} |`);
+    out.push(`| daemon VmHWM (MiB) | | ${fmt(e(idle.proxy, 'daemonHwmKb') / 1024, 1)} |`);
+    out.push(`| sshd processes | ${fmt(e(idle.direct, 'sshdProcesses'), 0)} | ${fmt(e(idle.proxy, 'sshdProcesses'), 0)} |`);
+    out.push(`| sshd Pss per session (KiB) | ${fmt(e(idle.direct, 'sshdPssPerSessionKb'), 0)} | ${fmt(e(idle.proxy, 'sshdPssPerSessionKb'), 0)} |`);
+  }
+  for (const { cipher, summary } of r.profiles) {
+    out.push('');
+    out.push(`Profile of the daemon, one bulk download, client cipher ${cipher} (busy ${fmt(summary.busyMs / 1000, 2)} s of ${fmt(summary.wallMs / 1000, 1)} s wall):`);
+    out.push('');
+    out.push('| Self % | Self s | Category |');
+    out.push('|---|---|---|');
+    for (const e of summary.categories.slice(0, 10)) out.push(`| ${fmt(e.percent, 1)} | ${fmt(e.selfMs / 1000, 2)} | ${e.name} |`);
+    out.push('');
+    out.push('| Self % | Self s | Function | Where |');
+    out.push('|---|---|---|---|');
+    for (const e of summary.functions.slice(0, 15)) out.push(`| ${fmt(e.percent, 1)} | ${fmt(e.selfMs / 1000, 2)} | \`${e.name}\` | ${e.where} |`);
+  }
+  for (const n of r.notes) out.push('', n);
+  out.push('');
+  return out.join('\n');
+}
+
+export function writeReports(r: Results, dir: string): void {
+  for (const c of r.cases) c.summary = summarizeCase(c);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'results.json'), `${JSON.stringify(r, null, 2)}\n`);
+  fs.writeFileSync(path.join(dir, 'results.md'), markdown(r));
+}

@@ -1,0 +1,406 @@
+// `npm run bench [-- --runs N] [--quick] [--cases ...] [--ciphers ...]`
+//
+// Compares a direct OpenSSH sshd with the same sshd behind jupyter-ssh-proxy
+// (a real JupyterHub, a real unix user, the real OpenSSH client), running
+// each case on both paths alternately, and writes bench/results.json and
+// bench/results.md. See bench/README.md.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { createToken } from '../test/helpers/hub.js';
+import { BIN, REPO_ROOT } from '../test/helpers/proxy.js';
+import { waitFor } from '../test/helpers/wait.js';
+import {
+  download,
+  idleSessions,
+  measure,
+  parallelChecksums,
+  randomFile,
+  sftpGet,
+  sftpPut,
+  trueCommand,
+  upload,
+  type Run,
+} from './cases.js';
+import { cleanup, onCleanup, setUp, type BenchEnv, type SshPath } from './env.js';
+import { cpuTimes } from './procfs.js';
+import { formatSummary, summarize, type ProfileSummary } from './profile.js';
+import { writeReports, type CaseResult, type Results } from './report.js';
+import { GiB, MiB, fmt, median } from './stats.js';
+
+const ALL_CASES = ['bulk', 'latency', 'cold', 'concurrency', 'idle', 'profile'] as const;
+type CaseGroup = (typeof ALL_CASES)[number];
+
+const { values: opts } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '5' },
+    quick: { type: 'boolean', default: false },
+    cases: { type: 'string', default: ALL_CASES.join(',') },
+    ciphers: { type: 'string', default: 'aes128-gcm@openssh.com,chacha20-poly1305@openssh.com' },
+    'size-mib': { type: 'string' },
+    sessions: { type: 'string' },
+    'session-mib': { type: 'string' },
+    idle: { type: 'string' },
+    'idle-runs': { type: 'string' },
+    'idle-parallel': { type: 'string', default: '50' },
+    'latency-runs': { type: 'string' },
+    'cold-runs': { type: 'string' },
+    out: { type: 'string', default: path.join(REPO_ROOT, 'bench') },
+    help: { type: 'boolean', default: false },
+  },
+  strict: true,
+});
+
+if (opts.help) {
+  console.log(`usage: npm run bench -- [options]
+  --runs N            runs per case and path, alternating direct/proxy (default 5)
+  --quick             smaller sizes: 128 MiB bulk, 20 x 20 MiB parallel, 100 idle sessions, 10 latency runs
+  --cases LIST        any of ${ALL_CASES.join(',')} (default: all)
+  --ciphers LIST      client ciphers for the bulk cases (default aes128-gcm@openssh.com,chacha20-poly1305@openssh.com)
+  --size-mib N        bulk transfer size (default 1024)
+  --sessions N        parallel sessions in the concurrency case (default 100)
+  --session-mib N     MiB per parallel session (default 100)
+  --idle N            concurrent idle sessions (default 1000)
+  --idle-runs N       runs of the idle case per path (default: --runs)
+  --idle-parallel N   idle sessions being opened at a time (default 50)
+  --latency-runs N    ssh true runs per path (default 20)
+  --cold-runs N       ssh true runs with a never-seen token (default 10)
+  --out DIR           where results.json and results.md go (default bench/)`);
+  process.exit(0);
+}
+
+const int = (v: string | undefined, d: number) => (v === undefined ? d : Math.max(1, Math.floor(Number(v))));
+const quick = opts.quick;
+const settings = {
+  runs: int(opts.runs, 5),
+  quick,
+  cases: opts.cases.split(',').map((s) => s.trim()).filter(Boolean) as CaseGroup[],
+  ciphers: opts.ciphers.split(',').map((s) => s.trim()).filter(Boolean),
+  bulkBytes: int(opts['size-mib'], quick ? 128 : 1024) * MiB,
+  sessions: int(opts.sessions, quick ? 20 : 100),
+  sessionBytes: int(opts['session-mib'], quick ? 20 : 100) * MiB,
+  idleSessions: int(opts.idle, quick ? 100 : 1000),
+  idleRuns: int(opts['idle-runs'], int(opts.runs, 5)),
+  idleParallel: int(opts['idle-parallel'], 50),
+  latencyRuns: int(opts['latency-runs'], quick ? 10 : 20),
+  coldRuns: int(opts['cold-runs'], quick ? 5 : 10),
+};
+for (const c of settings.cases) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c}; known: ${ALL_CASES.join(',')}`);
+
+const startedAt = new Date();
+const log = (line: string) => console.log(`${new Date().toISOString().slice(11, 19)} ${line}`);
+
+function machine() {
+  const cpu = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
+  const flags = /^flags\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.split(' ') ?? [];
+  let openssh = 'unknown';
+  try {
+    openssh = execFileSync('ssh', ['-V'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  } catch (err) {
+    openssh = String((err as { stderr?: string }).stderr ?? '').trim();
+  }
+  // ssh -V prints on stderr and exits 0.
+  if (openssh === '') openssh = execFileSync('sh', ['-c', 'ssh -V 2>&1'], { encoding: 'utf8' }).trim();
+  const ssh2 = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'node_modules', 'ssh2', 'package.json'), 'utf8')) as { version: string };
+  const binding = fs.existsSync(path.join(REPO_ROOT, 'node_modules', 'ssh2', 'lib', 'protocol', 'crypto', 'build', 'Release', 'sshcrypto.node'));
+  return {
+    cpu,
+    cores: os.cpus().length,
+    cpuFlags: ['aes', 'vaes', 'pclmulqdq', 'vpclmulqdq', 'avx2', 'sha_ni'].filter((f) => flags.includes(f)),
+    memoryGiB: Math.round(os.totalmem() / GiB),
+    kernel: os.release(),
+    openssh,
+    node: process.version,
+    ssh2: ssh2.version,
+    ssh2NativeBinding: binding,
+    clientDefaultCipher: 'chacha20-poly1305@openssh.com (OpenSSH default order; used by latency, concurrency, idle)',
+    upstreamCipher: 'aes128-gcm@openssh.com (the proxy\'s first choice towards sshd -i)',
+  };
+}
+
+/** Alternates paths: even runs direct first, odd runs proxy first. */
+function order<T>(run: number, direct: T, proxy: T): T[] {
+  return run % 2 === 0 ? [direct, proxy] : [proxy, direct];
+}
+
+function describeRun(r: Run): string {
+  const rate = r.bytes > 0 ? ` ${fmt(r.bytes / MiB / r.seconds, 0)} MiB/s` : '';
+  const cpu = r.cpu.proxy !== undefined ? ` proxy-cpu ${fmt(r.cpu.proxy, 2)} s` : '';
+  return `${r.path.padEnd(6)} ${fmt(r.seconds, 3)} s${rate}${cpu}`;
+}
+
+async function runCase(
+  result: CaseResult,
+  runs: number,
+  paths: () => [SshPath, SshPath],
+  body: (p: SshPath, run: number) => Promise<{ bytes: number; extra?: Record<string, number> }>,
+  quiet = false,
+): Promise<CaseResult> {
+  log(`${result.title}${result.cipher ? ` [${result.cipher}]` : ''}: ${runs} runs per path`);
+  for (let i = 0; i < runs; i++) {
+    const [direct, proxy] = paths();
+    for (const p of order(i, direct, proxy)) {
+      const r = await measure(p, () => body(p, i));
+      (p.name === 'direct' ? result.direct : result.proxy).push(r);
+      if (!quiet) log(`  run ${i + 1}/${runs} ${describeRun(r)}`);
+    }
+  }
+  const md = median(result.direct.map((r) => r.seconds));
+  const mp = median(result.proxy.map((r) => r.seconds));
+  log(`  median direct ${fmt(md, 3)} s, proxy ${fmt(mp, 3)} s, proxy/direct ${fmt(mp / md, 2)}`);
+  return result;
+}
+
+function newCase(id: string, group: CaseResult['group'], title: string, cipher: string, bytesPerRun: number): CaseResult {
+  return { id, group, title, cipher, bytesPerRun, direct: [], proxy: [] };
+}
+
+async function bulk(env: BenchEnv, results: Results): Promise<void> {
+  const bytes = settings.bulkBytes;
+  const size = bytes >= GiB ? `${bytes / GiB} GiB` : `${bytes / MiB} MiB`;
+  // sftp get reads a sparse file (no disk reads); sftp put sends a sparse local file.
+  const remoteName = 'bench-get.bin';
+  const remoteFile = path.join(env.user.home, remoteName);
+  fs.writeFileSync(remoteFile, '');
+  fs.truncateSync(remoteFile, bytes);
+  const uid = Number(execFileSync('id', ['-u', env.user.name], { encoding: 'utf8' }).trim());
+  const gid = Number(execFileSync('id', ['-g', env.user.name], { encoding: 'utf8' }).trim());
+  fs.chownSync(remoteFile, uid, gid);
+  onCleanup(() => fs.rmSync(remoteFile, { force: true }));
+  const localFile = path.join(env.tmp, 'put-source.bin');
+  fs.writeFileSync(localFile, '');
+  fs.truncateSync(localFile, bytes);
+
+  const daemon = env.proxy.child.pid!;
+  const before = cpuTimes(daemon);
+  const paths = (): [SshPath, SshPath] => [env.directPath, env.proxyPath()];
+  for (const cipher of settings.ciphers) {
+    const c0 = cpuTimes(daemon);
+    const cases: [string, string, (p: SshPath) => Promise<{ bytes: number }>][] = [
+      ['download', `download ${size}: ssh host 'head -c N /dev/zero' > wc -c`, (p) => download(p, cipher, bytes)],
+      ['upload', `upload ${size}: head -c N /dev/zero piped to ssh host 'wc -c'`, (p) => upload(p, cipher, bytes)],
+      ['sftp-get', `sftp get ${size}`, (p) => sftpGet(p, cipher, bytes, remoteName, env.tmp)],
+      ['sftp-put', `sftp put ${size}`, (p) => sftpPut(p, cipher, bytes, localFile, env.user.home, env.tmp)],
+    ];
+    for (const [id, title, body] of cases) {
+      results.cases.push(await runCase(newCase(`${id}/${cipher}`, 'bulk', title, cipher, bytes), settings.runs, paths, body));
+    }
+    const c1 = cpuTimes(daemon);
+    const proxied = results.cases.filter((c) => c.group === 'bulk' && c.cipher === cipher).flatMap((c) => c.proxy);
+    results.cpuCost.push({
+      cipher,
+      wholeGroupProxyCpuSeconds: c1.self - c0.self,
+      proxiedGiB: proxied.reduce((a, r) => a + r.bytes, 0) / GiB,
+      perRunProxyCpuSeconds: proxied.reduce((a, r) => a + (r.cpu.proxy ?? 0), 0),
+    });
+  }
+  const after = cpuTimes(daemon);
+  const proxied = results.cases.filter((c) => c.group === 'bulk').flatMap((c) => c.proxy);
+  results.cpuCost.push({
+    cipher: 'all bulk cases',
+    wholeGroupProxyCpuSeconds: after.self - before.self,
+    proxiedGiB: proxied.reduce((a, r) => a + r.bytes, 0) / GiB,
+    perRunProxyCpuSeconds: proxied.reduce((a, r) => a + (r.cpu.proxy ?? 0), 0),
+  });
+  fs.rmSync(remoteFile, { force: true });
+  fs.rmSync(localFile, { force: true });
+}
+
+async function latency(env: BenchEnv, results: Results): Promise<void> {
+  // Warm: the proxy has just checked this token (its cache holds it).
+  await trueCommand(env.proxyPath());
+  await trueCommand(env.directPath);
+  results.cases.push(
+    await runCase(
+      newCase('latency-warm', 'latency', "latency: ssh host true (proxy: token just used)", 'default', 0),
+      settings.latencyRuns,
+      () => [env.directPath, env.proxyPath()],
+      (p) => trueCommand(p),
+      true,
+    ),
+  );
+}
+
+async function coldLatency(env: BenchEnv, results: Results): Promise<void> {
+  // Cold: every proxy run uses a token minted just before (outside the timing),
+  // so the proxy has to ask JupyterHub about it.
+  const tokens: string[] = [];
+  for (let i = 0; i < settings.coldRuns; i++) tokens.push((await createToken(env.hub, env.user.name)).token);
+  results.cases.push(
+    await runCase(
+      newCase('latency-cold', 'latency', 'latency: ssh host true (proxy: token never seen)', 'default', 0),
+      settings.coldRuns,
+      () => [env.directPath, env.proxyPath(tokens.shift())],
+      (p) => trueCommand(p),
+      true,
+    ),
+  );
+}
+
+async function concurrency(env: BenchEnv, results: Results): Promise<void> {
+  const file = path.join(env.tmp, 'session-data.bin');
+  log(`writing ${settings.sessionBytes / MiB} MiB of random data for the parallel sessions`);
+  const digest = randomFile(file, settings.sessionBytes);
+  const total = settings.sessions * settings.sessionBytes;
+  results.cases.push(
+    await runCase(
+      newCase(
+        'parallel-checksums',
+        'concurrency',
+        `${settings.sessions} parallel sessions x ${settings.sessionBytes / MiB} MiB piped into remote sha256, verified`,
+        'default',
+        total,
+      ),
+      settings.runs,
+      () => [env.directPath, env.proxyPath()],
+      (p) => parallelChecksums(p, settings.sessions, file, settings.sessionBytes, digest),
+    ),
+  );
+  fs.rmSync(file, { force: true });
+}
+
+async function idle(env: BenchEnv, results: Results): Promise<void> {
+  const result = newCase('idle', 'idle', `${settings.idleSessions} concurrent idle sessions (connect all, ${settings.idleParallel} at a time)`, 'default', 0);
+  log(`${result.title}: ${settings.idleRuns} runs per path`);
+  for (let i = 0; i < settings.idleRuns; i++) {
+    for (const p of order(i, env.directPath, env.proxyPath())) {
+      const r = await measure(p, () => idleSessions(p, settings.idleSessions, settings.idleParallel, log));
+      // The idle case's time is the connect time of all sessions, not the teardown.
+      r.seconds = r.extra!.connectSeconds!;
+      (p.name === 'direct' ? result.direct : result.proxy).push(r);
+      const e = r.extra!;
+      log(
+        `  run ${i + 1}/${settings.idleRuns} ${p.name.padEnd(6)} connect ${fmt(e.connectSeconds!, 1)} s` +
+          (p.name === 'proxy'
+            ? `, daemon RSS ${fmt(e.daemonRssBeforeKb! / 1024, 1)} -> ${fmt(e.daemonRssKb! / 1024, 1)} MiB (${fmt(e.daemonRssPerSessionKb!, 1)} KiB/session)`
+            : '') +
+          `, sshd Pss ${fmt(e.sshdPssPerSessionKb!, 0)} KiB/session (${e.sshdProcesses} sshd)`,
+      );
+    }
+  }
+  results.cases.push(result);
+}
+
+/** Starts the daemon under `node --cpu-prof`, runs one bulk download per cipher through it, summarizes. */
+async function profile(env: BenchEnv, results: Results): Promise<void> {
+  const dir = path.join(REPO_ROOT, 'bench', 'out', 'profile');
+  fs.mkdirSync(dir, { recursive: true });
+  for (const cipher of settings.ciphers) {
+    const keyDir = fs.mkdtempSync(path.join(env.tmp, 'profile-keys-'));
+    const before = new Set(fs.readdirSync(dir));
+    const child: ChildProcess = spawn(
+      process.execPath,
+      ['--cpu-prof', '--cpu-prof-dir', dir, BIN, '--ip', '127.0.0.1', '-p', '0', '-k', keyDir, '--log-level', 'info', env.hub.url],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    onCleanup(() => {
+      child.kill('SIGKILL');
+    });
+    try {
+      const port = await waitFor(() => /listening on [^\s]+:(\d+)/.exec(output)?.[1], { timeoutMs: 30_000, what: 'the profiled daemon' });
+      const base = env.proxyPath();
+      const p: SshPath = {
+        ...base,
+        port: Number(port),
+        serverPid: child.pid!,
+        sshArgs: (extra = []) => base.sshArgs(extra).map((a, i, all) => (all[i - 1] === '-p' ? port : a)),
+      };
+      await trueCommand(p); // login, server check: then the profile is mostly the transfer
+      const r = await measure(p, () => download(p, cipher, settings.bulkBytes));
+      log(`  profiled download [${cipher}]: ${describeRun(r)}`);
+      child.kill('SIGTERM');
+      await exited;
+    } finally {
+      child.kill('SIGKILL');
+      fs.rmSync(keyDir, { recursive: true, force: true });
+    }
+    const written = fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile') && !before.has(f));
+    if (written.length !== 1) {
+      log(`  no single new .cpuprofile in ${dir} (${written.join(', ')})`);
+      continue;
+    }
+    const file = path.join(dir, `download-${cipher.replace(/@.*/, '')}.cpuprofile`);
+    fs.renameSync(path.join(dir, written[0]!), file);
+    const summary: ProfileSummary = summarize(file, 30);
+    results.profiles.push({ cipher, summary });
+    console.log(formatSummary(summary));
+  }
+}
+
+async function main(): Promise<void> {
+  const m = machine();
+  const results: Results = {
+    startedAt: startedAt.toISOString(),
+    finishedAt: '',
+    machine: m,
+    settings,
+    loadavg: { start: os.loadavg(), end: [] },
+    cases: [],
+    cpuCost: [],
+    profiles: [],
+    notes: [],
+  };
+  log(`machine: ${m.cpu}, ${m.cores} cores (${m.cpuFlags.join(' ')}), ${m.memoryGiB} GiB, Linux ${m.kernel}`);
+  log(`versions: ${m.openssh}; Node ${m.node}; ssh2 ${m.ssh2} (native binding ${m.ssh2NativeBinding ? 'built' : 'MISSING'})`);
+  log(`bulk ciphers (client leg, both paths): ${settings.ciphers.join(', ')}; upstream leg: ${m.upstreamCipher}`);
+  log(`load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+
+  const env = await setUp(log);
+  // The first login through the proxy starts the user's Jupyter server.
+  log('warm-up: first login (starts the Jupyter server)');
+  await trueCommand(env.proxyPath());
+  await trueCommand(env.directPath);
+
+  const groups: Record<CaseGroup, (e: BenchEnv, r: Results) => Promise<void>> = {
+    bulk,
+    latency,
+    cold: coldLatency,
+    concurrency,
+    idle,
+    profile,
+  };
+  for (const c of ALL_CASES) {
+    if (!settings.cases.includes(c)) continue;
+    await groups[c](env, results);
+    writeReports(results, opts.out); // partial results survive a later failure
+  }
+  results.finishedAt = new Date().toISOString();
+  results.loadavg.end = os.loadavg();
+  writeReports(results, opts.out);
+  log(`wrote ${path.join(opts.out, 'results.json')} and results.md`);
+}
+
+let exiting = false;
+const abort = (why: string, code: number) => {
+  if (exiting) return;
+  exiting = true;
+  console.error(`\n${why}: cleaning up`);
+  void cleanup().finally(() => process.exit(code));
+};
+process.on('SIGINT', () => abort('SIGINT', 130));
+process.on('SIGTERM', () => abort('SIGTERM', 143));
+process.on('SIGHUP', () => abort('SIGHUP', 129));
+process.on('uncaughtException', (err) => {
+  console.error(err);
+  abort('uncaught exception', 1);
+});
+
+main().then(
+  async () => {
+    if (exiting) return;
+    exiting = true;
+    log('cleaning up');
+    await cleanup();
+    process.exit(0);
+  },
+  (err: Error) => {
+    console.error(err.stack ?? err.message);
+    abort('failure', 1);
+  },
+);

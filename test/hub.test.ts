@@ -1,0 +1,588 @@
+// The JupyterHub integration against a real JupyterHub 3.0 (LocalProcessSpawner,
+// real unix users), the real daemon, the real OpenSSH client and the real sshd:
+// scopes, start on demand with progress, named servers, spawn failures, an
+// unresponsive Hub, token revocation, activity for the culler, sessions ended
+// by a server stop, managed-service mode, and that no token reaches a log.
+import { expect } from 'chai';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { useEnv, type Env, type EnvOptions } from './helpers/fixture.js';
+import { createToken, revokeToken, type Hub } from './helpers/hub.js';
+import { allProxyLogs, startProxy, type ProxyProcess } from './helpers/proxy.js';
+import { ssh, type RunResult } from './helpers/ssh.js';
+import { waitFor } from './helpers/wait.js';
+
+/** A successful login prints nothing of ssh's own; banners (progress) need the default LogLevel. */
+const QUIET = ['-o', 'LogLevel=ERROR'];
+/**
+ * One token prompt, keyboard-interactive only: a refused token ends the
+ * client at once (instead of a second prompt for the password method), and
+ * the refusal banner is printed (LogLevel stays INFO).
+ */
+const ONE_TRY = ['-o', 'NumberOfPasswordPrompts=1', '-o', 'PreferredAuthentications=keyboard-interactive'];
+/** How long a Hub state change (a server starting or stopping) may take here. */
+const HUB_STATE_TIMEOUT_MS = 60_000;
+
+// ---------------------------------------------------------------------------
+// Every token and every daemon of this file, for the secrecy check at the end.
+
+const tokensUsed = new Set<string>();
+const daemons: ProxyProcess[] = [];
+
+async function mint(hub: Hub, owner: string, scopes?: string[]): Promise<{ token: string; id: string }> {
+  const t = await createToken(hub, owner, scopes);
+  tokensUsed.add(t.token);
+  return t;
+}
+
+async function daemon(hubUrl: string | undefined, args: string[] = [], env?: NodeJS.ProcessEnv): Promise<ProxyProcess> {
+  const p = await startProxy(hubUrl, args, { env });
+  daemons.push(p);
+  return p;
+}
+
+/** useEnv, with its token and daemon registered for the secrecy check. */
+function hubEnv(options: EnvOptions): Env {
+  const env = useEnv(options);
+  before(() => {
+    tokensUsed.add(env.token);
+    tokensUsed.add(env.hub.serviceToken);
+    daemons.push(env.proxy);
+  });
+  return env;
+}
+
+// ---------------------------------------------------------------------------
+// Hub state, through the REST API with the test service's token.
+
+interface ServerModel {
+  name: string;
+  ready: boolean;
+  pending: string | null;
+  started?: string;
+  last_activity?: string;
+}
+
+interface UserModel {
+  name: string;
+  admin: boolean;
+  groups: string[];
+  servers?: Record<string, ServerModel>;
+}
+
+async function userModel(hub: Hub, name: string): Promise<UserModel> {
+  const r = await hub.api<UserModel>('GET', `/users/${encodeURIComponent(name)}`);
+  if (r.status !== 200) throw new Error(`GET /users/${name}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+async function serverModel(hub: Hub, user: string, server = ''): Promise<ServerModel | undefined> {
+  return (await userModel(hub, user)).servers?.[server];
+}
+
+function serverPath(user: string, server: string): string {
+  const u = encodeURIComponent(user);
+  return server === '' ? `/users/${u}/server` : `/users/${u}/servers/${encodeURIComponent(server)}`;
+}
+
+/** Starts a server through the API (if it is not running) and waits until the Hub says it is ready. */
+async function ensureServer(hub: Hub, user: string, server = ''): Promise<ServerModel> {
+  const now = await serverModel(hub, user, server);
+  if (!now?.ready) {
+    const r = await hub.api('POST', serverPath(user, server), {});
+    // 201 started, 202 pending, 400 "already running"/"pending": the wait below decides.
+    if (![201, 202, 400].includes(r.status)) throw new Error(`starting ${user}/${server}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+  }
+  return waitFor(
+    async () => {
+      const s = await serverModel(hub, user, server);
+      return s?.ready && s.pending === null ? s : undefined;
+    },
+    { timeoutMs: HUB_STATE_TIMEOUT_MS, intervalMs: 200, what: `server ${user}/${server} to be ready` },
+  );
+}
+
+/** Stops a server through the API (if it runs) and waits until the Hub has it neither running nor pending. */
+async function stopServer(hub: Hub, user: string, server = ''): Promise<void> {
+  const r = await hub.api('DELETE', serverPath(user, server));
+  // 202 stopping, 204 stopped, 400 not running, 404 no such named server.
+  if (![202, 204, 400, 404].includes(r.status)) throw new Error(`stopping ${user}/${server}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+  await waitFor(
+    async () => {
+      const s = await serverModel(hub, user, server);
+      return s === undefined || (!s.ready && !s.pending);
+    },
+    { timeoutMs: HUB_STATE_TIMEOUT_MS, intervalMs: 200, what: `server ${user}/${server} to stop` },
+  );
+}
+
+/** A Hub user without a unix account (admins, other token owners); removed by the returned function. */
+async function extraHubUser(hub: Hub, prefix: string, admin = false): Promise<{ name: string; remove: () => Promise<void> }> {
+  const name = `${prefix}-${crypto.randomBytes(4).toString('hex')}`;
+  const r = await hub.api('POST', `/users/${name}`, admin ? { admin: true } : undefined);
+  expect(r.status, JSON.stringify(r.body)).to.equal(201);
+  expect((await userModel(hub, name)).admin).to.equal(admin);
+  return {
+    name,
+    remove: async () => {
+      const d = await hub.api('DELETE', `/users/${name}`);
+      expect([204, 404]).to.include(d.status);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// ssh through a daemon.
+
+function login(proxy: ProxyProcess, user: string, token: string, command: string[], extra: string[] = []): Promise<RunResult> {
+  return ssh(proxy.port, user, token, command, extra);
+}
+
+function expectLoggedInAs(r: RunResult, unixUser: string): void {
+  expect(r.code, `ssh failed:\n${r.stderr}`).to.equal(0);
+  expect(r.stdout.toString()).to.equal(`${unixUser}\n`);
+}
+
+/** The login was refused: ssh gave up with 255, ran nothing, and its stderr carries `message`. */
+function expectRefused(r: RunResult, message: string): void {
+  expect(r.code, `expected a refusal, ssh said:\n${r.stderr}`).to.equal(255);
+  expect(r.stdout.toString()).to.equal('');
+  expect(r.stderr).to.include(message);
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+// ===========================================================================
+
+describe('hub: authorization by access:servers scopes', function () {
+  const env = hubEnv({ hub: { namedServers: true } });
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    for (const undo of cleanups.splice(0).reverse()) await undo();
+  });
+
+  it("the user's own default token opens the user's own server", async function () {
+    const r = await login(env.proxy, env.user.name, env.token, ['id -un'], QUIET);
+    expectLoggedInAs(r, env.user.name);
+    expect((await serverModel(env.hub, env.user.name))?.ready).to.equal(true);
+  });
+
+  it('a token without access:servers is refused, naming the missing scope', async function () {
+    const { token } = await mint(env.hub, env.user.name, [`read:users:name!user=${env.user.name}`]);
+    const r = await login(env.proxy, env.user.name, token, ['id -un'], ONE_TRY);
+    expectRefused(r, `lacks the scope access:servers!server=${env.user.name}/ `);
+    expect(r.stderr).to.include(`The token of JupyterHub user '${env.user.name}'`);
+    expect(r.stderr).to.include('Permission denied');
+  });
+
+  it("an admin's token logs in as another user, into that user's unix account", async function () {
+    const admin = await extraHubUser(env.hub, 'adm', true);
+    cleanups.push(admin.remove);
+    const { token } = await mint(env.hub, admin.name);
+    const r = await login(env.proxy, env.user.name, token, ['id -un'], QUIET);
+    expectLoggedInAs(r, env.user.name);
+    expect(env.proxy.logs()).to.match(
+      new RegExp(`login accepted: user=${escapeRegExp(env.user.name)} server=${escapeRegExp(env.user.name)}/ owner=${escapeRegExp(admin.name)}`),
+    );
+  });
+
+  it("a non-admin's token is refused for another user's server", async function () {
+    const other = await extraHubUser(env.hub, 'carol');
+    cleanups.push(other.remove);
+    const { token } = await mint(env.hub, other.name);
+    const r = await login(env.proxy, env.user.name, token, ['id -un'], ONE_TRY);
+    expectRefused(r, `The token of JupyterHub user '${other.name}' lacks the scope access:servers!server=${env.user.name}/ `);
+  });
+
+  describe('a token restricted to one named server', function () {
+    let token: string;
+    before(async function () {
+      const n = env.user.name;
+      // access:servers is what the check needs; servers and read:servers on
+      // the same server are what a user's token needs to start it (there is
+      // no service token in this describe).
+      token = (await mint(env.hub, n, [`access:servers!server=${n}/gpu`, `servers!server=${n}/gpu`, `read:servers!server=${n}/gpu`])).token;
+    });
+
+    it('opens NAME+gpu (starting it)', async function () {
+      await stopServer(env.hub, env.user.name, 'gpu');
+      const r = await login(env.proxy, `${env.user.name}+gpu`, token, ['id -un'], QUIET);
+      expectLoggedInAs(r, env.user.name);
+      expect((await serverModel(env.hub, env.user.name, 'gpu'))?.ready).to.equal(true);
+    });
+
+    it('opens NAME+gpu again while that server runs', async function () {
+      await ensureServer(env.hub, env.user.name, 'gpu');
+      const r = await login(env.proxy, `${env.user.name}+gpu`, token, ['id -un'], QUIET);
+      expectLoggedInAs(r, env.user.name);
+    });
+
+    it('is refused for the default server NAME', async function () {
+      const r = await login(env.proxy, env.user.name, token, ['id -un'], ONE_TRY);
+      expectRefused(r, `lacks the scope access:servers!server=${env.user.name}/ `);
+    });
+
+    it('is refused for another named server NAME+other', async function () {
+      const r = await login(env.proxy, `${env.user.name}+other`, token, ['id -un'], ONE_TRY);
+      expectRefused(r, `lacks the scope access:servers!server=${env.user.name}/other `);
+      // The refusal came before anything was created.
+      expect(await serverModel(env.hub, env.user.name, 'other')).to.equal(undefined);
+    });
+  });
+});
+
+describe('hub: start on demand, with progress', function () {
+  const env = hubEnv({ hub: { namedServers: true } });
+
+  it('starts a stopped server and shows each step on the client', async function () {
+    await stopServer(env.hub, env.user.name);
+    expect(await serverModel(env.hub, env.user.name)).to.equal(undefined);
+    // Default LogLevel: ssh prints the banners.
+    const r = await env.ssh(['id -un']);
+    expectLoggedInAs(r, env.user.name);
+    expect(r.stderr).to.include('Your server is not running; starting it');
+    expect(r.stderr).to.include('Server requested');
+    expect(r.stderr).to.include('Spawning server');
+    // In order, as the Hub sent them.
+    const order = ['not running; starting it', 'Server requested', 'Spawning server'].map((s) => r.stderr.indexOf(s));
+    expect(order).to.deep.equal([...order].sort((a, b) => a - b));
+    const s = await serverModel(env.hub, env.user.name);
+    expect(s?.ready).to.equal(true);
+    expect(s?.pending).to.equal(null);
+  });
+
+  it('a running server is used as it is: no start, no progress', async function () {
+    const before = await ensureServer(env.hub, env.user.name);
+    const r = await env.ssh(['id -un']);
+    expectLoggedInAs(r, env.user.name);
+    expect(r.stderr).not.to.include('starting it');
+    expect((await serverModel(env.hub, env.user.name))?.started).to.equal(before.started);
+  });
+
+  it('creates and starts a named server on demand (NAME+gpu)', async function () {
+    await env.hub.api('DELETE', serverPath(env.user.name, 'gpu'), { remove: true });
+    await waitFor(async () => (await serverModel(env.hub, env.user.name, 'gpu')) === undefined, {
+      timeoutMs: HUB_STATE_TIMEOUT_MS,
+      what: 'no server gpu',
+    });
+    const r = await ssh(env.proxy.port, `${env.user.name}+gpu`, env.token, ['id -un']);
+    expectLoggedInAs(r, env.user.name);
+    expect(r.stderr).to.include("Your server 'gpu' is not running; starting it");
+    const gpu = (await userModel(env.hub, env.user.name)).servers?.gpu;
+    expect(gpu?.name).to.equal('gpu');
+    expect(gpu?.ready).to.equal(true);
+  });
+});
+
+describe('hub: --no-create-named-servers', function () {
+  const env = hubEnv({ hub: { namedServers: true }, proxyArgs: ['--no-create-named-servers'] });
+
+  it('refuses a named server that does not exist, and creates nothing', async function () {
+    const r = await ssh(env.proxy.port, `${env.user.name}+nope`, env.token, ['id -un']);
+    expectRefused(r, `You have no server named 'nope'; create it at ${env.hub.url}/hub/home`);
+    expect((await userModel(env.hub, env.user.name)).servers?.nope).to.equal(undefined);
+  });
+
+  it('still opens a named server that exists', async function () {
+    // Created (and started) the way the Hub's UI does, then stopped: it exists but is not running.
+    await ensureServer(env.hub, env.user.name, 'made');
+    await stopServer(env.hub, env.user.name, 'made');
+    const r = await ssh(env.proxy.port, `${env.user.name}+made`, env.token, ['id -un']);
+    expectLoggedInAs(r, env.user.name);
+    expect(r.stderr).to.include("Your server 'made' is not running; starting it");
+  });
+});
+
+describe('hub: a Hub without named servers', function () {
+  const env = hubEnv({ hub: { namedServers: false } });
+
+  it('answers NAME+gpu with "has no named servers"', async function () {
+    const r = await ssh(env.proxy.port, `${env.user.name}+gpu`, env.token, ['id -un']);
+    expectRefused(r, `This JupyterHub has no named servers; log in as '${env.user.name}'`);
+  });
+
+  it('still opens the default server', async function () {
+    const r = await env.ssh(['id -un'], QUIET);
+    expectLoggedInAs(r, env.user.name);
+  });
+});
+
+describe('hub: a spawn that fails', function () {
+  // The single-user "server" is /bin/false: it exits at once. The Hub notices
+  // when its POST stops waiting (slow_spawn_timeout) and answers 500 "Spawner
+  // failed to start [status=1]"; it gives up on the server itself after
+  // http_timeout. Both are shortened from 10 s and 30 s to keep the test quick.
+  const env = hubEnv({
+    hub: {
+      namedServers: true,
+      spawnerCmd: ['/bin/false'],
+      extraConfig: "c.JupyterHub.tornado_settings = {'slow_spawn_timeout': 2}\nc.Spawner.http_timeout = 4\n",
+    },
+  });
+
+  it('gives "failed to start" with the Hub\'s message, twice, and the daemon keeps serving', async function () {
+    const attempt = async () => {
+      const started = Date.now();
+      const r = await env.ssh(['id -un']);
+      expectRefused(r, 'Your server failed to start: ');
+      expect(r.stderr).to.include('Spawner failed to start [status=1]');
+      expect(Date.now() - started, 'a refusal, not a hang').to.be.below(30_000);
+      // The Hub gives up on the spawn (and the server) a little later.
+      await stopServer(env.hub, env.user.name);
+      return /^.*failed to start.*$/m.exec(r.stderr)![0];
+    };
+    const first = await attempt();
+    const second = await attempt();
+    expect(second).to.equal(first);
+    expect(env.proxy.child.exitCode).to.equal(null);
+    expect(env.proxy.child.signalCode).to.equal(null);
+    expect(env.proxy.logs()).not.to.match(/unexpectedly|uncaught|unhandled/i);
+  });
+});
+
+describe('hub: an unresponsive Hub', function () {
+  const env = hubEnv({ hub: { namedServers: true }, proxyArgs: ['--hub-timeout', '2'] });
+
+  /** The pid in one of the hub fixture's pid files, checked to be the process we mean. */
+  function pidOf(file: string, command: RegExp): number {
+    const pid = Number(fs.readFileSync(path.join(env.hub.dir, file), 'utf8').trim());
+    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+    expect(cmdline, `${file} -> ${pid}`).to.match(command);
+    return pid;
+  }
+
+  it('says "JupyterHub is unavailable, try again later", then serves again once the Hub is back', async function () {
+    // A Hub that hangs, for real: SIGSTOP freezes JupyterHub and its
+    // configurable-http-proxy (the daemon talks to the Hub's public URL, i.e.
+    // through that proxy). Their sockets stay open, so connections are
+    // accepted by the kernel and then never answered: the daemon's requests
+    // run into --hub-timeout (the worst case: no quick ECONNREFUSED).
+    // SIGCONT brings back exactly the same Hub (same ports, database and
+    // tokens), which a kill and restart could not guarantee; the finally
+    // below sends it whatever happens.
+    const hubPid = pidOf('jupyterhub.pid', /jupyterhub/);
+    const chpPid = pidOf('jupyterhub-proxy.pid', /configurable-http-proxy/);
+    // A token the daemon has never seen, so no cached verdict can answer for the Hub.
+    const { token } = await mint(env.hub, env.user.name);
+    let r: RunResult;
+    const stoppedAt = Date.now();
+    process.kill(chpPid, 'SIGSTOP');
+    process.kill(hubPid, 'SIGSTOP');
+    try {
+      r = await login(env.proxy, env.user.name, token, ['id -un'], ONE_TRY);
+    } finally {
+      process.kill(hubPid, 'SIGCONT');
+      process.kill(chpPid, 'SIGCONT');
+    }
+    expectRefused(r, 'JupyterHub is unavailable, try again later');
+    // It was the timeout that answered (2 s, GET retried twice), not a crash.
+    expect(Date.now() - stoppedAt).to.be.above(2000);
+    expect(env.proxy.logs()).to.match(/JupyterHub request GET \S+ failed: ETIMEDOUT/);
+    expect(env.proxy.child.exitCode).to.equal(null);
+
+    // The Hub is back: the same token now logs in.
+    const back = await waitFor(
+      async () => {
+        const again = await login(env.proxy, env.user.name, token, ['id -un'], QUIET);
+        return again.code === 0 ? again : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 500, what: 'a login once the Hub is back' },
+    );
+    expectLoggedInAs(back, env.user.name);
+  });
+});
+
+describe('hub: token revocation and the cache TTL', function () {
+  const TTL_MS = 2000;
+  const env = hubEnv({ hub: { namedServers: true }, proxyArgs: ['--auth-cache-ttl', String(TTL_MS / 1000)] });
+
+  it('a revoked token is refused after at most --auth-cache-ttl, and from then on', async function () {
+    await ensureServer(env.hub, env.user.name);
+    const { token, id } = await mint(env.hub, env.user.name);
+    expectLoggedInAs(await login(env.proxy, env.user.name, token, ['id -un'], QUIET), env.user.name);
+
+    await revokeToken(env.hub, env.user.name, id);
+    const revokedAt = Date.now();
+    // The token itself is dead at the Hub.
+    expect((await env.hub.api('GET', '/user', undefined, token)).status).to.equal(403);
+
+    // Try until an attempt that began after the TTL has finished (a cached
+    // verdict can answer before that, never after).
+    const attempts: { start: number; end: number; r: RunResult }[] = [];
+    await waitFor(
+      async () => {
+        const start = Date.now();
+        const r = await login(env.proxy, env.user.name, token, ['id -un'], ONE_TRY);
+        attempts.push({ start, end: Date.now(), r });
+        return start > revokedAt + TTL_MS;
+      },
+      { timeoutMs: TTL_MS + 20_000, intervalMs: 0, what: 'an attempt after the cache TTL' },
+    );
+    const summary = attempts.map((a) => `+${a.start - revokedAt}ms: ${a.r.code}`).join(', ');
+    for (const a of attempts) {
+      if (a.r.code === 0) {
+        // Only the cache can have let it in, so only within the TTL.
+        expect(a.start - revokedAt, `accepted too late (${summary})`).to.be.at.most(TTL_MS);
+      } else {
+        expectRefused(a.r, 'JupyterHub did not accept that token (unknown, expired or revoked)');
+      }
+    }
+    const firstRefusal = attempts.find((a) => a.r.code !== 0);
+    expect(firstRefusal, summary).not.to.equal(undefined);
+    // Refused by the TTL plus one attempt's time.
+    expect(firstRefusal!.end - revokedAt, summary).to.be.at.most(TTL_MS + 3000);
+    // ...and after: never accepted again.
+    expectRefused(await login(env.proxy, env.user.name, token, ['id -un'], ONE_TRY), 'did not accept that token');
+  });
+});
+
+describe('hub: activity and server stops, while a session runs', function () {
+  const env = hubEnv({
+    hub: { namedServers: true },
+    proxyArgs: ['--activity-interval', '1', '--server-poll-interval', '1'],
+  });
+
+  it("posts activity: the server's last_activity passes the session start while data moves", async function () {
+    const server = await ensureServer(env.hub, env.user.name);
+    // Everything the Hub or the single-user server record about the start is
+    // older than this; only the daemon's activity reports can be newer.
+    const sessionStart = Date.now();
+    expect(Date.parse(server.last_activity!)).to.be.below(sessionStart);
+
+    let ended = false;
+    // About 10 s of output, half a second apart: traffic in every activity interval.
+    const session = env
+      .ssh(['for i in $(seq 1 20); do echo tick; sleep 0.5; done'], QUIET)
+      .finally(() => (ended = true));
+    try {
+      const seen = await waitFor(
+        async () => {
+          if (ended) throw new Error('the session ended first');
+          const s = await serverModel(env.hub, env.user.name);
+          const at = s?.last_activity ? Date.parse(s.last_activity) : 0;
+          return at > sessionStart ? at : undefined;
+        },
+        { timeoutMs: 9000, intervalMs: 250, what: `last_activity after ${new Date(sessionStart).toISOString()}` },
+      );
+      expect(ended, 'observed while the session ran').to.equal(false);
+      expect(seen).to.be.at.most(Date.now());
+    } finally {
+      const r = await session;
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout.toString().split('\n').filter((l) => l === 'tick')).to.have.length(20);
+    }
+    expect(env.proxy.logs()).to.include('activity reported to JupyterHub');
+  });
+
+  it('stopping the server through the API ends a running session with a message', async function () {
+    await ensureServer(env.hub, env.user.name);
+    let out = '';
+    const session = ssh(env.proxy.port, env.user.name, env.token, ['echo started; exec sleep 60'], [], {
+      onSpawn: (child) => {
+        child.stdin!.end();
+        child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+      },
+      timeoutMs: 90_000,
+    });
+    let ended = false;
+    void session.finally(() => (ended = true)).catch(() => undefined);
+    await waitFor(
+      () => {
+        if (ended) throw new Error('the session ended before it started');
+        return out.includes('started');
+      },
+      { timeoutMs: 30_000, what: 'the session to run' },
+    );
+    const stopAt = Date.now();
+    const d = await env.hub.api('DELETE', serverPath(env.user.name, ''));
+    expect([202, 204]).to.include(d.status);
+    const r = await session;
+    const elapsed = Date.now() - stopAt;
+    expect(r.code).to.equal(255);
+    expect(r.stderr).to.include('Your JupyterHub server was stopped, so this SSH session ends');
+    // One poll interval (1 s), plus the Hub's stop and the goodbye.
+    expect(elapsed, `${elapsed} ms`).to.be.below(1000 + 5000);
+  });
+});
+
+describe('hub: managed-service mode (JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN)', function () {
+  // env.proxy: the same Hub with no service token (URL argument only).
+  const env = hubEnv({ hub: { namedServers: true } });
+  let managed: ProxyProcess;
+  const cleanups: (() => Promise<unknown>)[] = [];
+  before(async function () {
+    managed = await daemon(undefined, [], {
+      JUPYTERHUB_API_URL: `${env.hub.url}/hub/api`,
+      JUPYTERHUB_API_TOKEN: env.hub.serviceToken,
+    });
+  });
+  after(async () => managed?.stop());
+  afterEach(async () => {
+    for (const undo of cleanups.splice(0).reverse()) await undo();
+  });
+
+  it('starts without a URL argument and logs users in', async function () {
+    expect(managed.logs()).to.include(`JupyterHub API at ${env.hub.url}/hub/api`);
+    expect(managed.logs()).not.to.include('no JUPYTERHUB_API_TOKEN');
+    const r = await login(managed, env.user.name, env.token, ['id -un'], QUIET);
+    expectLoggedInAs(r, env.user.name);
+  });
+
+  it('starts a stopped server for a token without the servers scope, using the service token', async function () {
+    const { token } = await mint(env.hub, env.user.name, [`access:servers!user=${env.user.name}`]);
+    await stopServer(env.hub, env.user.name);
+    const r = await login(managed, env.user.name, token, ['id -un']);
+    expectLoggedInAs(r, env.user.name);
+    expect(r.stderr).to.include('Your server is not running; starting it');
+    expect((await serverModel(env.hub, env.user.name))?.ready).to.equal(true);
+  });
+
+  it('without a service token, that token gets the message about the servers scope', async function () {
+    const { token } = await mint(env.hub, env.user.name, [`access:servers!user=${env.user.name}`]);
+    await stopServer(env.hub, env.user.name);
+    const r = await login(env.proxy, env.user.name, token, ['id -un']);
+    expectRefused(r, 'Your token may not start servers (it needs the servers scope)');
+    expect(await serverModel(env.hub, env.user.name)).to.equal(undefined);
+  });
+
+  it("access:servers!group=G lets an admin's token log in as a member of G (group looked up with the service token)", async function () {
+    const admin = await extraHubUser(env.hub, 'adm', true);
+    cleanups.push(admin.remove);
+    const group = `g-${crypto.randomBytes(4).toString('hex')}`;
+    const otherGroup = `h-${crypto.randomBytes(4).toString('hex')}`;
+    for (const g of [group, otherGroup]) {
+      expect((await env.hub.api('POST', `/groups/${g}`)).status).to.equal(201);
+      cleanups.push(async () => expect([204, 404]).to.include((await env.hub.api('DELETE', `/groups/${g}`)).status));
+    }
+    const add = await env.hub.api('POST', `/groups/${group}/users`, { users: [env.user.name] });
+    expect(add.status, JSON.stringify(add.body)).to.equal(200);
+    expect((await userModel(env.hub, env.user.name)).groups).to.deep.equal([group]);
+
+    const inGroup = await mint(env.hub, admin.name, [`access:servers!group=${group}`]);
+    const r = await login(managed, env.user.name, inGroup.token, ['id -un'], QUIET);
+    expectLoggedInAs(r, env.user.name);
+
+    // A group the user is not in grants nothing.
+    const notInGroup = await mint(env.hub, admin.name, [`access:servers!group=${otherGroup}`]);
+    const refused = await login(managed, env.user.name, notInGroup.token, ['id -un'], ONE_TRY);
+    expectRefused(refused, `The token of JupyterHub user '${admin.name}' lacks the scope access:servers!server=${env.user.name}/ `);
+  });
+});
+
+describe('hub: token secrecy', function () {
+  it('no token used in this file appears in any daemon log', function () {
+    expect(daemons.length, 'daemons started').to.be.above(0);
+    expect(tokensUsed.size, 'tokens used').to.be.above(0);
+    const logs = [...daemons.map((d) => d.logs()), allProxyLogs.join('')];
+    expect(logs.join('').length).to.be.above(0);
+    for (const token of tokensUsed) {
+      // The whole token, and its first half (a truncated token is still a leak).
+      for (const needle of [token, token.slice(0, Math.ceil(token.length / 2))]) {
+        for (const log of logs) expect(log.includes(needle), `a token (${needle.length} chars) is in a daemon log`).to.equal(false);
+      }
+    }
+  });
+});
