@@ -265,6 +265,26 @@ describe('proxy core: authentication outcomes', function () {
   });
 });
 
+describe('proxy core: --unix-user mapping (The Littlest JupyterHub style)', function () {
+  const env = useEnv({ proxyArgs: ['--unix-user', 'jupyter-{username}'] });
+  let mapped: string;
+  before(async function () {
+    mapped = `jupyter-${env.user.name}`;
+    const r = await run('useradd', ['-m', '-s', '/bin/bash', mapped]);
+    expect(r.code, r.stderr).to.equal(0);
+  });
+  after(async function () {
+    await run('pkill', ['-KILL', '-u', mapped]);
+    await run('userdel', ['-r', mapped]);
+  });
+
+  it('maps Hub users to unix users with --unix-user', async function () {
+    const r = await env.ssh(['id -un'], QUIET);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.toString()).to.equal(`${mapped}\n`);
+  });
+});
+
 describe('proxy core: host keys', function () {
   const env = useEnv();
 
