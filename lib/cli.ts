@@ -12,11 +12,26 @@ import { hideBin } from 'yargs/helpers';
 import type { ProxyConfig } from './config.js';
 import { apiUrlOf } from './hub.js';
 import { HostKeyError } from './hostkeys.js';
+import { DEFAULT_PENALTIES, parsePenalties } from './penalties.js';
 import { createLogger } from './logger.js';
 import { ProxyServer } from './server.js';
 
 /** The repository's keys/ folder: the default KEYDIR. */
 const DEFAULT_KEYDIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'keys');
+
+/** Sources the penalty table tracks at most (OpenSSH: max-sources4/6). */
+const PENALIZED_SOURCES_TRACKED = 65536;
+
+/** OpenSSH's MaxStartups syntax: `start:rate:full`, or a single number. */
+function parseMaxStartups(spec: string): { start: number; rate: number; full: number } {
+  const parts = spec.split(':').map(Number);
+  const [start, rate, full] = parts.length === 1 ? [parts[0]!, 100, parts[0]!] : (parts as [number, number, number]);
+  if (parts.length !== 1 && parts.length !== 3) throw new Error('--max-startups must be start:rate:full, e.g. 10:30:100');
+  if (![start, rate, full].every(Number.isInteger) || start < 1 || full < start || rate < 0 || rate > 100) {
+    throw new Error('--max-startups must be start:rate:full with 1 <= start <= full and rate 0-100');
+  }
+  return { start, rate, full: Math.max(full, start + 1) };
+}
 
 /** Flag groups for --help, in the order operators look for them. */
 const GROUPS = {
@@ -45,8 +60,13 @@ function readConfigFile(file: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
-export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ProxyConfig {
-  const args = yargs(argv)
+/**
+ * Resolves the configuration from flags, environment and config file. At
+ * start an invalid value prints its reason and exits; with `throwOnError`
+ * (a SIGHUP reload) it throws instead, and the daemon goes on.
+ */
+export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, throwOnError = false): ProxyConfig {
+  const parser = yargs(argv)
     .scriptName('jupyter_ssh_proxy')
     .usage(
       '$0 [options] [URL]\n\nSSH reverse proxy for JupyterHub. URL is the Hub\'s public URL, e.g. http://127.0.0.1:8000.\n' +
@@ -95,6 +115,23 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     .option('max-auth-tries', { group: GROUPS.limits, type: 'number', default: 6, describe: 'Token attempts per connection' })
     .option('login-grace-time', { group: GROUPS.limits, type: 'number', default: 120, describe: 'Seconds a client has to log in' })
     .option('max-queued-bytes', { group: GROUPS.limits, type: 'number', default: 64 * 1024 * 1024, describe: 'Per-connection cap on bytes held while a leg rekeys' })
+    .option('max-sessions', { group: GROUPS.limits, type: 'number', default: 4096, describe: 'Connections at most; more are refused' })
+    .option('max-startups', {
+      group: GROUPS.limits,
+      type: 'string',
+      default: '10:30:100',
+      describe: 'start:rate:full (OpenSSH MaxStartups): from start unauthenticated connections drop rate% of new ones, rising to all at full',
+    })
+    .option('per-source-penalties', {
+      group: GROUPS.limits,
+      type: 'string',
+      default: DEFAULT_PENALTIES,
+      describe: 'OpenSSH PerSourcePenalties: seconds per event (authfail, noauth, grace-exceeded, malformed), max, min; "no" turns them off',
+    })
+    .option('per-source-netblock-size', { group: GROUPS.limits, type: 'string', default: '32:128', describe: 'Prefix lengths (IPv4:IPv6) that group sources for penalties' })
+    .option('per-source-penalty-exempt-list', { group: GROUPS.limits, type: 'string', default: '', describe: 'Comma-separated addresses or CIDR blocks never penalized' })
+    .option('drain-timeout', { group: GROUPS.limits, type: 'number', default: 20, describe: 'Seconds open sessions may go on after SIGTERM/SIGINT' })
+    .option('pid-file', { group: GROUPS.listen, type: 'string', describe: 'Write the process id here (removed at exit)' })
     .option('log-level', { group: GROUPS.log, type: 'string', default: 'info', choices: ['error', 'warn', 'info', 'debug'], describe: 'Log level' })
     .option('log-format', { group: GROUPS.log, type: 'string', default: 'text', choices: ['text', 'json'], describe: 'text (configurable-http-proxy style) or json (one object per line)' })
     .option('metrics-ip', { group: GROUPS.metrics, type: 'string', default: '', describe: 'Address for /metrics and /health (default: all interfaces)' })
@@ -106,14 +143,22 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       const url = a._[0] === undefined ? undefined : String(a._[0]);
       if (url === undefined && !env.JUPYTERHUB_API_URL) throw new Error('Give the JupyterHub URL (or run as a managed service with JUPYTERHUB_API_URL set)');
       if (url !== undefined && !/^https?:\/\/[^/]+/.test(url)) throw new Error(`URL must be http(s)://host[:port][/prefix], got ${url}`);
-      const positive = ['login-grace-time', 'hub-timeout', 'auth-cache-ttl', 'spawn-timeout', 'activity-interval', 'server-poll-interval'] as const;
+      const positive = ['login-grace-time', 'hub-timeout', 'auth-cache-ttl', 'spawn-timeout', 'activity-interval', 'server-poll-interval', 'drain-timeout'] as const;
       for (const name of positive) if (!(a[name] > 0)) throw new Error(`--${name} must be a positive number of seconds`);
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error('--port must be 0-65535');
       const metricsPort = a['metrics-port'];
       if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) {
         throw new Error('--metrics-port must be 0-65535');
       }
-      for (const name of ['max-auth-tries', 'hub-concurrency'] as const) {
+      parseMaxStartups(a['max-startups']);
+      if (a['per-source-penalties'] !== 'no') {
+        try {
+          parsePenalties(a['per-source-penalties'], a['per-source-netblock-size'], a['per-source-penalty-exempt-list'], 1);
+        } catch (err) {
+          throw new Error(`--per-source-penalties / --per-source-netblock-size / --per-source-penalty-exempt-list: ${(err as Error).message}`);
+        }
+      }
+      for (const name of ['max-auth-tries', 'hub-concurrency', 'max-sessions'] as const) {
         if (!Number.isInteger(a[name]) || a[name] < 1) throw new Error(`--${name} must be a positive integer`);
       }
       const sep = a['named-server-separator'];
@@ -128,8 +173,13 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     .showHelpOnFail(false, 'Run with --help for the options')
     .help()
     .version(false)
-    .wrap(Math.min(110, process.stdout.columns ?? 110))
-    .parseSync();
+    .wrap(Math.min(110, process.stdout.columns ?? 110));
+  if (throwOnError) {
+    parser.exitProcess(false).fail((message, err) => {
+      throw err ?? new Error(message);
+    });
+  }
+  const args = parser.parseSync();
 
   const url = args._[0] === undefined ? undefined : String(args._[0]);
   // The public URL is what users see; in managed-service mode without one,
@@ -165,31 +215,70 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     maxAuthTries: args['max-auth-tries'],
     loginGraceTimeMs: args['login-grace-time'] * 1000,
     maxQueuedBytes: args['max-queued-bytes'],
+    maxSessions: args['max-sessions'],
+    maxStartups: parseMaxStartups(args['max-startups']),
+    penalties:
+      args['per-source-penalties'] === 'no'
+        ? undefined
+        : parsePenalties(
+            args['per-source-penalties'],
+            args['per-source-netblock-size'],
+            args['per-source-penalty-exempt-list'],
+            PENALIZED_SOURCES_TRACKED,
+          ),
+    drainTimeoutMs: args['drain-timeout'] * 1000,
+    pidFile: args['pid-file'],
   };
 }
 
 export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
   const config = parseArgs(argv);
   const log = createLogger(config.logLevel, config.logFormat);
-  let server: ProxyServer;
-  try {
-    server = new ProxyServer(config, log);
-    await server.listen();
-  } catch (err) {
-    const message = err instanceof HostKeyError || (err as NodeJS.ErrnoException).code ? (err as Error).message : (err as Error).stack;
+  const server = new ProxyServer(config, log);
+  const fail = (message: string) => {
     log.error(`cannot start: ${message}`);
-    process.exitCode = 1;
     // Let winston flush before exiting.
     setImmediate(() => process.exit(1));
-    return;
+  };
+  try {
+    await server.listen();
+  } catch (err) {
+    const known = err instanceof HostKeyError || (err as NodeJS.ErrnoException).code !== undefined;
+    return fail(known ? (err as Error).message : String((err as Error).stack));
   }
+  if (config.pidFile) {
+    try {
+      fs.writeFileSync(config.pidFile, `${process.pid}\n`);
+    } catch (err) {
+      return fail(`cannot write --pid-file: ${(err as Error).message}`);
+    }
+  }
+
   let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      log.warn(`${signal} again: disconnecting everyone now`);
+      void server.shutdown(0);
+      return;
+    }
     stopping = true;
-    log.info(`${signal}: shutting down`);
-    void server.close().then(() => process.exit(0));
+    log.info(`${signal}: no new connections; shutting down`);
+    void server.shutdown(config.drainTimeoutMs).then(() => {
+      if (config.pidFile) fs.rmSync(config.pidFile, { force: true });
+      log.info('stopped');
+      setImmediate(() => process.exit(0));
+    });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    let next: ProxyConfig;
+    try {
+      next = parseArgs(argv, process.env, true);
+    } catch (err) {
+      log.error(`SIGHUP: configuration not reloaded: ${(err as Error).message}`);
+      return;
+    }
+    server.reload(next).catch((err: Error) => log.error(`SIGHUP: configuration not reloaded: ${err.message}`));
+  });
 }

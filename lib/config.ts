@@ -1,3 +1,5 @@
+import type { PenaltyConfig } from './penalties.js';
+
 /** The daemon's settings, as the CLI resolves them. */
 export interface ProxyConfig {
   /** Address to listen on; '' means all interfaces. */
@@ -34,6 +36,14 @@ export interface ProxyConfig {
   maxAuthTries: number;
   loginGraceTimeMs: number;
   maxQueuedBytes: number;
+  /** OpenSSH's MaxStartups start:rate:full for unauthenticated connections. */
+  maxStartups: { start: number; rate: number; full: number };
+  /** Connections at most, authenticated or not. */
+  maxSessions: number;
+  /** Undefined when penalties are off. */
+  penalties?: PenaltyConfig;
+  drainTimeoutMs: number;
+  pidFile?: string;
 }
 
 /** Identifies the proxy in its SSH version string. */

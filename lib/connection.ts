@@ -21,6 +21,7 @@ import { HubUnavailableError, type HubClient } from './hub.js';
 import { ServerStarter, ServerUnavailableError } from './servers.js';
 import { ServerWatch, type ServerWatchOptions } from './serverwatch.js';
 import { channelTypeLabel, type Metrics } from './metrics.js';
+import type { PenaltyKind } from './penalties.js';
 
 /** The methods a client may use to present a JupyterHub token. */
 const AUTH_METHODS = ['keyboard-interactive', 'password'];
@@ -47,6 +48,13 @@ export interface ConnectionSettings {
 
 type Phase = 'auth' | 'upstream' | 'relay' | 'closed';
 
+export interface ConnectionHooks {
+  /** Both legs are authenticated: the connection no longer counts as a startup. */
+  authenticated(): void;
+  /** The connection is over; `penalty` is what it costs its source, if anything. */
+  closed(penalty: PenaltyKind | undefined): void;
+}
+
 export class Connection {
   readonly id = randomBytes(3).toString('hex');
   readonly peer: string;
@@ -59,12 +67,15 @@ export class Connection {
   private watch?: ServerWatch;
   private phase: Phase = 'auth';
   private attempts = 0;
+  /** Attempts the authorizer refused (not counting a Hub outage). */
+  private refusedAttempts = 0;
+  private malformed = false;
   /** Serializes authentication requests: replies must keep their order. */
   private authChain: Promise<void> = Promise.resolve();
   private pendingKeyboardLogin?: string;
   private readonly started = Date.now();
   private readonly graceTimer: NodeJS.Timeout;
-  private onClosed?: () => void;
+  private hooks?: ConnectionHooks;
   /** Channels opened in this session, by type. */
   private readonly channels = new Map<string, number>();
   private readonly traffic = () => ({ fromClient: this.client.bytesIn, toClient: this.client.bytesOut });
@@ -95,7 +106,10 @@ export class Connection {
       },
     });
     replaceServerExtInfo(this.client.proto, extInfoPayload(SERVER_SIG_ALGS));
-    this.client.on('error', (err: Error) => this.close(`client protocol error: ${err.message}`));
+    this.client.on('error', (err: Error) => {
+      if (this.phase !== 'relay') this.malformed = true;
+      this.close(`client protocol error: ${err.message}`);
+    });
     this.client.on('end', () => this.close('client closed the connection'));
     socket.on('error', () => {}); // reported through the leg
     this.graceTimer = setTimeout(() => {
@@ -105,8 +119,8 @@ export class Connection {
     this.graceTimer.unref();
   }
 
-  start(onClosed: () => void): void {
-    this.onClosed = onClosed;
+  start(hooks: ConnectionHooks): void {
+    this.hooks = hooks;
     this.settings.metrics.connections.inc();
     this.settings.metrics.trackTraffic(this.traffic);
     this.log('debug', `connection from ${this.peer}`);
@@ -184,6 +198,7 @@ export class Connection {
       return;
     }
     this.log('warn', `login refused: user=${login} method=${method} reason=${decision.detail}`);
+    if (!decision.final) this.refusedAttempts++;
     if (decision.final) {
       this.refusal = 'hub_unavailable';
       return this.disconnect(decision.message, DISCONNECT_REASON.BY_APPLICATION);
@@ -298,6 +313,7 @@ export class Connection {
   private startRelay(): void {
     if (this.phase !== 'upstream') return;
     this.phase = 'relay';
+    this.hooks?.authenticated();
     clearTimeout(this.graceTimer);
     this.client.proto.authSuccess();
     const relay = new Relay(this.client, this.upstreamLeg!, {
@@ -334,9 +350,20 @@ export class Connection {
     this.disconnect('The SSH server for your environment closed the connection');
   }
 
+  /** What a connection that ended before a session costs its source. */
+  private penalty(): PenaltyKind | undefined {
+    if (this.refusal === 'login_grace_time') return 'grace-exceeded';
+    if (this.malformed) return 'malformed';
+    if (this.refusedAttempts > 0) return 'authfail';
+    // Ended by a problem of ours (Hub, server, upstream): not the client's fault.
+    if (this.refusal !== undefined || this.phase === 'upstream') return undefined;
+    return this.attempts === 0 ? 'noauth' : undefined;
+  }
+
   private close(reason: string): void {
     if (this.phase === 'closed') return;
     const wasRelaying = this.phase === 'relay';
+    const penalty = wasRelaying ? undefined : this.penalty();
     this.phase = 'closed';
     clearTimeout(this.graceTimer);
     this.watch?.stop();
@@ -363,6 +390,6 @@ export class Connection {
     } else {
       this.log('debug', `connection closed after ${seconds}s (${reason})`);
     }
-    this.onClosed?.();
+    this.hooks?.closed(penalty);
   }
 }

@@ -15,122 +15,243 @@ import { LocalSshdUpstream } from './localsshd.js';
 import { ServerStarter } from './servers.js';
 import type { Logger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
+import { SourcePenalties } from './penalties.js';
 import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, type ParsedKey } from './ssh2internals.js';
 
 export class ProxyServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
-  private upstream?: LocalSshdUpstream;
   private readonly metrics = new Metrics();
+  private penalties?: SourcePenalties;
+  /** Connections that have not finished authentication (MaxStartups counts these). */
+  private unauthenticated = 0;
+  private readonly refusalLog: RefusalLog;
+  /** Called as connections close while draining. */
+  private drained?: () => void;
   private metricsServer?: http.Server;
+  /** What new connections get; a reload replaces it, open connections keep theirs. */
   private settings?: ConnectionSettings;
+  /** Every upstream made (one per load); sessions may still use old ones until exit. */
+  private readonly upstreams: LocalSshdUpstream[] = [];
 
-  constructor(private readonly config: ProxyConfig, private readonly log: Logger) {
+  constructor(private config: ProxyConfig, private readonly log: Logger) {
     this.server = net.createServer((socket) => this.accept(socket));
+    this.refusalLog = new RefusalLog(log);
   }
 
   /** Prepares everything and listens; resolves with the bound address. */
   async listen(): Promise<net.AddressInfo> {
     try {
-      return await this.prepareAndListen();
+      await cryptoReady;
+      this.settings = await this.load(this.config);
+      this.log.info(
+        `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}`,
+      );
+      if (this.config.metricsPort !== undefined) {
+        this.metricsServer = await serveMetrics(this.metrics, this.config.metricsIp, this.config.metricsPort, this.log);
+      }
+      await new Promise<void>((resolve, reject) => {
+        this.server.once('error', reject);
+        this.server.listen({ host: this.config.ip || undefined, port: this.config.port }, () => {
+          this.server.off('error', reject);
+          resolve();
+        });
+      });
     } catch (err) {
       this.metricsServer?.close();
-      this.upstream?.dispose();
+      this.disposeUpstreams();
       throw err;
     }
-  }
-
-  private async prepareAndListen(): Promise<net.AddressInfo> {
-    await cryptoReady;
-    const { keys, generated } = loadHostKeys(this.config.keyDir);
-    for (const file of generated) this.log.info(`generated host key ${file}`);
-    const hostKeys: Record<string, ParsedKey> = {};
-    for (const { key } of keys) for (const algo of hostKeyAlgorithms(key.type)) hostKeys[algo] ??= key;
-
-    this.upstream = new LocalSshdUpstream({
-      sshdPath: this.config.sshdPath,
-      unixUserTemplate: this.config.unixUser,
-      runtimeDir: this.config.runtimeDir,
-      sshdOptions: this.config.sshdOptions,
-    });
-    const problem = await this.upstream.check();
-    if (problem) this.log.warn(`${problem}; logins will fail until this is fixed`);
-
-    const hub = new HubClient({
-      apiUrl: this.config.hubApiUrl,
-      timeoutMs: this.config.hubTimeoutMs,
-      ca: this.config.hubCa ? fs.readFileSync(this.config.hubCa) : undefined,
-      maxConcurrent: this.config.hubConcurrency,
-      observe: this.metrics.observeHub,
-    });
-    const { serviceToken, tokenPage } = this.config;
-    this.settings = {
-      ident: IDENT,
-      hostKeys,
-      serverOffer: serverOffer(Object.keys(hostKeys)),
-      clientOffer: clientOffer(),
-      authorizer: new HubAuthorizer(hub, {
-        separator: this.config.separator,
-        cacheTtlMs: this.config.authCacheTtlMs,
-        failureCacheTtlMs: FAILED_TOKEN_CACHE_MS,
-        serviceToken,
-        tokenPage,
-      }),
-      servers: new ServerStarter(hub, {
-        startServers: this.config.startServers,
-        createNamedServers: this.config.createNamedServers,
-        spawnTimeoutMs: this.config.spawnTimeoutMs,
-        serviceToken,
-        homePage: this.config.homePage,
-      }),
-      hub,
-      serviceToken,
-      watch: { activityIntervalMs: this.config.activityIntervalMs, pollIntervalMs: this.config.serverPollIntervalMs },
-      upstream: this.upstream,
-      tokenPage,
-      maxAuthTries: this.config.maxAuthTries,
-      loginGraceTimeMs: this.config.loginGraceTimeMs,
-      upstreamLoginTimeoutMs: 30_000,
-      maxQueuedBytes: this.config.maxQueuedBytes,
-      metrics: this.metrics,
-    };
-    if (!serviceToken) this.log.info('no JUPYTERHUB_API_TOKEN: users\' own tokens are used to start servers and report activity');
-    this.log.info(
-      `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}`,
-    );
-
-    if (this.config.metricsPort !== undefined) {
-      this.metricsServer = await serveMetrics(this.metrics, this.config.metricsIp, this.config.metricsPort, this.log);
-    }
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ host: this.config.ip || undefined, port: this.config.port }, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
     const address = this.server.address() as net.AddressInfo;
     this.log.info(`listening on ${address.address}:${address.port}, JupyterHub API at ${this.config.hubApiUrl}`);
     return address;
   }
 
+  /**
+   * Applies a new configuration (SIGHUP): host keys are read again, and new
+   * connections get the new settings; open sessions go on untouched. On any
+   * error the old configuration stays.
+   */
+  async reload(config: ProxyConfig): Promise<void> {
+    for (const key of ['ip', 'port', 'metricsIp', 'metricsPort'] as const) {
+      if (config[key] !== this.config[key]) this.log.warn(`--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} changes need a restart`);
+    }
+    this.settings = await this.load(config);
+    this.log.level = config.logLevel;
+    this.config = config;
+    this.log.info(`configuration and host keys reloaded; ${this.connections.size} open connections keep theirs`);
+  }
+
+  /** Builds what connections need from `config`. */
+  private async load(config: ProxyConfig): Promise<ConnectionSettings> {
+    const { keys, generated } = loadHostKeys(config.keyDir);
+    for (const file of generated) this.log.info(`generated host key ${file}`);
+    const hostKeys: Record<string, ParsedKey> = {};
+    for (const { key } of keys) for (const algo of hostKeyAlgorithms(key.type)) hostKeys[algo] ??= key;
+
+    const upstream = new LocalSshdUpstream({
+      sshdPath: config.sshdPath,
+      unixUserTemplate: config.unixUser,
+      runtimeDir: config.runtimeDir,
+      sshdOptions: config.sshdOptions,
+    });
+    this.upstreams.push(upstream);
+    const problem = await upstream.check();
+    if (problem) this.log.warn(`${problem}; logins will fail until this is fixed`);
+
+    // Penalty state survives a reload unless the rules changed.
+    if (JSON.stringify(config.penalties) !== JSON.stringify(this.config.penalties) || this.penalties === undefined) {
+      this.penalties = config.penalties ? new SourcePenalties(config.penalties) : undefined;
+    }
+
+    const hub = new HubClient({
+      apiUrl: config.hubApiUrl,
+      timeoutMs: config.hubTimeoutMs,
+      ca: config.hubCa ? fs.readFileSync(config.hubCa) : undefined,
+      maxConcurrent: config.hubConcurrency,
+      observe: this.metrics.observeHub,
+    });
+    const { serviceToken, tokenPage } = config;
+    if (!serviceToken) this.log.info("no JUPYTERHUB_API_TOKEN: users' own tokens are used to start servers and report activity");
+    return {
+      ident: IDENT,
+      hostKeys,
+      serverOffer: serverOffer(Object.keys(hostKeys)),
+      clientOffer: clientOffer(),
+      authorizer: new HubAuthorizer(hub, {
+        separator: config.separator,
+        cacheTtlMs: config.authCacheTtlMs,
+        failureCacheTtlMs: FAILED_TOKEN_CACHE_MS,
+        serviceToken,
+        tokenPage,
+      }),
+      servers: new ServerStarter(hub, {
+        startServers: config.startServers,
+        createNamedServers: config.createNamedServers,
+        spawnTimeoutMs: config.spawnTimeoutMs,
+        serviceToken,
+        homePage: config.homePage,
+      }),
+      hub,
+      serviceToken,
+      watch: { activityIntervalMs: config.activityIntervalMs, pollIntervalMs: config.serverPollIntervalMs },
+      upstream,
+      tokenPage,
+      maxAuthTries: config.maxAuthTries,
+      loginGraceTimeMs: config.loginGraceTimeMs,
+      upstreamLoginTimeoutMs: 30_000,
+      maxQueuedBytes: config.maxQueuedBytes,
+      metrics: this.metrics,
+    };
+  }
+
+  private disposeUpstreams(): void {
+    for (const upstream of this.upstreams.splice(0)) upstream.dispose();
+  }
+
+  /** Why a new connection from `address` must be refused at once, if it must. */
+  private admissionRefusal(address: string): string | undefined {
+    if (this.connections.size >= this.config.maxSessions) return 'max_sessions';
+    if (this.penalties && this.penalties.blockedFor(address) > 0) return 'penalty';
+    // OpenSSH's MaxStartups: random early drop between start and full.
+    const { start, rate, full } = this.config.maxStartups;
+    if (this.unauthenticated >= full) return 'max_startups';
+    if (this.unauthenticated >= start) {
+      const p = rate / 100 + (1 - rate / 100) * ((this.unauthenticated - start) / (full - start));
+      if (Math.random() < p) return 'max_startups';
+    }
+    return undefined;
+  }
+
   private accept(socket: net.Socket): void {
+    const address = socket.remoteAddress ?? '';
+    const refusal = this.admissionRefusal(address);
+    if (refusal !== undefined) {
+      this.metrics.refusals.inc({ reason: refusal });
+      this.refusalLog.note(refusal, address);
+      socket.destroy();
+      return;
+    }
     try {
       const connection = new Connection(socket, this.settings!, this.log);
       this.connections.add(connection);
-      connection.start(() => this.connections.delete(connection));
+      this.unauthenticated++;
+      let startup = true;
+      const leaveStartups = () => {
+        if (startup) this.unauthenticated--;
+        startup = false;
+      };
+      connection.start({
+        authenticated: leaveStartups,
+        closed: (penalty) => {
+          leaveStartups();
+          this.connections.delete(connection);
+          if (penalty && this.penalties?.penalize(address, penalty)) {
+            this.log.warn(`source ${address} penalized (${penalty}): refused for ${this.penalties.blockedFor(address)}s`);
+          }
+          this.drained?.();
+        },
+      });
     } catch (err) {
       this.log.error(`cannot set up connection from ${socket.remoteAddress}: ${(err as Error).stack}`);
       socket.destroy();
     }
   }
 
-  /** Stops listening, disconnects everyone with `message` and removes runtime files. */
-  async close(message = 'Server shutting down'): Promise<void> {
+  /**
+   * Stops accepting, lets open connections run for up to `drainMs`, then
+   * disconnects the rest with "Server shutting down" and removes runtime files.
+   */
+  async shutdown(drainMs: number): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const connection of [...this.connections]) connection.disconnect(message);
+    if (this.connections.size > 0) {
+      this.log.info(`draining ${this.connections.size} connections for up to ${Math.round(drainMs / 1000)}s`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, drainMs);
+        this.drained = () => {
+          if (this.connections.size > 0) return;
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    for (const connection of [...this.connections]) connection.disconnect('Server shutting down');
     this.metricsServer?.close();
     await closed;
-    this.upstream?.dispose();
+    this.disposeUpstreams();
+  }
+}
+
+/** How often refusals are summarized in the log at most. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
+/**
+ * Logs refused connections (penalties, overload) without letting a flood
+ * flood the log: one line per reason per interval, with a count.
+ */
+class RefusalLog {
+  private readonly pending = new Map<string, { count: number; last: string }>();
+  private timer?: NodeJS.Timeout;
+
+  constructor(private readonly log: Logger) {}
+
+  note(reason: string, address: string): void {
+    const entry = this.pending.get(reason);
+    if (entry) {
+      entry.count++;
+      entry.last = address;
+      return;
+    }
+    this.log.warn(`refused a connection from ${address} (${reason})`);
+    this.pending.set(reason, { count: 0, last: address });
+    this.timer ??= setTimeout(() => this.flush(), REFUSAL_LOG_INTERVAL_MS).unref();
+  }
+
+  private flush(): void {
+    this.timer = undefined;
+    for (const [reason, { count, last }] of this.pending) {
+      if (count > 0) this.log.warn(`refused ${count} more connections (${reason}), the last from ${last}`);
+    }
+    this.pending.clear();
   }
 }

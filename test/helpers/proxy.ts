@@ -63,6 +63,10 @@ export async function startProxy(
       '-p', String(options.port ?? 0),
       '-k', keyDir,
       '--log-level', options.logLevel ?? 'debug',
+      // Every test client comes from 127.0.0.1: tests that fail logins on
+      // purpose must not get the next test's client refused. Penalty tests
+      // pass --per-source-* flags of their own.
+      ...(extraArgs.some((a) => a.startsWith('--per-source')) ? [] : ['--per-source-penalty-exempt-list', '127.0.0.1']),
       ...extraArgs,
       ...(hubUrl === undefined ? [] : [hubUrl]),
     ],
