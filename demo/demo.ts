@@ -130,7 +130,7 @@ async function setUp(
   await checkPort(opts);
 
   const user = await createUnixUser('demo');
-  cleanups.push([`unix user ${user.name}`, user.remove]);
+  cleanups.push([`unix user ${user.name} and its home`, user.remove]);
   say(`demo: created unix user ${user.name}`);
   checkpoint();
 
@@ -155,12 +155,16 @@ async function setUp(
   say(`demo: starting jupyter-ssh-proxy on ${opts.ip}:${opts.port}`);
   let proxy: ProxyProcess;
   try {
-    proxy = await startProxy(hub.url, [], {
+    // Ctrl-C should not wait for open sessions (the daemon's default drain is 20 s).
+    proxy = await startProxy(hub.url, ['--drain-timeout', '1'], {
       ip: opts.ip,
       port: opts.port,
       logLevel: 'info',
       keyDir: KEY_DIR,
       onOutput: onProxyOutput,
+      // Ctrl-C reaches the demo only, which stops the proxy: sessions then end
+      // with the daemon's shutdown message, not with their sshd killed by SIGINT.
+      detached: true,
     });
   } catch (err) {
     // Someone took the port since checkPort.
@@ -250,8 +254,7 @@ async function main(): Promise<void> {
     if (s.message !== undefined) complain(s.message);
     code = s.code;
   } catch (err) {
-    // After a stop request, a failed step is that stop's doing (at Ctrl-C the
-    // terminal also sends SIGINT to the proxy, which then exits).
+    // After a stop request, this is the checkpoint ending the start-up.
     if (stop !== undefined) code = stop.code;
     else {
       complain(oneLine(err));

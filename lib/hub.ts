@@ -162,7 +162,8 @@ export class HubClient {
 
   /** A user's model; null if there is no such user (or the token may not see it). */
   async user(name: string, token: string): Promise<HubUser | null> {
-    const response = await this.request('users', 'GET', `users/${encodeURIComponent(name)}`, token);
+    // JupyterHub 3 lists stopped servers only when asked to.
+    const response = await this.request('users', 'GET', `users/${encodeURIComponent(name)}?include_stopped_servers`, token);
     if (response.statusCode === 404 || response.statusCode === 403) return null;
     if (response.statusCode !== 200) {
       throw new HubUnavailableError(`JupyterHub answered HTTP ${response.statusCode} to GET /users/NAME`);

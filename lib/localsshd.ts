@@ -71,6 +71,16 @@ export class LocalSshdUpstream implements Upstream {
   constructor(private readonly options: LocalSshdOptions) {
     fs.mkdirSync(options.runtimeDir, { recursive: true, mode: 0o755 });
     this.dir = fs.mkdtempSync(path.join(options.runtimeDir, 'sshd-'));
+    try {
+      ({ clientKey: this.clientKey, hostKey: this.hostKey, configPath: this.configPath } = this.prepare());
+    } catch (err) {
+      this.dispose();
+      throw err;
+    }
+  }
+
+  /** Writes the internal host key, authorized_keys and sshd_config. */
+  private prepare(): { clientKey: ParsedKey; hostKey: Buffer; configPath: string } {
     // sshd reads authorized_keys as the target user: the directory must be
     // traversable and the file readable. The private part stays 0700.
     fs.chmodSync(this.dir, 0o755);
@@ -80,18 +90,17 @@ export class LocalSshdUpstream implements Upstream {
     writeKeyPair(hostKeyFile, generateKeyPair('ed25519'), 'jupyter-ssh-proxy-internal');
     const hostKey = parseKey(fs.readFileSync(hostKeyFile));
     if (hostKey instanceof Error) throw hostKey;
-    this.hostKey = hostKey.getPublicSSH();
 
     const client = generateKeyPair('ed25519');
     const clientKey = parseKey(client.private);
     if (clientKey instanceof Error) throw clientKey;
-    this.clientKey = clientKey;
     fs.writeFileSync(path.join(this.dir, 'authorized_keys'), `${client.public} jupyter-ssh-proxy\n`, { mode: 0o644 });
 
-    this.configPath = path.join(this.dir, 'private', 'sshd_config');
-    fs.writeFileSync(this.configPath, sshdConfig(this.dir), { mode: 0o600 });
+    const configPath = path.join(this.dir, 'private', 'sshd_config');
+    fs.writeFileSync(configPath, sshdConfig(this.dir), { mode: 0o600 });
     // sshd refuses to run without its privilege separation directory.
     fs.mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
+    return { clientKey, hostKey: hostKey.getPublicSSH(), configPath };
   }
 
   private args(): string[] {
@@ -129,7 +138,9 @@ export class LocalSshdUpstream implements Upstream {
     if (!UNIX_NAME.test(username)) {
       throw new UpstreamError(`'${username}' cannot be a unix user name; ask your JupyterHub administrator`);
     }
-    const child = spawn(this.options.sshdPath, ['-i', '-e', ...this.args()], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // A session of its own: a Ctrl-C meant for a daemon run in a terminal
+    // must not reach every user's sshd; the daemon ends them itself.
+    const child = spawn(this.options.sshdPath, ['-i', '-e', ...this.args()], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', (err: NodeJS.ErrnoException) => {

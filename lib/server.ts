@@ -131,6 +131,7 @@ export class ProxyServer {
         spawnTimeoutMs: config.spawnTimeoutMs,
         serviceToken,
         homePage: config.homePage,
+        tokenPage,
       }),
       hub,
       serviceToken,

@@ -17,6 +17,8 @@ export interface ServerStarterOptions {
   serviceToken?: string;
   /** The Hub's home page, where users manage their servers. */
   homePage: string;
+  /** Where users get tokens. */
+  tokenPage: string;
 }
 
 function describe(target: LoginTarget): string {
@@ -35,7 +37,16 @@ export class ServerStarter {
     const token = this.options.serviceToken ?? userToken;
     const { homePage } = this.options;
     const user = await this.hub.user(target.hubUser, token);
-    if (user === null) throw new ServerUnavailableError(`JupyterHub has no user '${target.hubUser}'`);
+    if (user === null) {
+      // The user's own token was accepted from the cache but may have been
+      // revoked since: say so rather than "no such user".
+      if (!this.options.serviceToken && (await this.hub.identify(userToken)) === null) {
+        throw new ServerUnavailableError(
+          `JupyterHub did not accept that token (unknown, expired or revoked); get a new one at ${this.options.tokenPage}`,
+        );
+      }
+      throw new ServerUnavailableError(`JupyterHub has no user '${target.hubUser}'`);
+    }
     const server = user.servers?.[target.server];
     if (server?.ready && !server.pending) return;
     if (server?.pending === 'stop') throw new ServerUnavailableError(`${describe(target)} is stopping; try again in a moment`);

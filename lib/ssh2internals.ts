@@ -191,8 +191,17 @@ export function parseKey(data: Buffer | string): ParsedKey | Error {
   return Array.isArray(parsed) ? parsed[0]! : parsed;
 }
 
+/** Attempts before giving up on generating a key ssh2 can read back. */
+const KEYGEN_ATTEMPTS = 10;
+
 export function generateKeyPair(type: 'ed25519' | 'ecdsa' | 'rsa', bits?: number): { private: string; public: string } {
-  return publicUtils.generateKeyPairSync(type, bits ? { bits } : {});
+  // ssh2 1.17 strips leading zero bytes of an ed25519 public key, so about
+  // 1 in 200 generated keys cannot be parsed again: generate another.
+  for (let attempt = 0; attempt < KEYGEN_ATTEMPTS; attempt++) {
+    const pair = publicUtils.generateKeyPairSync(type, bits ? { bits } : {});
+    if (!(parseKey(pair.private) instanceof Error) && !(parseKey(pair.public) instanceof Error)) return pair;
+  }
+  throw new Error(`could not generate a readable ${type} key`);
 }
 
 /** Whether ssh2's native crypto binding (fast chacha20-poly1305, AES-GCM) was built. */

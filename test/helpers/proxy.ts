@@ -39,6 +39,8 @@ export interface StartProxyOptions {
   keyDir?: string;
   /** Called with each chunk of the daemon's output as it arrives. */
   onOutput?: (text: string) => void;
+  /** Own process group: a terminal's Ctrl-C then reaches the caller only, which stops the daemon itself. */
+  detached?: boolean;
 }
 
 /**
@@ -63,6 +65,8 @@ export async function startProxy(
       '-p', String(options.port ?? 0),
       '-k', keyDir,
       '--log-level', options.logLevel ?? 'debug',
+      // stop() waits 10 s before SIGKILL: drain open sessions well within that.
+      ...(extraArgs.includes('--drain-timeout') ? [] : ['--drain-timeout', '2']),
       // Every test client comes from 127.0.0.1: tests that fail logins on
       // purpose must not get the next test's client refused. Penalty tests
       // pass --per-source-* flags of their own.
@@ -70,7 +74,11 @@ export async function startProxy(
       ...extraArgs,
       ...(hubUrl === undefined ? [] : [hubUrl]),
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: options.env === undefined ? process.env : { ...process.env, ...options.env } },
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: options.env === undefined ? process.env : { ...process.env, ...options.env },
+      detached: options.detached ?? false,
+    },
   );
   let output = '';
   const collect = (chunk: Buffer) => {

@@ -1,0 +1,267 @@
+// Pre-auth defences and lifecycle against the real daemon, Hub, ssh and sshd.
+import { expect } from 'chai';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { useEnv } from './helpers/fixture.js';
+import { startProxy, type ProxyProcess } from './helpers/proxy.js';
+import { run, ssh } from './helpers/ssh.js';
+import { waitFor } from './helpers/wait.js';
+
+const QUIET = ['-o', 'LogLevel=ERROR'];
+
+/** A TCP connection from `localAddress` to the daemon, resolved once connected. */
+function connectFrom(port: number, localAddress: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress });
+    // Flowing, so that the daemon's FIN is seen and 'close' fires.
+    socket.resume();
+    socket.once('connect', () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+function metricValue(text: string, key: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${key} `));
+  return line ? Number(line.slice(key.length + 1)) : 0;
+}
+
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m![1]);
+}
+
+describe('hardening: per-source penalties', function () {
+  const env = useEnv();
+  let proxy: ProxyProcess;
+  let metricsPort: number;
+  before(async function () {
+    // No exempt list here: 127.0.0.1 is the attacker.
+    proxy = await startProxy(env.hub.url, [
+      '--per-source-penalties', 'authfail:5 noauth:1 grace-exceeded:10 malformed:90 max:600 min:15',
+      '--metrics-ip', '127.0.0.1', '--metrics-port', '0',
+    ]);
+    metricsPort = await waitFor(() => Number(/metrics on http:\/\/[^:]+:(\d+)/.exec(proxy.logs())?.[1]) || undefined, {
+      timeoutMs: 10_000,
+      what: 'the metrics port',
+    });
+  });
+  after(async () => proxy?.stop());
+
+  it('refuses a source after a run of bad tokens, before asking the Hub, while another address logs in', async function () {
+    this.timeout(180_000);
+    const scrape = async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const hubCallsBefore = metricValue(await scrape(), 'jupyter_ssh_proxy_hub_request_duration_seconds_count{endpoint="user"}');
+    let prompted = 0;
+    let refused = 0;
+    for (let i = 0; i < 50; i++) {
+      const bad = `bad-token-${crypto.randomBytes(8).toString('hex')}`;
+      const r = await ssh(proxy.port, env.user.name, bad, ['true'], ['-o', 'NumberOfPasswordPrompts=1']);
+      expect(r.code).to.equal(255);
+      if (r.stderr.includes('JupyterHub did not accept that token')) prompted++;
+      else refused++;
+    }
+    // authfail:5 and min:15: from the fourth connection on, connections are
+    // refused at accept (the fourth may race the third one's close).
+    expect(prompted).to.be.within(3, 4);
+    expect(refused).to.equal(50 - prompted);
+    const hubCalls = metricValue(await scrape(), 'jupyter_ssh_proxy_hub_request_duration_seconds_count{endpoint="user"}') - hubCallsBefore;
+    expect(hubCalls, 'Hub requests for 50 bad tokens').to.be.at.most(6);
+    expect(metricValue(await scrape(), 'jupyter_ssh_proxy_refusals_total{reason="penalty"}')).to.equal(refused);
+    expect(proxy.logs()).to.match(/source 127\.0\.0\.1 penalized \(authfail\): refused for (1[5-9]|20)s/);
+    // Refusals are logged rate-limited, not once per connection.
+    expect(proxy.logs().split('\n').filter((l) => l.includes('(penalty)')).length).to.be.below(5);
+
+    const good = await ssh(proxy.port, env.user.name, env.token, ['echo from-127.0.0.2'], [...QUIET, '-b', '127.0.0.2']);
+    expect(good.code, good.stderr).to.equal(0);
+    expect(good.stdout.toString()).to.equal('from-127.0.0.2\n');
+  });
+
+  it('penalizes a source that sends garbage (malformed)', async function () {
+    const socket = await connectFrom(proxy.port, '127.0.0.4');
+    socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    await new Promise((resolve) => socket.once('close', resolve));
+    await waitFor(() => /source 127\.0\.0\.4 penalized \(malformed\)/.test(proxy.logs()), { timeoutMs: 5000, what: 'the penalty' });
+    const again = await connectFrom(proxy.port, '127.0.0.4');
+    let received = 0;
+    again.on('data', (chunk: Buffer) => (received += chunk.length));
+    await new Promise((resolve) => again.once('close', resolve));
+    expect(received, 'refused without even a version line').to.equal(0);
+  });
+});
+
+describe('hardening: slow and idle connections', function () {
+  const env = useEnv();
+  let proxy: ProxyProcess;
+  before(async function () {
+    proxy = await startProxy(env.hub.url, ['--login-grace-time', '4', '--max-startups', '1000:100:1000', '--per-source-penalty-exempt-list', '127.0.0.1']);
+  });
+  after(async () => proxy?.stop());
+
+  it('closes 500 connections that never send a version line at the grace time, while real logins succeed', async function () {
+    this.timeout(120_000);
+    const pid = proxy.child.pid!;
+    const baseline = rssKiB(pid);
+    const sockets = await Promise.all(Array.from({ length: 500 }, () => connectFrom(proxy.port, '127.0.0.3')));
+    const closedAt: number[] = [];
+    const opened = Date.now();
+    for (const s of sockets) {
+      s.on('error', () => {});
+      s.on('close', () => closedAt.push(Date.now() - opened));
+    }
+    const during = await env.ssh(['echo during'], QUIET);
+    expect(during.code, during.stderr).to.equal(0);
+    expect(during.stdout.toString()).to.equal('during\n');
+    const rssWith500 = rssKiB(pid);
+    await waitFor(() => closedAt.length === 500, { timeoutMs: 30_000, what: 'all 500 to be closed' });
+    expect(Math.min(...closedAt)).to.be.at.least(3000);
+    expect(Math.max(...closedAt)).to.be.below(15_000);
+    // An idle pre-auth connection costs little.
+    expect((rssWith500 - baseline) / 500, 'KiB per idle connection').to.be.below(200);
+    expect(proxy.logs()).to.contain('penalized (grace-exceeded)');
+  });
+
+  it('refuses connections beyond --max-sessions', async function () {
+    const small = await startProxy(env.hub.url, ['--max-sessions', '2']);
+    try {
+      const a = await connectFrom(small.port, '127.0.0.1');
+      const b = await connectFrom(small.port, '127.0.0.1');
+      await waitFor(() => (small.logs().match(/connection from/g) ?? []).length === 2, { timeoutMs: 5000, what: 'two connections' });
+      const r = await ssh(small.port, env.user.name, env.token, ['true'], QUIET);
+      expect(r.code).to.equal(255);
+      expect(small.logs()).to.contain('(max_sessions)');
+      a.destroy();
+      b.destroy();
+      await waitFor(async () => (await ssh(small.port, env.user.name, env.token, ['true'], QUIET)).code === 0, {
+        timeoutMs: 10_000,
+        what: 'a login once the two are gone',
+      });
+    } finally {
+      await small.stop();
+    }
+  });
+});
+
+describe('hardening: lifecycle', function () {
+  const env = useEnv();
+  let dir: string;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-life-'));
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  function exitOf(proxy: ProxyProcess): Promise<number | null> {
+    return new Promise((resolve) => {
+      if (proxy.child.exitCode !== null) resolve(proxy.child.exitCode);
+      else proxy.child.once('exit', (code) => resolve(code));
+    });
+  }
+
+  it('SIGTERM: stops accepting, lets a session finish, exits 0 and removes its pid file', async function () {
+    const pidFile = path.join(dir, 'proxy.pid');
+    const proxy = await startProxy(env.hub.url, ['--pid-file', pidFile, '--drain-timeout', '30']);
+    try {
+      expect(fs.readFileSync(pidFile, 'utf8')).to.equal(`${proxy.child.pid}\n`);
+      const session = ssh(proxy.port, env.user.name, env.token, ['echo started; sleep 3; echo finished'], QUIET);
+      await waitFor(() => proxy.logs().includes('session started'), { timeoutMs: 20_000, what: 'the session' });
+      proxy.child.kill('SIGTERM');
+      await waitFor(() => proxy.logs().includes('no new connections'), { timeoutMs: 5000, what: 'the drain' });
+      // New connections are refused while the session runs on.
+      const refused = await new Promise<boolean>((resolve) => {
+        const s = net.connect(proxy.port, '127.0.0.1');
+        s.once('connect', () => { s.destroy(); resolve(false); });
+        s.once('error', () => resolve(true));
+      });
+      expect(refused).to.equal(true);
+      const r = await session;
+      expect(r.code).to.equal(0);
+      expect(r.stdout.toString()).to.equal('started\nfinished\n');
+      expect(await exitOf(proxy)).to.equal(0);
+      expect(fs.existsSync(pidFile)).to.equal(false);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('SIGTERM: after --drain-timeout, disconnects sessions with "Server shutting down"', async function () {
+    const proxy = await startProxy(env.hub.url, ['--drain-timeout', '1']);
+    try {
+      const session = ssh(proxy.port, env.user.name, env.token, ['echo started; sleep 60'], []);
+      await waitFor(() => proxy.logs().includes('session started'), { timeoutMs: 20_000, what: 'the session' });
+      const signalled = Date.now();
+      proxy.child.kill('SIGTERM');
+      const r = await session;
+      expect(r.code).to.equal(255);
+      expect(r.stderr).to.contain('Server shutting down');
+      expect(Date.now() - signalled).to.be.within(800, 10_000);
+      expect(await exitOf(proxy)).to.equal(0);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('SIGHUP: reloads host keys and the config file without dropping sessions; a bad config keeps the old one', async function () {
+    const config = path.join(dir, 'proxy.yaml');
+    fs.writeFileSync(config, 'max-auth-tries: 6\n');
+    const proxy = await startProxy(env.hub.url, ['--config', config]);
+    try {
+      const keyscan = async () =>
+        (await run('ssh-keyscan', ['-p', String(proxy.port), '-t', 'ed25519', '127.0.0.1'])).stdout.toString().trim().split(' ')[2];
+      const oldKey = await keyscan();
+      const session = ssh(proxy.port, env.user.name, env.token, ['echo started; sleep 4; echo survived'], QUIET);
+      await waitFor(() => proxy.logs().includes('session started'), { timeoutMs: 20_000, what: 'the session' });
+
+      // A new host key and a stricter config.
+      const keyFile = path.join(proxy.keyDir, 'ssh_host_ed25519_key');
+      fs.rmSync(keyFile);
+      fs.rmSync(`${keyFile}.pub`);
+      const gen = await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', keyFile]);
+      expect(gen.code).to.equal(0);
+      fs.writeFileSync(config, 'max-auth-tries: 1\n');
+      proxy.child.kill('SIGHUP');
+      await waitFor(() => proxy.logs().includes('configuration and host keys reloaded'), { timeoutMs: 10_000, what: 'the reload' });
+
+      const newKey = await keyscan();
+      expect(newKey).to.not.equal(oldKey);
+      expect(newKey).to.equal(fs.readFileSync(`${keyFile}.pub`, 'utf8').split(' ')[1]);
+      const strict = await ssh(proxy.port, env.user.name, 'wrong', ['true'], ['-o', 'NumberOfPasswordPrompts=5']);
+      expect(strict.stderr).to.contain('Too many authentication failures');
+      expect(strict.stderr.match(/JupyterHub did not accept that token/g)).to.have.length(1);
+
+      // An invalid config is refused and the daemon goes on with the last good one.
+      fs.writeFileSync(config, 'max-auth-tries: 0\n');
+      proxy.child.kill('SIGHUP');
+      await waitFor(() => proxy.logs().includes('SIGHUP: configuration not reloaded: --max-auth-tries must be a positive integer'), {
+        timeoutMs: 10_000,
+        what: 'the refusal',
+      });
+      const r = await session;
+      expect(r.code).to.equal(0);
+      expect(r.stdout.toString()).to.equal('started\nsurvived\n');
+      expect(proxy.child.exitCode).to.equal(null);
+      const after = await ssh(proxy.port, env.user.name, env.token, ['echo ok'], QUIET);
+      expect(after.code, after.stderr).to.equal(0);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('SIGHUP with an unreadable host key keeps the old keys', async function () {
+    const proxy = await startProxy(env.hub.url);
+    try {
+      fs.chmodSync(path.join(proxy.keyDir, 'ssh_host_rsa_key'), 0o644);
+      proxy.child.kill('SIGHUP');
+      await waitFor(() => /SIGHUP: configuration not reloaded: host key .*ssh_host_rsa_key has permissions 0644/.test(proxy.logs()), {
+        timeoutMs: 10_000,
+        what: 'the refusal',
+      });
+      const r = await ssh(proxy.port, env.user.name, env.token, ['echo still'], QUIET);
+      expect(r.stdout.toString()).to.equal('still\n');
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
+
