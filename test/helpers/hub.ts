@@ -341,6 +341,9 @@ export async function createHubUser(hub: Hub, name: string): Promise<void> {
  * Mints an API token for `name`. Without `scopes` the hub's default applies
  * (the token gets the owner's full permissions); `expiresIn` is in seconds.
  */
+/** Every token this test process minted, for the secrets check (test/zz-secrets.test.ts). */
+export const issuedTokens: string[] = [];
+
 export async function createToken(
   hub: Hub,
   name: string,
@@ -354,6 +357,7 @@ export async function createToken(
   if (res.status !== 201 || typeof res.body?.token !== 'string' || typeof res.body.id !== 'string') {
     fail(`creating token for ${name}`, res);
   }
+  issuedTokens.push(res.body.token);
   return { token: res.body.token, id: res.body.id };
 }
 
