@@ -144,6 +144,41 @@ describe('hardening: slow and idle connections', function () {
   });
 });
 
+describe('hardening: faults behind the proxy', function () {
+  const env = useEnv();
+
+  it('closes the client leg with a message when sshd is killed in the middle of a transfer', async function () {
+    const daemon = env.proxy.child.pid!;
+    const transfer = ssh(env.proxy.port, env.user.name, env.token, ['head -c 4G /dev/zero'], [], { timeoutMs: 60_000 });
+    // The sshd child runs in a process group of its own: kill all of it.
+    const sshdGroup = await waitFor(
+      () => {
+        for (const entry of fs.readdirSync('/proc')) {
+          if (!/^\d+$/.test(entry)) continue;
+          try {
+            const m = /^\d+ \((.*)\) \S (\d+)/.exec(fs.readFileSync(`/proc/${entry}/stat`, 'utf8'));
+            if (m && m[1] === 'sshd' && Number(m[2]) === daemon) return Number(entry);
+          } catch {
+            // gone while we looked
+          }
+        }
+        return undefined;
+      },
+      { timeoutMs: 20_000, what: 'the sshd child' },
+    );
+    await waitFor(() => env.proxy.logs().includes('session started'), { timeoutMs: 20_000, what: 'the session' });
+    process.kill(-sshdGroup, 'SIGKILL');
+    const r = await transfer;
+    expect(r.code).to.equal(255);
+    expect(r.stderr).to.contain('The SSH server for your environment closed the connection');
+    expect(r.stdout.length).to.be.greaterThan(0);
+    expect(r.stdout.length).to.be.lessThan(4 * 1024 ** 3);
+    // Everyone else is still served.
+    const next = await env.ssh(['echo next'], QUIET);
+    expect(next.stdout.toString()).to.equal('next\n');
+  });
+});
+
 describe('hardening: lifecycle', function () {
   const env = useEnv();
   let dir: string;
