@@ -458,7 +458,7 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     const exit = await run('ssh', [...muxOptions, '-O', 'exit', target], { env: muxEnv });
     expect(exit.code, exit.stderr).to.equal(0);
     expect(await master.waitExit(15_000), 'master still running after -O exit').to.equal(true);
-    await waitFor(() => /connection closed after/.test(testLogs()), {
+    await waitFor(() => /session ended after/.test(testLogs()), {
       timeoutMs: 15_000,
       what: 'the proxy to log the end of the shared connection',
     });
