@@ -12,6 +12,7 @@ import { createHubUser, createToken } from './helpers/hub.js';
 import { startProxy } from './helpers/proxy.js';
 import { askpassEnv, run, ssh, sshOptions } from './helpers/ssh.js';
 import { createUnixUser } from './helpers/unixuser.js';
+import { childrenNamed } from './helpers/procs.js';
 import { waitFor } from './helpers/wait.js';
 
 const QUIET = ['-o', 'LogLevel=ERROR'];
@@ -29,23 +30,6 @@ function fileCopyOptions(port: number): string[] {
   const options = sshOptions(port);
   options[options.indexOf('-p')] = '-P';
   return options;
-}
-
-/** Live child processes of `pid` with the given command name. */
-function childrenNamed(pid: number, comm: string): number[] {
-  const found: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      // pid (comm) state ppid ...
-      const m = /^\d+ \((.*)\) (\S) (\d+)/.exec(stat);
-      if (m && m[1] === comm && m[2] !== 'Z' && Number(m[3]) === pid) found.push(Number(entry));
-    } catch {
-      // the process exited while we looked
-    }
-  }
-  return found;
 }
 
 function shellQuote(arg: string): string {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
 import { startProxy, type ProxyProcess } from './helpers/proxy.js';
 import { run, ssh } from './helpers/ssh.js';
+import { childrenNamed } from './helpers/procs.js';
 import { waitFor } from './helpers/wait.js';
 
 const QUIET = ['-o', 'LogLevel=ERROR'];
@@ -152,18 +153,7 @@ describe('hardening: faults behind the proxy', function () {
     const transfer = ssh(env.proxy.port, env.user.name, env.token, ['head -c 4G /dev/zero'], [], { timeoutMs: 60_000 });
     // The sshd child runs in a process group of its own: kill all of it.
     const sshdGroup = await waitFor(
-      () => {
-        for (const entry of fs.readdirSync('/proc')) {
-          if (!/^\d+$/.test(entry)) continue;
-          try {
-            const m = /^\d+ \((.*)\) \S (\d+)/.exec(fs.readFileSync(`/proc/${entry}/stat`, 'utf8'));
-            if (m && m[1] === 'sshd' && Number(m[2]) === daemon) return Number(entry);
-          } catch {
-            // gone while we looked
-          }
-        }
-        return undefined;
-      },
+      () => childrenNamed(daemon, 'sshd')[0],
       { timeoutMs: 20_000, what: 'the sshd child' },
     );
     await waitFor(() => env.proxy.logs().includes('session started'), { timeoutMs: 20_000, what: 'the session' });
