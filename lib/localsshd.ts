@@ -9,6 +9,7 @@
  */
 import { spawn, execFile } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { LoginTarget } from './authorizer.js';
@@ -138,12 +139,19 @@ export class LocalSshdUpstream implements Upstream {
     if (!UNIX_NAME.test(username)) {
       throw new UpstreamError(`'${username}' cannot be a unix user name; ask your JupyterHub administrator`);
     }
+    // sshd -i on a loopback TCP socket rather than a pipe: its peer is then
+    // 127.0.0.1, not "UNKNOWN", which PAM's audit records look up in DNS
+    // (seconds per login where DNS is slow or unreachable).
+    const { local, remote } = await loopbackPair();
+    local.on('error', () => {}); // a dead sshd: the leg sees the stream end
     // A session of its own: a Ctrl-C meant for a daemon run in a terminal
     // must not reach every user's sshd; the daemon ends them itself.
-    const child = spawn(this.options.sshdPath, ['-i', '-e', ...this.args()], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    const child = spawn(this.options.sshdPath, ['-i', '-e', ...this.args()], { stdio: [remote, remote, 'pipe'], detached: true });
+    remote.destroy(); // the child has its own copy
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', (err: NodeJS.ErrnoException) => {
+        local.destroy();
         log('error', `cannot start ${this.options.sshdPath}: ${err.message}`);
         reject(new UpstreamError('The SSH server for your environment is not installed; ask your JupyterHub administrator'));
       });
@@ -166,12 +174,10 @@ export class LocalSshdUpstream implements Upstream {
     const exited = new Promise<string>((resolve) => {
       child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exit status ${code}`));
     });
-    // A dead sshd makes writes fail with EPIPE; the leg sees the stream end.
-    child.stdin.on('error', () => {});
 
     return {
-      input: child.stdout,
-      output: child.stdin,
+      input: local,
+      output: local,
       username,
       clientKey: this.clientKey,
       hostKey: this.hostKey,
@@ -184,7 +190,7 @@ export class LocalSshdUpstream implements Upstream {
       close: () => {
         // Closing stdin is sshd's cue to clean up (PAM session, utmp) and
         // exit; signals follow only if it does not.
-        child.stdin.end();
+        local.end();
         if (child.exitCode !== null || child.signalCode !== null) return;
         const term = setTimeout(() => child.kill('SIGTERM'), SSHD_EXIT_GRACE_MS);
         const kill = setTimeout(() => child.kill('SIGKILL'), 2 * SSHD_EXIT_GRACE_MS);
@@ -215,4 +221,35 @@ async function unixUserExists(name: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * A connected pair of loopback TCP sockets. The listener lives for one
+ * accept and takes only the connection from our own socket's port, so no
+ * other local user can get in between.
+ */
+function loopbackPair(): Promise<{ local: net.Socket; remote: net.Socket }> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer({ pauseOnConnect: true });
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const local = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      local.once('error', (err) => {
+        server.close();
+        reject(err);
+      });
+      local.setNoDelay(true);
+      server.on('connection', (remote) => {
+        if (remote.remotePort !== local.localPort) {
+          remote.destroy();
+          return;
+        }
+        server.close();
+        // sshd sets TCP_NODELAY only for interactive sessions; without it,
+        // Nagle and delayed ACKs slow the handshake round trips.
+        remote.setNoDelay(true);
+        resolve({ local, remote });
+      });
+    });
+  });
 }
