@@ -15,8 +15,11 @@ export interface Run {
   seconds: number;
   /** Payload bytes moved (0 for latency). */
   bytes: number;
-  /** CPU seconds: the daemon itself (proxy path only), the sshd processes, the client side (ssh, sftp, head, wc). */
-  cpu: { proxy?: number; sshd: number; client: number };
+  /**
+   * CPU seconds: the daemon itself (proxy path only); the sshd processes and
+   * the remote commands they ran; the client side (ssh, sftp, askpass, head, wc).
+   */
+  cpu: { proxy?: number; proxyUser?: number; sshd: number; client: number };
   /** Anything case-specific (memory figures of the idle case, ...). */
   extra?: Record<string, number>;
 }
@@ -37,20 +40,30 @@ export async function quiesce(p: SshPath, timeoutMs = 20_000): Promise<boolean> 
  * Waits for the server side to settle first, so that late sshd exits are
  * counted in the run that caused them.
  */
-export async function measure(p: SshPath, body: () => Promise<{ bytes: number; extra?: Record<string, number> }>): Promise<Run> {
-  if (!(await quiesce(p))) console.warn(`  warning: ${p.name}: sshd processes from an earlier run are still alive`);
-  const server0 = cpuTimes(p.serverPid);
+export async function measure(
+  p: SshPath,
+  body: () => Promise<{ bytes: number; extra?: Record<string, number> }>,
+  settleMs = 20_000,
+): Promise<Run> {
+  if (!(await quiesce(p, settleMs))) console.warn(`  warning: ${p.name}: sshd processes from an earlier run are still alive`);
+  const server0 = p.serverCpu();
   const client0 = cpuTimes('self');
   const t0 = performance.now();
   const { bytes, extra } = await body();
   const seconds = (performance.now() - t0) / 1000;
-  if (!(await quiesce(p))) console.warn(`  warning: ${p.name}: sshd processes still alive 20 s after the run`);
-  const server = cpuDelta(server0, cpuTimes(p.serverPid));
+  if (!(await quiesce(p, settleMs))) console.warn(`  warning: ${p.name}: sshd processes still alive ${settleMs / 1000} s after the run`);
+  const server1 = p.serverCpu();
   const client = cpuDelta(client0, cpuTimes('self')).children;
+  const total = server1.total - server0.total;
   const cpu =
-    p.name === 'proxy'
-      ? { proxy: server.self, sshd: server.children, client }
-      : { sshd: server.self + server.children, client };
+    server0.daemon !== undefined
+      ? {
+          proxy: server1.daemon! - server0.daemon,
+          proxyUser: server1.daemonUser! - server0.daemonUser!,
+          sshd: total - (server1.daemon! - server0.daemon),
+          client,
+        }
+      : { sshd: total, client };
   return { path: p.name, seconds, bytes, cpu, extra };
 }
 
@@ -98,9 +111,14 @@ async function sftpBatch(p: SshPath, cipher: string, batch: string, batchFile: s
   check(r.code === 0, `${p.name} sftp`, `exit ${r.code ?? r.signal}: ${r.stderr.trim()}`);
 }
 
-/** sftp get of a remote N-byte file into a local file that is removed right after. */
+/**
+ * sftp get of a remote N-byte file into a local file that is checked and
+ * removed right after; on tmpfs (/dev/shm) when there is one, so that no disk
+ * writeback runs into later cases.
+ */
 export async function sftpGet(p: SshPath, cipher: string, bytes: number, remoteName: string, localDir: string): Promise<{ bytes: number }> {
-  const local = path.join(localDir, `sftp-get-${p.name}.bin`);
+  const dir = fs.existsSync('/dev/shm') ? '/dev/shm' : localDir;
+  const local = path.join(dir, `jsp-bench-sftp-get-${process.pid}-${p.name}.bin`);
   try {
     await sftpBatch(p, cipher, `get ${remoteName} ${local}\n`, path.join(localDir, 'get.batch'));
     const size = fs.statSync(local).size;

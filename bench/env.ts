@@ -9,7 +9,9 @@ import { startProxy, type ProxyProcess } from '../test/helpers/proxy.js';
 import { askpassEnv, sshOptions } from '../test/helpers/ssh.js';
 import { createUnixUser, type UnixUser } from '../test/helpers/unixuser.js';
 import { killAllTracked } from './children.js';
+import { createCpuGroup, type CpuGroup } from './cgroup.js';
 import { startDirectSshd, type DirectSshd } from './directsshd.js';
+import { cpuTimes } from './procfs.js';
 
 /** How the bench reaches the user's shell: directly or through the proxy. */
 export interface SshPath {
@@ -17,6 +19,12 @@ export interface SshPath {
   port: number;
   /** The process whose CPU time is the server side: the daemon, or the direct sshd listener. */
   serverPid: number;
+  /**
+   * CPU seconds so far: `daemon` = the proxy daemon itself (proxy path only),
+   * `total` = the daemon (if any) plus every sshd process and remote command
+   * it ever had (a cgroup; without one, only what /proc's cutime saw).
+   */
+  serverCpu(): { daemon?: number; daemonUser?: number; total: number };
   /** `ssh` arguments before the destination; `extra` goes after the fixed options. */
   sshArgs(extra?: string[]): string[];
   /** `sftp` arguments before the destination (port spelled -P). */
@@ -34,6 +42,29 @@ export interface BenchEnv {
   tmp: string;
   directPath: SshPath;
   proxyPath(token?: string): SshPath;
+  /** False when no cgroup could be made: sshd CPU is then undercounted. */
+  cgroups: boolean;
+}
+
+/** A cgroup for `pid` and its future children, removed at cleanup. */
+function accountingGroup(name: string, pid: number): CpuGroup | undefined {
+  const group = createCpuGroup(name);
+  if (!group) return undefined;
+  onCleanup(() => group.remove());
+  try {
+    group.add(pid);
+    return group;
+  } catch {
+    return undefined;
+  }
+}
+
+function serverCpu(pid: number, group: CpuGroup | undefined, isDaemon: boolean): SshPath['serverCpu'] {
+  return () => {
+    const t = cpuTimes(pid);
+    const total = group ? group.usageSeconds() : t.self + t.children;
+    return isDaemon ? { daemon: t.self, daemonUser: t.user, total } : { total };
+  };
 }
 
 const QUIET = ['-o', 'LogLevel=ERROR'];
@@ -68,6 +99,26 @@ function withPortFlag(options: string[], flag: '-p' | '-P'): string[] {
   return out;
 }
 
+/**
+ * ssh2 1.17's generateKeyPairSync('ed25519') makes a key its own parser
+ * rejects about 1 time in 250 (mscdex/ssh2#1390, #1513: a leading zero byte
+ * is stripped), and the daemon generates two at every start: so it fails to
+ * start now and then ("Malformed OpenSSH private key"). Try again.
+ */
+async function startProxyRetrying(hubUrl: string, log: (line: string) => void): Promise<ProxyProcess> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // Info, as in production (the helper's default is debug). The direct sshd
+      // has MaxStartups 2000 for the 1,000-session case; so does the proxy.
+      return await startProxy(hubUrl, ['--max-startups', '2000'], { logLevel: 'info' });
+    } catch (err) {
+      const message = (err as Error).message;
+      if (attempt >= 3 || !/Malformed OpenSSH/.test(message)) throw err;
+      log(`proxy start failed (ssh2 ed25519 keygen bug, mscdex/ssh2#1390); retrying`);
+    }
+  }
+}
+
 export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-bench-'));
   onCleanup(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -81,13 +132,17 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   const { token } = await createToken(hub, user.name);
   log(`unix + hub user ${user.name}, token minted`);
 
-  const proxy = await startProxy(hub.url);
+  const proxy = await startProxyRetrying(hub.url, log);
   onCleanup(() => proxy.stop());
+  const proxyGroup = accountingGroup('jsp-bench-proxy', proxy.child.pid!);
   log(`proxy daemon pid ${proxy.child.pid} on port ${proxy.port}`);
 
   const direct = await startDirectSshd();
   onCleanup(() => direct.stop());
+  const directGroup = accountingGroup('jsp-bench-direct', direct.pid);
   log(`direct sshd pid ${direct.pid} on port ${direct.port} (${direct.dir})`);
+  const cgroups = proxyGroup !== undefined && directGroup !== undefined;
+  if (!cgroups) log('warning: no cgroup for CPU accounting; sshd CPU will be undercounted');
 
   const destination = `${user.name}@127.0.0.1`;
   // sshOptions turns public-key login off (the proxy path uses the token);
@@ -100,6 +155,7 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     name: 'direct',
     port: direct.port,
     serverPid: direct.pid,
+    serverCpu: serverCpu(direct.pid, directGroup, false),
     sshArgs: (extra = []) => [...directOptions(direct.port), ...QUIET, ...extra],
     sftpArgs: (extra = []) => [...withPortFlag(directOptions(direct.port), '-P'), ...QUIET, ...extra],
     destination,
@@ -109,11 +165,12 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     name: 'proxy',
     port: proxy.port,
     serverPid: proxy.child.pid!,
+    serverCpu: serverCpu(proxy.child.pid!, proxyGroup, true),
     sshArgs: (extra = []) => [...sshOptions(proxy.port), ...QUIET, ...extra],
     // sftp -b implies BatchMode=yes, which would forbid the token prompt.
     sftpArgs: (extra = []) => [...withPortFlag(sshOptions(proxy.port), '-P'), ...QUIET, '-o', 'BatchMode=no', ...extra],
     destination,
     env: askpassEnv(t),
   });
-  return { hub, user, token, proxy, direct, tmp, directPath, proxyPath };
+  return { hub, user, token, proxy, direct, tmp, directPath, proxyPath, cgroups };
 }

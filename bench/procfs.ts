@@ -14,6 +14,8 @@ export const CLK_TCK: number = (() => {
 export interface CpuTimes {
   /** utime + stime of the process itself, seconds. */
   self: number;
+  /** utime alone (user space), seconds. */
+  user: number;
   /** cutime + cstime: children (and their descendants) that were waited for, seconds. */
   children: number;
 }
@@ -28,11 +30,11 @@ export function cpuTimes(pid: number | 'self'): CpuTimes {
   const f = statFields(pid);
   // Fields 14-17 of stat are utime, stime, cutime, cstime.
   const [utime, stime, cutime, cstime] = [f[11], f[12], f[13], f[14]].map(Number) as [number, number, number, number];
-  return { self: (utime + stime) / CLK_TCK, children: (cutime + cstime) / CLK_TCK };
+  return { self: (utime + stime) / CLK_TCK, user: utime / CLK_TCK, children: (cutime + cstime) / CLK_TCK };
 }
 
 export function cpuDelta(before: CpuTimes, after: CpuTimes): CpuTimes {
-  return { self: after.self - before.self, children: after.children - before.children };
+  return { self: after.self - before.self, user: after.user - before.user, children: after.children - before.children };
 }
 
 /** A field of /proc/PID/status in kB (VmRSS, VmHWM, RssAnon, ...). */

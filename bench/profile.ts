@@ -38,6 +38,8 @@ export interface ProfileEntry {
 
 export interface ProfileSummary {
   file: string;
+  /** True when only the samples of the given window were counted. */
+  windowed: boolean;
   wallMs: number;
   busyMs: number;
   idleMs: number;
@@ -77,14 +79,27 @@ function category(frame: CallFrame): string {
   return shortUrl(url);
 }
 
-export function summarize(file: string, top = 25): ProfileSummary {
+/**
+ * `window` (CLOCK_MONOTONIC microseconds, as V8's profile timestamps and
+ * process.hrtime use) keeps only the samples taken in it, e.g. the transfer
+ * without the daemon's start-up; ignored if it does not overlap the profile.
+ */
+export function summarize(file: string, top = 25, window?: { fromUs: number; toUs: number }): ProfileSummary {
   const profile = JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
+  const useWindow = window !== undefined && window.fromUs < profile.endTime && window.toUs > profile.startTime;
+  let t = profile.startTime;
+  let first = Infinity;
+  let last = -Infinity;
   // timeDeltas[i] is the time between sample i-1 and sample i; attribute it to sample i.
   for (let i = 0; i < profile.samples.length; i++) {
-    const id = profile.samples[i]!;
     const delta = Math.max(0, profile.timeDeltas[i] ?? 0);
+    t += delta;
+    if (useWindow && (t < window.fromUs || t > window.toUs)) continue;
+    first = Math.min(first, t - delta);
+    last = Math.max(last, t);
+    const id = profile.samples[i]!;
     selfUs.set(id, (selfUs.get(id) ?? 0) + delta);
   }
   const fn = new Map<string, { name: string; where: string; us: number }>();
@@ -115,7 +130,8 @@ export function summarize(file: string, top = 25): ProfileSummary {
   const sorted = <T extends { us: number }>(xs: T[]) => xs.sort((a, b) => b.us - a.us).slice(0, top);
   return {
     file,
-    wallMs: (profile.endTime - profile.startTime) / 1000,
+    windowed: useWindow,
+    wallMs: (useWindow ? last - first : profile.endTime - profile.startTime) / 1000,
     busyMs: busyUs / 1000,
     idleMs: idleUs / 1000,
     functions: sorted([...fn.values()]).map((e) => ({ name: e.name, where: e.where, selfMs: e.us / 1000, percent: pct(e.us) })),
@@ -136,7 +152,7 @@ export function summarize(file: string, top = 25): ProfileSummary {
 
 export function formatSummary(s: ProfileSummary, top = 15): string {
   const lines: string[] = [];
-  lines.push(`${path.basename(s.file)}: wall ${(s.wallMs / 1000).toFixed(1)} s, busy ${(s.busyMs / 1000).toFixed(2)} s, idle ${(s.idleMs / 1000).toFixed(2)} s`);
+  lines.push(`${path.basename(s.file)}${s.windowed ? ' (transfer window only)' : ''}: wall ${(s.wallMs / 1000).toFixed(1)} s, busy ${(s.busyMs / 1000).toFixed(2)} s, idle ${(s.idleMs / 1000).toFixed(2)} s`);
   lines.push('  by category:');
   for (const e of s.categories.slice(0, 12)) lines.push(`    ${e.percent.toFixed(1).padStart(5)}%  ${(e.selfMs / 1000).toFixed(2).padStart(6)} s  ${e.name}`);
   lines.push('  top functions (self time):');

@@ -39,6 +39,7 @@ const { values: opts } = parseArgs({
     quick: { type: 'boolean', default: false },
     cases: { type: 'string', default: ALL_CASES.join(',') },
     ciphers: { type: 'string', default: 'aes128-gcm@openssh.com,chacha20-poly1305@openssh.com' },
+    bulk: { type: 'string', default: 'download,upload,sftp-get,sftp-put' },
     'size-mib': { type: 'string' },
     sessions: { type: 'string' },
     'session-mib': { type: 'string' },
@@ -59,6 +60,7 @@ if (opts.help) {
   --quick             smaller sizes: 128 MiB bulk, 20 x 20 MiB parallel, 100 idle sessions, 10 latency runs
   --cases LIST        any of ${ALL_CASES.join(',')} (default: all)
   --ciphers LIST      client ciphers for the bulk cases (default aes128-gcm@openssh.com,chacha20-poly1305@openssh.com)
+  --bulk LIST         which bulk cases (default download,upload,sftp-get,sftp-put)
   --size-mib N        bulk transfer size (default 1024)
   --sessions N        parallel sessions in the concurrency case (default 100)
   --session-mib N     MiB per parallel session (default 100)
@@ -78,6 +80,7 @@ const settings = {
   quick,
   cases: opts.cases.split(',').map((s) => s.trim()).filter(Boolean) as CaseGroup[],
   ciphers: opts.ciphers.split(',').map((s) => s.trim()).filter(Boolean),
+  bulk: opts.bulk.split(',').map((s) => s.trim()).filter(Boolean),
   bulkBytes: int(opts['size-mib'], quick ? 128 : 1024) * MiB,
   sessions: int(opts.sessions, quick ? 20 : 100),
   sessionBytes: int(opts['session-mib'], quick ? 20 : 100) * MiB,
@@ -185,6 +188,7 @@ async function bulk(env: BenchEnv, results: Results): Promise<void> {
       ['sftp-put', `sftp put ${size}`, (p) => sftpPut(p, cipher, bytes, localFile, env.user.home, env.tmp)],
     ];
     for (const [id, title, body] of cases) {
+      if (!settings.bulk.includes(id)) continue;
       results.cases.push(await runCase(newCase(`${id}/${cipher}`, 'bulk', title, cipher, bytes), settings.runs, paths, body));
     }
     const c1 = cpuTimes(daemon);
@@ -266,7 +270,7 @@ async function idle(env: BenchEnv, results: Results): Promise<void> {
   log(`${result.title}: ${settings.idleRuns} runs per path`);
   for (let i = 0; i < settings.idleRuns; i++) {
     for (const p of order(i, env.directPath, env.proxyPath())) {
-      const r = await measure(p, () => idleSessions(p, settings.idleSessions, settings.idleParallel, log));
+      const r = await measure(p, () => idleSessions(p, settings.idleSessions, settings.idleParallel, log), 180_000);
       // The idle case's time is the connect time of all sessions, not the teardown.
       r.seconds = r.extra!.connectSeconds!;
       (p.name === 'direct' ? result.direct : result.proxy).push(r);
@@ -288,7 +292,9 @@ async function profile(env: BenchEnv, results: Results): Promise<void> {
   const dir = path.join(REPO_ROOT, 'bench', 'out', 'profile');
   fs.mkdirSync(dir, { recursive: true });
   for (const cipher of settings.ciphers) {
+    // The main daemon's host keys: no RSA key generation in the profile.
     const keyDir = fs.mkdtempSync(path.join(env.tmp, 'profile-keys-'));
+    for (const f of fs.readdirSync(env.proxy.keyDir)) fs.copyFileSync(path.join(env.proxy.keyDir, f), path.join(keyDir, f));
     const before = new Set(fs.readdirSync(dir));
     const child: ChildProcess = spawn(
       process.execPath,
@@ -302,17 +308,25 @@ async function profile(env: BenchEnv, results: Results): Promise<void> {
     onCleanup(() => {
       child.kill('SIGKILL');
     });
+    let window: { fromUs: number; toUs: number } | undefined;
     try {
       const port = await waitFor(() => /listening on [^\s]+:(\d+)/.exec(output)?.[1], { timeoutMs: 30_000, what: 'the profiled daemon' });
       const base = env.proxyPath();
+      const pid = child.pid!;
       const p: SshPath = {
         ...base,
         port: Number(port),
-        serverPid: child.pid!,
+        serverPid: pid,
+        serverCpu: () => {
+          const t = cpuTimes(pid);
+          return { daemon: t.self, daemonUser: t.user, total: t.self + t.children };
+        },
         sshArgs: (extra = []) => base.sshArgs(extra).map((a, i, all) => (all[i - 1] === '-p' ? port : a)),
       };
-      await trueCommand(p); // login, server check: then the profile is mostly the transfer
+      await trueCommand(p); // login and server check first: the window then holds the transfer only
+      const fromUs = Number(process.hrtime.bigint() / 1000n);
       const r = await measure(p, () => download(p, cipher, settings.bulkBytes));
+      window = { fromUs, toUs: Number(process.hrtime.bigint() / 1000n) };
       log(`  profiled download [${cipher}]: ${describeRun(r)}`);
       child.kill('SIGTERM');
       await exited;
@@ -327,7 +341,7 @@ async function profile(env: BenchEnv, results: Results): Promise<void> {
     }
     const file = path.join(dir, `download-${cipher.replace(/@.*/, '')}.cpuprofile`);
     fs.renameSync(path.join(dir, written[0]!), file);
-    const summary: ProfileSummary = summarize(file, 30);
+    const summary: ProfileSummary = summarize(file, 30, window);
     results.profiles.push({ cipher, summary });
     console.log(formatSummary(summary));
   }
@@ -350,6 +364,13 @@ async function main(): Promise<void> {
   log(`versions: ${m.openssh}; Node ${m.node}; ssh2 ${m.ssh2} (native binding ${m.ssh2NativeBinding ? 'built' : 'MISSING'})`);
   log(`bulk ciphers (client leg, both paths): ${settings.ciphers.join(', ')}; upstream leg: ${m.upstreamCipher}`);
   log(`load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  if (settings.sessionBytes < 100 * MiB || settings.sessions < 100 || settings.idleSessions < 1000 || settings.bulkBytes < GiB || settings.idleRuns < settings.runs) {
+    results.notes.push(
+      `Reduced from the full sizes (1 GiB bulk, 100 x 100 MiB parallel, 1,000 idle sessions, every case ${settings.runs} runs): ` +
+        `bulk ${settings.bulkBytes / MiB} MiB, parallel ${settings.sessions} x ${settings.sessionBytes / MiB} MiB, ` +
+        `idle ${settings.idleSessions} sessions in ${settings.idleRuns} runs.`,
+    );
+  }
 
   const env = await setUp(log);
   // The first login through the proxy starts the user's Jupyter server.
@@ -400,6 +421,7 @@ main().then(
     process.exit(0);
   },
   (err: Error) => {
+    if (exiting) return; // interrupted: the children were killed on purpose
     console.error(err.stack ?? err.message);
     abort('failure', 1);
   },
