@@ -90,6 +90,9 @@ export class Leg extends EventEmitter {
   private readonly maxQueuedBytes: number;
   private handshakes = 0;
   private done = false;
+  /** True while ssh2 parses a chunk: freeing its native ciphers then would be a use-after-free. */
+  private parsing = false;
+  private cleanupPending = false;
 
   constructor(options: LegOptions) {
     super();
@@ -103,7 +106,8 @@ export class Leg extends EventEmitter {
       onError: (err) => this.fail(err),
       onHandshakeComplete: () => this.handshakeComplete(),
     });
-    interceptPayloads(this.proto, (payload, seqno) => (this.handler ? this.handler(payload, seqno) : false));
+    // Once shut down, the rest of a chunk being parsed is swallowed.
+    interceptPayloads(this.proto, (payload, seqno) => this.done || (this.handler ? this.handler(payload, seqno) : false));
 
     this.input.on('data', (chunk: Buffer) => this.receive(chunk));
     this.input.on('end', () => this.finish('end'));
@@ -168,7 +172,10 @@ export class Leg extends EventEmitter {
     this.handler = undefined;
     this.queue = [];
     this.input.removeAllListeners('data');
-    this.proto.cleanup();
+    // Shutting down from inside a message handler: ssh2's decipher goes on
+    // with the rest of the chunk, so its native state is freed afterwards.
+    if (this.parsing) this.cleanupPending = true;
+    else this.proto.cleanup();
   }
 
   get closed(): boolean {
@@ -186,12 +193,19 @@ export class Leg extends EventEmitter {
     // Batch what one chunk produces on the other leg into few writes.
     const peer = this.peerOutput;
     peer?.cork();
+    this.parsing = true;
     try {
       this.proto.parse(chunk, 0, chunk.length);
     } catch (err) {
-      this.fail(err as Error);
+      // After a shutdown in mid-chunk, ssh2 may throw on what follows: moot.
+      if (!this.done) this.fail(err as Error);
     } finally {
+      this.parsing = false;
       peer?.uncork();
+      if (this.cleanupPending) {
+        this.cleanupPending = false;
+        this.proto.cleanup();
+      }
     }
   }
 
