@@ -13,35 +13,11 @@ import { freePort, waitFor } from '../test/helpers/wait.js';
 import { descendants } from './procfs.js';
 
 /**
- * The algorithms the proxy offers (lib/algorithms.ts keeps them private, so
- * they are repeated here): the direct sshd offers the same, so that both
- * paths negotiate the same key exchange and, unless -c says otherwise, the
- * same cipher.
+ * The algorithms the proxy offers: the direct sshd offers the same, so that
+ * both paths negotiate the same key exchange and, unless -c says otherwise,
+ * the same cipher.
  */
-export const PROXY_KEX = [
-  'curve25519-sha256',
-  'curve25519-sha256@libssh.org',
-  'ecdh-sha2-nistp256',
-  'ecdh-sha2-nistp384',
-  'ecdh-sha2-nistp521',
-  'diffie-hellman-group16-sha512',
-  'diffie-hellman-group18-sha512',
-  'diffie-hellman-group14-sha256',
-];
-export const PROXY_CIPHERS = [
-  'aes128-gcm@openssh.com',
-  'aes256-gcm@openssh.com',
-  'chacha20-poly1305@openssh.com',
-  'aes128-ctr',
-  'aes192-ctr',
-  'aes256-ctr',
-];
-export const PROXY_MACS = [
-  'hmac-sha2-256-etm@openssh.com',
-  'hmac-sha2-512-etm@openssh.com',
-  'hmac-sha2-256',
-  'hmac-sha2-512',
-];
+import { CIPHERS as PROXY_CIPHERS, KEX as PROXY_KEX, MACS as PROXY_MACS } from '../lib/algorithms.js';
 
 export interface DirectSshd {
   port: number;

@@ -5,7 +5,7 @@
  */
 import { buildOffer, type AlgorithmOffer, type KexInitOffer } from './ssh2internals.js';
 
-const KEX = [
+export const KEX = [
   'curve25519-sha256',
   'curve25519-sha256@libssh.org',
   'ecdh-sha2-nistp256',
@@ -22,7 +22,7 @@ const KEX = [
  * client leg the user's ssh decides (OpenSSH prefers chacha20-poly1305), and
  * ssh2's native binding makes either one fast.
  */
-const CIPHERS = [
+export const CIPHERS = [
   'aes128-gcm@openssh.com',
   'aes256-gcm@openssh.com',
   'chacha20-poly1305@openssh.com',
@@ -31,7 +31,7 @@ const CIPHERS = [
   'aes256-ctr',
 ];
 
-const MACS = [
+export const MACS = [
   'hmac-sha2-256-etm@openssh.com',
   'hmac-sha2-512-etm@openssh.com',
   'hmac-sha2-256',
