@@ -23,6 +23,9 @@ import { ServerWatch, type ServerWatchOptions } from './serverwatch.js';
 import { channelTypeLabel, type Metrics } from './metrics.js';
 import type { PenaltyKind } from './penalties.js';
 
+/** Authentication requests a client may have waiting at once (it should wait for each answer). */
+const MAX_QUEUED_AUTH_STEPS = 8;
+
 /** The methods a client may use to present a JupyterHub token. */
 const AUTH_METHODS = ['keyboard-interactive', 'password'];
 
@@ -69,6 +72,8 @@ export class Connection {
   private attempts = 0;
   /** Attempts the authorizer refused (not counting a Hub outage). */
   private refusedAttempts = 0;
+  /** Authentication requests received and not yet answered. */
+  private queuedAuthSteps = 0;
   private malformed = false;
   /** Serializes authentication requests: replies must keep their order. */
   private authChain: Promise<void> = Promise.resolve();
@@ -139,10 +144,20 @@ export class Connection {
   }
 
   private queueAuth(step: () => Promise<void> | void): void {
-    this.authChain = this.authChain.then(step).catch((err: Error) => {
-      this.log('error', `authentication failed unexpectedly: ${err.stack ?? err.message}`);
-      this.disconnect('Internal error in jupyter-ssh-proxy; try again later');
-    });
+    // A client waits for each answer; one that pipelines requests could
+    // otherwise queue without bound while a Hub call is in flight.
+    if (++this.queuedAuthSteps > MAX_QUEUED_AUTH_STEPS) {
+      this.malformed = true;
+      this.disconnect('Too many authentication requests in flight', DISCONNECT_REASON.PROTOCOL_ERROR);
+      return;
+    }
+    this.authChain = this.authChain
+      .then(step)
+      .catch((err: Error) => {
+        this.log('error', `authentication failed unexpectedly: ${err.stack ?? err.message}`);
+        this.disconnect('Internal error in jupyter-ssh-proxy; try again later');
+      })
+      .finally(() => this.queuedAuthSteps--);
   }
 
   private onServiceRequest(name: string): void {

@@ -104,7 +104,8 @@ class RawClient {
   readonly errors: string[] = [];
   private barriers = 0;
 
-  constructor(port: number, user: string, token: string, hostKey: Buffer) {
+  /** `attempts` > 1 pipelines that many password requests without waiting for answers. */
+  constructor(port: number, user: string, token: string, hostKey: Buffer, attempts = 1) {
     this.socket = net.connect(port, '127.0.0.1');
     this.socket.setNoDelay(true);
     this.proto = createProtocol({
@@ -114,7 +115,9 @@ class RawClient {
       hostVerifier: (key: Buffer) => key.equals(hostKey),
       messageHandlers: {
         SERVICE_ACCEPT: () => {
-          (this.proto as unknown as { authPassword(user: string, password: string): void }).authPassword(user, token);
+          for (let i = 0; i < attempts; i++) {
+            (this.proto as unknown as { authPassword(user: string, password: string): void }).authPassword(user, token);
+          }
         },
         USERAUTH_SUCCESS: () => {
           this.authenticated = true;
@@ -258,6 +261,17 @@ describe('relay at the packet level (raw client, real daemon, hub and sshd)', fu
     const all = client.ofType(MSG.UNIMPLEMENTED).filter((x) => x !== last);
     expect(all.map((x) => x.payload.readUInt32BE(1))).to.deep.equal(expected);
     expect(client.errors).to.deep.equal([]);
+  });
+
+  it('disconnects a client that pipelines authentication requests instead of waiting for answers', async () => {
+    const pub = fs.readFileSync(path.join(env.proxy.keyDir, 'ssh_host_ed25519_key.pub'), 'utf8');
+    const key = parseKey(pub);
+    if (key instanceof Error) throw key;
+    const client = new RawClient(env.proxy.port, env.user.name, 'not-a-token', key.getPublicSSH(), 200);
+    clients.push(client);
+    await waitFor(() => client.closed, { timeoutMs: WAIT_MS, what: 'the daemon to close the connection' });
+    expect(client.errors).to.include('DISCONNECT 2 Too many authentication requests in flight');
+    expect(client.errors.filter((e) => e === 'USERAUTH_FAILURE').length).to.be.at.most(9);
   });
 
   it('passes sshd\'s DISCONNECT (with its text) to the client and closes the connection', async () => {
