@@ -150,13 +150,21 @@ describe('hardening: faults behind the proxy', function () {
 
   it('closes the client leg with a message when sshd is killed in the middle of a transfer', async function () {
     const daemon = env.proxy.child.pid!;
-    const transfer = ssh(env.proxy.port, env.user.name, env.token, ['head -c 4G /dev/zero'], [], { timeoutMs: 60_000 });
+    let received = 0;
+    const transfer = ssh(env.proxy.port, env.user.name, env.token, ['head -c 4G /dev/zero'], [], {
+      timeoutMs: 60_000,
+      onSpawn: (child) => {
+        child.stdin!.end();
+        child.stdout!.on('data', (chunk: Buffer) => (received += chunk.length));
+      },
+    });
     // The sshd child runs in a process group of its own: kill all of it.
     const sshdGroup = await waitFor(
       () => childrenNamed(daemon, 'sshd')[0],
       { timeoutMs: 20_000, what: 'the sshd child' },
     );
-    await waitFor(() => env.proxy.logs().includes('session started'), { timeoutMs: 20_000, what: 'the session' });
+    // Kill it in the middle of the transfer, not before it starts.
+    await waitFor(() => received > 1024 * 1024, { timeoutMs: 20_000, what: 'data to flow' });
     process.kill(-sshdGroup, 'SIGKILL');
     const r = await transfer;
     expect(r.code).to.equal(255);
