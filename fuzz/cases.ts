@@ -779,6 +779,9 @@ function streamCase(rng: Rng, user: string): Omit<FuzzCase, 'index' | 'stage'> {
   const offer = drawOffer(rng, true);
   const serviceFirst = rng.chance(0.5);
   const op = rng.weighted([
+    // Two valid packets in one TCP write: a first one that ends the connection
+    // (DISCONNECT, an unknown service) makes the daemon close while parsing.
+    ['together', 3],
     ['flip', 4],
     ['length', 3],
     ['truncate', 2],
@@ -790,7 +793,13 @@ function streamCase(rng: Rng, user: string): Omit<FuzzCase, 'index' | 'stage'> {
   ] as const);
   const sub = rng.u32();
   const packets = [
-    rng.pick([w.authNone(user), w.authPassword(user, rng.pick(BAD_TOKENS)), w.serviceRequest('ssh-userauth')]),
+    rng.pick([
+      w.authNone(user),
+      w.authPassword(user, rng.pick(BAD_TOKENS)),
+      w.serviceRequest('ssh-userauth'),
+      w.serviceRequest('no-such-service'),
+      w.disconnect(11, 'bye'),
+    ]),
     rng.chance(0.5) ? w.ignore(rng.bytes(rng.size(3000))) : w.authNone(user),
   ];
   return {
@@ -808,6 +817,9 @@ function streamCase(rng: Rng, user: string): Omit<FuzzCase, 'index' | 'stage'> {
       const b = client.encrypt(packets[1]!);
       if (!a || !b) return;
       switch (op) {
+        case 'together':
+          client.write(Buffer.concat([a, b]));
+          break;
         case 'flip': {
           const x = Buffer.from(a);
           for (let i = r.range(1, 3); i > 0; i--) x[r.int(x.length)] ^= 1 << r.int(8);

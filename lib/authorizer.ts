@@ -89,6 +89,16 @@ export class HubAuthorizer implements Authorizer {
     if (token === '') {
       return { ok: false, message: `Enter a JupyterHub API token (get one at ${tokenPage})`, detail: 'empty token', final: false };
     }
+    // Printable ASCII only: anything else cannot be a JupyterHub token, and no
+    // HTTP header could carry it (the request would fail as if the Hub were down).
+    if (!/^[\x21-\x7e]{1,1024}$/.test(token)) {
+      return {
+        ok: false,
+        message: `JupyterHub did not accept that token (unknown, expired or revoked); get a new one at ${tokenPage}`,
+        detail: 'malformed token',
+        final: false,
+      };
+    }
     try {
       const identity = await this.identify(token);
       if (identity === null) {

@@ -101,26 +101,34 @@ export class Connection {
         offer: settings.serverOffer,
         hostKeys: settings.hostKeys,
         messageHandlers: {
-          SERVICE_REQUEST: (_p: unknown, name: string) => this.onServiceRequest(name),
-          USERAUTH_REQUEST: (_p: unknown, user: string, service: string, method: string, data: unknown) =>
+          SERVICE_REQUEST: this.guard('service request', (_p: unknown, name: string) => this.onServiceRequest(name)),
+          USERAUTH_REQUEST: this.guard('auth request', (_p: unknown, user: string, service: string, method: string, data: unknown) =>
             this.queueAuth(() => this.onAuthRequest(user, service, method, data)),
-          USERAUTH_INFO_RESPONSE: (_p: unknown, responses: string[]) =>
+          ),
+          USERAUTH_INFO_RESPONSE: this.guard('auth response', (_p: unknown, responses: string[]) =>
             this.queueAuth(() => this.onKeyboardResponse(responses)),
-          DISCONNECT: () => this.close('client disconnected'),
+          ),
+          DISCONNECT: this.guard('client disconnect', () => this.close('client disconnected')),
         },
       },
     });
     replaceServerExtInfo(this.client.proto, extInfoPayload(SERVER_SIG_ALGS));
-    this.client.on('error', (err: Error) => {
-      if (this.phase !== 'relay') this.malformed = true;
-      this.close(`client protocol error: ${err.message}`);
-    });
-    this.client.on('end', () => this.close('client closed the connection'));
+    this.client.on(
+      'error',
+      this.guard('client error', (err: Error) => {
+        if (this.phase !== 'relay') this.malformed = true;
+        this.close(`client protocol error: ${err.message}`);
+      }),
+    );
+    this.client.on('end', this.guard('client end', () => this.close('client closed the connection')));
     socket.on('error', () => {}); // reported through the leg
-    this.graceTimer = setTimeout(() => {
-      this.refusal = 'login_grace_time';
-      this.disconnect('Login grace time exceeded', DISCONNECT_REASON.BY_APPLICATION);
-    }, settings.loginGraceTimeMs);
+    this.graceTimer = setTimeout(
+      this.guard('grace timer', () => {
+        this.refusal = 'login_grace_time';
+        this.disconnect('Login grace time exceeded', DISCONNECT_REASON.BY_APPLICATION);
+      }),
+      settings.loginGraceTimeMs,
+    );
     this.graceTimer.unref();
   }
 
@@ -153,11 +161,37 @@ export class Connection {
     }
     this.authChain = this.authChain
       .then(step)
-      .catch((err: Error) => {
-        this.log('error', `authentication failed unexpectedly: ${err.stack ?? err.message}`);
-        this.disconnect('Internal error in jupyter-ssh-proxy; try again later');
-      })
+      .catch((err: unknown) => this.internalError('authentication', err))
       .finally(() => this.queuedAuthSteps--);
+  }
+
+  /**
+   * Wraps a callback that runs for this connection (an event listener, a
+   * timer, an ssh2 message handler): an exception in it ends this connection
+   * with "Internal error", logged with its stack, and never reaches the
+   * process, which serves everyone else.
+   */
+  private guard<A extends unknown[]>(where: string, fn: (...args: A) => void): (...args: A) => void {
+    return (...args: A) => {
+      try {
+        fn(...args);
+      } catch (err) {
+        this.internalError(where, err);
+      }
+    };
+  }
+
+  private internalError(where: string, err: unknown): void {
+    this.log('error', `internal error in ${where}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    if (this.phase === 'closed') return;
+    this.refusal ??= 'internal_error';
+    try {
+      this.client.sendUrgent(disconnectPayload(DISCONNECT_REASON.BY_APPLICATION, 'Internal error in jupyter-ssh-proxy; try again later'));
+    } catch {
+      // The client leg is what failed: closing the socket tells the client enough.
+    }
+    // close() releases each resource on its own, so it gets through whatever broke.
+    this.close(`internal error in ${where}`);
   }
 
   private onServiceRequest(name: string): void {
@@ -192,6 +226,8 @@ export class Connection {
   }
 
   private async tryToken(login: string, token: string, method: string): Promise<void> {
+    // The authorizer accepts " token\n"; every later Hub call must use what it accepted.
+    token = token.trim();
     this.attempts++;
     const decision = await this.settings.authorizer.authorize(login, token);
     const result = decision.ok ? 'success' : decision.final ? 'error' : 'failure';
@@ -271,17 +307,24 @@ export class Connection {
     if (this.phase !== 'upstream') return conn.close();
     this.upstreamConn = conn;
 
-    const timer = setTimeout(() => {
-      this.log('warn', 'upstream login timed out');
-      this.disconnect('The SSH server for your environment did not answer in time; try again later');
-    }, this.settings.upstreamLoginTimeoutMs);
+    const timer = setTimeout(
+      this.guard('upstream login timer', () => {
+        if (this.phase !== 'upstream') return;
+        this.log('warn', 'upstream login timed out');
+        this.disconnect('The SSH server for your environment did not answer in time; try again later');
+      }),
+      this.settings.upstreamLoginTimeoutMs,
+    );
     timer.unref();
     const fail = (why: string) => {
       clearTimeout(timer);
       if (this.phase !== 'upstream') return;
       this.refusal = 'upstream_unavailable';
       this.log('warn', `upstream login failed: ${why}`);
-      void conn.explainFailure().then((message) => this.disconnect(message));
+      conn
+        .explainFailure()
+        .then((message) => this.disconnect(message))
+        .catch((err: unknown) => this.internalError('explaining an upstream failure', err));
     };
 
     const leg = new Leg({
@@ -295,32 +338,41 @@ export class Connection {
         offer: this.settings.clientOffer,
         hostVerifier: (key: Buffer) => key.equals(conn.hostKey),
         messageHandlers: {
-          SERVICE_ACCEPT: () =>
+          SERVICE_ACCEPT: this.guard('upstream service accept', () =>
             leg.proto.authPK(conn.username, conn.clientKey, conn.clientKey.type, (data, cb) => {
               const signature = conn.clientKey.sign(data);
               if (signature instanceof Error) throw signature;
               cb(signature);
             }),
-          USERAUTH_BANNER: (_p: unknown, message: string) => this.client.send(bannerPayload(message), OWN_PACKET),
-          USERAUTH_FAILURE: () => fail('publickey refused'),
-          USERAUTH_SUCCESS: () => {
+          ),
+          USERAUTH_BANNER: this.guard('upstream banner', (_p: unknown, message: string) => this.client.send(bannerPayload(message), OWN_PACKET)),
+          USERAUTH_FAILURE: this.guard('upstream auth failure', () => fail('publickey refused')),
+          USERAUTH_SUCCESS: this.guard('upstream auth success', () => {
             clearTimeout(timer);
             this.startRelay();
-          },
-          DISCONNECT: (_p: unknown, reason: number, description: string) => fail(`disconnect ${reason}: ${description}`),
+          }),
+          DISCONNECT: this.guard('upstream disconnect', (_p: unknown, reason: number, description: string) =>
+            fail(`disconnect ${reason}: ${description}`),
+          ),
         },
       },
     });
     this.upstreamLeg = leg;
-    leg.on('handshake', () => leg.proto.service('ssh-userauth'));
-    leg.on('error', (err: Error) => {
-      if (this.phase === 'upstream') fail(`protocol error: ${err.message}`);
-      else this.endBecauseUpstream(`protocol error: ${err.message}`);
-    });
-    leg.on('end', () => {
-      if (this.phase === 'upstream') fail('connection closed');
-      else this.endBecauseUpstream('connection closed');
-    });
+    leg.on('handshake', this.guard('upstream handshake', () => leg.proto.service('ssh-userauth')));
+    leg.on(
+      'error',
+      this.guard('upstream error', (err: Error) => {
+        if (this.phase === 'upstream') fail(`protocol error: ${err.message}`);
+        else this.endBecauseUpstream(`protocol error: ${err.message}`);
+      }),
+    );
+    leg.on(
+      'end',
+      this.guard('upstream end', () => {
+        if (this.phase === 'upstream') fail('connection closed');
+        else this.endBecauseUpstream('connection closed');
+      }),
+    );
     leg.start();
   }
 
@@ -332,16 +384,16 @@ export class Connection {
     clearTimeout(this.graceTimer);
     this.client.proto.authSuccess();
     const relay = new Relay(this.client, this.upstreamLeg!, {
-      end: (initiator, reason) => this.close(`${initiator.name} ${reason}`),
-      fail: (leg, err) => {
+      end: this.guard('relay end', (initiator: Leg, reason: string) => this.close(`${initiator.name} ${reason}`)),
+      fail: this.guard('relay failure', (leg: Leg, err: Error) => {
         if (leg === this.client) this.disconnect(`Protocol error: ${err.message}`, DISCONNECT_REASON.PROTOCOL_ERROR);
         else this.endBecauseUpstream(`protocol error: ${err.message}`);
-      },
-      channelOpened: (type) => {
+      }),
+      channelOpened: this.guard('channel count', (type: string) => {
         const label = channelTypeLabel(type);
         this.channels.set(label, (this.channels.get(label) ?? 0) + 1);
         this.settings.metrics.channels.inc({ type: label });
-      },
+      }),
     });
     relay.start();
     this.watch = new ServerWatch(
@@ -349,10 +401,10 @@ export class Connection {
       this.target!,
       this.watchToken!,
       () => this.client.bytesIn + this.client.bytesOut,
-      (message) => {
+      this.guard('server watch', (message: string) => {
         this.log('info', message);
         this.disconnect(message);
-      },
+      }),
       (level, message) => this.log(level, message),
     );
     this.watch.start(this.settings.watch);
@@ -380,21 +432,46 @@ export class Connection {
     const wasRelaying = this.phase === 'relay';
     const penalty = wasRelaying ? undefined : this.penalty();
     this.phase = 'closed';
-    clearTimeout(this.graceTimer);
-    this.watch?.stop();
-    this.client.shutdown();
-    this.upstreamLeg?.shutdown();
-    this.upstreamConn?.close();
-    // Let what is buffered (a DISCONNECT) go out, then make sure the socket dies.
+    // Each step on its own: a failing one (a bug) must not keep the others
+    // from releasing the sockets, the sshd and the server's counts.
+    const steps: [string, () => void][] = [
+      ['timers', () => clearTimeout(this.graceTimer)],
+      ['server watch', () => this.watch?.stop()],
+      ['client leg', () => this.client.shutdown()],
+      ['upstream leg', () => this.upstreamLeg?.shutdown()],
+      ['upstream', () => this.upstreamConn?.close()],
+      ['socket', () => this.endSocket()],
+      ['metrics', () => this.countEnd(wasRelaying)],
+      ['log', () => this.logEnd(wasRelaying, reason)],
+    ];
+    for (const [what, step] of steps) {
+      try {
+        step();
+      } catch (err) {
+        this.log('error', `internal error closing the ${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        if (what !== 'socket') this.socket.destroy();
+      }
+    }
+    this.reportClosed(penalty);
+  }
+
+  /** Lets what is buffered (a DISCONNECT) go out, then makes sure the socket dies. */
+  private endSocket(): void {
     this.socket.end();
     const killer = setTimeout(() => this.socket.destroy(), 2000);
     killer.unref();
     this.socket.once('close', () => clearTimeout(killer));
-    const seconds = ((Date.now() - this.started) / 1000).toFixed(1);
+  }
+
+  private countEnd(wasRelaying: boolean): void {
     const { metrics } = this.settings;
     metrics.connections.dec();
     metrics.untrackTraffic(this.traffic);
     if (!wasRelaying) metrics.refusals.inc({ reason: this.refusal ?? 'client_left' });
+  }
+
+  private logEnd(wasRelaying: boolean, reason: string): void {
+    const seconds = ((Date.now() - this.started) / 1000).toFixed(1);
     if (wasRelaying) {
       const channels = [...this.channels].map(([type, n]) => `${type}:${n}`).join(',') || 'none';
       this.log(
@@ -405,6 +482,12 @@ export class Connection {
     } else {
       this.log('debug', `connection closed after ${seconds}s (${reason})`);
     }
-    this.hooks?.closed(penalty);
+  }
+
+  /** Tells the server, exactly once, that this connection is over. */
+  private reportClosed(penalty: PenaltyKind | undefined): void {
+    const hooks = this.hooks;
+    this.hooks = undefined;
+    hooks?.closed(penalty);
   }
 }

@@ -24,6 +24,9 @@ import {
 /** How many sent packets a leg remembers for UNIMPLEMENTED remapping. */
 const SENT_PACKETS_REMEMBERED = 4096;
 
+/** SERVICE_ACCEPT, USERAUTH_FAILURE, USERAUTH_SUCCESS, USERAUTH_BANNER, USERAUTH_INFO_REQUEST (PK_OK). */
+const SERVER_ONLY = new Set([6, 51, 52, 53, 60]);
+
 /** Marks a packet the proxy itself originated: an UNIMPLEMENTED for it is consumed. */
 export const OWN_PACKET = -1;
 
@@ -107,7 +110,28 @@ export class Leg extends EventEmitter {
       onHandshakeComplete: () => this.handshakeComplete(),
     });
     // Once shut down, the rest of a chunk being parsed is swallowed.
-    interceptPayloads(this.proto, (payload, seqno) => this.done || (this.handler ? this.handler(payload, seqno) : false));
+    interceptPayloads(this.proto, (payload, seqno) => {
+      if (this.done) return true;
+      if (this.handler) return this.handler(payload, seqno);
+      if (options.protocol.server) {
+        // ssh2 runs its client-side handlers for these even as a server: a
+        // USERAUTH_SUCCESS/FAILURE from the client shifts its queue of pending
+        // auth requests (the daemon's own reply then throws). They are the
+        // server's to send.
+        if (SERVER_ONLY.has(payload[0]!)) {
+          this.fail(new Error(`message type ${payload[0]} from the client`));
+          return true;
+        }
+        // ssh2 runs new Array(num-responses) before reading them: up to 2^25
+        // slots (256 MiB, ~0.3 s of CPU) for a 5-byte payload. Each response
+        // takes at least 4 bytes: refuse a count the payload cannot hold.
+        if (payload[0] === 61 && payload.length >= 5 && payload.readUInt32BE(1) > (payload.length - 5) / 4) {
+          this.fail(new Error('malformed USERAUTH_INFO_RESPONSE'));
+          return true;
+        }
+      }
+      return false;
+    });
 
     this.input.on('data', (chunk: Buffer) => this.receive(chunk));
     this.input.on('end', () => this.finish('end'));

@@ -130,7 +130,9 @@ export class LocalSshdUpstream implements Upstream {
   async precheck(target: LoginTarget): Promise<string | undefined> {
     const username = this.unixUser(target.hubUser);
     if (!UNIX_NAME.test(username)) return `'${username}' cannot be a unix user name; ask your JupyterHub administrator`;
-    if (!(await unixUserExists(username))) return noAccount(username, target);
+    const exists = await unixUserExists(username);
+    if (exists === undefined) return CANNOT_START;
+    if (!exists) return noAccount(username, target);
     return undefined;
   }
 
@@ -142,7 +144,10 @@ export class LocalSshdUpstream implements Upstream {
     // sshd -i on a loopback TCP socket rather than a pipe: its peer is then
     // 127.0.0.1, not "UNKNOWN", which PAM's audit records look up in DNS
     // (seconds per login where DNS is slow or unreachable).
-    const { local, remote } = await loopbackPair();
+    const { local, remote } = await loopbackPair().catch((err: Error) => {
+      log('error', `cannot make a socket pair for sshd: ${err.message}`);
+      throw new UpstreamError(CANNOT_START);
+    });
     local.on('error', () => {}); // a dead sshd: the leg sees the stream end
     // A session of its own: a Ctrl-C meant for a daemon run in a terminal
     // must not reach every user's sshd; the daemon ends them itself.
@@ -153,7 +158,11 @@ export class LocalSshdUpstream implements Upstream {
       child.once('error', (err: NodeJS.ErrnoException) => {
         local.destroy();
         log('error', `cannot start ${this.options.sshdPath}: ${err.message}`);
-        reject(new UpstreamError('The SSH server for your environment is not installed; ask your JupyterHub administrator'));
+        reject(
+          new UpstreamError(
+            err.code === 'ENOENT' ? 'The SSH server for your environment is not installed; ask your JupyterHub administrator' : CANNOT_START,
+          ),
+        );
       });
     });
 
@@ -182,7 +191,7 @@ export class LocalSshdUpstream implements Upstream {
       clientKey: this.clientKey,
       hostKey: this.hostKey,
       explainFailure: async () => {
-        if (!(await unixUserExists(username))) return noAccount(username, target);
+        if ((await unixUserExists(username)) === false) return noAccount(username, target);
         const status = child.exitCode !== null || child.signalCode !== null ? `; sshd ${await exited}` : '';
         log('warn', `internal sshd refused ${username}${status}: ${stderrLines.slice(-3).join(' | ') || 'no output'}`);
         return 'The SSH server for your environment refused the login; ask your JupyterHub administrator';
@@ -214,14 +223,19 @@ function noAccount(username: string, target: LoginTarget): string {
   return `There is no account '${username}' for JupyterHub user '${target.hubUser}' on this server; ask your JupyterHub administrator`;
 }
 
-async function unixUserExists(name: string): Promise<boolean> {
+/** Whether the account exists; undefined when getent could not run (EMFILE, EAGAIN, ...). */
+async function unixUserExists(name: string): Promise<boolean | undefined> {
   try {
     await execFileAsync('getent', ['passwd', name]);
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    // getent exits 2 for "not found"; a string code means it did not run at all.
+    return (err as { code?: unknown }).code === 2 ? false : undefined;
   }
 }
+
+/** For failures of this machine (out of descriptors, processes), not of the user's setup. */
+const CANNOT_START = 'The SSH server for your environment could not be started; try again later';
 
 /**
  * A connected pair of loopback TCP sockets. The listener lives for one
