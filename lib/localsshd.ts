@@ -58,6 +58,10 @@ AllowStreamLocalForwarding yes
 PermitTunnel no
 PrintMotd no
 UseDNS no
+# A client that vanished without a FIN or RST (half-open) would hold its
+# session and this sshd for hours; keepalives through the proxy find it.
+ClientAliveInterval 60
+ClientAliveCountMax 3
 PidFile none
 Subsystem sftp internal-sftp
 `;

@@ -1,5 +1,6 @@
 // Pre-auth defences and lifecycle against the real daemon, Hub, ssh and sshd.
 import { expect } from 'chai';
+import type { ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -175,6 +176,100 @@ describe('hardening: faults behind the proxy', function () {
     const next = await env.ssh(['echo next'], QUIET);
     expect(next.stdout.toString()).to.equal('next\n');
   });
+});
+
+/**
+ * A TCP relay between the OpenSSH client and the daemon, so that a test can
+ * make the client vanish the two ways a network does: a reset, or silence
+ * (half-open: nothing arrives, nothing is refused).
+ */
+async function startCutter(daemonPort: number): Promise<{
+  port: number;
+  /** The daemon side of the one relayed connection, once there is one. */
+  daemonSide(): net.Socket | undefined;
+  reset(): void;
+  silence(): void;
+  close(): void;
+}> {
+  let toDaemon: net.Socket | undefined;
+  let fromClient: net.Socket | undefined;
+  const server = net.createServer((client) => {
+    fromClient = client;
+    toDaemon = net.connect(daemonPort, '127.0.0.1');
+    client.on('error', () => {});
+    toDaemon.on('error', () => {});
+    client.pipe(toDaemon);
+    toDaemon.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    daemonSide: () => toDaemon,
+    reset() {
+      toDaemon!.resetAndDestroy();
+      fromClient!.destroy();
+    },
+    silence() {
+      // Both directions dropped, both sockets kept open and read (no backpressure, no FIN).
+      fromClient!.unpipe(toDaemon!);
+      toDaemon!.unpipe(fromClient!);
+      fromClient!.resume();
+      toDaemon!.resume();
+    },
+    close() {
+      fromClient?.destroy();
+      toDaemon?.destroy();
+      server.close();
+    },
+  };
+}
+
+describe('hardening: clients that vanish', function () {
+  // sshd's own keepalive finds a silent client: every second, given up after two.
+  // (The default for the internal sshd is 60 s x 3; see lib/localsshd.ts.)
+  const env = useEnv({ proxyArgs: ['--sshd-option', 'ClientAliveInterval=1', '--sshd-option', 'ClientAliveCountMax=2'] });
+
+  /** A session through `cutter` that has started its command; resolves with the ssh result promise. */
+  async function sessionThrough(cutter: { port: number }) {
+    let output = '';
+    let child: ChildProcess | undefined;
+    const result = ssh(cutter.port, env.user.name, env.token, ['echo started; exec sleep 600'], QUIET, {
+      timeoutMs: 60_000,
+      onSpawn: (c) => {
+        child = c;
+        c.stdin!.end();
+        c.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+      },
+    });
+    await waitFor(() => output.includes('started'), { timeoutMs: 30_000, what: 'the session to start' });
+    return { result, kill: () => child?.kill('SIGKILL') };
+  }
+
+  for (const how of ['reset', 'silence'] as const) {
+    const what = how === 'reset' ? 'a TCP reset' : 'silence (half-open)';
+    it(`reaps the upstream leg and the sshd child of a client that vanishes by ${what}`, async function () {
+      this.timeout(60_000);
+      const daemon = env.proxy.child.pid!;
+      const cutter = await startCutter(env.proxy.port);
+      const session = await sessionThrough(cutter);
+      try {
+        expect(childrenNamed(daemon, 'sshd'), "the session's sshd").to.have.length(1);
+        const ended = env.proxy.logs().split('session ended').length;
+        cutter[how]();
+        await waitFor(() => childrenNamed(daemon, 'sshd').length === 0, { timeoutMs: 20_000, what: 'the sshd child to be reaped' });
+        await waitFor(() => env.proxy.logs().split('session ended').length > ended, { timeoutMs: 10_000, what: 'the daemon to end the session' });
+        // The daemon closed its side of the vanished client's connection too.
+        const side = cutter.daemonSide()!;
+        await waitFor(() => side.destroyed || side.readableEnded, { timeoutMs: 10_000, what: "the daemon's socket to close" });
+      } finally {
+        session.kill();
+        await session.result.catch(() => undefined);
+        cutter.close();
+      }
+      const next = await env.ssh(['echo next'], QUIET);
+      expect(next.stdout.toString()).to.equal('next\n');
+    });
+  }
 });
 
 describe('hardening: lifecycle', function () {

@@ -41,6 +41,11 @@ export interface StartProxyOptions {
   onOutput?: (text: string) => void;
   /** Own process group: a terminal's Ctrl-C then reaches the caller only, which stops the daemon itself. */
   detached?: boolean;
+  /**
+   * A command that runs node and the daemon, e.g. ['prlimit', '--nofile=64:64'].
+   * It must exec its argument (so that `child.pid` is the daemon's pid).
+   */
+  commandPrefix?: string[];
 }
 
 /**
@@ -57,9 +62,11 @@ export async function startProxy(
   const removeKeyDir = () => {
     if (ownKeyDir) fs.rmSync(keyDir, { recursive: true, force: true });
   };
+  const [command, ...prefixArgs] = [...(options.commandPrefix ?? []), process.execPath];
   const child = spawn(
-    process.execPath,
+    command!,
     [
+      ...prefixArgs,
       BIN,
       '--ip', options.ip ?? '127.0.0.1',
       '-p', String(options.port ?? 0),
