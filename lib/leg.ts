@@ -8,7 +8,9 @@
  * SSH_MSG_UNIMPLEMENTED from its peer can be mapped back (RFC 4253 §11.4).
  */
 import { EventEmitter } from 'node:events';
+import { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
+import { isRecycled, releasePacketBuffer } from './packetbuffers.js';
 import {
   createProtocol,
   inKeyExchange,
@@ -24,6 +26,9 @@ import {
 /** How many sent packets a leg remembers for UNIMPLEMENTED remapping. */
 const SENT_PACKETS_REMEMBERED = 4096;
 
+/** The ring's first size; it doubles as the leg sends more (an idle session stays small). */
+const SENT_PACKETS_INITIAL = 16;
+
 /** SERVICE_ACCEPT, USERAUTH_FAILURE, USERAUTH_SUCCESS, USERAUTH_BANNER, USERAUTH_INFO_REQUEST (PK_OK). */
 const SERVER_ONLY = new Set([6, 51, 52, 53, 60]);
 
@@ -32,27 +37,56 @@ export const OWN_PACKET = -1;
 
 /**
  * A bounded map from outbound sequence number to the source tag of that
- * packet, as a ring indexed by the low bits of the sequence number.
+ * packet, as a ring indexed by the low bits of the sequence number. It covers
+ * the last SENT_PACKETS_REMEMBERED sequence numbers, but grows to that size
+ * only as the sequence numbers it has seen span more than it holds: at full
+ * size it is 64 KiB per leg, most of an idle session's memory.
  */
 class SentPackets {
-  private readonly seqnos = new Float64Array(SENT_PACKETS_REMEMBERED).fill(-1);
-  private readonly tags = new Float64Array(SENT_PACKETS_REMEMBERED);
+  private seqnos = new Float64Array(0);
+  private tags = new Float64Array(0);
+  /** The first sequence number recorded since the last clear. */
+  private first = -1;
 
   record(seqno: number, tag: number): void {
-    const i = seqno & (SENT_PACKETS_REMEMBERED - 1);
+    if (this.first < 0) this.first = seqno;
+    const capacity = this.seqnos.length;
+    if (capacity < SENT_PACKETS_REMEMBERED) {
+      const span = ((seqno - this.first) >>> 0) + 1;
+      if (span > capacity) this.grow(Math.min(SENT_PACKETS_REMEMBERED, Math.max(SENT_PACKETS_INITIAL, 2 ** Math.ceil(Math.log2(span)))));
+    }
+    const i = seqno & (this.seqnos.length - 1);
     this.seqnos[i] = seqno;
     this.tags[i] = tag;
   }
 
   /** The tag of packet `seqno`, or undefined if unknown or the proxy's own. */
   lookup(seqno: number): number | undefined {
-    const i = seqno & (SENT_PACKETS_REMEMBERED - 1);
-    if (this.seqnos[i] !== seqno || this.tags[i] === OWN_PACKET) return undefined;
+    const i = seqno & (this.seqnos.length - 1);
+    if (this.seqnos.length === 0 || this.seqnos[i] !== seqno || this.tags[i] === OWN_PACKET) return undefined;
     return this.tags[i];
   }
 
   clear(): void {
     this.seqnos.fill(-1);
+    this.first = -1;
+  }
+
+  /**
+   * Moves the entries to a larger ring. Two entries cannot collide there: the
+   * same low bits in the larger ring would have meant the same slot before.
+   */
+  private grow(capacity: number): void {
+    const seqnos = new Float64Array(capacity).fill(-1);
+    const tags = new Float64Array(capacity);
+    for (let i = 0; i < this.seqnos.length; i++) {
+      const seqno = this.seqnos[i]!;
+      if (seqno < 0) continue;
+      seqnos[seqno & (capacity - 1)] = seqno;
+      tags[seqno & (capacity - 1)] = this.tags[i]!;
+    }
+    this.seqnos = seqnos;
+    this.tags = tags;
   }
 }
 
@@ -96,6 +130,12 @@ export class Leg extends EventEmitter {
   /** True while ssh2 parses a chunk: freeing its native ciphers then would be a use-after-free. */
   private parsing = false;
   private cleanupPending = false;
+  /**
+   * Whether written packet buffers can be recycled: a socket is done with a
+   * buffer when its write callback runs. Other streams (in-memory pairs in
+   * tests) may pass the same buffer on to a reader.
+   */
+  private readonly recycles: boolean;
 
   constructor(options: LegOptions) {
     super();
@@ -103,6 +143,7 @@ export class Leg extends EventEmitter {
     this.input = options.input;
     this.output = options.output;
     this.maxQueuedBytes = options.maxQueuedBytes;
+    this.recycles = options.output instanceof Socket;
     this.proto = createProtocol({
       ...options.protocol,
       onWrite: (data) => this.write(data),
@@ -236,7 +277,8 @@ export class Leg extends EventEmitter {
   private write(data: Buffer): void {
     if (this.done) return;
     this.bytesOut += data.length;
-    if (!this.output.write(data)) this.emit('congested');
+    const release = this.recycles && isRecycled(data) ? () => releasePacketBuffer(data) : undefined;
+    if (!this.output.write(data, release)) this.emit('congested');
   }
 
   private handshakeComplete(): void {

@@ -3,6 +3,7 @@
 // in-memory Protocols (a server and a client wired to each other), so that a
 // new ssh2 release that changes one of them fails this file loudly.
 import { expect } from 'chai';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -11,6 +12,7 @@ import {
   SSH2_VERSION,
   createProtocol,
   cryptoReady,
+  fastPacketCiphers,
   generateKeyPair,
   inKeyExchange,
   installedSsh2Version,
@@ -36,6 +38,21 @@ const MSG_IGNORE = 2;
 const MSG_EXT_INFO = 7;
 const MSG_KEXINIT = 20;
 const MSG_GLOBAL_REQUEST = 80;
+
+interface Ssh2Cipher {
+  allocPacket(payloadLength: number): Buffer;
+  encrypt(packet: Buffer): void;
+  free(): void;
+}
+interface Ssh2Decipher {
+  decrypt(data: Buffer, start: number, end: number): unknown;
+  free(): void;
+}
+const ssh2Crypto = require('ssh2/lib/protocol/crypto.js') as {
+  CIPHER_INFO: Record<string, { keyLen: number; ivLen: number; blockLen: number }>;
+  createCipher(config: object): Ssh2Cipher;
+  createDecipher(config: object): Ssh2Decipher;
+};
 
 // ---------------------------------------------------------------------------
 // Tiny helpers: payload builders and an in-memory pair of Protocols.
@@ -506,5 +523,53 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     const extInfos = pair.client.intercepted.filter((e) => e.type === MSG_EXT_INFO);
     expect(extInfos, 'ssh2 sends one EXT_INFO of its own').to.have.length(1);
     expect(parseExtInfo(extInfos[0]!.payload).has('server-sig-algs')).to.equal(true);
+  });
+
+  describe('outgoing packets built by the daemon (installFastPackets)', () => {
+    for (const name of ['aes128-gcm@openssh.com', 'chacha20-poly1305@openssh.com']) {
+      it(`replaces ssh2's allocPacket for ${name}: RFC 4253 layout, fresh random padding, decryptable`, () => {
+        // Missing here means ssh2's method, layout or construction changed and
+        // ssh2's own (slower) allocPacket is in use: re-check lib/ssh2internals.ts.
+        expect(fastPacketCiphers, 'ciphers whose packets the daemon builds').to.include(name);
+        const info = ssh2Crypto.CIPHER_INFO[name]!;
+        const key = crypto.randomBytes(info.keyLen);
+        const iv = crypto.randomBytes(info.ivLen);
+        const written: Buffer[] = [];
+        const cipher = ssh2Crypto.createCipher({
+          outbound: { onWrite: (d: Buffer) => written.push(Buffer.from(d)), cipherInfo: info, cipherKey: key, cipherIV: Buffer.from(iv), seqno: 0 },
+        });
+        const payloads: Buffer[] = [];
+        const decipher = ssh2Crypto.createDecipher({
+          inbound: { onPayload: (p: Buffer) => void payloads.push(Buffer.from(p)), decipherInfo: info, decipherKey: key, decipherIV: Buffer.from(iv), seqno: 0 },
+        });
+        try {
+          const paddings: string[] = [];
+          const sent: Buffer[] = [];
+          for (const length of [0, 1, 7, 8, 11, 12, 13, 16, 100, 16384, 20000, 32777, 34000]) {
+            for (let repeat = 0; repeat < 20; repeat++) {
+              const packet = cipher.allocPacket(length);
+              const padding = packet[4]!;
+              expect(packet.length, `packet length for a ${length}-byte payload`).to.equal(4 + 1 + length + padding + 16);
+              expect(packet.readUInt32BE(0)).to.equal(1 + length + padding);
+              expect(padding).to.be.within(4, 3 + info.blockLen);
+              expect((1 + length + padding) % info.blockLen).to.equal(0);
+              paddings.push(packet.toString('hex', 5 + length, 5 + length + padding));
+              const payload = crypto.randomBytes(length);
+              payload.copy(packet, 5);
+              sent.push(payload);
+              cipher.encrypt(packet);
+            }
+          }
+          // 260 paddings of at least 4 random bytes: a repeat would mean reused bytes.
+          expect(new Set(paddings).size, 'distinct paddings').to.equal(paddings.length);
+          const stream = Buffer.concat(written);
+          decipher.decrypt(stream, 0, stream.length);
+          expect(payloads).to.deep.equal(sent);
+        } finally {
+          cipher.free();
+          decipher.free();
+        }
+      });
+    }
   });
 });

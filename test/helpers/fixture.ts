@@ -23,7 +23,7 @@ export interface EnvOptions {
 export function useEnv(options: EnvOptions = {}): Env {
   const env = {} as Env;
   before(async function () {
-    this.timeout(120_000);
+    this.timeout(240_000);
     env.hub = await startHub(options.hub);
     env.user = await createUnixUser('t');
     await createHubUser(env.hub, env.user.name);

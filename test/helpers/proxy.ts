@@ -107,7 +107,7 @@ export async function startProxy(
         const m = /listening on [^\s]+:(\d+)/.exec(output);
         return m ? Number(m[1]) : undefined;
       },
-      { timeoutMs: 30_000, what: 'the proxy to listen' },
+      { timeoutMs: 90_000, what: 'the proxy to listen' },
     );
   } catch (err) {
     child.kill('SIGKILL');
