@@ -23,6 +23,15 @@ import { ServerWatch, type ServerWatchOptions } from './serverwatch.js';
 import { channelTypeLabel, type Metrics } from './metrics.js';
 import type { PenaltyKind } from './penalties.js';
 
+/**
+ * A client-chosen string fit to echo in a message and a log line: printable
+ * ASCII only (no terminal escapes, NULs or line breaks), at most 64 characters.
+ */
+function printable(text: string): string {
+  const clean = text.replace(/[^\x20-\x7e]/g, '?');
+  return clean.length > 64 ? `${clean.slice(0, 64)}...` : clean;
+}
+
 /** Authentication requests a client may have waiting at once (it should wait for each answer). */
 const MAX_QUEUED_AUTH_STEPS = 8;
 
@@ -196,7 +205,7 @@ export class Connection {
 
   private onServiceRequest(name: string): void {
     if (name === 'ssh-userauth') this.client.proto.serviceAccept(name);
-    else this.disconnect(`Service ${name} is not available`, DISCONNECT_REASON.SERVICE_NOT_AVAILABLE);
+    else this.disconnect(`Service ${printable(name)} is not available`, DISCONNECT_REASON.SERVICE_NOT_AVAILABLE);
   }
 
   private onAuthRequest(user: string, service: string, method: string, data: unknown): Promise<void> | void {

@@ -189,6 +189,17 @@ describe('fuzz findings, replayed', function () {
     expect(await canary(proxy.port)).to.be.below(10_000);
   });
 
+  it('echoes an unknown service name only as short printable text', async function () {
+    this.timeout(30_000);
+    // The name came back verbatim in the DISCONNECT (and the log): NULs, escapes, 5,000 characters.
+    const client = await ready();
+    client.sendPayload(w.serviceRequest(`ssh-\u001b[31m\u0000${'x'.repeat(5000)}`));
+    expect(await client.wait(() => false, 10_000)).to.equal('closed');
+    client.destroy();
+    expect(client.disconnectText).to.match(/^Service ssh-\?\[31m\?x+\.\.\. is not available$/);
+    expect(client.disconnectText!.length).to.be.below(100);
+  });
+
   it('refuses a USERAUTH_INFO_RESPONSE that claims 2^25-1 answers without allocating for them', async function () {
     this.timeout(60_000);
     // ssh2 ran new Array(count) first: 256 MiB and ~0.3 s of CPU for 5 bytes.
@@ -279,7 +290,10 @@ describe('fuzz findings, replayed', function () {
       );
       const growth = (rssKiB(pid) - before) / MiB;
       client.destroy();
-      expect(growth, 'RSS growth for 64 MiB of pipelined auth requests, MiB').to.be.below(32);
+      // Buffering them all grew the daemon by more than the input (366 MiB of
+      // requests: +424 MiB). What remains is garbage from the socket reads
+      // before the disconnect, collected whenever V8 gets to it (32-35 MiB on a loaded machine).
+      expect(growth, 'RSS growth for 64 MiB of pipelined auth requests, MiB').to.be.below(48);
     } finally {
       await slow.stop();
       for (const s of held) s.destroy();
