@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { IDENT } from '../lib/config.js';
 import { createHubUser, createToken, startHub, type Hub } from './helpers/hub.js';
 import { BIN } from './helpers/proxy.js';
 import { ssh } from './helpers/ssh.js';
@@ -16,11 +17,26 @@ import { freePort, waitFor } from './helpers/wait.js';
 /** The role from README.md's "Running as a JupyterHub managed service". */
 export const PROXY_SERVICE_SCOPES = ['read:users:name', 'read:users:groups', 'read:servers', 'servers', 'users:activity'];
 
-function canConnect(port: number): Promise<boolean> {
+/**
+ * True once the daemon on `port` greets with its own identification line.
+ * A bare TCP connect is not enough: the port was only free when freePort()
+ * looked, and whatever else listens there now would pass that check.
+ */
+function daemonGreets(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1');
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
-    socket.once('error', () => resolve(false));
+    let received = '';
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(5000, () => done(false));
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+      if (received.includes('\n')) done(received.startsWith(`SSH-2.0-${IDENT}`));
+    });
+    socket.once('error', () => done(false));
+    socket.once('close', () => done(false));
   });
 }
 
@@ -49,7 +65,7 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
     });
     user = await createUnixUser('m');
     await createHubUser(hub, user.name);
-    await waitFor(() => canConnect(port), { timeoutMs: 30_000, what: 'the managed proxy to listen' });
+    await waitFor(() => daemonGreets(port), { timeoutMs: 60_000, what: 'the managed proxy to greet on its port' });
   });
 
   after(async function () {
