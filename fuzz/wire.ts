@@ -3,27 +3,13 @@
  * the pre-auth messages the fuzzer sends, built from scratch so that each
  * field can be mutated.
  */
+import { MSG as PROXY_MSG } from '../lib/messages.js';
 
+/** The proxy's message numbers, plus the kex-method and channel ones the fuzzer also sends. */
 export const MSG = {
-  DISCONNECT: 1,
-  IGNORE: 2,
-  UNIMPLEMENTED: 3,
-  DEBUG: 4,
-  SERVICE_REQUEST: 5,
-  SERVICE_ACCEPT: 6,
-  EXT_INFO: 7,
-  KEXINIT: 20,
-  NEWKEYS: 21,
+  ...PROXY_MSG,
   KEXDH_INIT: 30,
   KEXDH_REPLY: 31,
-  USERAUTH_REQUEST: 50,
-  USERAUTH_FAILURE: 51,
-  USERAUTH_SUCCESS: 52,
-  USERAUTH_BANNER: 53,
-  USERAUTH_INFO_REQUEST: 60,
-  USERAUTH_INFO_RESPONSE: 61,
-  GLOBAL_REQUEST: 80,
-  CHANNEL_OPEN: 90,
   CHANNEL_REQUEST: 98,
 } as const;
 

@@ -11,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { isRecycled, releasePacketBuffer } from './packetbuffers.js';
+import { MSG } from './messages.js';
 import {
   createProtocol,
   inKeyExchange,
@@ -29,8 +30,14 @@ const SENT_PACKETS_REMEMBERED = 4096;
 /** The ring's first size; it doubles as the leg sends more (an idle session stays small). */
 const SENT_PACKETS_INITIAL = 16;
 
-/** SERVICE_ACCEPT, USERAUTH_FAILURE, USERAUTH_SUCCESS, USERAUTH_BANNER, USERAUTH_INFO_REQUEST (PK_OK). */
-const SERVER_ONLY = new Set([6, 51, 52, 53, 60]);
+/** Messages only a server sends: from a client they are a protocol error. */
+const SERVER_ONLY = new Set<number>([
+  MSG.SERVICE_ACCEPT,
+  MSG.USERAUTH_FAILURE,
+  MSG.USERAUTH_SUCCESS,
+  MSG.USERAUTH_BANNER,
+  MSG.USERAUTH_INFO_REQUEST,
+]);
 
 /** Marks a packet the proxy itself originated: an UNIMPLEMENTED for it is consumed. */
 export const OWN_PACKET = -1;
@@ -166,7 +173,7 @@ export class Leg extends EventEmitter {
         // ssh2 runs new Array(num-responses) before reading them: up to 2^25
         // slots (256 MiB, ~0.3 s of CPU) for a 5-byte payload. Each response
         // takes at least 4 bytes: refuse a count the payload cannot hold.
-        if (payload[0] === 61 && payload.length >= 5 && payload.readUInt32BE(1) > (payload.length - 5) / 4) {
+        if (payload[0] === MSG.USERAUTH_INFO_RESPONSE && payload.length >= 5 && payload.readUInt32BE(1) > (payload.length - 5) / 4) {
           this.fail(new Error('malformed USERAUTH_INFO_RESPONSE'));
           return true;
         }

@@ -19,6 +19,9 @@ export const MSG = {
   USERAUTH_FAILURE: 51,
   USERAUTH_SUCCESS: 52,
   USERAUTH_BANNER: 53,
+  /** Also USERAUTH_PK_OK (60 is method specific). */
+  USERAUTH_INFO_REQUEST: 60,
+  USERAUTH_INFO_RESPONSE: 61,
   /** 50–79 is the user authentication protocol. */
   USERAUTH_LAST: 79,
   GLOBAL_REQUEST: 80,
