@@ -3,4 +3,5 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh
-exec node bin/jupyter_ssh_proxy "$@"
+# Same node flag as deploy/jupyter-ssh-proxy.service (why: see there).
+exec node --max-semi-space-size=2 bin/jupyter_ssh_proxy "$@"

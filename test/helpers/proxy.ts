@@ -46,6 +46,8 @@ export interface StartProxyOptions {
    * It must exec its argument (so that `child.pid` is the daemon's pid).
    */
   commandPrefix?: string[];
+  /** Flags for node itself, before the script, e.g. ['--max-semi-space-size=2']. */
+  nodeArgs?: string[];
 }
 
 /**
@@ -67,6 +69,7 @@ export async function startProxy(
     command!,
     [
       ...prefixArgs,
+      ...(options.nodeArgs ?? []),
       BIN,
       '--ip', options.ip ?? '127.0.0.1',
       '-p', String(options.port ?? 0),
