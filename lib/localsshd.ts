@@ -7,13 +7,14 @@
  * an authorized-keys file that holds only the proxy's own client key, no
  * password login, forwarding on, and an sftp subsystem.
  */
-import { spawn, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { LoginTarget } from './authorizer.js';
 import { writeKeyPair } from './hostkeys.js';
+import { runProcess, startProcess, type StartedProcess } from './spawner.js';
 import { generateKeyPair, parseKey, type ParsedKey } from './ssh2internals.js';
 import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
 
@@ -27,6 +28,15 @@ const SSHD_EXIT_GRACE_MS = 3000;
 
 /** sshd's stderr lines kept per connection, for failure reports. */
 const STDERR_LINES_KEPT = 20;
+
+/**
+ * How long an account getent found counts as existing without asking again:
+ * a user's burst of connections (VS Code opens several) runs getent once.
+ * Only the answer "exists" is kept; when sshd then refuses a login,
+ * explainFailure asks getent afresh.
+ */
+const KNOWN_ACCOUNT_TTL_MS = 60_000;
+const KNOWN_ACCOUNTS_KEPT = 10_000;
 
 export interface LocalSshdOptions {
   sshdPath: string;
@@ -72,6 +82,8 @@ export class LocalSshdUpstream implements Upstream {
   private readonly configPath: string;
   private readonly clientKey: ParsedKey;
   private readonly hostKey: Buffer;
+  /** Unix user name -> when getent last found it (insertion order = age). */
+  private readonly knownAccounts = new Map<string, number>();
 
   constructor(private readonly options: LocalSshdOptions) {
     fs.mkdirSync(options.runtimeDir, { recursive: true, mode: 0o755 });
@@ -134,10 +146,22 @@ export class LocalSshdUpstream implements Upstream {
   async precheck(target: LoginTarget): Promise<string | undefined> {
     const username = this.unixUser(target.hubUser);
     if (!UNIX_NAME.test(username)) return `'${username}' cannot be a unix user name; ask your JupyterHub administrator`;
-    const exists = await unixUserExists(username);
+    const exists = await this.accountExists(username);
     if (exists === undefined) return CANNOT_START;
     if (!exists) return noAccount(username, target);
     return undefined;
+  }
+
+  private async accountExists(username: string): Promise<boolean | undefined> {
+    const seen = this.knownAccounts.get(username);
+    if (seen !== undefined && Date.now() - seen < KNOWN_ACCOUNT_TTL_MS) return true;
+    const exists = await unixUserExists(username);
+    this.knownAccounts.delete(username);
+    if (exists) {
+      if (this.knownAccounts.size >= KNOWN_ACCOUNTS_KEPT) this.knownAccounts.delete(this.knownAccounts.keys().next().value!);
+      this.knownAccounts.set(username, Date.now());
+    }
+    return exists;
   }
 
   async connect(target: LoginTarget, log: (level: string, message: string) => void): Promise<UpstreamConnection> {
@@ -153,27 +177,10 @@ export class LocalSshdUpstream implements Upstream {
       throw new UpstreamError(CANNOT_START);
     });
     local.on('error', () => {}); // a dead sshd: the leg sees the stream end
-    // A session of its own: a Ctrl-C meant for a daemon run in a terminal
-    // must not reach every user's sshd; the daemon ends them itself.
-    const child = spawn(this.options.sshdPath, ['-i', '-e', ...this.args()], { stdio: [remote, remote, 'pipe'], detached: true });
-    remote.destroy(); // the child has its own copy
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve);
-      child.once('error', (err: NodeJS.ErrnoException) => {
-        local.destroy();
-        log('error', `cannot start ${this.options.sshdPath}: ${err.message}`);
-        reject(
-          new UpstreamError(
-            err.code === 'ENOENT' ? 'The SSH server for your environment is not installed; ask your JupyterHub administrator' : CANNOT_START,
-          ),
-        );
-      });
-    });
 
     const stderrLines: string[] = [];
     let partial = '';
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (text: string) => {
+    const onStderr = (text: string) => {
       const lines = (partial + text).split('\n');
       partial = lines.pop() ?? '';
       for (const line of lines) {
@@ -183,10 +190,22 @@ export class LocalSshdUpstream implements Upstream {
         stderrLines.push(trimmed);
         if (stderrLines.length > STDERR_LINES_KEPT) stderrLines.shift();
       }
-    });
-    const exited = new Promise<string>((resolve) => {
-      child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exit status ${code}`));
-    });
+    };
+    // A session of its own (detached): a Ctrl-C meant for a daemon run in a
+    // terminal must not reach every user's sshd; the daemon ends them itself.
+    let child: StartedProcess;
+    try {
+      child = await startProcess(this.options.sshdPath, ['-i', '-e', ...this.args()], remote, onStderr);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      local.destroy();
+      log('error', `cannot start ${this.options.sshdPath}: ${e.message}`);
+      throw new UpstreamError(
+        e.code === 'ENOENT' ? 'The SSH server for your environment is not installed; ask your JupyterHub administrator' : CANNOT_START,
+      );
+    } finally {
+      remote.destroy(); // the child has its own copy
+    }
 
     return {
       input: local,
@@ -196,7 +215,7 @@ export class LocalSshdUpstream implements Upstream {
       hostKey: this.hostKey,
       explainFailure: async () => {
         if ((await unixUserExists(username)) === false) return noAccount(username, target);
-        const status = child.exitCode !== null || child.signalCode !== null ? `; sshd ${await exited}` : '';
+        const status = child.ended !== undefined ? `; sshd ${await child.exited}` : '';
         log('warn', `internal sshd refused ${username}${status}: ${stderrLines.slice(-3).join(' | ') || 'no output'}`);
         return 'The SSH server for your environment refused the login; ask your JupyterHub administrator';
       },
@@ -204,12 +223,12 @@ export class LocalSshdUpstream implements Upstream {
         // Closing stdin is sshd's cue to clean up (PAM session, utmp) and
         // exit; signals follow only if it does not.
         local.end();
-        if (child.exitCode !== null || child.signalCode !== null) return;
+        if (child.ended !== undefined) return;
         const term = setTimeout(() => child.kill('SIGTERM'), SSHD_EXIT_GRACE_MS);
         const kill = setTimeout(() => child.kill('SIGKILL'), 2 * SSHD_EXIT_GRACE_MS);
         term.unref();
         kill.unref();
-        child.once('exit', () => {
+        void child.exited.then(() => {
           clearTimeout(term);
           clearTimeout(kill);
         });
@@ -229,13 +248,10 @@ function noAccount(username: string, target: LoginTarget): string {
 
 /** Whether the account exists; undefined when getent could not run (EMFILE, EAGAIN, ...). */
 async function unixUserExists(name: string): Promise<boolean | undefined> {
-  try {
-    await execFileAsync('getent', ['passwd', name]);
-    return true;
-  } catch (err) {
-    // getent exits 2 for "not found"; a string code means it did not run at all.
-    return (err as { code?: unknown }).code === 2 ? false : undefined;
-  }
+  const { code } = await runProcess('getent', ['passwd', name]);
+  // getent exits 2 for "not found"; a string code means it did not run at all.
+  if (code === 0) return true;
+  return code === 2 ? false : undefined;
 }
 
 /** For failures of this machine (out of descriptors, processes), not of the user's setup. */

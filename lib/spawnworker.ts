@@ -1,0 +1,66 @@
+/**
+ * The worker thread behind spawner.ts: it starts processes, so that the time
+ * each start blocks an event loop is spent here and not on the daemon's main
+ * thread. Requests and replies are the messages declared in spawner.ts.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { parentPort } from 'node:worker_threads';
+import type { SpawnerReply, SpawnerRequest } from './spawner.js';
+
+const port = parentPort!;
+const children = new Map<number, ChildProcess>();
+
+function reply(message: SpawnerReply): void {
+  port.postMessage(message);
+}
+
+function startProcess(id: number, file: string, args: string[], fd: number): void {
+  // `fd` is the main thread's socket: descriptors are per process, so the
+  // child gets its own copy of it here; the main thread closes its one after
+  // our 'spawned' reply.
+  let child: ChildProcess;
+  try {
+    child = spawn(file, args, { stdio: [fd, fd, 'pipe'], detached: true });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    reply({ id, kind: 'spawn-error', code: e.code ?? '', message: e.message });
+    return;
+  }
+  child.once('error', (err: NodeJS.ErrnoException) => {
+    children.delete(id);
+    reply({ id, kind: 'spawn-error', code: err.code ?? '', message: err.message });
+  });
+  child.once('spawn', () => {
+    children.set(id, child);
+    reply({ id, kind: 'spawned', pid: child.pid! });
+  });
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (text: string) => reply({ id, kind: 'stderr', text }));
+  // 'close' (not 'exit'): stderr has been read to its end by then.
+  child.once('close', (code, signal) => {
+    if (!children.delete(id)) return; // never started: 'spawn-error' said so
+    reply({ id, kind: 'exit', code, signal });
+  });
+}
+
+function runToEnd(id: number, file: string, args: string[]): void {
+  execFile(file, args, (err, stdout) => {
+    // A number is the exit status; a string (ENOENT, EAGAIN, ...) means the program did not run.
+    const code = err === null ? 0 : ((err as { code?: number | string }).code ?? 'unknown');
+    reply({ id, kind: 'ran', code, stdout });
+  });
+}
+
+port.on('message', (request: SpawnerRequest) => {
+  switch (request.kind) {
+    case 'spawn':
+      startProcess(request.id, request.file, request.args, request.fd);
+      break;
+    case 'run':
+      runToEnd(request.id, request.file, request.args);
+      break;
+    case 'kill':
+      children.get(request.id)?.kill(request.signal);
+      break;
+  }
+});
