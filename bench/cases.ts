@@ -164,7 +164,11 @@ export async function parallelChecksums(p: SshPath, sessions: number, file: stri
     const fd = fs.openSync(file, 'r');
     let ssh;
     try {
-      ssh = spawnTracked('ssh', [...p.sshArgs(), p.destination, 'openssl dgst -sha256 -r'], { stdio: [fd, 'pipe', 'pipe'], env: p.env });
+      // The daemon accepts one connection per event-loop turn (Node 20's
+      // libuv), and while it relays the first sessions' uploads a turn takes
+      // 100-250 ms: the last of 100 simultaneous logins waited up to ~17 s for
+      // the banner, close to the helper's ConnectTimeout of 20 s.
+      ssh = spawnTracked('ssh', [...p.sshArgs(['-o', 'ConnectTimeout=120']), p.destination, 'openssl dgst -sha256 -r'], { stdio: [fd, 'pipe', 'pipe'], env: p.env });
     } finally {
       fs.closeSync(fd);
     }

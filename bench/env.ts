@@ -26,6 +26,7 @@ export interface SshPath {
    */
   serverCpu(): { daemon?: number; daemonUser?: number; total: number };
   /** `ssh` arguments before the destination; `extra` goes after the fixed options. */
+  /** ssh's options; `extra` come first, and ssh keeps the first value it sees of each option. */
   sshArgs(extra?: string[]): string[];
   /** `sftp` arguments before the destination (port spelled -P). */
   sftpArgs(extra?: string[]): string[];
@@ -144,7 +145,7 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     port: direct.port,
     serverPid: direct.pid,
     serverCpu: serverCpu(direct.pid, directGroup, false),
-    sshArgs: (extra = []) => [...directOptions(direct.port), ...QUIET, ...extra],
+    sshArgs: (extra = []) => [...extra, ...directOptions(direct.port), ...QUIET],
     sftpArgs: (extra = []) => [...withPortFlag(directOptions(direct.port), '-P'), ...QUIET, ...extra],
     destination,
     env: { ...process.env },
@@ -154,7 +155,7 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     port: proxy.port,
     serverPid: proxy.child.pid!,
     serverCpu: serverCpu(proxy.child.pid!, proxyGroup, true),
-    sshArgs: (extra = []) => [...sshOptions(proxy.port), ...QUIET, ...extra],
+    sshArgs: (extra = []) => [...extra, ...sshOptions(proxy.port), ...QUIET],
     // sftp -b implies BatchMode=yes, which would forbid the token prompt.
     sftpArgs: (extra = []) => [...withPortFlag(sshOptions(proxy.port), '-P'), ...QUIET, '-o', 'BatchMode=no', ...extra],
     destination,
