@@ -60,27 +60,43 @@ let worker: Worker | undefined;
 let nextId = 1;
 const waiting = new Map<number, Waiting>();
 
-function send(request: SpawnerRequest, entry?: Waiting): void {
-  if (entry) waiting.set(request.id, entry);
+function send(request: SpawnerRequest, entry: Waiting): void {
   if (!worker) {
     try {
       worker = startWorker();
     } catch {
       // Out of descriptors or memory for a thread: like a failed spawn.
-      waiting.delete(request.id);
-      entry?.onLost();
+      entry.onLost();
       return;
     }
   }
+  waiting.set(request.id, entry);
+  holdProcess();
   worker.postMessage(request);
+}
+
+function settle(id: number): void {
+  waiting.delete(id);
+  holdProcess();
+}
+
+/**
+ * Like child_process: the process stays alive while a request is pending or
+ * a started process runs, and may exit otherwise (the worker alone does not
+ * hold it; tests and short scripts end).
+ */
+function holdProcess(): void {
+  if (waiting.size > 0) worker?.ref();
+  else worker?.unref();
 }
 
 function startWorker(): Worker {
   const started = new Worker(new URL('./spawnworker.js', import.meta.url), {
-    // It only starts processes and passes a few messages.
+    // Not the daemon's node flags (--input-type, --cpu-prof, ... would break
+    // or burden a worker); it only starts processes and passes a few messages.
+    execArgv: [],
     resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 },
   });
-  started.unref();
   started.on('message', (reply: SpawnerReply) => waiting.get(reply.id)?.onReply(reply));
   const lost = () => {
     if (worker !== started) return;
@@ -141,14 +157,14 @@ export function startProcess(file: string, args: string[], socket: net.Socket, o
               });
               break;
             case 'spawn-error':
-              waiting.delete(id);
+              settle(id);
               reject(Object.assign(new Error(reply.message), { code: reply.code }));
               break;
             case 'stderr':
               onStderr(reply.text);
               break;
             case 'exit':
-              waiting.delete(id);
+              settle(id);
               markEnded(describeEnd(reply.code, reply.signal));
               break;
           }
@@ -171,7 +187,7 @@ export function runProcess(file: string, args: string[]): Promise<RunResult> {
       {
         onReply: (reply) => {
           if (reply.kind !== 'ran') return;
-          waiting.delete(id);
+          settle(id);
           resolve({ code: reply.code, stdout: reply.stdout });
         },
         onLost: () => resolve({ code: WORKER_LOST, stdout: '' }),

@@ -3,6 +3,7 @@
 import { expect } from 'chai';
 import childProcess from 'node:child_process';
 import { syncBuiltinESMExports } from 'node:module';
+import { once } from 'node:events';
 import net from 'node:net';
 import { runProcess, startProcess } from '../lib/spawner.js';
 
@@ -69,6 +70,22 @@ describe('process starter (lib/spawner.ts)', function () {
     expect(root.stdout).to.match(/^root:/);
     expect((await runProcess('getent', ['passwd', 'no-such-user-jsp'])).code).to.equal(2);
     expect((await runProcess('/nonexistent/getent', [])).code).to.equal('ENOENT');
+  });
+
+  it('holds the process alive while a request is pending, and not after', async () => {
+    // A script that awaits a run and then has nothing left to do must print
+    // the result (the worker kept it alive) and exit by itself (it no longer does).
+    const spawner = new URL('../lib/spawner.js', import.meta.url).href;
+    const script = `const { runProcess } = await import(${JSON.stringify(spawner)}); const r = await runProcess('getent', ['passwd', 'root']); console.log('code', r.code);`;
+    const child = childProcess.spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    clearTimeout(killer);
+    expect(signal, 'killed after 20 s: the worker held the process').to.equal(null);
+    expect(code).to.equal(0);
+    expect(out.trim()).to.equal('code 0');
   });
 
   it('starts nothing on the calling thread', async () => {
