@@ -7,18 +7,14 @@
  * an authorized-keys file that holds only the proxy's own client key, no
  * password login, forwarding on, and an sftp subsystem.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import type { LoginTarget } from './authorizer.js';
 import { writeKeyPair } from './hostkeys.js';
 import { runProcess, startProcess, type StartedProcess } from './spawner.js';
 import { generateKeyPair, parseKey, type ParsedKey } from './ssh2internals.js';
 import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
-
-const execFileAsync = promisify(execFile);
 
 /** POSIX-portable user names, as useradd accepts them by default. */
 const UNIX_NAME = /^[a-z_][a-z0-9_.-]{0,31}$/i;
@@ -129,14 +125,11 @@ export class LocalSshdUpstream implements Upstream {
    * problem to report, or undefined when sshd is usable.
    */
   async check(): Promise<string | undefined> {
-    try {
-      await execFileAsync(this.options.sshdPath, ['-t', ...this.args()]);
-      return undefined;
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException & { stderr?: string };
-      if (e.code === 'ENOENT') return `sshd not found at ${this.options.sshdPath} (install openssh-server)`;
-      return `sshd rejects its configuration: ${(e.stderr ?? e.message).trim().split('\n').pop()}`;
-    }
+    // On the spawner too: a SIGHUP reload runs this while sessions relay.
+    const { code, stderr } = await runProcess(this.options.sshdPath, ['-t', ...this.args()]);
+    if (code === 0) return undefined;
+    if (code === 'ENOENT') return `sshd not found at ${this.options.sshdPath} (install openssh-server)`;
+    return `sshd rejects its configuration: ${(stderr.trim() || `it could not run (${code})`).split('\n').pop()}`;
   }
 
   unixUser(hubUser: string): string {

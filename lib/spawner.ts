@@ -29,7 +29,7 @@ export type SpawnerReply =
   | { id: number; kind: 'spawn-error'; code: string; message: string }
   | { id: number; kind: 'stderr'; text: string }
   | { id: number; kind: 'exit'; code: number | null; signal: NodeJS.Signals | null }
-  | { id: number; kind: 'ran'; code: number | string; stdout: string };
+  | { id: number; kind: 'ran'; code: number | string; stdout: string; stderr: string };
 
 /** A process started with startProcess. */
 export interface StartedProcess {
@@ -45,6 +45,7 @@ export interface StartedProcess {
 export interface RunResult {
   code: number | string;
   stdout: string;
+  stderr: string;
 }
 
 interface Waiting {
@@ -188,9 +189,9 @@ export function runProcess(file: string, args: string[]): Promise<RunResult> {
         onReply: (reply) => {
           if (reply.kind !== 'ran') return;
           settle(id);
-          resolve({ code: reply.code, stdout: reply.stdout });
+          resolve({ code: reply.code, stdout: reply.stdout, stderr: reply.stderr });
         },
-        onLost: () => resolve({ code: WORKER_LOST, stdout: '' }),
+        onLost: () => resolve({ code: WORKER_LOST, stdout: '', stderr: '' }),
       },
     );
   });

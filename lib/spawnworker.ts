@@ -44,10 +44,10 @@ function startProcess(id: number, file: string, args: string[], fd: number): voi
 }
 
 function runToEnd(id: number, file: string, args: string[]): void {
-  execFile(file, args, (err, stdout) => {
+  execFile(file, args, (err, stdout, stderr) => {
     // A number is the exit status; a string (ENOENT, EAGAIN, ...) means the program did not run.
     const code = err === null ? 0 : ((err as { code?: number | string }).code ?? 'unknown');
-    reply({ id, kind: 'ran', code, stdout });
+    reply({ id, kind: 'ran', code, stdout, stderr });
   });
 }
 
