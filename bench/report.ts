@@ -50,7 +50,7 @@ export interface Results {
   loadavg: { start: number[]; end: number[] };
   cases: CaseResult[];
   cpuCost: CpuCost[];
-  profiles: { cipher: string; summary: ProfileSummary }[];
+  profiles: { direction: string; cipher: string; summary: ProfileSummary }[];
   notes: string[];
 }
 
@@ -168,9 +168,9 @@ export function markdown(r: Results): string {
     out.push(`| sshd processes | ${fmt(e(idle.direct, 'sshdProcesses'), 0)} | ${fmt(e(idle.proxy, 'sshdProcesses'), 0)} |`);
     out.push(`| sshd Pss per session (KiB) | ${fmt(e(idle.direct, 'sshdPssPerSessionKb'), 0)} | ${fmt(e(idle.proxy, 'sshdPssPerSessionKb'), 0)} |`);
   }
-  for (const { cipher, summary } of r.profiles) {
+  for (const { direction, cipher, summary } of r.profiles) {
     out.push('');
-    out.push(`Profile of the daemon, one bulk download, client cipher ${cipher} (busy ${fmt(summary.busyMs / 1000, 2)} s of ${fmt(summary.wallMs / 1000, 1)} s wall):`);
+    out.push(`Profile of the daemon, one bulk ${direction}, client cipher ${cipher} (busy ${fmt(summary.busyMs / 1000, 2)} s of ${fmt(summary.wallMs / 1000, 1)} s wall):`);
     out.push('');
     out.push('| Self % | Self s | Category |');
     out.push('|---|---|---|');

@@ -288,64 +288,77 @@ async function idle(env: BenchEnv, results: Results): Promise<void> {
   results.cases.push(result);
 }
 
-/** Starts the daemon under `node --cpu-prof`, runs one bulk download per cipher through it, summarizes. */
+/** The stream directions the profile case can run: the daemon's work differs per direction. */
+const PROFILED_TRANSFERS = { download, upload } as const;
+type ProfiledDirection = keyof typeof PROFILED_TRANSFERS;
+
+/**
+ * Starts the daemon under `node --cpu-prof`, runs one bulk transfer per
+ * direction (download, upload: those --bulk selects) and cipher through it,
+ * summarizes each over the transfer window only.
+ */
 async function profile(env: BenchEnv, results: Results): Promise<void> {
   const dir = path.join(REPO_ROOT, 'bench', 'out', 'profile');
   fs.mkdirSync(dir, { recursive: true });
-  for (const cipher of settings.ciphers) {
-    // The main daemon's host keys: no RSA key generation in the profile.
-    const keyDir = fs.mkdtempSync(path.join(env.tmp, 'profile-keys-'));
-    for (const f of fs.readdirSync(env.proxy.keyDir)) fs.copyFileSync(path.join(env.proxy.keyDir, f), path.join(keyDir, f));
-    const before = new Set(fs.readdirSync(dir));
-    const child: ChildProcess = spawn(
-      process.execPath,
-      [...DAEMON_NODE_ARGS, '--cpu-prof', '--cpu-prof-dir', dir, BIN, '--ip', '127.0.0.1', '-p', '0', '-k', keyDir, '--log-level', 'info', env.hub.url],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let output = '';
-    child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    onCleanup(() => {
-      child.kill('SIGKILL');
-    });
-    let window: { fromUs: number; toUs: number } | undefined;
-    try {
-      const port = await waitFor(() => /listening on [^\s]+:(\d+)/.exec(output)?.[1], { timeoutMs: 30_000, what: 'the profiled daemon' });
-      const base = env.proxyPath();
-      const pid = child.pid!;
-      const p: SshPath = {
-        ...base,
-        port: Number(port),
-        serverPid: pid,
-        serverCpu: () => {
-          const t = cpuTimes(pid);
-          return { daemon: t.self, daemonUser: t.user, total: t.self + t.children };
-        },
-        sshArgs: (extra = []) => base.sshArgs(extra).map((a, i, all) => (all[i - 1] === '-p' ? port : a)),
-      };
-      await trueCommand(p); // login and server check first: the window then holds the transfer only
-      const fromUs = Number(process.hrtime.bigint() / 1000n);
-      const r = await measure(p, () => download(p, cipher, settings.bulkBytes));
-      window = { fromUs, toUs: Number(process.hrtime.bigint() / 1000n) };
-      log(`  profiled download [${cipher}]: ${describeRun(r)}`);
-      child.kill('SIGTERM');
-      await exited;
-    } finally {
-      child.kill('SIGKILL');
-      fs.rmSync(keyDir, { recursive: true, force: true });
-    }
-    const written = fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile') && !before.has(f));
-    if (written.length !== 1) {
-      log(`  no single new .cpuprofile in ${dir} (${written.join(', ')})`);
-      continue;
-    }
-    const file = path.join(dir, `download-${cipher.replace(/@.*/, '')}.cpuprofile`);
-    fs.renameSync(path.join(dir, written[0]!), file);
-    const summary: ProfileSummary = summarize(file, 30, window);
-    results.profiles.push({ cipher, summary });
-    console.log(formatSummary(summary));
+  const directions = (Object.keys(PROFILED_TRANSFERS) as ProfiledDirection[]).filter((d) => settings.bulk.includes(d));
+  for (const direction of directions) {
+    for (const cipher of settings.ciphers) await profileOne(env, results, dir, direction, cipher);
   }
+}
+
+async function profileOne(env: BenchEnv, results: Results, dir: string, direction: ProfiledDirection, cipher: string): Promise<void> {
+  // The main daemon's host keys: no RSA key generation in the profile.
+  const keyDir = fs.mkdtempSync(path.join(env.tmp, 'profile-keys-'));
+  for (const f of fs.readdirSync(env.proxy.keyDir)) fs.copyFileSync(path.join(env.proxy.keyDir, f), path.join(keyDir, f));
+  const before = new Set(fs.readdirSync(dir));
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [...DAEMON_NODE_ARGS, '--cpu-prof', '--cpu-prof-dir', dir, BIN, '--ip', '127.0.0.1', '-p', '0', '-k', keyDir, '--log-level', 'info', env.hub.url],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  onCleanup(() => {
+    child.kill('SIGKILL');
+  });
+  let window: { fromUs: number; toUs: number } | undefined;
+  try {
+    const port = await waitFor(() => /listening on [^\s]+:(\d+)/.exec(output)?.[1], { timeoutMs: 30_000, what: 'the profiled daemon' });
+    const base = env.proxyPath();
+    const pid = child.pid!;
+    const p: SshPath = {
+      ...base,
+      port: Number(port),
+      serverPid: pid,
+      serverCpu: () => {
+        const t = cpuTimes(pid);
+        return { daemon: t.self, daemonUser: t.user, total: t.self + t.children };
+      },
+      sshArgs: (extra = []) => base.sshArgs(extra).map((a, i, all) => (all[i - 1] === '-p' ? port : a)),
+    };
+    await trueCommand(p); // login and server check first: the window then holds the transfer only
+    const fromUs = Number(process.hrtime.bigint() / 1000n);
+    const r = await measure(p, () => PROFILED_TRANSFERS[direction](p, cipher, settings.bulkBytes));
+    window = { fromUs, toUs: Number(process.hrtime.bigint() / 1000n) };
+    log(`  profiled ${direction} [${cipher}]: ${describeRun(r)}`);
+    child.kill('SIGTERM');
+    await exited;
+  } finally {
+    child.kill('SIGKILL');
+    fs.rmSync(keyDir, { recursive: true, force: true });
+  }
+  const written = fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile') && !before.has(f));
+  if (written.length !== 1) {
+    log(`  no single new .cpuprofile in ${dir} (${written.join(', ')})`);
+    return;
+  }
+  const file = path.join(dir, `${direction}-${cipher.replace(/@.*/, '')}.cpuprofile`);
+  fs.renameSync(path.join(dir, written[0]!), file);
+  const summary: ProfileSummary = summarize(file, 30, window);
+  results.profiles.push({ direction, cipher, summary });
+  console.log(formatSummary(summary));
 }
 
 async function main(): Promise<void> {
