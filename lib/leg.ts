@@ -12,6 +12,7 @@ import { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { isRecycled, releasePacketBuffer } from './packetbuffers.js';
 import { MSG } from './messages.js';
+import { turnBudget, type Backlogged, type TurnBudget } from './turnbudget.js';
 import {
   createProtocol,
   inKeyExchange,
@@ -38,6 +39,13 @@ const SERVER_ONLY = new Set<number>([
   MSG.USERAUTH_BANNER,
   MSG.USERAUTH_INFO_REQUEST,
 ]);
+
+/**
+ * Bytes a leg may hold in its backlog (chunks waiting for a turn's budget)
+ * before it stops reading its stream: only a daemon that cannot keep up
+ * gets there, and the kernel's socket buffers hold the rest.
+ */
+const MAX_BACKLOG_BYTES = 256 * 1024;
 
 /** Marks a packet the proxy itself originated: an UNIMPLEMENTED for it is consumed. */
 export const OWN_PACKET = -1;
@@ -104,6 +112,8 @@ export interface LegOptions {
   protocol: Omit<ProtocolConfig, 'onWrite' | 'onError' | 'onHandshakeComplete'>;
   /** Hard cap on bytes queued while this leg is in a key exchange. */
   maxQueuedBytes: number;
+  /** The per-turn read budget this leg shares (default: the daemon's one). */
+  budget?: TurnBudget;
 }
 
 /** Receives every payload that is not key exchange once the relay runs; returns false to leave it to ssh2. */
@@ -114,7 +124,7 @@ export type PayloadHandler = (payload: Buffer, seqno: number) => boolean;
  * output buffer filled / emptied), 'error' (protocol or stream failure, with
  * an Error), 'end' (the input stream ended).
  */
-export class Leg extends EventEmitter {
+export class Leg extends EventEmitter implements Backlogged {
   readonly name: 'client' | 'upstream';
   readonly proto: Protocol;
   readonly input: Readable;
@@ -132,8 +142,16 @@ export class Leg extends EventEmitter {
   private queue: { payload: Buffer; tag: number }[] = [];
   private queuedBytes = 0;
   private readonly maxQueuedBytes: number;
+  private readonly budget: TurnBudget;
   private handshakes = 0;
   private done = false;
+  /** Input paused because the other leg's output is congested (relay backpressure). */
+  private congested = false;
+  /** Chunks received after the turn's budget was spent, in order (see turnbudget.ts). */
+  private backlog: Buffer[] = [];
+  private backlogBytes = 0;
+  /** The input ended with chunks still in the backlog: end once they are processed. */
+  private endAfterBacklog = false;
   /** True while ssh2 parses a chunk: freeing its native ciphers then would be a use-after-free. */
   private parsing = false;
   private cleanupPending = false;
@@ -150,6 +168,7 @@ export class Leg extends EventEmitter {
     this.input = options.input;
     this.output = options.output;
     this.maxQueuedBytes = options.maxQueuedBytes;
+    this.budget = options.budget ?? turnBudget;
     this.recycles = options.output instanceof Socket;
     this.proto = createProtocol({
       ...options.protocol,
@@ -182,8 +201,8 @@ export class Leg extends EventEmitter {
     });
 
     this.input.on('data', (chunk: Buffer) => this.receive(chunk));
-    this.input.on('end', () => this.finish('end'));
-    this.input.on('close', () => this.finish('end'));
+    this.input.on('end', () => this.inputEnded());
+    this.input.on('close', () => this.inputEnded());
     this.input.on('error', (err: Error) => this.fail(err));
     this.output.on('drain', () => this.emit('drained'));
     this.output.on('error', (err: Error) => this.fail(err));
@@ -229,12 +248,30 @@ export class Leg extends EventEmitter {
     return this.sent.lookup(seqno);
   }
 
+  /** Stops reading while the other leg cannot write (relay backpressure). */
   pause(): void {
+    this.congested = true;
     this.input.pause();
   }
 
   resume(): void {
+    this.congested = false;
+    // Over its bound, the backlog pauses the input again at the next chunk (receive).
     this.input.resume();
+  }
+
+  /** Processes backlogged chunks while this turn's budget lasts; true if some are left. */
+  drainBacklog(): boolean {
+    while (this.backlog.length > 0 && !this.budget.exhausted && !this.done) {
+      const chunk = this.backlog.shift()!;
+      this.backlogBytes -= chunk.length;
+      this.process(chunk);
+    }
+    if (this.done) return false;
+    if (this.backlog.length > 0) return true;
+    if (this.endAfterBacklog) this.finish('end');
+    else if (!this.congested) this.input.resume();
+    return false;
   }
 
   /** Stops processing; the owner closes the streams. */
@@ -243,6 +280,8 @@ export class Leg extends EventEmitter {
     this.done = true;
     this.handler = undefined;
     this.queue = [];
+    this.backlog = [];
+    this.backlogBytes = 0;
     this.input.removeAllListeners('data');
     // Shutting down from inside a message handler: ssh2's decipher goes on
     // with the rest of the chunk, so its native state is freed afterwards.
@@ -261,6 +300,18 @@ export class Leg extends EventEmitter {
 
   private receive(chunk: Buffer): void {
     if (this.done) return;
+    if (this.backlog.length > 0 || this.budget.exhausted) {
+      if (this.backlog.length === 0) this.budget.enqueue(this);
+      this.backlog.push(chunk);
+      this.backlogBytes += chunk.length;
+      if (this.backlogBytes > MAX_BACKLOG_BYTES) this.input.pause();
+      return;
+    }
+    this.process(chunk);
+  }
+
+  private process(chunk: Buffer): void {
+    this.budget.charge(chunk.length);
     this.bytesIn += chunk.length;
     // Batch what one chunk produces on the other leg into few writes.
     const peer = this.peerOutput;
@@ -304,6 +355,11 @@ export class Leg extends EventEmitter {
   private fail(err: Error): void {
     if (this.done) return;
     this.emit('error', err);
+  }
+
+  private inputEnded(): void {
+    if (this.backlog.length > 0) this.endAfterBacklog = true;
+    else this.finish('end');
   }
 
   private finish(reason: string): void {

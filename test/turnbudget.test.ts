@@ -1,0 +1,251 @@
+// The per-turn read budget (lib/turnbudget.ts) and how a Leg uses it: a
+// burst larger than a turn is spread over turns, in order and complete, and
+// neither the end of the input nor relay backpressure is lost on the way.
+import { expect } from 'chai';
+import net from 'node:net';
+import { clientOffer, hostKeyAlgorithms, serverOffer } from '../lib/algorithms.js';
+import { Leg, OWN_PACKET } from '../lib/leg.js';
+import { MAX_CHANNEL_PACKET } from '../lib/relay.js';
+import { generateKeyPair, parseKey } from '../lib/ssh2internals.js';
+import { TurnBudget, type Backlogged } from '../lib/turnbudget.js';
+import { waitFor } from './helpers/wait.js';
+
+/** RFC 4254 §5.2; the proxy itself never looks at channel data, so lib/messages.ts has no name for it. */
+const CHANNEL_DATA = 94;
+
+/** Resolves after `n` turns of the event loop. */
+async function turns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+/** A fake reader with `chunks` chunks of `size` bytes waiting. */
+function reader(name: string, budget: TurnBudget, chunks: number, size: number, log: string[]): Backlogged & { left: number } {
+  const r = {
+    left: chunks,
+    drainBacklog(): boolean {
+      while (r.left > 0 && !budget.exhausted) {
+        budget.charge(size);
+        r.left--;
+        log.push(name);
+      }
+      return r.left > 0;
+    },
+  };
+  return r;
+}
+
+describe('turn budget', () => {
+  it('is exhausted once a turn has processed its bytes, and renewed at the next turn', async () => {
+    const budget = new TurnBudget(100);
+    budget.charge(60);
+    expect(budget.exhausted).to.equal(false);
+    budget.charge(40);
+    expect(budget.exhausted).to.equal(true);
+    await turns(1);
+    expect(budget.exhausted).to.equal(false);
+  });
+
+  it('serves backlogs round-robin: readers a turn did not reach go first next turn', async () => {
+    const budget = new TurnBudget(3);
+    const log: string[] = [];
+    const a = reader('a', budget, 5, 1, log);
+    const b = reader('b', budget, 2, 1, log);
+    const c = reader('c', budget, 2, 1, log);
+    for (const r of [a, b, c]) budget.enqueue(r);
+    // Turn 1: a takes the whole budget. Turn 2: b and c (not reached) first;
+    // c gets part of its backlog and a none. Turn 3: a (not reached) first, then c.
+    await turns(1);
+    expect(log).to.deep.equal(['a', 'a', 'a']);
+    await turns(1);
+    expect(log.slice(3)).to.deep.equal(['b', 'b', 'c']);
+    await turns(1);
+    expect(log.slice(6)).to.deep.equal(['a', 'a', 'c']);
+    await turns(2);
+    expect(log).to.have.length(9);
+    expect([a.left, b.left, c.left]).to.deep.equal([0, 0, 0]);
+  });
+});
+
+/** A connected pair of loopback TCP sockets. */
+async function socketPair(): Promise<[net.Socket, net.Socket]> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+  const connecting = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((resolve) => connecting.once('connect', resolve));
+  const socket = await accepted;
+  server.close();
+  return [connecting, socket];
+}
+
+/** A budget the test can hold spent (every chunk then goes to a backlog) and release. */
+class HeldBudget extends TurnBudget {
+  private held = false;
+
+  override get exhausted(): boolean {
+    return this.held || super.exhausted;
+  }
+
+  hold(): void {
+    this.held = true;
+  }
+
+  release(): void {
+    this.held = false;
+  }
+}
+
+/** Two Legs over a loopback TCP connection, handshaken, with the server side's payloads recorded. */
+async function legPair(budget: TurnBudget): Promise<{ client: Leg; server: Leg; clientSocket: net.Socket; received: number[]; close(): void }> {
+  const hostKey = parseKey(generateKeyPair('ed25519').private);
+  if (hostKey instanceof Error) throw hostKey;
+  const [clientSocket, serverSocket] = await socketPair();
+  const server = new Leg({
+    name: 'client', // the daemon's client-facing leg: an SSH server
+    input: serverSocket,
+    output: serverSocket,
+    maxQueuedBytes: 64 * 1024 * 1024,
+    budget,
+    protocol: {
+      server: true,
+      ident: 'jsp-test-server',
+      offer: serverOffer(hostKeyAlgorithms(hostKey.type)),
+      hostKeys: { [hostKey.type]: hostKey },
+      messageHandlers: {},
+    },
+  });
+  const client = new Leg({
+    name: 'upstream',
+    input: clientSocket,
+    output: clientSocket,
+    maxQueuedBytes: 64 * 1024 * 1024,
+    protocol: {
+      server: false,
+      ident: 'jsp-test-client',
+      offer: clientOffer(),
+      hostVerifier: (key: Buffer) => key.equals(hostKey.getPublicSSH()),
+      messageHandlers: {},
+    },
+  });
+  const errors: Error[] = [];
+  for (const leg of [server, client]) leg.on('error', (err: Error) => errors.push(err));
+  const handshakes = Promise.all([server, client].map((leg) => new Promise((resolve) => leg.once('handshake', resolve))));
+  server.start();
+  client.start();
+  await handshakes;
+  const received: number[] = [];
+  // Everything after the handshake is ours: record the sequence numbers we put in CHANNEL_DATA.
+  server.takeOver((payload) => {
+    if (payload[0] === CHANNEL_DATA) received.push(payload.readUInt32BE(1));
+    return true;
+  });
+  client.takeOver(() => true);
+  return {
+    client,
+    server,
+    clientSocket,
+    received,
+    close: () => {
+      server.shutdown();
+      client.shutdown();
+      clientSocket.destroy();
+      serverSocket.destroy();
+      expect(errors.map((e) => e.message)).to.deep.equal([]);
+    },
+  };
+}
+
+/** A CHANNEL_DATA-typed payload of the largest channel packet size, numbered `n`. */
+function numbered(n: number): Buffer {
+  const payload = Buffer.alloc(MAX_CHANNEL_PACKET);
+  payload[0] = CHANNEL_DATA;
+  payload.writeUInt32BE(n, 1);
+  return payload;
+}
+
+const BUDGET = 256 * 1024;
+/** A burst of 8 MiB: 32 turns' worth. */
+const BURST = 256;
+const all = Array.from({ length: BURST }, (_, i) => i);
+
+describe('a leg under the turn budget', function () {
+  this.timeout(30_000);
+
+  it('spreads a burst over turns, at most a budget and one packet per turn, in order and complete', async () => {
+    const budget = new TurnBudget(BUDGET);
+    const pair = await legPair(budget);
+    try {
+      // The bytes the server leg processed in each turn while the burst lasts.
+      const perTurn: number[] = [];
+      let last = pair.server.bytesIn;
+      let ticking = true;
+      const tick = () => {
+        perTurn.push(pair.server.bytesIn - last);
+        last = pair.server.bytesIn;
+        if (ticking) setImmediate(tick);
+      };
+      setImmediate(tick);
+      for (const n of all) pair.client.send(numbered(n), OWN_PACKET);
+      await waitFor(() => pair.received.length === BURST || undefined, { timeoutMs: 20_000, what: 'the whole burst' });
+      ticking = false;
+      expect(pair.received).to.deep.equal(all);
+      // The chunk that crosses the budget is processed whole: at most one socket read (64 KiB).
+      const chunk = 64 * 1024;
+      expect(Math.max(...perTurn)).to.be.at.most(BUDGET + chunk);
+      expect(perTurn.filter((bytes) => bytes > 0).length).to.be.at.least(Math.floor((BURST * MAX_CHANNEL_PACKET) / (BUDGET + chunk)));
+    } finally {
+      pair.close();
+    }
+  });
+
+  it('ends only after the chunks waiting in its backlog are processed', async () => {
+    const budget = new HeldBudget(BUDGET);
+    const pair = await legPair(budget);
+    try {
+      // Four packets: a backlog below the size at which the leg stops reading, so the EOF is read too.
+      const some = [0, 1, 2, 3];
+      let legEndedAt = -1;
+      pair.server.once('end', () => (legEndedAt = pair.received.length));
+      budget.hold();
+      const eofRead = new Promise((resolve) => pair.server.input.once('end', resolve));
+      for (const n of some) pair.client.send(numbered(n), OWN_PACKET);
+      pair.clientSocket.end();
+      await eofRead;
+      expect(pair.received).to.deep.equal([]);
+      expect(legEndedAt).to.equal(-1);
+      budget.release();
+      await waitFor(() => legEndedAt >= 0 || undefined, { timeoutMs: 10_000, what: 'the leg to end' });
+      expect(legEndedAt).to.equal(some.length);
+      expect(pair.received).to.deep.equal(some);
+    } finally {
+      pair.close();
+    }
+  });
+
+  it('keeps reading paused while the relay holds it back, even once its backlog is empty', async () => {
+    const budget = new HeldBudget(BUDGET);
+    const pair = await legPair(budget);
+    try {
+      budget.hold();
+      for (const n of all) pair.client.send(numbered(n), OWN_PACKET);
+      // The backlog fills up to its bound and the leg stops reading.
+      await waitFor(() => pair.server.input.isPaused() || undefined, { timeoutMs: 10_000, what: 'a full backlog' });
+      // The other leg is congested: the relay pauses this one. Then the backlog drains.
+      pair.server.pause();
+      budget.release();
+      await waitFor(() => pair.received.length > 0 || undefined, { timeoutMs: 10_000, what: 'the backlog to drain' });
+      // Enough turns to drain the backlog many times over.
+      await turns(50);
+      const stalledAt = pair.received.length;
+      expect(stalledAt).to.be.below(BURST);
+      expect(pair.server.input.isPaused()).to.equal(true);
+      await turns(20);
+      expect(pair.received.length).to.equal(stalledAt);
+      pair.server.resume();
+      await waitFor(() => pair.received.length === BURST || undefined, { timeoutMs: 20_000, what: 'the rest of the burst' });
+      expect(pair.received).to.deep.equal(all);
+    } finally {
+      pair.close();
+    }
+  });
+});
