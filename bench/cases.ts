@@ -2,6 +2,7 @@
 // through the proxy; run.ts alternates the two.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -155,7 +156,8 @@ export async function trueCommand(p: SshPath): Promise<{ bytes: number }> {
  * `sessions` parallel connections, each piping the same `bytes`-byte random
  * file into a remote `openssl dgst -sha256` (coreutils sha256sum runs at
  * ~190 MB/s here without SHA-NI and would be the bottleneck); every digest
- * must match the local one.
+ * must match the local one. Meanwhile a probe measures how long a new client
+ * waits for the server's SSH identification line (see bannerProbe).
  */
 export async function parallelChecksums(p: SshPath, sessions: number, file: string, bytes: number, digest: string): Promise<{ bytes: number; extra: Record<string, number> }> {
   const started = performance.now();
@@ -164,10 +166,9 @@ export async function parallelChecksums(p: SshPath, sessions: number, file: stri
     const fd = fs.openSync(file, 'r');
     let ssh;
     try {
-      // The daemon accepts one connection per event-loop turn (Node 20's
-      // libuv), and while it relays the first sessions' uploads a turn takes
-      // 100-250 ms: the last of 100 simultaneous logins waited up to ~17 s for
-      // the banner, close to the helper's ConnectTimeout of 20 s.
+      // Node accepts one connection per event-loop turn; before the daemon
+      // bounded its turns (lib/turnbudget.ts) the last of 100 simultaneous
+      // logins waited up to ~17 s for the banner, close to the helpers' 20 s.
       ssh = spawnTracked('ssh', [...p.sshArgs(['-o', 'ConnectTimeout=120']), p.destination, 'openssl dgst -sha256 -r'], { stdio: [fd, 'pipe', 'pipe'], env: p.env });
     } finally {
       fs.closeSync(fd);
@@ -178,13 +179,71 @@ export async function parallelChecksums(p: SshPath, sessions: number, file: stri
     const remote = r.stdout.trim().split(/\s+/)[0];
     check(remote === digest, `${p.name} session ${i}`, `remote sha256 ${remote} != local ${digest}`);
   });
+  const probe = bannerProbe(p.port);
   const results = await Promise.allSettled(jobs);
+  const waits = (await probe.stop()).sort((a, b) => a - b);
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed.length > 0) throw new Error(`${failed.length}/${sessions} sessions failed; first: ${(failed[0]!.reason as Error).message}`);
   perSession.sort((a, b) => a - b);
+  const at = (q: number) => waits[Math.min(waits.length - 1, Math.floor(q * waits.length))] ?? NaN;
   return {
     bytes: sessions * bytes,
-    extra: { firstDoneSeconds: perSession[0]!, lastDoneSeconds: perSession[perSession.length - 1]! },
+    extra: {
+      firstDoneSeconds: perSession[0]!,
+      lastDoneSeconds: perSession[perSession.length - 1]!,
+      bannerProbes: waits.length,
+      bannerWaitMedianMs: at(0.5),
+      bannerWaitP90Ms: at(0.9),
+      bannerWaitMaxMs: waits[waits.length - 1] ?? NaN,
+    },
+  };
+}
+
+/** Pause between two probes: they measure the server under load without adding to it. */
+export const PROBE_INTERVAL_MS = 250;
+
+/**
+ * Connects to `port` again and again, one connection at a time, and records
+ * how long each waited for the server's identification line ("SSH-2.0-..."):
+ * what a user logging in while others move data waits before anything happens.
+ * stop() ends the probing and returns the waits in milliseconds.
+ */
+function bannerProbe(port: number): { stop(): Promise<number[]> } {
+  const waits: number[] = [];
+  let stopped = false;
+  let current: Promise<void> = Promise.resolve();
+  const once = () =>
+    new Promise<void>((resolve) => {
+      const started = performance.now();
+      const socket = net.connect(port, '127.0.0.1');
+      let received = '';
+      const done = () => {
+        socket.destroy();
+        resolve();
+      };
+      socket.on('data', (chunk: Buffer) => {
+        received += chunk.toString('latin1');
+        if (!received.includes('\n')) return;
+        if (received.startsWith('SSH-')) waits.push(performance.now() - started);
+        done();
+      });
+      socket.on('error', done);
+      socket.on('close', done);
+    });
+  const loop = async () => {
+    while (!stopped) {
+      current = once();
+      await current;
+      await sleep(PROBE_INTERVAL_MS);
+    }
+  };
+  const running = loop();
+  return {
+    stop: async () => {
+      stopped = true;
+      await running;
+      return waits;
+    },
   };
 }
 

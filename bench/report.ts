@@ -1,7 +1,7 @@
 // results.json (everything, every run) and results.md (the tables).
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Run } from './cases.js';
+import { PROBE_INTERVAL_MS, type Run } from './cases.js';
 import type { ProfileSummary } from './profile.js';
 import { GiB, MiB, fmt, max, median, min, spreadPercent } from './stats.js';
 
@@ -151,9 +151,20 @@ export function markdown(r: Results): string {
       );
     }
   }
+  const e = (rs: Run[], k: string) => median(rs.map((x) => x.extra?.[k] ?? NaN));
+  const parallel = r.cases.find((c) => c.group === 'concurrency' && c.proxy.some((x) => x.extra?.bannerProbes !== undefined));
+  if (parallel) {
+    out.push('');
+    out.push(`Logging in during the parallel case: a probe connects every ${PROBE_INTERVAL_MS} ms and times the server's identification line (medians over runs):`);
+    out.push('');
+    out.push('| | Direct | Proxy |');
+    out.push('|---|---|---|');
+    for (const [label, key] of [['probes', 'bannerProbes'], ['median wait (ms)', 'bannerWaitMedianMs'], ['90th percentile (ms)', 'bannerWaitP90Ms'], ['longest (ms)', 'bannerWaitMaxMs']] as const) {
+      out.push(`| ${label} | ${fmt(e(parallel.direct, key), 0)} | ${fmt(e(parallel.proxy, key), 0)} |`);
+    }
+  }
   const idle = r.cases.find((c) => c.group === 'idle');
   if (idle) {
-    const e = (rs: Run[], k: string) => median(rs.map((x) => x.extra?.[k] ?? NaN));
     out.push('');
     out.push(`Idle sessions (${String(idle.proxy[0]?.extra?.sessions ?? '')} at once; medians over runs):`);
     out.push('');
