@@ -85,7 +85,7 @@ interface RawProtocol extends Protocol {
   _decipher: { inSeqno: number; _onPayload: (payload: Buffer) => unknown } | undefined;
   _cipher: { outSeqno: number };
   _kexinit: Buffer | undefined;
-  _kex: { remoteExtInfoEnabled?: boolean } | undefined;
+  _kex: { remoteExtInfoEnabled?: boolean; sessionID?: Buffer; negotiated?: unknown } | undefined;
   _strictMode: boolean | undefined;
   _packetRW: {
     write: {
@@ -113,7 +113,34 @@ export interface ProtocolConfig {
 }
 
 export function createProtocol(config: ProtocolConfig): Protocol {
-  return new ProtocolClass(config);
+  const onHandshakeComplete = config.onHandshakeComplete;
+  const proto: RawProtocol = new ProtocolClass({
+    ...config,
+    onHandshakeComplete: () => {
+      releaseKexState(proto);
+      onHandshakeComplete();
+    },
+  });
+  return proto;
+}
+
+/**
+ * Once a key exchange has completed, ssh2 keeps its KeyExchange object in
+ * `_kex` until the next KEXINIT replaces it (kex.js handleKexInit): with the
+ * ephemeral key pair (two KeyObjects with native keys for x25519) and, on a
+ * server, the closure that holds the shared secret and the exchange hash,
+ * ~1 KiB of heap per leg plus native memory. What ssh2 reads from `_kex`
+ * between exchanges: `sessionID` (the next exchange's constructor, user auth
+ * signatures), `negotiated` (compression at USERAUTH_SUCCESS),
+ * `remoteExtInfoEnabled` (already read when this runs), and its truthiness
+ * (handleKexInit: a rekey, not the first exchange). Every KEXINIT builds a
+ * new KeyExchange from `sessionID` alone, and only a KEXINIT installs the
+ * handler that parses key exchange messages, so nothing else is read again.
+ */
+function releaseKexState(proto: RawProtocol): void {
+  const kex = proto._kex;
+  if (kex === undefined) return;
+  proto._kex = { sessionID: kex.sessionID, negotiated: kex.negotiated, remoteExtInfoEnabled: kex.remoteExtInfoEnabled };
 }
 
 /** Builds an offer once; see NOTES: ssh2 mutates plain offer objects. */

@@ -431,6 +431,37 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     expect(strictKex(client.proto)).to.equal(true);
   });
 
+  it('keeps only the session id and negotiated algorithms between key exchanges (createProtocol), and rekeys from them', async () => {
+    pair = makePair();
+    const { server, client } = pair;
+    const kexOf = (s: Side) => (s.proto as unknown as { _kex: Record<string, unknown> })._kex;
+    await handshake(pair);
+    // No ephemeral key pair, no shared secret: only what ssh2 reads until the next KEXINIT.
+    const kept = ['negotiated', 'remoteExtInfoEnabled', 'sessionID'];
+    const sessionIds: Buffer[] = [];
+    for (const s of [server, client]) {
+      expect(Object.keys(kexOf(s)).sort(), `${s.name} _kex after the handshake`).to.deep.equal(kept);
+      const id = kexOf(s).sessionID;
+      expect(Buffer.isBuffer(id) && id.length, `${s.name} session id`).to.equal(32); // curve25519-sha256
+      sessionIds.push(id as Buffer);
+    }
+    expect(sessionIds[0]!.equals(sessionIds[1]!), 'both sides agree on the session id').to.equal(true);
+
+    rekey(client.proto);
+    await until(() => server.handshakes === 2 && client.handshakes === 2, 'the rekey to complete');
+    noErrors(pair);
+    for (const s of [server, client]) {
+      expect(Object.keys(kexOf(s)).sort(), `${s.name} _kex after the rekey`).to.deep.equal(kept);
+      // RFC 4253 §7.2: the session id stays the first exchange's hash.
+      expect((kexOf(s).sessionID as Buffer).equals(sessionIds[0]!), `${s.name} session id after the rekey`).to.equal(true);
+    }
+    const before = server.intercepted.length;
+    sendPayload(client.proto, ignorePayload('after-rekey'));
+    await roundTrip(pair);
+    noErrors(pair);
+    expect(server.intercepted.slice(before).some((e) => e.payload.subarray(5).toString() === 'after-rekey')).to.equal(true);
+  });
+
   it('reports a key exchange from a rekey KEXINIT until it completes, and intercepts after it', async () => {
     pair = makePair();
     const { server, client } = pair;
