@@ -32,6 +32,9 @@ function printable(text: string): string {
   return clean.length > 64 ? `${clean.slice(0, 64)}...` : clean;
 }
 
+/** The server's EXT_INFO payload, the same for every connection: one buffer, not one kept per session. */
+const EXT_INFO = extInfoPayload(SERVER_SIG_ALGS);
+
 /** Authentication requests a client may have waiting at once (it should wait for each answer). */
 const MAX_QUEUED_AUTH_STEPS = 8;
 
@@ -121,7 +124,7 @@ export class Connection {
         },
       },
     });
-    replaceServerExtInfo(this.client.proto, extInfoPayload(SERVER_SIG_ALGS));
+    replaceServerExtInfo(this.client.proto, EXT_INFO);
     this.client.on(
       'error',
       this.guard('client error', (err: Error) => {

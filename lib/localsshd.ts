@@ -165,12 +165,6 @@ export class LocalSshdUpstream implements Upstream {
     // sshd -i on a loopback TCP socket rather than a pipe: its peer is then
     // 127.0.0.1, not "UNKNOWN", which PAM's audit records look up in DNS
     // (seconds per login where DNS is slow or unreachable).
-    const { local, remote } = await loopbackPair().catch((err: Error) => {
-      log('error', `cannot make a socket pair for sshd: ${err.message}`);
-      throw new UpstreamError(CANNOT_START);
-    });
-    local.on('error', () => {}); // a dead sshd: the leg sees the stream end
-
     const stderrLines: string[] = [];
     let partial = '';
     const onStderr = (text: string) => {
@@ -184,21 +178,7 @@ export class LocalSshdUpstream implements Upstream {
         if (stderrLines.length > STDERR_LINES_KEPT) stderrLines.shift();
       }
     };
-    // A session of its own (detached): a Ctrl-C meant for a daemon run in a
-    // terminal must not reach every user's sshd; the daemon ends them itself.
-    let child: StartedProcess;
-    try {
-      child = await startProcess(this.options.sshdPath, ['-i', '-e', ...this.args()], remote, onStderr);
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      local.destroy();
-      log('error', `cannot start ${this.options.sshdPath}: ${e.message}`);
-      throw new UpstreamError(
-        e.code === 'ENOENT' ? 'The SSH server for your environment is not installed; ask your JupyterHub administrator' : CANNOT_START,
-      );
-    } finally {
-      remote.destroy(); // the child has its own copy
-    }
+    const { local, child } = await this.startSshd(onStderr, log);
 
     return {
       input: local,
@@ -227,6 +207,35 @@ export class LocalSshdUpstream implements Upstream {
         });
       },
     };
+  }
+
+  /**
+   * `sshd -i` on one end of a loopback pair; returns the other end. A function
+   * of its own: the pair (with the end given to sshd and closed here) is the
+   * result of a promise awaited in this frame, and the caller's frame lives
+   * as long as the session (its closures do), this one does not.
+   */
+  private async startSshd(onStderr: (text: string) => void, log: (level: string, message: string) => void): Promise<{ local: net.Socket; child: StartedProcess }> {
+    const { local, remote } = await loopbackPair().catch((err: Error) => {
+      log('error', `cannot make a socket pair for sshd: ${err.message}`);
+      throw new UpstreamError(CANNOT_START);
+    });
+    local.on('error', () => {}); // a dead sshd: the leg sees the stream end
+    // A session of its own (detached): a Ctrl-C meant for a daemon run in a
+    // terminal must not reach every user's sshd; the daemon ends them itself.
+    try {
+      const child = await startProcess(this.options.sshdPath, ['-i', '-e', ...this.args()], remote, onStderr);
+      return { local, child };
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      local.destroy();
+      log('error', `cannot start ${this.options.sshdPath}: ${e.message}`);
+      throw new UpstreamError(
+        e.code === 'ENOENT' ? 'The SSH server for your environment is not installed; ask your JupyterHub administrator' : CANNOT_START,
+      );
+    } finally {
+      remote.destroy(); // the child has its own copy
+    }
   }
 
   /** Removes the runtime directory (keys and config). */
@@ -261,10 +270,11 @@ function loopbackPair(): Promise<{ local: net.Socket; remote: net.Socket }> {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
       const local = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-      local.once('error', (err) => {
+      const onError = (err: Error) => {
         server.close();
         reject(err);
-      });
+      };
+      local.once('error', onError);
       local.setNoDelay(true);
       server.on('connection', (remote) => {
         if (remote.remotePort !== local.localPort) {
@@ -272,6 +282,8 @@ function loopbackPair(): Promise<{ local: net.Socket; remote: net.Socket }> {
           return;
         }
         server.close();
+        // Its closure holds the closed listener: not for the session's lifetime.
+        local.removeListener('error', onError);
         // sshd sets TCP_NODELAY only for interactive sessions; without it,
         // Nagle and delayed ACKs slow the handshake round trips.
         remote.setNoDelay(true);
