@@ -106,6 +106,9 @@ function withPortFlag(options: string[], flag: '-p' | '-P'): string[] {
  */
 export const DAEMON_NODE_ARGS = ['--max-semi-space-size=2'];
 
+/** The environment the daemon is deployed with (the same files). */
+export const DAEMON_ENV: NodeJS.ProcessEnv = { MALLOC_ARENA_MAX: '2' };
+
 export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-bench-'));
   onCleanup(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -121,7 +124,7 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
 
   // Info, as in production (the helper's default is debug). The direct sshd
   // has MaxStartups 2000 for the 1,000-session case; so does the proxy.
-  const proxy = await startProxy(hub.url, ['--max-startups', '2000'], { logLevel: 'info', nodeArgs: DAEMON_NODE_ARGS });
+  const proxy = await startProxy(hub.url, ['--max-startups', '2000'], { logLevel: 'info', nodeArgs: DAEMON_NODE_ARGS, env: DAEMON_ENV });
   onCleanup(() => proxy.stop());
   const proxyGroup = accountingGroup('jsp-bench-proxy', proxy.child.pid!);
   log(`proxy daemon pid ${proxy.child.pid} on port ${proxy.port}`);

@@ -45,7 +45,7 @@ export interface CpuCost {
 export interface Results {
   startedAt: string;
   finishedAt: string;
-  machine: Record<string, unknown> & { cpu: string; cores: number; openssh: string; node: string; daemonNodeArgs?: string; ssh2: string };
+  machine: Record<string, unknown> & { cpu: string; cores: number; openssh: string; node: string; daemonNodeArgs?: string; daemonEnv?: string; ssh2: string };
   settings: Record<string, unknown>;
   loadavg: { start: number[]; end: number[] };
   cases: CaseResult[];
@@ -104,7 +104,7 @@ export function markdown(r: Results): string {
   out.push('');
   out.push(`- when: ${r.startedAt} – ${r.finishedAt || '(unfinished)'}`);
   out.push(`- machine: ${m.cpu}, ${m.cores} cores, ${String(m.memoryGiB)} GiB, Linux ${String(m.kernel)}; CPU flags ${(m.cpuFlags as string[]).join(' ')}`);
-  out.push(`- ${m.openssh}; Node ${m.node}${m.daemonNodeArgs ? ` (daemon run as \`node ${m.daemonNodeArgs}\`)` : ''}; ssh2 ${m.ssh2} (native crypto binding ${m.ssh2NativeBinding ? 'built' : 'missing'})`);
+  out.push(`- ${m.openssh}; Node ${m.node}${m.daemonNodeArgs ? ` (daemon run as \`${m.daemonEnv ? `${m.daemonEnv} ` : ''}node ${m.daemonNodeArgs}\`)` : ''}; ssh2 ${m.ssh2} (native crypto binding ${m.ssh2NativeBinding ? 'built' : 'missing'})`);
   out.push(`- client-leg cipher: as in the Cipher column (\`-c\`, same on both paths); "default" = ${String(m.clientDefaultCipher)}`);
   out.push(`- upstream leg (proxy → sshd -i): ${String(m.upstreamCipher)}`);
   const s = r.settings;

@@ -24,7 +24,7 @@ import {
   upload,
   type Run,
 } from './cases.js';
-import { cleanup, DAEMON_NODE_ARGS, onCleanup, setUp, type BenchEnv, type SshPath } from './env.js';
+import { cleanup, DAEMON_ENV, DAEMON_NODE_ARGS, onCleanup, setUp, type BenchEnv, type SshPath } from './env.js';
 import { cpuTimes } from './procfs.js';
 import { formatSummary, summarize, type ProfileSummary } from './profile.js';
 import { writeReports, type CaseResult, type Results } from './report.js';
@@ -117,6 +117,7 @@ function machine() {
     openssh,
     node: process.version,
     daemonNodeArgs: DAEMON_NODE_ARGS.join(' '),
+    daemonEnv: Object.entries(DAEMON_ENV).map(([k, v]) => `${k}=${v}`).join(' '),
     ssh2: ssh2.version,
     ssh2NativeBinding: binding,
     clientDefaultCipher: 'chacha20-poly1305@openssh.com (OpenSSH default order; used by latency, concurrency, idle)',
@@ -314,7 +315,7 @@ async function profileOne(env: BenchEnv, results: Results, dir: string, directio
   const child: ChildProcess = spawn(
     process.execPath,
     [...DAEMON_NODE_ARGS, '--cpu-prof', '--cpu-prof-dir', dir, BIN, '--ip', '127.0.0.1', '-p', '0', '-k', keyDir, '--log-level', 'info', env.hub.url],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...DAEMON_ENV } },
   );
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
@@ -375,7 +376,7 @@ async function main(): Promise<void> {
     notes: [],
   };
   log(`machine: ${m.cpu}, ${m.cores} cores (${m.cpuFlags.join(' ')}), ${m.memoryGiB} GiB, Linux ${m.kernel}`);
-  log(`versions: ${m.openssh}; Node ${m.node} (daemon: node ${m.daemonNodeArgs}); ssh2 ${m.ssh2} (native binding ${m.ssh2NativeBinding ? 'built' : 'MISSING'})`);
+  log(`versions: ${m.openssh}; Node ${m.node} (daemon: ${m.daemonEnv} node ${m.daemonNodeArgs}); ssh2 ${m.ssh2} (native binding ${m.ssh2NativeBinding ? 'built' : 'MISSING'})`);
   log(`bulk ciphers (client leg, both paths): ${settings.ciphers.join(', ')}; upstream leg: ${m.upstreamCipher}`);
   log(`load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   if (settings.sessionBytes < 100 * MiB || settings.sessions < 100 || settings.idleSessions < 1000 || settings.bulkBytes < GiB || settings.idleRuns < settings.runs) {

@@ -58,7 +58,8 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
         "    'name': 'ssh-proxy',",
         `    'command': ${JSON.stringify(command)},`,
         // The fixture finds leftover processes by this marker.
-        "    'environment': {'JSP_TEST_HUB_ID': os.environ['JSP_TEST_HUB_ID']},",
+        // As in the README: the daemon's malloc setting (docs/deploy.md).
+        "    'environment': {'JSP_TEST_HUB_ID': os.environ['JSP_TEST_HUB_ID'], 'MALLOC_ARENA_MAX': '2'},",
         '})',
         `c.JupyterHub.load_roles.append({'name': 'ssh-proxy', 'scopes': ${JSON.stringify(PROXY_SERVICE_SCOPES)}, 'services': ['ssh-proxy']})`,
       ].join('\n'),
