@@ -52,7 +52,7 @@ export class Metrics {
   });
   readonly spawns = new client.Histogram({
     name: 'jupyter_ssh_proxy_spawn_duration_seconds',
-    help: 'Time from a login to its server running, for logins that started a server, by result',
+    help: 'Time from a login to its server running, for logins that waited for their server to start (one spawn can serve several logins), by result',
     labelNames: ['result'] as const,
     buckets: [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300],
     registers: [this.registry],

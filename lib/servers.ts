@@ -3,6 +3,7 @@
  * server if needed, POST to start it, and follow its progress stream, showing
  * each step to the waiting user.
  */
+import { createHash } from 'node:crypto';
 import type { HubClient, ProgressEvent } from './hub.js';
 import type { LoginTarget } from './authorizer.js';
 
@@ -26,15 +27,39 @@ function describe(target: LoginTarget): string {
 }
 
 export class ServerStarter {
+  /**
+   * Starts in flight, by target and the token they use. A login for a target
+   * that is being started waits for that start instead of asking the Hub
+   * again: 100 simultaneous logins to a stopped server would otherwise race,
+   * and all but one would be told "already running" or "pending spawn". The
+   * token (its hash, as in the token cache) is part of the key so that a
+   * login never gets the verdict of another token's rights (one that may not
+   * start servers, say).
+   */
+  private readonly starts = new Map<string, SharedStart>();
+
   constructor(private readonly hub: HubClient, private readonly options: ServerStarterOptions) {}
 
   /**
    * Resolves once the target server runs, starting it if allowed. `progress`
-   * receives one line per step. Throws ServerUnavailableError (for the user)
-   * or HubUnavailableError (from the Hub client).
+   * receives one line per step (every line so far, for a login that joins a
+   * start under way). Throws ServerUnavailableError (for the user) or
+   * HubUnavailableError (from the Hub client).
    */
-  async ensureRunning(target: LoginTarget, userToken: string, progress: (line: string) => void): Promise<void> {
+  ensureRunning(target: LoginTarget, userToken: string, progress: (line: string) => void): Promise<void> {
     const token = this.options.serviceToken ?? userToken;
+    const key = `${target.hubUser}/${target.server}\n${createHash('sha256').update(token).digest('base64')}`;
+    let start = this.starts.get(key);
+    if (!start) {
+      const shared = new SharedStart();
+      start = shared;
+      this.starts.set(key, shared);
+      shared.run(() => this.startOnce(target, userToken, token, (line) => shared.emit(line))).finally(() => this.starts.delete(key));
+    }
+    return start.wait(progress);
+  }
+
+  private async startOnce(target: LoginTarget, userToken: string, token: string, progress: (line: string) => void): Promise<void> {
     const { homePage } = this.options;
     const user = await this.hub.user(target.hubUser, token);
     if (user === null) {
@@ -50,6 +75,11 @@ export class ServerStarter {
     const server = user.servers?.[target.server];
     if (server?.ready && !server.pending) return;
     if (server?.pending === 'stop') throw new ServerUnavailableError(`${describe(target)} is stopping; try again in a moment`);
+    if (server?.pending === 'spawn') {
+      // Started by someone else (the Hub's UI, another proxy): wait for it.
+      progress(`${describe(target)} is starting; waiting for it...`);
+      return this.awaitSpawn(new SpawnProgress(this.hub, target, token, progress, this.options.spawnTimeoutMs, true), target, token);
+    }
     if (!this.options.startServers) {
       throw new ServerUnavailableError(`${describe(target)} is not running; start it at ${homePage}`);
     }
@@ -71,10 +101,15 @@ export class ServerStarter {
     spawn.postAnswered();
     const { status, message } = result;
     if (status === 201) return spawn.cancel();
-    if (status !== 202) {
-      spawn.cancel();
-      throw new ServerUnavailableError(this.explainStartFailure(status, message, target));
-    }
+    // Someone else started it between our look and our POST.
+    if (status === 400 && /already running/i.test(message)) return spawn.cancel();
+    if (status === 202 || (status === 400 && /pending spawn/i.test(message))) return this.awaitSpawn(spawn, target, token);
+    spawn.cancel();
+    throw new ServerUnavailableError(this.explainStartFailure(status, message, target));
+  }
+
+  /** Waits for a spawn under way to end, and says how it ended. */
+  private async awaitSpawn(spawn: SpawnProgress, target: LoginTarget, token: string): Promise<void> {
     const last = await spawn.finished();
     if (spawn.timedOut) {
       // The spawn goes on in the Hub; only our wait ends.
@@ -109,6 +144,35 @@ export class ServerStarter {
 
 }
 
+/** One start of a server, and the logins waiting for it. */
+class SharedStart {
+  private readonly lines: string[] = [];
+  private readonly waiters = new Set<(line: string) => void>();
+  private done!: Promise<void>;
+
+  /** Runs the start; the returned promise never rejects (waiters get the error). */
+  run(start: () => Promise<void>): Promise<void> {
+    this.done = start();
+    return this.done.catch(() => undefined);
+  }
+
+  emit(line: string): void {
+    this.lines.push(line);
+    for (const waiter of this.waiters) waiter(line);
+  }
+
+  /** Shows `progress` every line so far and each one to come, until the start is over. */
+  async wait(progress: (line: string) => void): Promise<void> {
+    for (const line of this.lines) progress(line);
+    this.waiters.add(progress);
+    try {
+      await this.done;
+    } finally {
+      this.waiters.delete(progress);
+    }
+  }
+}
+
 /** How soon to ask for the progress stream again while the Hub has not begun the spawn. */
 const PROGRESS_RETRY_MS = 250;
 
@@ -120,7 +184,6 @@ const PROGRESS_RETRY_MS = 250;
 class SpawnProgress {
   timedOut = false;
   private last?: ProgressEvent;
-  private answered = false;
   private readonly abort = new AbortController();
   private readonly timer: NodeJS.Timeout;
   private readonly done: Promise<void>;
@@ -131,6 +194,8 @@ class SpawnProgress {
     private readonly token: string,
     private readonly progress: (line: string) => void,
     timeoutMs: number,
+    /** The spawn is already under way (no POST of ours to wait for). */
+    private answered = false,
   ) {
     this.timer = setTimeout(() => {
       this.timedOut = true;

@@ -278,6 +278,51 @@ describe('hub: start on demand, with progress', function () {
   });
 });
 
+describe('hub: logins while the server is being started', function () {
+  // A single-user server that takes over 3 s to start, so that its spawn is
+  // still pending while the logins arrive.
+  const env = hubEnv({
+    hub: { spawnerCmd: ['/bin/sh', '-c', 'sleep 3; exec /usr/bin/jupyterhub-singleuser "$@"', 'jupyterhub-singleuser'] },
+  });
+
+  /** Requests to start NAME's default server that reached the Hub, from its log. */
+  function startRequests(name: string): number {
+    const log = fs.readFileSync(path.join(env.hub.dir, 'hub.log'), 'utf8');
+    return (log.match(new RegExp(`POST /hub/api/users/${escapeRegExp(name)}/server[ ?]`, 'g')) ?? []).length;
+  }
+
+  it('10 simultaneous logins to a stopped server all get in, with one start', async function () {
+    await stopServer(env.hub, env.user.name);
+    const before = startRequests(env.user.name);
+    const results = await Promise.all(Array.from({ length: 10 }, () => env.ssh(['id -un'])));
+    for (const r of results) {
+      expectLoggedInAs(r, env.user.name);
+      // Every login is shown the start it waited for.
+      expect(r.stderr).to.include('Your server is not running; starting it');
+      expect(r.stderr).to.include('Spawning server');
+    }
+    expect(startRequests(env.user.name) - before).to.equal(1);
+  });
+
+  it('a login while a start begun elsewhere is under way waits for that start', async function () {
+    await stopServer(env.hub, env.user.name);
+    const before = startRequests(env.user.name);
+    // Started through the API, as the Hub's home page does.
+    const post = env.hub.api('POST', serverPath(env.user.name, ''), {});
+    await waitFor(async () => (await serverModel(env.hub, env.user.name))?.pending === 'spawn', {
+      timeoutMs: HUB_STATE_TIMEOUT_MS,
+      intervalMs: 50,
+      what: 'the spawn to be pending',
+    });
+    const r = await env.ssh(['id -un']);
+    expectLoggedInAs(r, env.user.name);
+    expect(r.stderr).to.include('Your server is starting; waiting for it');
+    expect([201, 202]).to.include((await post).status);
+    // Only the API's own request: the proxy did not ask for a second start.
+    expect(startRequests(env.user.name) - before).to.equal(1);
+  });
+});
+
 describe('hub: --no-create-named-servers', function () {
   const env = hubEnv({ hub: { namedServers: true }, proxyArgs: ['--no-create-named-servers'] });
 
