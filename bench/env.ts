@@ -107,7 +107,7 @@ function withPortFlag(options: string[], flag: '-p' | '-P'): string[] {
 export const DAEMON_NODE_ARGS = ['--max-semi-space-size=2'];
 
 /** The environment the daemon is deployed with (the same files). */
-export const DAEMON_ENV: NodeJS.ProcessEnv = { MALLOC_ARENA_MAX: '2' };
+export const DAEMON_ENV: NodeJS.ProcessEnv = { LD_PRELOAD: 'libjemalloc.so.2', MALLOC_CONF: 'narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0', MALLOC_ARENA_MAX: '2' };
 
 export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-bench-'));

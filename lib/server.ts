@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { hostKeyAlgorithms, clientOffer, serverOffer } from './algorithms.js';
+import { activeAllocator } from './allocator.js';
 import { HubAuthorizer } from './authorizer.js';
 import { FAILED_TOKEN_CACHE_MS, IDENT, type ProxyConfig } from './config.js';
 import { Connection, type ConnectionSettings } from './connection.js';
@@ -45,7 +46,7 @@ export class ProxyServer {
       await cryptoReady;
       this.settings = await this.load(this.config);
       this.log.info(
-        `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}`,
+        `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}, ${activeAllocator()}`,
       );
       if (this.config.metricsPort !== undefined) {
         this.metricsServer = await serveMetrics(this.metrics, this.config.metricsIp, this.config.metricsPort, this.log);

@@ -5,10 +5,13 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { parentPort } from 'node:worker_threads';
+import { childEnv } from './allocator.js';
 import type { SpawnerReply, SpawnerRequest } from './spawner.js';
 
 const port = parentPort!;
 const children = new Map<number, ChildProcess>();
+/** Every process started here runs without the daemon's allocator settings. */
+const env = childEnv(process.env);
 
 function reply(message: SpawnerReply): void {
   port.postMessage(message);
@@ -20,7 +23,7 @@ function startProcess(id: number, file: string, args: string[], fd: number): voi
   // our 'spawned' reply.
   let child: ChildProcess;
   try {
-    child = spawn(file, args, { stdio: [fd, fd, 'pipe'], detached: true });
+    child = spawn(file, args, { stdio: [fd, fd, 'pipe'], detached: true, env });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     reply({ id, kind: 'spawn-error', code: e.code ?? '', message: e.message });
@@ -44,7 +47,7 @@ function startProcess(id: number, file: string, args: string[], fd: number): voi
 }
 
 function runToEnd(id: number, file: string, args: string[]): void {
-  execFile(file, args, (err, stdout, stderr) => {
+  execFile(file, args, { env }, (err, stdout, stderr) => {
     // A number is the exit status; a string (ENOENT, EAGAIN, ...) means the program did not run.
     const code = err === null ? 0 : ((err as { code?: number | string }).code ?? 'unknown');
     reply({ id, kind: 'ran', code, stdout, stderr });

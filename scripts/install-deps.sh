@@ -1,13 +1,13 @@
 #!/bin/sh
 # Installs what jupyter-ssh-proxy needs on Debian 12, skipping what is there:
-#   scripts/install-deps.sh          the daemon's own needs (OpenSSH's sshd)
+#   scripts/install-deps.sh          the daemon's own needs (OpenSSH's sshd, jemalloc)
 #   scripts/install-deps.sh --test   plus what the test suite drives (JupyterHub,
 #                                    the OpenSSH client tools, Xvfb for X11, curl)
 # then the npm packages (npm ci builds dist/ and ssh2's native crypto binding).
 set -eu
 cd "$(dirname "$0")/.."
 
-packages="openssh-server openssh-client"
+packages="openssh-server openssh-client libjemalloc2"
 if [ "${1:-}" = "--test" ]; then
   packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync"
 fi

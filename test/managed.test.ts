@@ -7,8 +7,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { IDENT } from '../lib/config.js';
 import { createHubUser, createToken, startHub, type Hub } from './helpers/hub.js';
+import { childrenNamed } from './helpers/procs.js';
 import { BIN } from './helpers/proxy.js';
 import { ssh } from './helpers/ssh.js';
 import { createUnixUser, type UnixUser } from './helpers/unixuser.js';
@@ -40,6 +42,20 @@ function daemonGreets(port: number): Promise<boolean> {
   });
 }
 
+/** The pid of the daemon the Hub started on `port`, found by its command line. */
+function daemonPid(port: number): number {
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv.includes(BIN) && argv[argv.indexOf('-p') + 1] === String(port)) return Number(entry);
+    } catch {
+      // the process exited while we looked
+    }
+  }
+  throw new Error(`no daemon on port ${port}`);
+}
+
 describe('as a JupyterHub managed service (least-privilege role)', function () {
   let hub: Hub;
   let user: UnixUser;
@@ -58,8 +74,8 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
         "    'name': 'ssh-proxy',",
         `    'command': ${JSON.stringify(command)},`,
         // The fixture finds leftover processes by this marker.
-        // As in the README: the daemon's malloc setting (docs/deploy.md).
-        "    'environment': {'JSP_TEST_HUB_ID': os.environ['JSP_TEST_HUB_ID'], 'MALLOC_ARENA_MAX': '2'},",
+        // As in the README: the daemon's malloc settings (docs/deploy.md).
+        "    'environment': {'JSP_TEST_HUB_ID': os.environ['JSP_TEST_HUB_ID'], 'LD_PRELOAD': 'libjemalloc.so.2', 'MALLOC_CONF': 'narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0', 'MALLOC_ARENA_MAX': '2'},",
         '})',
         `c.JupyterHub.load_roles.append({'name': 'ssh-proxy', 'scopes': ${JSON.stringify(PROXY_SERVICE_SCOPES)}, 'services': ['ssh-proxy']})`,
       ].join('\n'),
@@ -88,5 +104,34 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
     const hubLog = fs.readdirSync(hub.dir).filter((f) => f.endsWith('.log')).map((f) => fs.readFileSync(path.join(hub.dir, f), 'utf8')).join('');
     expect(hubLog).to.contain('JupyterHub API at http://127.0.0.1:');
     expect(hubLog).to.not.contain(token);
+  });
+
+  it("runs on jemalloc, as the README's environment entry asks, and starts sshd without it", async function () {
+    const pid = daemonPid(port);
+    expect(fs.readFileSync(`/proc/${pid}/maps`, 'utf8')).to.match(/\/libjemalloc\.so\.2/);
+    const hubLog = fs.readdirSync(hub.dir).filter((f) => f.endsWith('.log')).map((f) => fs.readFileSync(path.join(hub.dir, f), 'utf8')).join('');
+    expect(hubLog).to.match(/native crypto binding available, jemalloc/);
+
+    // A session held open (cat waits for our stdin) while its sshd is inspected.
+    const { token } = await createToken(hub, user.name, [`access:servers!user=${user.name}`]);
+    let session: ChildProcess | undefined;
+    let output = '';
+    const finished = ssh(port, user.name, token, ['echo up; cat'], [], {
+      onSpawn: (child) => {
+        session = child;
+        child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+      },
+    });
+    try {
+      await waitFor(() => output.includes('up\n'), { timeoutMs: 60_000, what: 'the session to run' });
+      const sshds = childrenNamed(pid, 'sshd');
+      expect(sshds).to.have.length(1);
+      // sshd overwrites its environ with its process title, so its memory map is
+      // the evidence: a preloaded jemalloc would be mapped.
+      expect(fs.readFileSync(`/proc/${sshds[0]}/maps`, 'utf8')).to.not.match(/libjemalloc/);
+    } finally {
+      session?.stdin!.end();
+    }
+    expect((await finished).code).to.equal(0);
   });
 });
