@@ -5,6 +5,7 @@
  * connection id) and `peer` (the source address) as fields of their own.
  * Nothing here ever receives a token, password or private key.
  */
+import type net from 'node:net';
 import winston from 'winston';
 
 export type Logger = winston.Logger;
@@ -23,4 +24,9 @@ export function createLogger(level: string, format: LogFormat = 'text'): Logger 
         : winston.format.combine(winston.format.timestamp({ format: 'HH:mm:ss.SSS' }), text),
     transports: [new winston.transports.Console()],
   });
+}
+
+/** A listening address as operators type it: `[::]:2222` for IPv6, `127.0.0.1:2222` for IPv4. */
+export function formatListenAddress(address: net.AddressInfo): string {
+  return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
 }

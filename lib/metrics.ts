@@ -4,9 +4,10 @@
  * sets only (no user names, no addresses), so cardinality stays bounded.
  */
 import http from 'node:http';
+import type net from 'node:net';
 import client from 'prom-client';
 import type { HubEndpoint } from './hub.js';
-import type { Logger } from './logger.js';
+import { formatListenAddress, type Logger } from './logger.js';
 
 /** Channel types counted by name; anything else is "other". */
 export const CHANNEL_TYPES = [
@@ -148,7 +149,6 @@ export async function serveMetrics(metrics: Metrics, ip: string, port: number, l
     server.once('error', reject);
     server.listen({ host: ip || undefined, port }, () => resolve());
   });
-  const address = server.address() as { address: string; port: number };
-  log.info(`metrics on http://${address.address}:${address.port}/metrics`);
+  log.info(`metrics on http://${formatListenAddress(server.address() as net.AddressInfo)}/metrics`);
   return server;
 }

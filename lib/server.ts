@@ -14,7 +14,7 @@ import { loadHostKeys } from './hostkeys.js';
 import { HubClient } from './hub.js';
 import { LocalSshdUpstream } from './localsshd.js';
 import { ServerStarter } from './servers.js';
-import type { Logger } from './logger.js';
+import { formatListenAddress, type Logger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { SourcePenalties } from './penalties.js';
 import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, type ParsedKey } from './ssh2internals.js';
@@ -64,7 +64,7 @@ export class ProxyServer {
       throw err;
     }
     const address = this.server.address() as net.AddressInfo;
-    this.log.info(`listening on ${address.address}:${address.port}, JupyterHub API at ${this.config.hubApiUrl}`);
+    this.log.info(`listening on ${formatListenAddress(address)}, JupyterHub API at ${this.config.hubApiUrl}`);
     return address;
   }
 

@@ -5,8 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from '../lib/cli.js';
 import { useEnv } from './helpers/fixture.js';
-import { BIN } from './helpers/proxy.js';
-import { run } from './helpers/ssh.js';
+import { BIN, startProxy } from './helpers/proxy.js';
+import { askpassEnv, run, sshOptions } from './helpers/ssh.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
 /** Parses Prometheus text into `name{labels}` → value. */
@@ -96,6 +96,27 @@ describe('operations: JSON logs and metrics', function () {
     const end = entries.find((e) => String(e.message).startsWith('session ended'));
     expect(String(end!.message)).to.match(/bytes from client=\d+ to client=\d+ channels=session:1/);
     expect(env.proxy.logs()).to.not.contain(env.token);
+  });
+});
+
+describe('operations: IPv6 listeners', function () {
+  const env = useEnv();
+
+  it('logs [::1]:PORT for the SSH and metrics listeners and serves a login there', async function () {
+    const proxy = await startProxy(env.hub.url, ['--metrics-ip', '::1', '--metrics-port', '0'], { ip: '::1' });
+    try {
+      const logs = proxy.logs();
+      expect(logs).to.match(new RegExp(`listening on \\[::1\\]:${proxy.port},`));
+      const metricsPort = /metrics on http:\/\/\[::1\]:(\d+)\/metrics/.exec(logs)?.[1];
+      expect(metricsPort, logs).to.be.a('string');
+      // The logged address is usable as written.
+      const health = await fetch(`http://[::1]:${metricsPort}/health`);
+      expect(health.status).to.equal(200);
+      const r = await run('ssh', [...sshOptions(proxy.port), `${env.user.name}@::1`, 'echo', 'over-ipv6'], { env: askpassEnv(env.token) });
+      expect(r.stdout.toString().trim(), r.stderr).to.equal('over-ipv6');
+    } finally {
+      await proxy.stop();
+    }
   });
 });
 
