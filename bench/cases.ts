@@ -269,6 +269,49 @@ function pssSum(pids: number[]): number {
   return pids.reduce((a, pid) => a + pssKb(pid), 0);
 }
 
+/** How long settleDaemon waits at most for V8's next full collection. */
+const SETTLE_GC_TIMEOUT_MS = 60_000;
+/** RSS counts as steady when it moved less than this over STEADY_SAMPLES one-second samples. */
+const STEADY_TOLERANCE_KB = 1024;
+const STEADY_SAMPLES = 3;
+
+/** The daemon's count of V8 full (mark-compact) collections, from its metrics. */
+async function majorGcCount(metricsUrl: string): Promise<number> {
+  const text = await (await fetch(metricsUrl)).text();
+  const m = /^jupyter_ssh_proxy_nodejs_gc_duration_seconds_count\{kind="major"\} (\d+)$/m.exec(text);
+  if (!m) throw new Error(`no major-GC count in ${metricsUrl}`);
+  return Number(m[1]);
+}
+
+/**
+ * Waits until the daemon's memory reflects what is live, not what the last
+ * case freed: buffers of finished transfers stay resident until V8's next
+ * full collection frees them (20-30 s after traffic stops, V8's own timing;
+ * a daemon that has been idle since start may have none to run),
+ * and jemalloc then returns their pages within a second. So: wait for a full
+ * collection after this call, then for RSS to hold still. Returns the
+ * seconds waited; -1 when no full collection came within the deadline (the
+ * reading is then taken as is, and the log says so). No-op for the direct path.
+ */
+export async function settleDaemon(p: SshPath, log: (line: string) => void): Promise<number> {
+  if (p.name !== 'proxy' || !p.metricsUrl) return 0;
+  const metricsUrl = p.metricsUrl;
+  const t0 = performance.now();
+  const start = await majorGcCount(metricsUrl);
+  const samples: number[] = [];
+  while (performance.now() - t0 < SETTLE_GC_TIMEOUT_MS) {
+    await sleep(1000);
+    if ((await majorGcCount(metricsUrl)) === start) continue;
+    samples.push(statusKb(p.serverPid, 'VmRSS'));
+    const recent = samples.slice(-STEADY_SAMPLES);
+    if (recent.length === STEADY_SAMPLES && Math.max(...recent) - Math.min(...recent) < STEADY_TOLERANCE_KB) {
+      return (performance.now() - t0) / 1000;
+    }
+  }
+  log(`    daemon memory not settled after ${SETTLE_GC_TIMEOUT_MS / 1000} s (no full GC, or RSS still moving): reading it as it is`);
+  return -1;
+}
+
 /**
  * `sessions` concurrent idle sessions (`echo ready; exec sleep infinity`),
  * opened `parallel` at a time. Reports the connect time of all of them and,
@@ -282,6 +325,7 @@ export async function idleSessions(
   log: (line: string) => void,
 ): Promise<{ bytes: number; extra: Record<string, number> }> {
   const proxyPid = p.name === 'proxy' ? p.serverPid : undefined;
+  const settledBefore = await settleDaemon(p, log);
   const rssBefore = proxyPid ? statusKb(proxyPid, 'VmRSS') : 0;
   const sshdPssBefore = pssSum(descendants(p.serverPid, 'sshd'));
   const clients: ReturnType<typeof spawnTracked>[] = [];
@@ -315,8 +359,7 @@ export async function idleSessions(
   try {
     await Promise.all(Array.from({ length: Math.min(parallel, sessions) }, worker));
     const connectSeconds = (performance.now() - t0) / 1000;
-    // Let the heap settle (allocation during the ramp), then sample.
-    await sleep(5000);
+    const settledWith = await settleDaemon(p, log);
     const rssKb = proxyPid ? statusKb(proxyPid, 'VmRSS') : 0;
     const hwmKb = proxyPid ? statusKb(proxyPid, 'VmHWM') : 0;
     const anonKb = proxyPid ? statusKb(proxyPid, 'RssAnon') : 0;
@@ -328,6 +371,8 @@ export async function idleSessions(
         sessions,
         connectSeconds,
         sessionsPerSecond: sessions / connectSeconds,
+        daemonSettleSecondsBefore: settledBefore,
+        daemonSettleSecondsWith: settledWith,
         daemonRssBeforeKb: rssBefore,
         daemonRssKb: rssKb,
         daemonRssAnonKb: anonKb,

@@ -25,6 +25,8 @@ export interface SshPath {
    * it ever had (a cgroup; without one, only what /proc's cutime saw).
    */
   serverCpu(): { daemon?: number; daemonUser?: number; total: number };
+  /** The daemon's Prometheus endpoint (proxy path only): its V8 GC counters tell when freed memory has been collected. */
+  metricsUrl?: string;
   /** `ssh` arguments before the destination; `extra` goes after the fixed options. */
   /** ssh's options; `extra` come first, and ssh keeps the first value it sees of each option. */
   sshArgs(extra?: string[]): string[];
@@ -124,8 +126,14 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
 
   // Info, as in production (the helper's default is debug). The direct sshd
   // has MaxStartups 2000 for the 1,000-session case; so does the proxy.
-  const proxy = await startProxy(hub.url, ['--max-startups', '2000'], { logLevel: 'info', nodeArgs: DAEMON_NODE_ARGS, env: DAEMON_ENV });
+  const proxy = await startProxy(hub.url, ['--max-startups', '2000', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'], {
+    logLevel: 'info',
+    nodeArgs: DAEMON_NODE_ARGS,
+    env: DAEMON_ENV,
+  });
   onCleanup(() => proxy.stop());
+  const metricsUrl = /metrics on (http:\/\/\S+\/metrics)/.exec(proxy.logs())?.[1];
+  if (!metricsUrl) throw new Error(`the daemon did not log its metrics address:\n${proxy.logs()}`);
   const proxyGroup = accountingGroup('jsp-bench-proxy', proxy.child.pid!);
   log(`proxy daemon pid ${proxy.child.pid} on port ${proxy.port}`);
 
@@ -158,6 +166,7 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     port: proxy.port,
     serverPid: proxy.child.pid!,
     serverCpu: serverCpu(proxy.child.pid!, proxyGroup, true),
+    metricsUrl,
     sshArgs: (extra = []) => [...extra, ...sshOptions(proxy.port), ...QUIET],
     // sftp -b implies BatchMode=yes, which would forbid the token prompt.
     sftpArgs: (extra = []) => [...withPortFlag(sshOptions(proxy.port), '-P'), ...QUIET, '-o', 'BatchMode=no', ...extra],

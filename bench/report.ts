@@ -172,8 +172,10 @@ export function markdown(r: Results): string {
     out.push('|---|---|---|');
     out.push(`| connect all (s) | ${fmt(e(idle.direct, 'connectSeconds'), 1)} | ${fmt(e(idle.proxy, 'connectSeconds'), 1)} |`);
     out.push(`| sessions/s | ${fmt(e(idle.direct, 'sessionsPerSecond'), 1)} | ${fmt(e(idle.proxy, 'sessionsPerSecond'), 1)} |`);
-    out.push(`| daemon VmRSS before (MiB) | | ${fmt(e(idle.proxy, 'daemonRssBeforeKb') / 1024, 1)} |`);
-    out.push(`| daemon VmRSS with all sessions (MiB) | | ${fmt(e(idle.proxy, 'daemonRssKb') / 1024, 1)} |`);
+    out.push(`| daemon VmRSS before, once settled (MiB) | | ${fmt(e(idle.proxy, 'daemonRssBeforeKb') / 1024, 1)} |`);
+    out.push(`| daemon VmRSS with all sessions, once settled (MiB) | | ${fmt(e(idle.proxy, 'daemonRssKb') / 1024, 1)} |`);
+    const waited = (key: string) => (e(idle.proxy, key) < 0 ? 'no full GC in 60 s' : fmt(e(idle.proxy, key), 0));
+    out.push(`| seconds waited for a full GC and steady RSS, before / with sessions | | ${waited('daemonSettleSecondsBefore')} / ${waited('daemonSettleSecondsWith')} |`);
     out.push(`| daemon RSS per session (KiB) | | ${fmt(e(idle.proxy, 'daemonRssPerSessionKb'), 1)} |`);
     out.push(`| daemon VmHWM (MiB) | | ${fmt(e(idle.proxy, 'daemonHwmKb') / 1024, 1)} |`);
     out.push(`| sshd processes | ${fmt(e(idle.direct, 'sshdProcesses'), 0)} | ${fmt(e(idle.proxy, 'sshdProcesses'), 0)} |`);

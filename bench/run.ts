@@ -267,12 +267,18 @@ async function concurrency(env: BenchEnv, results: Results): Promise<void> {
   fs.rmSync(file, { force: true });
 }
 
+/** settleDaemon's answer for the log: seconds waited, or that no full GC came. */
+function settleText(seconds: number): string {
+  return seconds < 0 ? 'never (no full GC in 60 s)' : `in ${fmt(seconds, 0)} s`;
+}
+
 async function idle(env: BenchEnv, results: Results): Promise<void> {
   const result = newCase('idle', 'idle', `${settings.idleSessions} concurrent idle sessions (connect all, ${settings.idleParallel} at a time)`, 'default', 0);
   log(`${result.title}: ${settings.idleRuns} runs per path`);
   for (let i = 0; i < settings.idleRuns; i++) {
     for (const p of order(i, env.directPath, env.proxyPath())) {
-      const r = await measure(p, () => idleSessions(p, settings.idleSessions, settings.idleParallel, log), 180_000);
+      // Up to 2 x 60 s of it waiting for the daemon's memory to settle (settleDaemon).
+      const r = await measure(p, () => idleSessions(p, settings.idleSessions, settings.idleParallel, log), 420_000);
       // The idle case's time is the connect time of all sessions, not the teardown.
       r.seconds = r.extra!.connectSeconds!;
       (p.name === 'direct' ? result.direct : result.proxy).push(r);
@@ -280,7 +286,8 @@ async function idle(env: BenchEnv, results: Results): Promise<void> {
       log(
         `  run ${i + 1}/${settings.idleRuns} ${p.name.padEnd(6)} connect ${fmt(e.connectSeconds!, 1)} s` +
           (p.name === 'proxy'
-            ? `, daemon RSS ${fmt(e.daemonRssBeforeKb! / 1024, 1)} -> ${fmt(e.daemonRssKb! / 1024, 1)} MiB (${fmt(e.daemonRssPerSessionKb!, 1)} KiB/session)`
+            ? `, daemon RSS ${fmt(e.daemonRssBeforeKb! / 1024, 1)} -> ${fmt(e.daemonRssKb! / 1024, 1)} MiB (${fmt(e.daemonRssPerSessionKb!, 1)} KiB/session;` +
+              ` settled ${settleText(e.daemonSettleSecondsBefore!)} before, ${settleText(e.daemonSettleSecondsWith!)} after opening)`
             : '') +
           `, sshd Pss ${fmt(e.sshdPssPerSessionKb!, 0)} KiB/session (${e.sshdProcesses} sshd)`,
       );
