@@ -17,9 +17,9 @@ import { Relay } from './relay.js';
 import { replaceServerExtInfo, type KexInitOffer, type ParsedKey } from './ssh2internals.js';
 import { SERVER_SIG_ALGS } from './algorithms.js';
 import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
-import { HubUnavailableError, type HubClient } from './hub.js';
+import { HubUnavailableError } from './hub.js';
 import { ServerStarter, ServerUnavailableError } from './servers.js';
-import { ServerWatch, type ServerWatchOptions } from './serverwatch.js';
+import type { ServerWatches } from './serverwatch.js';
 import { channelTypeLabel, type Metrics } from './metrics.js';
 import type { PenaltyKind } from './penalties.js';
 
@@ -48,9 +48,9 @@ export interface ConnectionSettings {
   clientOffer: KexInitOffer;
   authorizer: Authorizer;
   servers: ServerStarter;
-  hub: HubClient;
   serviceToken?: string;
-  watch: ServerWatchOptions;
+  /** Ties sessions to their server's life (activity reports, ending on a stop). */
+  watches: ServerWatches;
   upstream: Upstream;
   /** Where users get a token, shown in prompts and messages. */
   tokenPage: string;
@@ -79,7 +79,8 @@ export class Connection {
   private target?: LoginTarget;
   /** The token that reports activity and watches the server: the service's, else the user's. */
   private watchToken?: string;
-  private watch?: ServerWatch;
+  /** Ends this session's part in its server's watch. */
+  private unwatch?: () => void;
   private phase: Phase = 'auth';
   private attempts = 0;
   /** Attempts the authorizer refused (not counting a Hub outage). */
@@ -408,18 +409,13 @@ export class Connection {
       }),
     });
     relay.start();
-    this.watch = new ServerWatch(
-      this.settings.hub,
-      this.target!,
-      this.watchToken!,
-      () => this.client.bytesIn + this.client.bytesOut,
-      this.guard('server watch', (message: string) => {
+    this.unwatch = this.settings.watches.watch(this.target!, this.watchToken!, {
+      traffic: () => this.client.bytesIn + this.client.bytesOut,
+      onStopped: this.guard('server watch', (message: string) => {
         this.log('info', message);
         this.disconnect(message);
       }),
-      (level, message) => this.log(level, message),
-    );
-    this.watch.start(this.settings.watch);
+    });
     this.log('info', `session started: unix user ${this.upstreamConn!.username}`);
   }
 
@@ -448,7 +444,7 @@ export class Connection {
     // from releasing the sockets, the sshd and the server's counts.
     const steps: [string, () => void][] = [
       ['timers', () => clearTimeout(this.graceTimer)],
-      ['server watch', () => this.watch?.stop()],
+      ['server watch', () => this.unwatch?.()],
       ['client leg', () => this.client.shutdown()],
       ['upstream leg', () => this.upstreamLeg?.shutdown()],
       ['upstream', () => this.upstreamConn?.close()],

@@ -14,6 +14,7 @@ import { loadHostKeys } from './hostkeys.js';
 import { HubClient } from './hub.js';
 import { LocalSshdUpstream } from './localsshd.js';
 import { ServerStarter } from './servers.js';
+import { ServerWatches } from './serverwatch.js';
 import { formatListenAddress, type Logger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { SourcePenalties } from './penalties.js';
@@ -134,9 +135,10 @@ export class ProxyServer {
         homePage: config.homePage,
         tokenPage,
       }),
-      hub,
       serviceToken,
-      watch: { activityIntervalMs: config.activityIntervalMs, pollIntervalMs: config.serverPollIntervalMs },
+      watches: new ServerWatches(hub, { activityIntervalMs: config.activityIntervalMs, pollIntervalMs: config.serverPollIntervalMs }, (level, message) =>
+        this.log.log(level, message),
+      ),
       upstream,
       tokenPage,
       maxAuthTries: config.maxAuthTries,

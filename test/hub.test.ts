@@ -488,8 +488,9 @@ describe('hub: token revocation and the cache TTL', function () {
 describe('hub: activity and server stops, while a session runs', function () {
   const env = hubEnv({
     hub: { namedServers: true },
-    proxyArgs: ['--activity-interval', '1', '--server-poll-interval', '1'],
+    proxyArgs: ['--activity-interval', '1', '--server-poll-interval', '1', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'],
   });
+  const metricsPort = () => Number(/metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(env.proxy.logs())?.[1]);
 
   it("posts activity: the server's last_activity passes the session start while data moves", async function () {
     const server = await ensureServer(env.hub, env.user.name);
@@ -526,32 +527,51 @@ describe('hub: activity and server stops, while a session runs', function () {
     expect(env.proxy.logs()).to.include('activity reported to JupyterHub');
   });
 
-  it('stopping the server through the API ends a running session with a message', async function () {
+  it('three sessions on one server: one Hub poll per interval between them, and a stop ends all three with a message', async function () {
     await ensureServer(env.hub, env.user.name);
-    let out = '';
-    const session = ssh(env.proxy.port, env.user.name, env.token, ['echo started; exec sleep 60'], [], {
-      onSpawn: (child) => {
-        child.stdin!.end();
-        child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-      },
-      timeoutMs: 90_000,
+    const outs = ['', '', ''];
+    let ended = 0;
+    const sessions = outs.map((_, i) => {
+      const session = ssh(env.proxy.port, env.user.name, env.token, ['echo started; exec sleep 60'], [], {
+        onSpawn: (child) => {
+          child.stdin!.end();
+          child.stdout!.on('data', (c: Buffer) => (outs[i] += c.toString()));
+        },
+        timeoutMs: 90_000,
+      });
+      void session.finally(() => ended++).catch(() => undefined);
+      return session;
     });
-    let ended = false;
-    void session.finally(() => (ended = true)).catch(() => undefined);
     await waitFor(
       () => {
-        if (ended) throw new Error('the session ended before it started');
-        return out.includes('started');
+        if (ended > 0) throw new Error('a session ended before all had started');
+        return outs.every((o) => o.includes('started'));
       },
-      { timeoutMs: 30_000, what: 'the session to run' },
+      { timeoutMs: 30_000, what: 'the three sessions to run' },
     );
+
+    // GET /users/NAME calls, from the daemon's metrics: only the watch makes them now.
+    const polls = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort()}/metrics`)).text();
+      return Number(/^jupyter_ssh_proxy_hub_request_duration_seconds_count\{endpoint="users"\} (\d+)$/m.exec(text)?.[1] ?? NaN);
+    };
+    const p0 = await polls();
+    const t0 = Date.now();
+    await waitFor(async () => (await polls()) >= p0 + 3, { timeoutMs: 15_000, intervalMs: 50, what: 'three more polls' });
+    const threePolls = Date.now() - t0;
+    // One watch polls every second: three polls take over two seconds. A
+    // watch per session would make them within about one.
+    expect(threePolls, `${threePolls} ms for three polls`).to.be.at.least(1500);
+
     const stopAt = Date.now();
     const d = await env.hub.api('DELETE', serverPath(env.user.name, ''));
     expect([202, 204]).to.include(d.status);
-    const r = await session;
+    const results = await Promise.all(sessions);
     const elapsed = Date.now() - stopAt;
-    expect(r.code).to.equal(255);
-    expect(r.stderr).to.include('Your JupyterHub server was stopped, so this SSH session ends');
+    for (const r of results) {
+      expect(r.code).to.equal(255);
+      expect(r.stderr).to.include('Your JupyterHub server was stopped, so this SSH session ends');
+    }
     // One poll interval (1 s), plus the Hub's stop and the goodbye.
     expect(elapsed, `${elapsed} ms`).to.be.below(1000 + 5000);
   });

@@ -22,6 +22,7 @@ import type { HubClient } from '../lib/hub.js';
 import { LocalSshdUpstream } from '../lib/localsshd.js';
 import { Metrics } from '../lib/metrics.js';
 import type { ServerStarter } from '../lib/servers.js';
+import { ServerWatches } from '../lib/serverwatch.js';
 import { generateKeyPair, parseKey, type ParsedKey } from '../lib/ssh2internals.js';
 import type { Upstream } from '../lib/upstream.js';
 import { childrenNamed } from './helpers/procs.js';
@@ -287,8 +288,7 @@ function buildSettings(unixUser: string, sshd: LocalSshdUpstream): ConnectionSet
     clientOffer: clientOffer(),
     authorizer,
     servers,
-    hub: {} as HubClient,
-    watch: { activityIntervalMs: 3_600_000, pollIntervalMs: 3_600_000 },
+    watches: new ServerWatches({} as HubClient, { activityIntervalMs: 3_600_000, pollIntervalMs: 3_600_000 }, () => undefined),
     upstream,
     tokenPage: 'http://hub.invalid/hub/token',
     maxAuthTries: 6,
