@@ -6,6 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { HubAuthorizer } from '../lib/authorizer.js';
 import { HubClient, HubUnavailableError } from '../lib/hub.js';
+import { rejectionOf } from './helpers/wait.js';
 
 const TOKEN = 'secret-token-0123456789abcdef';
 
@@ -35,14 +36,10 @@ function client(url: string, timeoutMs = 2000, maxConcurrent = 4): HubClient {
 }
 
 async function expectUnavailable(promise: Promise<unknown>): Promise<HubUnavailableError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).to.be.instanceOf(HubUnavailableError);
-    expect(String((err as Error).message)).to.not.contain(TOKEN);
-    return err as HubUnavailableError;
-  }
-  throw new Error('expected HubUnavailableError');
+  const err = await rejectionOf(promise);
+  expect(err).to.be.instanceOf(HubUnavailableError);
+  expect(err.message).to.not.contain(TOKEN);
+  return err as HubUnavailableError;
 }
 
 describe('Hub client error paths (fake Hub)', function () {

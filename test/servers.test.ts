@@ -8,6 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { HubClient } from '../lib/hub.js';
 import { ServerStarter, ServerUnavailableError } from '../lib/servers.js';
+import { rejectionOf } from './helpers/wait.js';
 
 const TOKEN = 'servers-test-token';
 const TARGET = { hubUser: 'alice', server: '' };
@@ -90,15 +91,6 @@ const SPAWN_EVENTS = [
   { progress: 100, ready: true, message: 'Server ready', url: '/user/alice/' },
 ];
 
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a rejection');
-}
-
 describe('ServerStarter: starts raced by others (fake Hub)', function () {
   let fake: FakeHub | undefined;
   afterEach(async () => {
@@ -135,7 +127,7 @@ describe('ServerStarter: starts raced by others (fake Hub)', function () {
   it('a failed start fails every login waiting for it, and the next login tries again', async function () {
     fake = await fakeHub({ post: { status: 500, message: 'Spawner failed to start [status=1]', delayMs: 100 } });
     const starter = fake.starter();
-    const errors = await Promise.all([1, 2, 3].map(() => rejection(starter.ensureRunning(TARGET, TOKEN, () => undefined))));
+    const errors = await Promise.all([1, 2, 3].map(() => rejectionOf(starter.ensureRunning(TARGET, TOKEN, () => undefined))));
     expect(fake.posts).to.equal(1);
     for (const err of errors) {
       expect(err).to.be.instanceOf(ServerUnavailableError);
@@ -159,7 +151,7 @@ describe('ServerStarter: starts raced by others (fake Hub)', function () {
     expect(lines).to.include('100% Server ready');
     // The same 400 for a spawn that then fails is a failure, not a success.
     fake.state.progress = [{ progress: 100, failed: true, message: 'Spawn failed: boom' }];
-    const err = await rejection(fake.starter().ensureRunning(TARGET, TOKEN, () => undefined));
+    const err = await rejectionOf(fake.starter().ensureRunning(TARGET, TOKEN, () => undefined));
     expect(err.message).to.equal('Your server failed to start: Spawn failed: boom');
   });
 
@@ -176,7 +168,7 @@ describe('ServerStarter: starts raced by others (fake Hub)', function () {
     fake = await fakeHub({ server: { ready: false, pending: 'spawn' }, post: { status: 500 } });
     const starter = fake.starter();
     // Still not ready after the stream said nothing: refused, without a POST.
-    const err = await rejection(starter.ensureRunning(TARGET, TOKEN, () => undefined));
+    const err = await rejectionOf(starter.ensureRunning(TARGET, TOKEN, () => undefined));
     expect(err.message).to.equal('Your server did not become ready');
     expect(fake.posts).to.equal(0);
   });

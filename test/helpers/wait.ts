@@ -77,3 +77,13 @@ export async function freePorts(n: number): Promise<number[]> {
     await Promise.all(servers.map(closeServer));
   }
 }
+
+/** The error `promise` rejects with; throws if it resolves instead. */
+export async function rejectionOf(promise: Promise<unknown>): Promise<Error> {
+  try {
+    await promise;
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected a rejection');
+}
