@@ -275,12 +275,17 @@ const SETTLE_GC_TIMEOUT_MS = 60_000;
 const STEADY_TOLERANCE_KB = 1024;
 const STEADY_SAMPLES = 3;
 
-/** The daemon's count of V8 full (mark-compact) collections, from its metrics. */
-async function majorGcCount(metricsUrl: string): Promise<number> {
+/** One sample from the daemon's metrics, without labels (e.g. `nodejs_heap_size_used_bytes`). */
+async function daemonMetric(metricsUrl: string, name: string, labels = ''): Promise<number> {
   const text = await (await fetch(metricsUrl)).text();
-  const m = /^jupyter_ssh_proxy_nodejs_gc_duration_seconds_count\{kind="major"\} (\d+)$/m.exec(text);
-  if (!m) throw new Error(`no major-GC count in ${metricsUrl}`);
-  return Number(m[1]);
+  const line = text.split('\n').find((l) => l.startsWith(`jupyter_ssh_proxy_${name}${labels} `));
+  if (line === undefined) throw new Error(`no ${name}${labels} in ${metricsUrl}`);
+  return Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+/** The daemon's count of V8 full (mark-compact) collections. */
+function majorGcCount(metricsUrl: string): Promise<number> {
+  return daemonMetric(metricsUrl, 'nodejs_gc_duration_seconds_count', '{kind="major"}');
 }
 
 /**
@@ -360,6 +365,14 @@ export async function idleSessions(
     await Promise.all(Array.from({ length: Math.min(parallel, sessions) }, worker));
     const connectSeconds = (performance.now() - t0) / 1000;
     const settledWith = await settleDaemon(p, log);
+    // Where the RSS is: V8's heap (used, and reserved), ArrayBuffer memory, and the rest (native, code pages).
+    const heap: Record<string, number> = p.metricsUrl
+      ? {
+          daemonHeapUsedKb: (await daemonMetric(p.metricsUrl, 'nodejs_heap_size_used_bytes')) / 1024,
+          daemonHeapTotalKb: (await daemonMetric(p.metricsUrl, 'nodejs_heap_size_total_bytes')) / 1024,
+          daemonExternalKb: (await daemonMetric(p.metricsUrl, 'nodejs_external_memory_bytes')) / 1024,
+        }
+      : {};
     const rssKb = proxyPid ? statusKb(proxyPid, 'VmRSS') : 0;
     const hwmKb = proxyPid ? statusKb(proxyPid, 'VmHWM') : 0;
     const anonKb = proxyPid ? statusKb(proxyPid, 'RssAnon') : 0;
@@ -373,6 +386,7 @@ export async function idleSessions(
         sessionsPerSecond: sessions / connectSeconds,
         daemonSettleSecondsBefore: settledBefore,
         daemonSettleSecondsWith: settledWith,
+        ...heap,
         daemonRssBeforeKb: rssBefore,
         daemonRssKb: rssKb,
         daemonRssAnonKb: anonKb,
