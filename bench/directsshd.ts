@@ -18,6 +18,7 @@ import { descendants } from './procfs.js';
  * the same cipher.
  */
 import { CIPHERS as PROXY_CIPHERS, KEX as PROXY_KEX, MACS as PROXY_MACS } from '../lib/algorithms.js';
+import { sshdConfig } from '../lib/localsshd.js';
 
 export interface DirectSshd {
   port: number;
@@ -30,28 +31,10 @@ export interface DirectSshd {
 }
 
 function config(dir: string): string {
-  return `# jupyter-ssh-proxy benchmark: the direct path
-HostKey ${path.join(dir, 'private', 'ssh_host_ed25519_key')}
+  // The daemon's own sshd settings (the first value of a keyword wins), then
+  // what a listening sshd for the bench needs.
+  return `${sshdConfig(dir)}# jupyter-ssh-proxy benchmark: the direct path
 HostKeyAlgorithms ssh-ed25519
-AuthorizedKeysFile ${path.join(dir, 'authorized_keys')}
-AuthorizedKeysCommand none
-AuthenticationMethods publickey
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-HostbasedAuthentication no
-PermitRootLogin no
-UsePAM yes
-X11Forwarding yes
-X11UseLocalhost yes
-AllowTcpForwarding yes
-AllowAgentForwarding yes
-AllowStreamLocalForwarding yes
-PermitTunnel no
-PrintMotd no
-UseDNS no
-PidFile none
-Subsystem sftp internal-sftp
 KexAlgorithms ${PROXY_KEX.join(',')}
 Ciphers ${PROXY_CIPHERS.join(',')}
 MACs ${PROXY_MACS.join(',')}
