@@ -47,18 +47,18 @@ export class ServerWatches {
   watch(target: LoginTarget, token: string, session: WatchedSession): () => void {
     // The token's hash, not the token: a map key is easy to print by mistake.
     const key = `${target.hubUser}/${target.server}\n${createHash('sha256').update(token).digest('base64')}`;
-    let watch = this.watches.get(key);
-    if (!watch) {
-      const created: SharedWatch = new SharedWatch(this.hub, target, token, this.log, () => {
-        if (this.watches.get(key) === created) this.watches.delete(key);
-      });
-      watch = created;
-      this.watches.set(key, watch);
-      watch.start(this.options);
-    }
+    const watch = this.watches.get(key) ?? this.start(key, target, token);
     watch.add(session);
-    const joined = watch;
-    return () => joined.remove(session);
+    return () => watch.remove(session);
+  }
+
+  private start(key: string, target: LoginTarget, token: string): SharedWatch {
+    // A watch stops once (last session gone, or server stopped) and leaves
+    // the map right then: a later session for the same key starts a new one.
+    const watch = new SharedWatch(this.hub, target, token, this.log, () => this.watches.delete(key));
+    this.watches.set(key, watch);
+    watch.start(this.options);
+    return watch;
   }
 
   /** How many watches run (for tests). */
