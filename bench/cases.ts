@@ -6,6 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { scrapeMetrics } from '../test/helpers/metrics.js';
 import { finished, spawnTracked } from './children.js';
 import type { SshPath } from './env.js';
 import { cpuDelta, cpuTimes, descendants, pssKb, statusKb } from './procfs.js';
@@ -275,17 +276,19 @@ const SETTLE_GC_TIMEOUT_MS = 60_000;
 const STEADY_TOLERANCE_KB = 1024;
 const STEADY_SAMPLES = 3;
 
-/** One sample from the daemon's metrics, without labels (e.g. `nodejs_heap_size_used_bytes`). */
-async function daemonMetric(metricsUrl: string, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(metricsUrl)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`jupyter_ssh_proxy_${name}${labels} `));
-  if (line === undefined) throw new Error(`no ${name}${labels} in ${metricsUrl}`);
-  return Number(line.slice(line.lastIndexOf(' ') + 1));
+/** The daemon's metrics (names without the `jupyter_ssh_proxy_` prefix, with labels); throws on a missing one. */
+async function daemonMetrics(origin: string): Promise<(name: string) => number> {
+  const samples = await scrapeMetrics(origin);
+  return (name) => {
+    const value = samples.get(`jupyter_ssh_proxy_${name}`);
+    if (value === undefined) throw new Error(`no jupyter_ssh_proxy_${name} in ${origin}/metrics`);
+    return value;
+  };
 }
 
 /** The daemon's count of V8 full (mark-compact) collections. */
-function majorGcCount(metricsUrl: string): Promise<number> {
-  return daemonMetric(metricsUrl, 'nodejs_gc_duration_seconds_count', '{kind="major"}');
+async function majorGcCount(origin: string): Promise<number> {
+  return (await daemonMetrics(origin))('nodejs_gc_duration_seconds_count{kind="major"}');
 }
 
 /**
@@ -299,14 +302,14 @@ function majorGcCount(metricsUrl: string): Promise<number> {
  * reading is then taken as is, and the log says so). No-op for the direct path.
  */
 export async function settleDaemon(p: SshPath, log: (line: string) => void): Promise<number> {
-  if (p.name !== 'proxy' || !p.metricsUrl) return 0;
-  const metricsUrl = p.metricsUrl;
+  if (p.name !== 'proxy' || !p.metricsOrigin) return 0;
+  const origin = p.metricsOrigin;
   const t0 = performance.now();
-  const start = await majorGcCount(metricsUrl);
+  const start = await majorGcCount(origin);
   const samples: number[] = [];
   while (performance.now() - t0 < SETTLE_GC_TIMEOUT_MS) {
     await sleep(1000);
-    if ((await majorGcCount(metricsUrl)) === start) continue;
+    if ((await majorGcCount(origin)) === start) continue;
     samples.push(statusKb(p.serverPid, 'VmRSS'));
     const recent = samples.slice(-STEADY_SAMPLES);
     if (recent.length === STEADY_SAMPLES && Math.max(...recent) - Math.min(...recent) < STEADY_TOLERANCE_KB) {
@@ -366,11 +369,12 @@ export async function idleSessions(
     const connectSeconds = (performance.now() - t0) / 1000;
     const settledWith = await settleDaemon(p, log);
     // Where the RSS is: V8's heap (used, and reserved), ArrayBuffer memory, and the rest (native, code pages).
-    const heap: Record<string, number> = p.metricsUrl
+    const metric = p.metricsOrigin ? await daemonMetrics(p.metricsOrigin) : undefined;
+    const heap: Record<string, number> = metric
       ? {
-          daemonHeapUsedKb: (await daemonMetric(p.metricsUrl, 'nodejs_heap_size_used_bytes')) / 1024,
-          daemonHeapTotalKb: (await daemonMetric(p.metricsUrl, 'nodejs_heap_size_total_bytes')) / 1024,
-          daemonExternalKb: (await daemonMetric(p.metricsUrl, 'nodejs_external_memory_bytes')) / 1024,
+          daemonHeapUsedKb: metric('nodejs_heap_size_used_bytes') / 1024,
+          daemonHeapTotalKb: metric('nodejs_heap_size_total_bytes') / 1024,
+          daemonExternalKb: metric('nodejs_external_memory_bytes') / 1024,
         }
       : {};
     const rssKb = proxyPid ? statusKb(proxyPid, 'VmRSS') : 0;

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createHubUser, createToken, startHub, type Hub } from '../test/helpers/hub.js';
+import { metricsOrigin } from '../test/helpers/metrics.js';
 import { startProxy, type ProxyProcess } from '../test/helpers/proxy.js';
 import { askpassEnv, sshOptions } from '../test/helpers/ssh.js';
 import { createUnixUser, type UnixUser } from '../test/helpers/unixuser.js';
@@ -26,7 +27,7 @@ export interface SshPath {
    */
   serverCpu(): { daemon?: number; daemonUser?: number; total: number };
   /** The daemon's Prometheus endpoint (proxy path only): its V8 GC counters tell when freed memory has been collected. */
-  metricsUrl?: string;
+  metricsOrigin?: string;
   /** `ssh` arguments before the destination; `extra` goes after the fixed options. */
   /** ssh's options; `extra` come first, and ssh keeps the first value it sees of each option. */
   sshArgs(extra?: string[]): string[];
@@ -132,8 +133,8 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     env: DAEMON_ENV,
   });
   onCleanup(() => proxy.stop());
-  const metricsUrl = /metrics on (http:\/\/\S+\/metrics)/.exec(proxy.logs())?.[1];
-  if (!metricsUrl) throw new Error(`the daemon did not log its metrics address:\n${proxy.logs()}`);
+  const daemonMetrics = metricsOrigin(proxy.logs());
+  if (!daemonMetrics) throw new Error(`the daemon did not log its metrics address:\n${proxy.logs()}`);
   const proxyGroup = accountingGroup('jsp-bench-proxy', proxy.child.pid!);
   log(`proxy daemon pid ${proxy.child.pid} on port ${proxy.port}`);
 
@@ -166,7 +167,7 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     port: proxy.port,
     serverPid: proxy.child.pid!,
     serverCpu: serverCpu(proxy.child.pid!, proxyGroup, true),
-    metricsUrl,
+    metricsOrigin: daemonMetrics,
     sshArgs: (extra = []) => [...extra, ...sshOptions(proxy.port), ...QUIET],
     // sftp -b implies BatchMode=yes, which would forbid the token prompt.
     sftpArgs: (extra = []) => [...withPortFlag(sshOptions(proxy.port), '-P'), ...QUIET, '-o', 'BatchMode=no', ...extra],

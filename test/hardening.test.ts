@@ -7,6 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
+import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
 import { startProxy, type ProxyProcess } from './helpers/proxy.js';
 import { run, ssh } from './helpers/ssh.js';
 import { childrenNamed } from './helpers/procs.js';
@@ -25,11 +26,6 @@ function connectFrom(port: number, localAddress: string): Promise<net.Socket> {
   });
 }
 
-function metricValue(text: string, key: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${key} `));
-  return line ? Number(line.slice(key.length + 1)) : 0;
-}
-
 function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m![1]);
@@ -38,24 +34,21 @@ function rssKiB(pid: number): number {
 describe('hardening: per-source penalties', function () {
   const env = useEnv();
   let proxy: ProxyProcess;
-  let metricsPort: number;
+  let origin: string;
   before(async function () {
     // No exempt list here: 127.0.0.1 is the attacker.
     proxy = await startProxy(env.hub.url, [
       '--per-source-penalties', 'authfail:5 noauth:1 grace-exceeded:10 malformed:90 max:600 min:15',
       '--metrics-ip', '127.0.0.1', '--metrics-port', '0',
     ]);
-    metricsPort = await waitFor(() => Number(/metrics on http:\/\/[^:]+:(\d+)/.exec(proxy.logs())?.[1]) || undefined, {
-      timeoutMs: 10_000,
-      what: 'the metrics port',
-    });
+    origin = await waitFor(() => metricsOrigin(proxy.logs()), { timeoutMs: 10_000, what: 'the metrics address' });
   });
   after(async () => proxy?.stop());
 
   it('refuses a source after a run of bad tokens, before asking the Hub, while another address logs in', async function () {
     this.timeout(180_000);
-    const scrape = async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-    const hubCallsBefore = metricValue(await scrape(), 'jupyter_ssh_proxy_hub_request_duration_seconds_count{endpoint="user"}');
+    const metricValue = async (key: string) => (await scrapeMetrics(origin)).get(key) ?? 0;
+    const hubCallsBefore = await metricValue('jupyter_ssh_proxy_hub_request_duration_seconds_count{endpoint="user"}');
     let prompted = 0;
     let refused = 0;
     for (let i = 0; i < 50; i++) {
@@ -69,9 +62,9 @@ describe('hardening: per-source penalties', function () {
     // refused at accept (the fourth may race the third one's close).
     expect(prompted).to.be.within(3, 4);
     expect(refused).to.equal(50 - prompted);
-    const hubCalls = metricValue(await scrape(), 'jupyter_ssh_proxy_hub_request_duration_seconds_count{endpoint="user"}') - hubCallsBefore;
+    const hubCalls = (await metricValue('jupyter_ssh_proxy_hub_request_duration_seconds_count{endpoint="user"}')) - hubCallsBefore;
     expect(hubCalls, 'Hub requests for 50 bad tokens').to.be.at.most(6);
-    expect(metricValue(await scrape(), 'jupyter_ssh_proxy_refusals_total{reason="penalty"}')).to.equal(refused);
+    expect(await metricValue('jupyter_ssh_proxy_refusals_total{reason="penalty"}')).to.equal(refused);
     expect(proxy.logs()).to.match(/source 127\.0\.0\.1 penalized \(authfail\): refused for (1[5-9]|20)s/);
     // Refusals are logged rate-limited, not once per connection.
     expect(proxy.logs().split('\n').filter((l) => l.includes('(penalty)')).length).to.be.below(5);

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { useEnv, type Env, type EnvOptions } from './helpers/fixture.js';
 import { createToken, revokeToken, type Hub } from './helpers/hub.js';
+import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
 import { allProxyLogs, startProxy, type ProxyProcess } from './helpers/proxy.js';
 import { ssh, type RunResult } from './helpers/ssh.js';
 import { waitFor } from './helpers/wait.js';
@@ -490,7 +491,6 @@ describe('hub: activity and server stops, while a session runs', function () {
     hub: { namedServers: true },
     proxyArgs: ['--activity-interval', '1', '--server-poll-interval', '1', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'],
   });
-  const metricsPort = () => Number(/metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(env.proxy.logs())?.[1]);
 
   it("posts activity: the server's last_activity passes the session start while data moves", async function () {
     const server = await ensureServer(env.hub, env.user.name);
@@ -551,10 +551,9 @@ describe('hub: activity and server stops, while a session runs', function () {
     );
 
     // GET /users/NAME calls, from the daemon's metrics: only the watch makes them now.
-    const polls = async () => {
-      const text = await (await fetch(`http://127.0.0.1:${metricsPort()}/metrics`)).text();
-      return Number(/^jupyter_ssh_proxy_hub_request_duration_seconds_count\{endpoint="users"\} (\d+)$/m.exec(text)?.[1] ?? NaN);
-    };
+    const origin = metricsOrigin(env.proxy.logs());
+    if (!origin) throw new Error(`no metrics address in the log:\n${env.proxy.logs()}`);
+    const polls = async () => (await scrapeMetrics(origin)).get('jupyter_ssh_proxy_hub_request_duration_seconds_count{endpoint="users"}') ?? NaN;
     const p0 = await polls();
     const t0 = Date.now();
     await waitFor(async () => (await polls()) >= p0 + 3, { timeoutMs: 15_000, intervalMs: 50, what: 'three more polls' });

@@ -5,43 +5,23 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from '../lib/cli.js';
 import { useEnv } from './helpers/fixture.js';
+import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
 import { BIN, startProxy } from './helpers/proxy.js';
 import { askpassEnv, run, sshOptions } from './helpers/ssh.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
-/** Parses Prometheus text into `name{labels}` → value. */
-function samples(text: string): Map<string, number> {
-  const map = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const space = line.lastIndexOf(' ');
-    map.set(line.slice(0, space), Number(line.slice(space + 1)));
-  }
-  return map;
-}
-
 describe('operations: JSON logs and metrics', function () {
-  let metricsPort = 0;
+  let origin = '';
   const env = useEnv({ proxyArgs: ['--log-format', 'json', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
 
   before(async function () {
-    metricsPort = await waitFor(
-      () => {
-        const m = /metrics on http:\/\/[^:]+:(\d+)\/metrics/.exec(env.proxy.logs());
-        return m ? Number(m[1]) : undefined;
-      },
-      { timeoutMs: 10_000, what: 'the metrics port in the log' },
-    );
+    origin = await waitFor(() => metricsOrigin(env.proxy.logs()), { timeoutMs: 10_000, what: 'the metrics address in the log' });
   });
 
-  async function scrape(): Promise<Map<string, number>> {
-    const response = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
-    expect(response.status).to.equal(200);
-    return samples(await response.text());
-  }
+  const scrape = () => scrapeMetrics(origin);
 
   it('answers /health', async function () {
-    const response = await fetch(`http://127.0.0.1:${metricsPort}/health`);
+    const response = await fetch(`${origin}/health`);
     expect(response.status).to.equal(200);
     expect(await response.json()).to.deep.equal({ status: 'ok' });
   });
@@ -107,10 +87,10 @@ describe('operations: IPv6 listeners', function () {
     try {
       const logs = proxy.logs();
       expect(logs).to.match(new RegExp(`listening on \\[::1\\]:${proxy.port},`));
-      const metricsPort = /metrics on http:\/\/\[::1\]:(\d+)\/metrics/.exec(logs)?.[1];
-      expect(metricsPort, logs).to.be.a('string');
+      const origin = metricsOrigin(logs);
+      expect(origin, logs).to.match(/^http:\/\/\[::1\]:\d+$/);
       // The logged address is usable as written.
-      const health = await fetch(`http://[::1]:${metricsPort}/health`);
+      const health = await fetch(`${origin}/health`);
       expect(health.status).to.equal(200);
       const r = await run('ssh', [...sshOptions(proxy.port), `${env.user.name}@::1`, 'echo', 'over-ipv6'], { env: askpassEnv(env.token) });
       expect(r.stdout.toString().trim(), r.stderr).to.equal('over-ipv6');
