@@ -368,7 +368,7 @@ export async function idleSessions(
     await Promise.all(Array.from({ length: Math.min(parallel, sessions) }, worker));
     const connectSeconds = (performance.now() - t0) / 1000;
     const settledWith = await settleDaemon(p, log);
-    // Where the RSS is: V8's heap (used, and reserved), ArrayBuffer memory, and the rest (native, code pages).
+    // Where the RSS is: V8's heap (used, and reserved) and its external memory (ArrayBuffers, plus ~16 MiB the worker thread registers, mostly untouched).
     const metric = p.metricsOrigin ? await daemonMetrics(p.metricsOrigin) : undefined;
     const heap: Record<string, number> = metric
       ? {
