@@ -35,6 +35,13 @@ export class ProxyServer {
   private settings?: ConnectionSettings;
   /** Every upstream made (one per load); sessions may still use old ones until exit. */
   private readonly upstreams: LocalSshdUpstream[] = [];
+  /**
+   * The Hub client and the server watches, kept across a reload that leaves
+   * their settings alone: sessions from before and after it then share one
+   * watch per server (one poll per interval, not two) and one limit on
+   * concurrent Hub requests.
+   */
+  private hubLink?: { settings: string; hub: HubClient; watches: ServerWatches };
 
   constructor(private config: ProxyConfig, private readonly log: Logger) {
     this.server = net.createServer((socket) => this.accept(socket));
@@ -106,13 +113,7 @@ export class ProxyServer {
       this.penalties = config.penalties ? new SourcePenalties(config.penalties) : undefined;
     }
 
-    const hub = new HubClient({
-      apiUrl: config.hubApiUrl,
-      timeoutMs: config.hubTimeoutMs,
-      ca: config.hubCa ? fs.readFileSync(config.hubCa) : undefined,
-      maxConcurrent: config.hubConcurrency,
-      observe: this.metrics.observeHub,
-    });
+    const { hub, watches } = (this.hubLink = this.hubLinkFor(config));
     const { serviceToken, tokenPage } = config;
     if (!serviceToken) this.log.info("no JUPYTERHUB_API_TOKEN: users' own tokens are used to start servers and report activity");
     return {
@@ -136,9 +137,7 @@ export class ProxyServer {
         tokenPage,
       }),
       serviceToken,
-      watches: new ServerWatches(hub, { activityIntervalMs: config.activityIntervalMs, pollIntervalMs: config.serverPollIntervalMs }, (level, message) =>
-        this.log.log(level, message),
-      ),
+      watches,
       upstream,
       tokenPage,
       maxAuthTries: config.maxAuthTries,
@@ -147,6 +146,31 @@ export class ProxyServer {
       maxQueuedBytes: config.maxQueuedBytes,
       metrics: this.metrics,
     };
+  }
+
+  /** The current Hub client and watches if `config` has the same Hub settings, new ones otherwise. */
+  private hubLinkFor(config: ProxyConfig): NonNullable<ProxyServer['hubLink']> {
+    const ca = config.hubCa ? fs.readFileSync(config.hubCa) : undefined;
+    const settings = JSON.stringify([
+      config.hubApiUrl,
+      config.hubTimeoutMs,
+      config.hubConcurrency,
+      ca?.toString('base64'),
+      config.activityIntervalMs,
+      config.serverPollIntervalMs,
+    ]);
+    if (this.hubLink?.settings === settings) return this.hubLink;
+    const hub = new HubClient({
+      apiUrl: config.hubApiUrl,
+      timeoutMs: config.hubTimeoutMs,
+      ca,
+      maxConcurrent: config.hubConcurrency,
+      observe: this.metrics.observeHub,
+    });
+    const watches = new ServerWatches(hub, { activityIntervalMs: config.activityIntervalMs, pollIntervalMs: config.serverPollIntervalMs }, (level, message) =>
+      this.log.log(level, message),
+    );
+    return { settings, hub, watches };
   }
 
   private disposeUpstreams(): void {

@@ -527,11 +527,11 @@ describe('hub: activity and server stops, while a session runs', function () {
     expect(env.proxy.logs()).to.include('activity reported to JupyterHub');
   });
 
-  it('three sessions on one server: one Hub poll per interval between them, and a stop ends all three with a message', async function () {
+  it('three sessions on one server, the last opened after a SIGHUP reload: one Hub poll per interval between them, and a stop ends all three', async function () {
     await ensureServer(env.hub, env.user.name);
     const outs = ['', '', ''];
     let ended = 0;
-    const sessions = outs.map((_, i) => {
+    const open = (i: number) => {
       const session = ssh(env.proxy.port, env.user.name, env.token, ['echo started; exec sleep 60'], [], {
         onSpawn: (child) => {
           child.stdin!.end();
@@ -541,14 +541,24 @@ describe('hub: activity and server stops, while a session runs', function () {
       });
       void session.finally(() => ended++).catch(() => undefined);
       return session;
-    });
-    await waitFor(
-      () => {
-        if (ended > 0) throw new Error('a session ended before all had started');
-        return outs.every((o) => o.includes('started'));
-      },
-      { timeoutMs: 30_000, what: 'the three sessions to run' },
-    );
+    };
+    const running = (n: number) =>
+      waitFor(
+        () => {
+          if (ended > 0) throw new Error('a session ended before all had started');
+          return outs.slice(0, n).every((o) => o.includes('started'));
+        },
+        { timeoutMs: 30_000, what: `${n} sessions to run` },
+      );
+    const sessions = [open(0), open(1)];
+    await running(2);
+    // A reload with unchanged Hub settings keeps the watches: the third
+    // session joins the first two's watch instead of starting a second one.
+    const reloads = env.proxy.logs().split('configuration and host keys reloaded').length;
+    env.proxy.child.kill('SIGHUP');
+    await waitFor(() => env.proxy.logs().split('configuration and host keys reloaded').length > reloads, { timeoutMs: 10_000, what: 'the reload' });
+    sessions.push(open(2));
+    await running(3);
 
     // GET /users/NAME calls, from the daemon's metrics: only the watch makes them now.
     const origin = metricsOrigin(env.proxy.logs());
@@ -556,11 +566,12 @@ describe('hub: activity and server stops, while a session runs', function () {
     const polls = async () => (await scrapeMetrics(origin)).get('jupyter_ssh_proxy_hub_request_duration_seconds_count{endpoint="users"}') ?? NaN;
     const p0 = await polls();
     const t0 = Date.now();
-    await waitFor(async () => (await polls()) >= p0 + 3, { timeoutMs: 15_000, intervalMs: 50, what: 'three more polls' });
-    const threePolls = Date.now() - t0;
-    // One watch polls every second: three polls take over two seconds. A
-    // watch per session would make them within about one.
-    expect(threePolls, `${threePolls} ms for three polls`).to.be.at.least(1500);
+    await waitFor(async () => (await polls()) >= p0 + 5, { timeoutMs: 15_000, intervalMs: 50, what: 'five more polls' });
+    const fivePolls = Date.now() - t0;
+    // One watch polls every second: five polls take 4-5 s. Two watches (one
+    // from before the reload, one after) would make them in 2-2.5 s, one
+    // watch per session in under 2.
+    expect(fivePolls, `${fivePolls} ms for five polls`).to.be.at.least(3500);
 
     const stopAt = Date.now();
     const d = await env.hub.api('DELETE', serverPath(env.user.name, ''));
