@@ -380,6 +380,7 @@ export async function idleSessions(
     const rssKb = proxyPid ? statusKb(proxyPid, 'VmRSS') : 0;
     const hwmKb = proxyPid ? statusKb(proxyPid, 'VmHWM') : 0;
     const anonKb = proxyPid ? statusKb(proxyPid, 'RssAnon') : 0;
+    const fileKb = proxyPid ? statusKb(proxyPid, 'RssFile') : 0;
     const sshdPids = descendants(p.serverPid, 'sshd');
     const sshdPssKb = pssSum(sshdPids) - sshdPssBefore;
     return {
@@ -394,6 +395,7 @@ export async function idleSessions(
         daemonRssBeforeKb: rssBefore,
         daemonRssKb: rssKb,
         daemonRssAnonKb: anonKb,
+        daemonRssFileKb: fileKb,
         daemonHwmKb: hwmKb,
         daemonRssPerSessionKb: proxyPid ? (rssKb - rssBefore) / sessions : 0,
         sshdProcesses: sshdPids.length,

@@ -178,6 +178,9 @@ export function markdown(r: Results): string {
     out.push(`| seconds waited for a full GC and steady RSS, before / with sessions | | ${waited('daemonSettleSecondsBefore')} / ${waited('daemonSettleSecondsWith')} |`);
     out.push(`| daemon RSS per session (KiB) | | ${fmt(e(idle.proxy, 'daemonRssPerSessionKb'), 1)} |`);
     out.push(`| with all sessions: V8 heap used / reserved, V8 external memory (MiB) | | ${fmt(e(idle.proxy, 'daemonHeapUsedKb') / 1024, 1)} / ${fmt(e(idle.proxy, 'daemonHeapTotalKb') / 1024, 1)}, ${fmt(e(idle.proxy, 'daemonExternalKb') / 1024, 1)} |`);
+    out.push(
+      `| with all sessions: RssAnon / RssFile (node's mapped binary and libraries, page cache shared with every node process) / Pss (MiB) | | ${fmt(e(idle.proxy, 'daemonRssAnonKb') / 1024, 1)} / ${fmt(e(idle.proxy, 'daemonRssFileKb') / 1024, 1)} / ${fmt(e(idle.proxy, 'daemonPssKb') / 1024, 1)} |`,
+    );
     out.push(`| daemon VmHWM (MiB) | | ${fmt(e(idle.proxy, 'daemonHwmKb') / 1024, 1)} |`);
     out.push(`| sshd processes | ${fmt(e(idle.direct, 'sshdProcesses'), 0)} | ${fmt(e(idle.proxy, 'sshdProcesses'), 0)} |`);
     out.push(`| sshd Pss per session (KiB) | ${fmt(e(idle.direct, 'sshdPssPerSessionKb'), 0)} | ${fmt(e(idle.proxy, 'sshdPssPerSessionKb'), 0)} |`);
