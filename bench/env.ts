@@ -107,7 +107,7 @@ function withPortFlag(options: string[], flag: '-p' | '-P'): string[] {
  * Node flags the daemon is deployed with (deploy/jupyter-ssh-proxy.service,
  * scripts/start.sh): the bench measures the daemon as operators run it.
  */
-export const DAEMON_NODE_ARGS = ['--max-semi-space-size=2', '--initial-old-space-size=40'];
+export const DAEMON_NODE_ARGS = ['--max-semi-space-size=2', '--initial-old-space-size=48'];
 
 /** The environment the daemon is deployed with (the same files). */
 export const DAEMON_ENV: NodeJS.ProcessEnv = { LD_PRELOAD: 'libjemalloc.so.2', MALLOC_CONF: 'narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0', MALLOC_ARENA_MAX: '2' };

@@ -66,7 +66,7 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
     this.timeout(120_000);
     port = await freePort();
     keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-managed-keys-'));
-    const command = [process.execPath, '--max-semi-space-size=2', '--initial-old-space-size=40', BIN, '--ip', '127.0.0.1', '-p', String(port), '-k', keyDir];
+    const command = [process.execPath, '--max-semi-space-size=2', '--initial-old-space-size=48', BIN, '--ip', '127.0.0.1', '-p', String(port), '-k', keyDir];
     hub = await startHub({
       extraConfig: [
         'import os',
