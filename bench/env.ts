@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { DAEMON_ENV, DAEMON_NODE_ARGS } from '../test/helpers/deployed.js';
 import { createHubUser, createToken, startHub, type Hub } from '../test/helpers/hub.js';
 import { metricsOrigin } from '../test/helpers/metrics.js';
 import { startProxy, type ProxyProcess } from '../test/helpers/proxy.js';
@@ -103,14 +104,6 @@ function withPortFlag(options: string[], flag: '-p' | '-P'): string[] {
   return out;
 }
 
-/**
- * Node flags the daemon is deployed with (deploy/jupyter-ssh-proxy.service,
- * scripts/start.sh): the bench measures the daemon as operators run it.
- */
-export const DAEMON_NODE_ARGS = ['--max-semi-space-size=2', '--initial-old-space-size=48'];
-
-/** The environment the daemon is deployed with (the same files). */
-export const DAEMON_ENV: NodeJS.ProcessEnv = { LD_PRELOAD: 'libjemalloc.so.2', MALLOC_CONF: 'narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0', MALLOC_ARENA_MAX: '2' };
 
 export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-bench-'));
@@ -133,8 +126,8 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     env: DAEMON_ENV,
   });
   onCleanup(() => proxy.stop());
-  const daemonMetrics = metricsOrigin(proxy.logs());
-  if (!daemonMetrics) throw new Error(`the daemon did not log its metrics address:\n${proxy.logs()}`);
+  const metricsAt = metricsOrigin(proxy.logs());
+  if (!metricsAt) throw new Error(`the daemon did not log its metrics address:\n${proxy.logs()}`);
   const proxyGroup = accountingGroup('jsp-bench-proxy', proxy.child.pid!);
   log(`proxy daemon pid ${proxy.child.pid} on port ${proxy.port}`);
 
@@ -167,7 +160,7 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     port: proxy.port,
     serverPid: proxy.child.pid!,
     serverCpu: serverCpu(proxy.child.pid!, proxyGroup, true),
-    metricsOrigin: daemonMetrics,
+    metricsOrigin: metricsAt,
     sshArgs: (extra = []) => [...extra, ...sshOptions(proxy.port), ...QUIET],
     // sftp -b implies BatchMode=yes, which would forbid the token prompt.
     sftpArgs: (extra = []) => [...withPortFlag(sshOptions(proxy.port), '-P'), ...QUIET, '-o', 'BatchMode=no', ...extra],

@@ -24,7 +24,8 @@ import {
   upload,
   type Run,
 } from './cases.js';
-import { cleanup, DAEMON_ENV, DAEMON_NODE_ARGS, onCleanup, setUp, type BenchEnv, type SshPath } from './env.js';
+import { DAEMON_ENV, DAEMON_NODE_ARGS } from '../test/helpers/deployed.js';
+import { cleanup, onCleanup, setUp, type BenchEnv, type SshPath } from './env.js';
 import { cpuTimes } from './procfs.js';
 import { formatSummary, summarize, type ProfileSummary } from './profile.js';
 import { writeReports, type CaseResult, type Results } from './report.js';

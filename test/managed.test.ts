@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { IDENT } from '../lib/config.js';
+import { DAEMON_ENV, DAEMON_NODE_ARGS } from './helpers/deployed.js';
 import { createHubUser, createToken, startHub, type Hub } from './helpers/hub.js';
 import { childrenNamed } from './helpers/procs.js';
 import { BIN } from './helpers/proxy.js';
@@ -66,7 +67,7 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
     this.timeout(120_000);
     port = await freePort();
     keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-managed-keys-'));
-    const command = [process.execPath, '--max-semi-space-size=2', '--initial-old-space-size=48', BIN, '--ip', '127.0.0.1', '-p', String(port), '-k', keyDir];
+    const command = [process.execPath, ...DAEMON_NODE_ARGS, BIN, '--ip', '127.0.0.1', '-p', String(port), '-k', keyDir];
     hub = await startHub({
       extraConfig: [
         'import os',
@@ -75,7 +76,7 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
         `    'command': ${JSON.stringify(command)},`,
         // The fixture finds leftover processes by this marker.
         // As in the README: the daemon's malloc settings (docs/deploy.md).
-        "    'environment': {'JSP_TEST_HUB_ID': os.environ['JSP_TEST_HUB_ID'], 'LD_PRELOAD': 'libjemalloc.so.2', 'MALLOC_CONF': 'narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0', 'MALLOC_ARENA_MAX': '2'},",
+        `    'environment': {'JSP_TEST_HUB_ID': os.environ['JSP_TEST_HUB_ID'], **${JSON.stringify(DAEMON_ENV)}},`,
         '})',
         `c.JupyterHub.load_roles.append({'name': 'ssh-proxy', 'scopes': ${JSON.stringify(PROXY_SERVICE_SCOPES)}, 'services': ['ssh-proxy']})`,
       ].join('\n'),
