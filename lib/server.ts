@@ -113,7 +113,8 @@ export class ProxyServer {
       this.penalties = config.penalties ? new SourcePenalties(config.penalties) : undefined;
     }
 
-    const { hub, watches } = (this.hubLink = this.hubLinkFor(config));
+    this.hubLink = this.hubLinkFor(config);
+    const { hub, watches } = this.hubLink;
     const { serviceToken, tokenPage } = config;
     if (!serviceToken) this.log.info("no JUPYTERHUB_API_TOKEN: users' own tokens are used to start servers and report activity");
     return {
