@@ -26,11 +26,14 @@ export interface Run {
   extra?: Record<string, number>;
 }
 
-/** Waits until the server side has no sshd processes (zombies included) left from earlier runs. */
-export async function quiesce(p: SshPath, timeoutMs = 20_000): Promise<boolean> {
+/**
+ * Waits until the server side has no sshd processes (zombies included) left
+ * from earlier runs, other than `keep` (those of sessions held open on purpose).
+ */
+export async function quiesce(p: SshPath, timeoutMs = 20_000, keep: ReadonlySet<number> = new Set()): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (descendants(p.serverPid, 'sshd', true).length === 0) return true;
+    if (descendants(p.serverPid, 'sshd', true).every((pid) => keep.has(pid))) return true;
     if (Date.now() > deadline) return false;
     await sleep(20);
   }
@@ -46,14 +49,15 @@ export async function measure(
   p: SshPath,
   body: () => Promise<{ bytes: number; extra?: Record<string, number> }>,
   settleMs = 20_000,
+  keep: ReadonlySet<number> = new Set(),
 ): Promise<Run> {
-  if (!(await quiesce(p, settleMs))) console.warn(`  warning: ${p.name}: sshd processes from an earlier run are still alive`);
+  if (!(await quiesce(p, settleMs, keep))) console.warn(`  warning: ${p.name}: sshd processes from an earlier run are still alive`);
   const server0 = p.serverCpu();
   const client0 = cpuTimes('self');
   const t0 = performance.now();
   const { bytes, extra } = await body();
   const seconds = (performance.now() - t0) / 1000;
-  if (!(await quiesce(p, settleMs))) console.warn(`  warning: ${p.name}: sshd processes still alive ${settleMs / 1000} s after the run`);
+  if (!(await quiesce(p, settleMs, keep))) console.warn(`  warning: ${p.name}: sshd processes still alive ${settleMs / 1000} s after the run`);
   const server1 = p.serverCpu();
   const client = cpuDelta(client0, cpuTimes('self')).children;
   const total = server1.total - server0.total;
@@ -320,24 +324,28 @@ export async function settleDaemon(p: SshPath, log: (line: string) => void): Pro
   return -1;
 }
 
+/** Idle sessions held open; close() ends their clients and waits for them. */
+export interface OpenSessions {
+  /** The server side's sshd processes once all sessions were up (measure() leaves them be). */
+  sshdPids: ReadonlySet<number>;
+  close(): Promise<void>;
+}
+
 /**
- * `sessions` concurrent idle sessions (`echo ready; exec sleep infinity`),
- * opened `parallel` at a time. Reports the connect time of all of them and,
- * once all are up, the server side's memory: the daemon's VmRSS (proxy) and
- * the Pss of the sshd processes (both paths).
+ * Opens `sessions` concurrent idle sessions (`echo ready; exec sleep
+ * infinity`), `parallel` at a time; resolves once every one printed "ready".
  */
-export async function idleSessions(
+export async function openIdleSessions(
   p: SshPath,
   sessions: number,
   parallel: number,
   log: (line: string) => void,
-): Promise<{ bytes: number; extra: Record<string, number> }> {
-  const proxyPid = p.name === 'proxy' ? p.serverPid : undefined;
-  const settledBefore = await settleDaemon(p, log);
-  const rssBefore = proxyPid ? statusKb(proxyPid, 'VmRSS') : 0;
-  const sshdPssBefore = pssSum(descendants(p.serverPid, 'sshd'));
+): Promise<OpenSessions> {
   const clients: ReturnType<typeof spawnTracked>[] = [];
-  const t0 = performance.now();
+  const close = async () => {
+    for (const c of clients) c.kill('SIGTERM');
+    await Promise.all(clients.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+  };
   let next = 0;
   let up = 0;
   const openOne = (i: number) =>
@@ -366,6 +374,31 @@ export async function idleSessions(
   };
   try {
     await Promise.all(Array.from({ length: Math.min(parallel, sessions) }, worker));
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { sshdPids: new Set(descendants(p.serverPid, 'sshd')), close };
+}
+
+/**
+ * `sessions` concurrent idle sessions (see openIdleSessions). Reports the
+ * connect time of all of them and, once all are up, the server side's memory:
+ * the daemon's VmRSS (proxy) and the Pss of the sshd processes (both paths).
+ */
+export async function idleSessions(
+  p: SshPath,
+  sessions: number,
+  parallel: number,
+  log: (line: string) => void,
+): Promise<{ bytes: number; extra: Record<string, number> }> {
+  const proxyPid = p.name === 'proxy' ? p.serverPid : undefined;
+  const settledBefore = await settleDaemon(p, log);
+  const rssBefore = proxyPid ? statusKb(proxyPid, 'VmRSS') : 0;
+  const sshdPssBefore = pssSum(descendants(p.serverPid, 'sshd'));
+  const t0 = performance.now();
+  const open = await openIdleSessions(p, sessions, parallel, log);
+  try {
     const connectSeconds = (performance.now() - t0) / 1000;
     const settledWith = await settleDaemon(p, log);
     // Where the RSS is: V8's heap (used, and reserved) and its external memory (ArrayBuffers, plus ~16 MiB the worker thread registers, mostly untouched).
@@ -405,7 +438,17 @@ export async function idleSessions(
       },
     };
   } finally {
-    for (const c of clients) c.kill('SIGTERM');
-    await Promise.all(clients.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+    await open.close();
   }
+}
+
+/**
+ * A download that also reports, for the proxy path, the daemon's full
+ * (mark-compact) collections during the transfer: with many sessions open,
+ * each one marks all of their objects.
+ */
+export async function downloadAfterQuiet(p: SshPath, cipher: string, bytes: number): Promise<{ bytes: number; extra: Record<string, number> }> {
+  const gcs = p.metricsOrigin ? await majorGcCount(p.metricsOrigin) : 0;
+  const moved = await download(p, cipher, bytes);
+  return { bytes: moved.bytes, extra: p.metricsOrigin ? { daemonFullGcs: (await majorGcCount(p.metricsOrigin)) - gcs } : {} };
 }

@@ -7,7 +7,7 @@ import { GiB, MiB, fmt, max, median, min, spreadPercent } from './stats.js';
 
 export interface CaseResult {
   id: string;
-  group: 'bulk' | 'latency' | 'concurrency' | 'idle';
+  group: 'bulk' | 'latency' | 'concurrency' | 'idle' | 'loaded';
   title: string;
   /** Client-leg cipher forced with -c, or 'default'. */
   cipher: string;
@@ -184,6 +184,12 @@ export function markdown(r: Results): string {
     out.push(`| daemon VmHWM (MiB) | | ${fmt(e(idle.proxy, 'daemonHwmKb') / 1024, 1)} |`);
     out.push(`| sshd processes | ${fmt(e(idle.direct, 'sshdProcesses'), 0)} | ${fmt(e(idle.proxy, 'sshdProcesses'), 0)} |`);
     out.push(`| sshd Pss per session (KiB) | ${fmt(e(idle.direct, 'sshdPssPerSessionKb'), 0)} | ${fmt(e(idle.proxy, 'sshdPssPerSessionKb'), 0)} |`);
+  }
+  const loaded = r.cases.find((c) => c.group === 'loaded');
+  if (loaded) {
+    const gcs = loaded.proxy.map((x) => x.extra?.daemonFullGcs ?? NaN);
+    out.push('');
+    out.push(`Download with idle sessions open (${loaded.cipher.replace('@openssh.com', '')}): the daemon's full (mark-compact) collections per proxied run, median ${fmt(median(gcs), 0)}, runs ${gcs.map((g) => fmt(g, 0)).join(', ')}; daemon CPU ${fmt(loaded.summary!.proxyCpuSecondsPerGiB!, 2)} s/GiB.`);
   }
   for (const { direction, cipher, summary } of r.profiles) {
     out.push('');

@@ -8,14 +8,17 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { createToken } from '../test/helpers/hub.js';
 import { BIN, REPO_ROOT } from '../test/helpers/proxy.js';
 import { waitFor } from '../test/helpers/wait.js';
 import {
   download,
+  downloadAfterQuiet,
   idleSessions,
   measure,
+  openIdleSessions,
   parallelChecksums,
   randomFile,
   sftpGet,
@@ -31,7 +34,7 @@ import { formatSummary, summarize, type ProfileSummary } from './profile.js';
 import { writeReports, type CaseResult, type Results } from './report.js';
 import { GiB, MiB, fmt, median } from './stats.js';
 
-const ALL_CASES = ['bulk', 'latency', 'cold', 'concurrency', 'idle', 'profile'] as const;
+const ALL_CASES = ['bulk', 'latency', 'cold', 'concurrency', 'idle', 'loaded', 'profile'] as const;
 type CaseGroup = (typeof ALL_CASES)[number];
 
 const { values: opts } = parseArgs({
@@ -65,7 +68,7 @@ if (opts.help) {
   --size-mib N        bulk transfer size (default 1024)
   --sessions N        parallel sessions in the concurrency case (default 100)
   --session-mib N     MiB per parallel session (default 100)
-  --idle N            concurrent idle sessions (default 1000)
+  --idle N            concurrent idle sessions (default 1000; also held open by the loaded case)
   --idle-runs N       runs of the idle case per path (default: --runs)
   --idle-parallel N   idle sessions being opened at a time (default 50)
   --latency-runs N    ssh true runs per path (default 20)
@@ -297,6 +300,48 @@ async function idle(env: BenchEnv, results: Results): Promise<void> {
   results.cases.push(result);
 }
 
+/**
+ * How long the loaded case leaves the daemon without traffic before each
+ * download, as between two users' transfers. The first transfer after such a
+ * pause is where V8's full collections came back with 1,000 sessions open
+ * (bench/README.md, "Full collections with 1,000 sessions open"); runs back
+ * to back mostly missed them.
+ */
+const LOADED_QUIET_MS = 11_000;
+
+async function loaded(env: BenchEnv, results: Results): Promise<void> {
+  const cipher = settings.ciphers[0]!;
+  const bytes = settings.bulkBytes;
+  const size = bytes >= GiB ? `${bytes / GiB} GiB` : `${bytes / MiB} MiB`;
+  const result = newCase(
+    `download-loaded/${cipher}`,
+    'loaded',
+    `download ${size} while ${settings.idleSessions} idle sessions stay open through the proxy (${LOADED_QUIET_MS / 1000} s without traffic before each run)`,
+    cipher,
+    bytes,
+  );
+  log(`${result.title}: ${settings.runs} runs per path`);
+  // The idle sessions load the machine for both paths alike; the daemon also holds their state.
+  const sessions = await openIdleSessions(env.proxyPath(), settings.idleSessions, settings.idleParallel, log);
+  try {
+    for (let i = 0; i < settings.runs; i++) {
+      for (const p of order(i, env.directPath, env.proxyPath())) {
+        await sleep(LOADED_QUIET_MS);
+        const r = await measure(p, () => downloadAfterQuiet(p, cipher, bytes), 20_000, sessions.sshdPids);
+        (p.name === 'direct' ? result.direct : result.proxy).push(r);
+        const gcs = r.extra?.daemonFullGcs;
+        log(`  run ${i + 1}/${settings.runs} ${describeRun(r)}${gcs === undefined ? '' : `, ${gcs} full GCs`}`);
+      }
+    }
+  } finally {
+    await sessions.close();
+  }
+  const md = median(result.direct.map((r) => r.seconds));
+  const mp = median(result.proxy.map((r) => r.seconds));
+  log(`  median direct ${fmt(md, 3)} s, proxy ${fmt(mp, 3)} s, proxy/direct ${fmt(mp / md, 2)}`);
+  results.cases.push(result);
+}
+
 /** The stream directions the profile case can run: the daemon's work differs per direction. */
 const PROFILED_TRANSFERS = { download, upload } as const;
 type ProfiledDirection = keyof typeof PROFILED_TRANSFERS;
@@ -407,6 +452,7 @@ async function main(): Promise<void> {
     cold: coldLatency,
     concurrency,
     idle,
+    loaded,
     profile,
   };
   for (const c of ALL_CASES) {
