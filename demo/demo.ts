@@ -8,6 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createHubUser, createToken, startHub } from '../test/helpers/hub.js';
+import { DAEMON_ENV, DAEMON_NODE_ARGS } from '../test/helpers/deployed.js';
 import { REPO_ROOT, startProxy, type ProxyProcess } from '../test/helpers/proxy.js';
 import { createUnixUser } from '../test/helpers/unixuser.js';
 
@@ -165,6 +166,9 @@ async function setUp(
       // Ctrl-C reaches the demo only, which stops the proxy: sessions then end
       // with the daemon's shutdown message, not with their sshd killed by SIGINT.
       detached: true,
+      // The node flags and malloc of every launcher (docs/deploy.md).
+      nodeArgs: DAEMON_NODE_ARGS,
+      env: DAEMON_ENV,
     });
   } catch (err) {
     // Someone took the port since checkPort.

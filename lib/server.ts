@@ -18,6 +18,7 @@ import { ServerWatches } from './serverwatch.js';
 import { formatListenAddress, type Logger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { SourcePenalties } from './penalties.js';
+import { collectWhenQuiet } from './quietgc.js';
 import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, type ParsedKey } from './ssh2internals.js';
 
 export class ProxyServer {
@@ -31,6 +32,7 @@ export class ProxyServer {
   /** Called as connections close while draining. */
   private drained?: () => void;
   private metricsServer?: http.Server;
+  private stopQuietGc?: () => void;
   /** What new connections get; a reload replaces it, open connections keep theirs. */
   private settings?: ConnectionSettings;
   /** Every upstream made (one per load); sessions may still use old ones until exit. */
@@ -71,6 +73,7 @@ export class ProxyServer {
       this.disposeUpstreams();
       throw err;
     }
+    this.stopQuietGc = collectWhenQuiet(this.log);
     const address = this.server.address() as net.AddressInfo;
     this.log.info(`listening on ${formatListenAddress(address)}, JupyterHub API at ${this.config.hubApiUrl}`);
     return address;
@@ -246,6 +249,7 @@ export class ProxyServer {
     }
     for (const connection of [...this.connections]) connection.disconnect('Server shutting down');
     this.metricsServer?.close();
+    this.stopQuietGc?.();
     await closed;
     this.disposeUpstreams();
   }

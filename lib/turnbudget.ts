@@ -21,6 +21,8 @@ export interface Backlogged {
 }
 
 export class TurnBudget {
+  /** Bytes processed since start, over all turns (lib/quietgc.ts watches it). */
+  processedBytes = 0;
   private spent = 0;
   private waiting: Backlogged[] = [];
   private turnEndScheduled = false;
@@ -35,6 +37,7 @@ export class TurnBudget {
   /** Counts bytes processed in this turn. */
   charge(bytes: number): void {
     this.spent += bytes;
+    this.processedBytes += bytes;
     this.scheduleTurnEnd();
   }
 

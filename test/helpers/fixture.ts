@@ -1,7 +1,7 @@
 // One real JupyterHub, one unix + Hub user with a token, and one proxy daemon
 // per describe block. Each test file gets its own, so files stay independent.
 import { createHubUser, createToken, startHub, type Hub, type HubOptions } from './hub.js';
-import { startProxy, type ProxyProcess } from './proxy.js';
+import { startProxy, type ProxyProcess, type StartProxyOptions } from './proxy.js';
 import { createUnixUser, type UnixUser } from './unixuser.js';
 import { ssh, type RunOptions, type RunResult } from './ssh.js';
 
@@ -17,6 +17,7 @@ export interface Env {
 export interface EnvOptions {
   hub?: HubOptions;
   proxyArgs?: string[];
+  proxyOptions?: StartProxyOptions;
 }
 
 /** Registers before/after hooks; the returned object is filled in by `before`. */
@@ -28,7 +29,7 @@ export function useEnv(options: EnvOptions = {}): Env {
     env.user = await createUnixUser('t');
     await createHubUser(env.hub, env.user.name);
     env.token = (await createToken(env.hub, env.user.name)).token;
-    env.proxy = await startProxy(env.hub.url, options.proxyArgs);
+    env.proxy = await startProxy(env.hub.url, options.proxyArgs, options.proxyOptions);
     env.ssh = (command, extra = [], runOptions = {}) =>
       ssh(env.proxy.port, env.user.name, env.token, command, extra, runOptions);
   });

@@ -1,0 +1,88 @@
+import { expect } from 'chai';
+import { QuietCollector } from '../lib/quietgc.js';
+import { TurnBudget } from '../lib/turnbudget.js';
+import { DAEMON_ENV, DAEMON_NODE_ARGS } from './helpers/deployed.js';
+import { useEnv } from './helpers/fixture.js';
+import { startProxy } from './helpers/proxy.js';
+import { waitFor } from './helpers/wait.js';
+
+describe('quiet collector: one full GC once a burst of traffic is over', function () {
+  function setUp(minBytes = 100) {
+    const budget = new TurnBudget(1 << 20);
+    const calls: number[] = [];
+    const collector = new QuietCollector({ gc: () => calls.push(1), budget, quietMs: 5000, minBytes });
+    return { budget, calls, collector };
+  }
+
+  it('collects once, after enough traffic and then none for the quiet time', function () {
+    const { budget, calls, collector } = setUp();
+    budget.charge(150);
+    expect(collector.check(0)).to.equal(false);
+    expect(collector.check(4999)).to.equal(false);
+    expect(collector.check(5000)).to.equal(true);
+    expect(collector.check(60_000)).to.equal(false);
+    expect(calls).to.have.length(1);
+  });
+
+  it('does not collect after less traffic than the minimum', function () {
+    const { budget, calls, collector } = setUp();
+    budget.charge(99);
+    collector.check(0);
+    expect(collector.check(60_000)).to.equal(false);
+    expect(calls).to.have.length(0);
+  });
+
+  it('waits while traffic goes on', function () {
+    const { budget, calls, collector } = setUp();
+    for (let t = 0; t <= 30_000; t += 1000) {
+      budget.charge(1000);
+      expect(collector.check(t)).to.equal(false);
+    }
+    expect(collector.check(35_000)).to.equal(true);
+    expect(calls).to.have.length(1);
+  });
+
+  it('counts the next burst from the last collection', function () {
+    const { budget, calls, collector } = setUp();
+    budget.charge(150);
+    collector.check(0);
+    expect(collector.check(5000)).to.equal(true);
+    budget.charge(60);
+    collector.check(6000);
+    expect(collector.check(12_000)).to.equal(false);
+    budget.charge(60);
+    collector.check(13_000);
+    expect(collector.check(18_000)).to.equal(true);
+    expect(calls).to.have.length(2);
+  });
+
+  it('a daemon started without --expose-gc says so at start', async function () {
+    this.timeout(60_000);
+    // No Hub needed: the daemon starts and listens without one.
+    const proxy = await startProxy('http://127.0.0.1:9');
+    try {
+      await waitFor(() => proxy.logs().includes('node runs without --expose-gc'), { timeoutMs: 20_000, what: 'the --expose-gc warning' });
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  describe('in the daemon, run as deployed (real Hub, ssh and sshd)', function () {
+    const env = useEnv({ proxyOptions: { nodeArgs: DAEMON_NODE_ARGS, env: DAEMON_ENV } });
+
+    it('collects once after a 48 MiB download, without further traffic', async function () {
+      this.timeout(120_000);
+      expect(env.proxy.logs()).not.to.include('without --expose-gc');
+      const bytes = 48 * 1024 * 1024;
+      const r = await env.ssh(['head', '-c', String(bytes), '/dev/zero']);
+      expect(r.code).to.equal(0);
+      expect(r.stdout.length).to.equal(bytes);
+      const line = await waitFor(() => /full garbage collection after (\d+) s without traffic \((\d+) MiB relayed/.exec(env.proxy.logs()) ?? undefined, {
+        timeoutMs: 30_000,
+        what: "the daemon's collection after the download",
+      });
+      expect(Number(line[1])).to.be.at.least(5);
+      expect(Number(line[2])).to.be.at.least(48);
+    });
+  });
+});
