@@ -6,10 +6,13 @@
  * (`--initial-old-space-size`, `--heap-growing-percent`: docs/deploy.md) that
  * collection may not come for minutes after a burst: with 1,000 idle
  * sessions ~2× the live heap stayed reserved, ~150 MiB of RSS instead of
- * ~123 (bench/README.md). So once the daemon has relayed a burst and then
- * nothing for a few seconds, it collects once itself, and jemalloc returns
- * the freed pages. Needs node's `--expose-gc` (every launcher passes it).
+ * ~123 (bench/README.md). So once the daemon has relayed a burst, or its
+ * heap has grown by a burst of logins (little traffic, many objects), and
+ * then nothing has passed for a few seconds, it collects once itself, and
+ * jemalloc returns the freed pages. Needs node's `--expose-gc` (every
+ * launcher passes it).
  */
+import v8 from 'node:v8';
 import type { Logger } from './logger.js';
 import { turnBudget, type TurnBudget } from './turnbudget.js';
 
@@ -19,13 +22,19 @@ const QUIET_MS = 5_000;
 /** Relayed bytes that leave enough garbage to be worth a full collection (~60 ms with 1,000 sessions). */
 const MIN_BYTES = 32 * 1024 * 1024;
 
+/** Heap growth since the last collection that is worth one: ~500 logins' worth (~21 KiB of heap each when idle). */
+const MIN_HEAP_GROWTH = 16 * 1024 * 1024;
+
 const CHECK_INTERVAL_MS = 1_000;
 
 export interface QuietCollectorOptions {
   gc: () => void;
+  /** V8's used heap in bytes. */
+  heapUsed?: () => number;
   budget?: TurnBudget;
   quietMs?: number;
   minBytes?: number;
+  minHeapGrowth?: number;
   log?: Logger;
 }
 
@@ -34,8 +43,11 @@ export class QuietCollector {
   private readonly budget: TurnBudget;
   private readonly quietMs: number;
   private readonly minBytes: number;
-  /** processedBytes at the last collection, and when it last changed. */
+  private readonly minHeapGrowth: number;
+  private readonly heapUsed: () => number;
+  /** processedBytes and the used heap after the last collection, and when processedBytes last changed. */
   private collectedAt: number;
+  private heapAfterCollection: number;
   private seenBytes: number;
   private lastTrafficAt = 0;
 
@@ -43,11 +55,17 @@ export class QuietCollector {
     this.budget = options.budget ?? turnBudget;
     this.quietMs = options.quietMs ?? QUIET_MS;
     this.minBytes = options.minBytes ?? MIN_BYTES;
+    this.minHeapGrowth = options.minHeapGrowth ?? MIN_HEAP_GROWTH;
+    this.heapUsed = options.heapUsed ?? (() => v8.getHeapStatistics().used_heap_size);
     this.collectedAt = this.budget.processedBytes;
+    this.heapAfterCollection = this.heapUsed();
     this.seenBytes = this.collectedAt;
   }
 
-  /** Collects if at least minBytes were relayed since the last collection and none for quietMs; true if it did. */
+  /**
+   * Collects if, since the last collection, at least minBytes were relayed or
+   * the heap grew by minHeapGrowth, and nothing was relayed for quietMs; true if it did.
+   */
   check(now: number): boolean {
     const bytes = this.budget.processedBytes;
     if (bytes !== this.seenBytes) {
@@ -55,14 +73,17 @@ export class QuietCollector {
       this.lastTrafficAt = now;
       return false;
     }
+    if (now - this.lastTrafficAt < this.quietMs) return false;
     const relayed = bytes - this.collectedAt;
-    if (relayed < this.minBytes || now - this.lastTrafficAt < this.quietMs) return false;
+    const grown = this.heapUsed() - this.heapAfterCollection;
+    if (relayed < this.minBytes && grown < this.minHeapGrowth) return false;
     this.collectedAt = bytes;
     const started = performance.now();
     this.options.gc();
+    this.heapAfterCollection = this.heapUsed();
     this.options.log?.debug(
       `full garbage collection after ${Math.round((now - this.lastTrafficAt) / 1000)} s without traffic ` +
-        `(${Math.round(relayed / 1048576)} MiB relayed since the last): ${(performance.now() - started).toFixed(0)} ms`,
+        `(${Math.round(relayed / 1048576)} MiB relayed, heap +${Math.round(grown / 1048576)} MB since the last): ${(performance.now() - started).toFixed(0)} ms`,
     );
     return true;
   }

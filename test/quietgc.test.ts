@@ -7,11 +7,22 @@ import { startProxy } from './helpers/proxy.js';
 import { waitFor } from './helpers/wait.js';
 
 describe('quiet collector: one full GC once a burst of traffic is over', function () {
-  function setUp(minBytes = 100) {
+  function setUp() {
     const budget = new TurnBudget(1 << 20);
     const calls: number[] = [];
-    const collector = new QuietCollector({ gc: () => calls.push(1), budget, quietMs: 5000, minBytes });
-    return { budget, calls, collector };
+    const heap = { used: 1000 };
+    const collector = new QuietCollector({
+      gc: () => {
+        calls.push(1);
+        heap.used = 1000;
+      },
+      heapUsed: () => heap.used,
+      budget,
+      quietMs: 5000,
+      minBytes: 100,
+      minHeapGrowth: 500,
+    });
+    return { budget, calls, collector, heap };
   }
 
   it('collects once, after enough traffic and then none for the quiet time', function () {
@@ -30,6 +41,20 @@ describe('quiet collector: one full GC once a burst of traffic is over', functio
     collector.check(0);
     expect(collector.check(60_000)).to.equal(false);
     expect(calls).to.have.length(0);
+  });
+
+  it('collects after a burst of logins: little traffic, a grown heap', function () {
+    const { budget, calls, collector, heap } = setUp();
+    budget.charge(10);
+    heap.used += 499;
+    collector.check(0);
+    expect(collector.check(5000)).to.equal(false);
+    budget.charge(10);
+    heap.used += 1;
+    collector.check(6000);
+    expect(collector.check(11_000)).to.equal(true);
+    expect(collector.check(60_000)).to.equal(false);
+    expect(calls).to.have.length(1);
   });
 
   it('waits while traffic goes on', function () {
@@ -77,7 +102,7 @@ describe('quiet collector: one full GC once a burst of traffic is over', functio
       const r = await env.ssh(['head', '-c', String(bytes), '/dev/zero']);
       expect(r.code).to.equal(0);
       expect(r.stdout.length).to.equal(bytes);
-      const line = await waitFor(() => /full garbage collection after (\d+) s without traffic \((\d+) MiB relayed/.exec(env.proxy.logs()) ?? undefined, {
+      const line = await waitFor(() => /full garbage collection after (\d+) s without traffic \((\d+) MiB relayed, heap/.exec(env.proxy.logs()) ?? undefined, {
         timeoutMs: 30_000,
         what: "the daemon's collection after the download",
       });
