@@ -447,7 +447,7 @@ export async function idleSessions(
  * (mark-compact) collections during the transfer: with many sessions open,
  * each one marks all of their objects.
  */
-export async function downloadAfterQuiet(p: SshPath, cipher: string, bytes: number): Promise<{ bytes: number; extra: Record<string, number> }> {
+export async function downloadCountingGcs(p: SshPath, cipher: string, bytes: number): Promise<{ bytes: number; extra: Record<string, number> }> {
   const gcs = p.metricsOrigin ? await majorGcCount(p.metricsOrigin) : 0;
   const moved = await download(p, cipher, bytes);
   return { bytes: moved.bytes, extra: p.metricsOrigin ? { daemonFullGcs: (await majorGcCount(p.metricsOrigin)) - gcs } : {} };

@@ -15,7 +15,7 @@ import { BIN, REPO_ROOT } from '../test/helpers/proxy.js';
 import { waitFor } from '../test/helpers/wait.js';
 import {
   download,
-  downloadAfterQuiet,
+  downloadCountingGcs,
   idleSessions,
   measure,
   openIdleSessions,
@@ -156,10 +156,14 @@ async function runCase(
       if (!quiet) log(`  run ${i + 1}/${runs} ${describeRun(r)}`);
     }
   }
+  logMedians(result);
+  return result;
+}
+
+function logMedians(result: CaseResult): void {
   const md = median(result.direct.map((r) => r.seconds));
   const mp = median(result.proxy.map((r) => r.seconds));
   log(`  median direct ${fmt(md, 3)} s, proxy ${fmt(mp, 3)} s, proxy/direct ${fmt(mp / md, 2)}`);
-  return result;
 }
 
 function newCase(id: string, group: CaseResult['group'], title: string, cipher: string, bytesPerRun: number): CaseResult {
@@ -327,7 +331,7 @@ async function loaded(env: BenchEnv, results: Results): Promise<void> {
     for (let i = 0; i < settings.runs; i++) {
       for (const p of order(i, env.directPath, env.proxyPath())) {
         await sleep(LOADED_QUIET_MS);
-        const r = await measure(p, () => downloadAfterQuiet(p, cipher, bytes), 20_000, sessions.sshdPids);
+        const r = await measure(p, () => downloadCountingGcs(p, cipher, bytes), 20_000, sessions.sshdPids);
         (p.name === 'direct' ? result.direct : result.proxy).push(r);
         const gcs = r.extra?.daemonFullGcs;
         log(`  run ${i + 1}/${settings.runs} ${describeRun(r)}${gcs === undefined ? '' : `, ${gcs} full GCs`}`);
@@ -336,9 +340,7 @@ async function loaded(env: BenchEnv, results: Results): Promise<void> {
   } finally {
     await sessions.close();
   }
-  const md = median(result.direct.map((r) => r.seconds));
-  const mp = median(result.proxy.map((r) => r.seconds));
-  log(`  median direct ${fmt(md, 3)} s, proxy ${fmt(mp, 3)} s, proxy/direct ${fmt(mp / md, 2)}`);
+  logMedians(result);
   results.cases.push(result);
 }
 
