@@ -7,9 +7,10 @@
  * collection may not come for minutes after a burst: with 1,000 idle
  * sessions ~2× the live heap stayed reserved, ~150 MiB of RSS instead of
  * ~123 (bench/README.md). So once the daemon has relayed a burst, or its
- * heap has grown by a burst of logins (little traffic, many objects), and
- * then nothing has passed for a few seconds, it collects once itself, and
- * jemalloc returns the freed pages. Needs node's `--expose-gc` (every
+ * heap has grown by a burst of logins (little traffic, many objects), or a
+ * burst of connections has ended (their objects are garbage, but nothing
+ * allocates to make V8 look), and then nothing has passed for a few seconds,
+ * it collects once itself, and jemalloc returns the freed pages. Needs node's `--expose-gc` (every
  * launcher passes it).
  */
 import v8 from 'node:v8';
@@ -25,16 +26,22 @@ const MIN_BYTES = 32 * 1024 * 1024;
 /** Heap growth since the last collection that is worth one: ~500 logins' worth (~21 KiB of heap each when idle). */
 const MIN_HEAP_GROWTH = 16 * 1024 * 1024;
 
+/** Connections ended since the last collection that are worth one: ~10 MB of heap at ~21 KiB per idle session. */
+const MIN_ENDED_CONNECTIONS = 500;
+
 const CHECK_INTERVAL_MS = 1_000;
 
 export interface QuietCollectorOptions {
   gc: () => void;
   /** V8's used heap in bytes. */
   heapUsed?: () => number;
+  /** Connections ended since the daemon started. */
+  endedConnections: () => number;
   budget?: TurnBudget;
   quietMs?: number;
   minBytes?: number;
   minHeapGrowth?: number;
+  minEndedConnections?: number;
   log?: Logger;
 }
 
@@ -44,10 +51,12 @@ export class QuietCollector {
   private readonly quietMs: number;
   private readonly minBytes: number;
   private readonly minHeapGrowth: number;
+  private readonly minEndedConnections: number;
   private readonly heapUsed: () => number;
-  /** processedBytes and the used heap after the last collection, and when processedBytes last changed. */
+  /** processedBytes, the used heap and the ended connections after the last collection, and when processedBytes last changed. */
   private collectedAt: number;
   private heapAfterCollection: number;
+  private endedAtCollection: number;
   private seenBytes: number;
   private lastTrafficAt = 0;
 
@@ -56,15 +65,18 @@ export class QuietCollector {
     this.quietMs = options.quietMs ?? QUIET_MS;
     this.minBytes = options.minBytes ?? MIN_BYTES;
     this.minHeapGrowth = options.minHeapGrowth ?? MIN_HEAP_GROWTH;
+    this.minEndedConnections = options.minEndedConnections ?? MIN_ENDED_CONNECTIONS;
     this.heapUsed = options.heapUsed ?? (() => v8.getHeapStatistics().used_heap_size);
     this.collectedAt = this.budget.processedBytes;
     this.heapAfterCollection = this.heapUsed();
+    this.endedAtCollection = options.endedConnections();
     this.seenBytes = this.collectedAt;
   }
 
   /**
-   * Collects if, since the last collection, at least minBytes were relayed or
-   * the heap grew by minHeapGrowth, and nothing was relayed for quietMs; true if it did.
+   * Collects if, since the last collection, at least minBytes were relayed,
+   * the heap grew by minHeapGrowth or minEndedConnections connections ended,
+   * and nothing was relayed for quietMs; true if it did.
    */
   check(now: number): boolean {
     const bytes = this.budget.processedBytes;
@@ -76,27 +88,30 @@ export class QuietCollector {
     if (now - this.lastTrafficAt < this.quietMs) return false;
     const relayed = bytes - this.collectedAt;
     const grown = this.heapUsed() - this.heapAfterCollection;
-    if (relayed < this.minBytes && grown < this.minHeapGrowth) return false;
+    const ended = this.options.endedConnections() - this.endedAtCollection;
+    if (relayed < this.minBytes && grown < this.minHeapGrowth && ended < this.minEndedConnections) return false;
     this.collectedAt = bytes;
+    this.endedAtCollection += ended;
     const started = performance.now();
     this.options.gc();
     this.heapAfterCollection = this.heapUsed();
     this.options.log?.debug(
       `full garbage collection after ${Math.round((now - this.lastTrafficAt) / 1000)} s without traffic ` +
-        `(${Math.round(relayed / 1048576)} MiB relayed, heap +${Math.round(grown / 1048576)} MB since the last): ${(performance.now() - started).toFixed(0)} ms`,
+        `(since the last: ${Math.round(relayed / 1048576)} MiB relayed, heap ${grown >= 0 ? '+' : ''}${Math.round(grown / 1048576)} MB, connections ended: ${ended}): ` +
+        `${(performance.now() - started).toFixed(0)} ms`,
     );
     return true;
   }
 }
 
 /** Starts checking once a second; returns a stop function. Off (with a warning) without `--expose-gc`. */
-export function collectWhenQuiet(log: Logger): () => void {
+export function collectWhenQuiet(log: Logger, endedConnections: () => number): () => void {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (typeof gc !== 'function') {
     log.warn('node runs without --expose-gc: memory freed after a burst of traffic is returned only when V8 collects by itself (docs/deploy.md)');
     return () => {};
   }
-  const collector = new QuietCollector({ gc, log });
+  const collector = new QuietCollector({ gc, log, endedConnections });
   const timer = setInterval(() => collector.check(Date.now()), CHECK_INTERVAL_MS).unref();
   return () => clearInterval(timer);
 }

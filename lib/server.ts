@@ -24,6 +24,8 @@ import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, type ParsedKe
 export class ProxyServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
+  /** Connections ended since start, for the quiet collection. */
+  private endedConnections = 0;
   private readonly metrics = new Metrics();
   private penalties?: SourcePenalties;
   /** Connections that have not finished authentication (MaxStartups counts these). */
@@ -73,7 +75,7 @@ export class ProxyServer {
       this.disposeUpstreams();
       throw err;
     }
-    this.stopQuietGc = collectWhenQuiet(this.log);
+    this.stopQuietGc = collectWhenQuiet(this.log, () => this.endedConnections);
     const address = this.server.address() as net.AddressInfo;
     this.log.info(`listening on ${formatListenAddress(address)}, JupyterHub API at ${this.config.hubApiUrl}`);
     return address;
@@ -218,6 +220,7 @@ export class ProxyServer {
         closed: (penalty) => {
           leaveStartups();
           this.connections.delete(connection);
+          this.endedConnections++;
           if (penalty && this.penalties?.penalize(address, penalty)) {
             this.log.warn(`source ${address} penalized (${penalty}): refused for ${this.penalties.blockedFor(address)}s`);
           }

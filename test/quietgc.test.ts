@@ -11,18 +11,21 @@ describe('quiet collector: one full GC once a burst of traffic is over', functio
     const budget = new TurnBudget(1 << 20);
     const calls: number[] = [];
     const heap = { used: 1000 };
+    const ended = { count: 0 };
     const collector = new QuietCollector({
       gc: () => {
         calls.push(1);
         heap.used = 1000;
       },
       heapUsed: () => heap.used,
+      endedConnections: () => ended.count,
       budget,
       quietMs: 5000,
       minBytes: 100,
       minHeapGrowth: 500,
+      minEndedConnections: 50,
     });
-    return { budget, calls, collector, heap };
+    return { budget, calls, collector, heap, ended };
   }
 
   it('collects once, after enough traffic and then none for the quiet time', function () {
@@ -53,6 +56,24 @@ describe('quiet collector: one full GC once a burst of traffic is over', functio
     heap.used += 1;
     collector.check(6000);
     expect(collector.check(11_000)).to.equal(true);
+    expect(collector.check(60_000)).to.equal(false);
+    expect(calls).to.have.length(1);
+  });
+
+  it('collects after a burst of connections ended: garbage that no allocation makes V8 look for', function () {
+    const { budget, calls, collector, ended } = setUp();
+    budget.charge(10);
+    ended.count += 49;
+    collector.check(0);
+    expect(collector.check(5000)).to.equal(false);
+    budget.charge(10);
+    ended.count += 1;
+    collector.check(6000);
+    expect(collector.check(11_000)).to.equal(true);
+    // Counted from the last collection: 49 more are not enough.
+    ended.count += 49;
+    budget.charge(10);
+    collector.check(12_000);
     expect(collector.check(60_000)).to.equal(false);
     expect(calls).to.have.length(1);
   });
@@ -102,12 +123,17 @@ describe('quiet collector: one full GC once a burst of traffic is over', functio
       const r = await env.ssh(['head', '-c', String(bytes), '/dev/zero']);
       expect(r.code).to.equal(0);
       expect(r.stdout.length).to.equal(bytes);
-      const line = await waitFor(() => /full garbage collection after (\d+) s without traffic \((\d+) MiB relayed, heap/.exec(env.proxy.logs()) ?? undefined, {
-        timeoutMs: 30_000,
-        what: "the daemon's collection after the download",
-      });
+      const line = await waitFor(
+        () => /full garbage collection after (\d+) s without traffic \(since the last: (\d+) MiB relayed, heap [+-]?\d+ MB, connections ended: (\d+)\)/.exec(env.proxy.logs()) ?? undefined,
+        {
+          timeoutMs: 30_000,
+          what: "the daemon's collection after the download",
+        },
+      );
       expect(Number(line[1])).to.be.at.least(5);
       expect(Number(line[2])).to.be.at.least(48);
+      // The download's own connection, counted by the daemon as it closed.
+      expect(Number(line[3])).to.be.at.least(1);
     });
   });
 });
