@@ -10,8 +10,14 @@
  * heap has grown by a burst of logins (little traffic, many objects), or a
  * burst of connections has ended (their objects are garbage, but nothing
  * allocates to make V8 look), and then nothing has passed for a few seconds,
- * it collects once itself, and jemalloc returns the freed pages. Needs node's `--expose-gc` (every
- * launcher passes it).
+ * it collects once itself, and jemalloc returns the freed pages. Needs node's
+ * `--expose-gc` (every launcher passes it).
+ *
+ * The collection compacts the whole heap. A plain one frees the objects but
+ * keeps every page that still holds a live one: after 1,000 sessions closed,
+ * 14 MB in use kept 39 MB of heap (~122 MiB of RSS, against 89 compacted).
+ * V8's own memory-reducing collection would compact, but `gc()` cannot ask
+ * for it on Node 20, and V8 ran it only sometimes, up to 20 s later.
  */
 import v8 from 'node:v8';
 import type { Logger } from './logger.js';
@@ -104,6 +110,24 @@ export class QuietCollector {
   }
 }
 
+/**
+ * `gc` made to move live objects out of every page with free space, so that
+ * the pages can be returned. V8 reads the flag during a collection; it is
+ * on only for ours (V8's own collections during traffic stay short: ~30 ms
+ * plain against ~110 ms compacting with 1,000 sessions). test/quietgc.test.ts
+ * fails if a V8 version drops the flag.
+ */
+export function compacting(gc: () => void): () => void {
+  return () => {
+    v8.setFlagsFromString('--compact-on-every-full-gc');
+    try {
+      gc();
+    } finally {
+      v8.setFlagsFromString('--no-compact-on-every-full-gc');
+    }
+  };
+}
+
 /** Starts checking once a second; returns a stop function. Off (with a warning) without `--expose-gc`. */
 export function collectWhenQuiet(log: Logger, endedConnections: () => number): () => void {
   const gc = (globalThis as { gc?: () => void }).gc;
@@ -111,7 +135,7 @@ export function collectWhenQuiet(log: Logger, endedConnections: () => number): (
     log.warn('node runs without --expose-gc: memory freed after a burst of traffic is returned only when V8 collects by itself (docs/deploy.md)');
     return () => {};
   }
-  const collector = new QuietCollector({ gc, log, endedConnections });
+  const collector = new QuietCollector({ gc: compacting(gc), log, endedConnections });
   const timer = setInterval(() => collector.check(Date.now()), CHECK_INTERVAL_MS).unref();
   return () => clearInterval(timer);
 }
