@@ -6,6 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { QUIET_MS } from '../lib/quietgc.js';
 import { scrapeMetrics } from '../test/helpers/metrics.js';
 import { finished, spawnTracked } from './children.js';
 import type { SshPath } from './env.js';
@@ -274,8 +275,10 @@ function pssSum(pids: number[]): number {
   return pids.reduce((a, pid) => a + pssKb(pid), 0);
 }
 
-/** How long settleDaemon waits at most for V8's next full collection. */
-const SETTLE_GC_TIMEOUT_MS = 60_000;
+/** How long settleDaemon waits at most for steady memory. */
+const SETTLE_TIMEOUT_MS = 60_000;
+/** By then the daemon's own collection after the last burst has run (it checks once a second). */
+const QUIET_COLLECTION_WAIT_MS = QUIET_MS + 3_000;
 /** RSS counts as steady when it moved less than this over STEADY_SAMPLES one-second samples. */
 const STEADY_TOLERANCE_KB = 1024;
 const STEADY_SAMPLES = 3;
@@ -297,13 +300,14 @@ async function majorGcCount(origin: string): Promise<number> {
 
 /**
  * Waits until the daemon's memory reflects what is live, not what the last
- * case freed: buffers of finished transfers stay resident until V8's next
- * full collection frees them (20-30 s after traffic stops, V8's own timing;
- * a daemon that has been idle since start may have none to run),
- * and jemalloc then returns their pages within a second. So: wait for a full
- * collection after this call, then for RSS to hold still. Returns the
- * seconds waited; -1 when no full collection came within the deadline (the
- * reading is then taken as is, and the log says so). No-op for the direct path.
+ * case freed: buffers of finished transfers and objects of closed sessions
+ * stay resident until a full collection frees them, and jemalloc then
+ * returns their pages within a second. The daemon runs one itself 5 s after
+ * a burst (lib/quietgc.ts), which may have come before this call. So: wait
+ * for a full collection after this call, or long enough that the daemon's
+ * own has come, then for RSS to hold still. Returns the seconds waited; -1
+ * when RSS was still moving at the deadline (the reading is then taken as
+ * is, and the log says so). No-op for the direct path.
  */
 export async function settleDaemon(p: SshPath, log: (line: string) => void): Promise<number> {
   if (p.name !== 'proxy' || !p.metricsOrigin) return 0;
@@ -311,16 +315,17 @@ export async function settleDaemon(p: SshPath, log: (line: string) => void): Pro
   const t0 = performance.now();
   const start = await majorGcCount(origin);
   const samples: number[] = [];
-  while (performance.now() - t0 < SETTLE_GC_TIMEOUT_MS) {
+  while (performance.now() - t0 < SETTLE_TIMEOUT_MS) {
     await sleep(1000);
-    if ((await majorGcCount(origin)) === start) continue;
+    const collected = (await majorGcCount(origin)) !== start || performance.now() - t0 >= QUIET_COLLECTION_WAIT_MS;
+    if (!collected) continue;
     samples.push(statusKb(p.serverPid, 'VmRSS'));
     const recent = samples.slice(-STEADY_SAMPLES);
     if (recent.length === STEADY_SAMPLES && Math.max(...recent) - Math.min(...recent) < STEADY_TOLERANCE_KB) {
       return (performance.now() - t0) / 1000;
     }
   }
-  log(`    daemon memory not settled after ${SETTLE_GC_TIMEOUT_MS / 1000} s (no full GC, or RSS still moving): reading it as it is`);
+  log(`    daemon memory not settled after ${SETTLE_TIMEOUT_MS / 1000} s (RSS still moving): reading it as it is`);
   return -1;
 }
 

@@ -277,7 +277,7 @@ async function concurrency(env: BenchEnv, results: Results): Promise<void> {
 
 /** settleDaemon's answer for the log: seconds waited, or that no full GC came. */
 function settleText(seconds: number): string {
-  return seconds < 0 ? 'never (no full GC in 60 s)' : `in ${fmt(seconds, 0)} s`;
+  return seconds < 0 ? 'never (RSS still moving after 60 s)' : `in ${fmt(seconds, 0)} s`;
 }
 
 async function idle(env: BenchEnv, results: Results): Promise<void> {

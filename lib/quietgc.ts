@@ -24,7 +24,7 @@ import type { Logger } from './logger.js';
 import { turnBudget, type TurnBudget } from './turnbudget.js';
 
 /** Seconds without relayed bytes that count as the end of a burst. */
-const QUIET_MS = 5_000;
+export const QUIET_MS = 5_000;
 
 /** Relayed bytes that leave enough garbage to be worth a full collection (~60 ms with 1,000 sessions). */
 const MIN_BYTES = 32 * 1024 * 1024;
