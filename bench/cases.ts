@@ -448,12 +448,12 @@ export async function idleSessions(
 }
 
 /**
- * A download that also reports, for the proxy path, the daemon's full
- * (mark-compact) collections during the transfer: with many sessions open,
- * each one marks all of their objects.
+ * A transfer that also reports, for the proxy path, the daemon's full
+ * (mark-compact) collections during it: with many sessions open, each one
+ * marks all of their objects.
  */
-export async function downloadCountingGcs(p: SshPath, cipher: string, bytes: number): Promise<{ bytes: number; extra: Record<string, number> }> {
+export async function countingGcs(p: SshPath, transfer: () => Promise<{ bytes: number }>): Promise<{ bytes: number; extra: Record<string, number> }> {
   const gcs = p.metricsOrigin ? await majorGcCount(p.metricsOrigin) : 0;
-  const moved = await download(p, cipher, bytes);
+  const moved = await transfer();
   return { bytes: moved.bytes, extra: p.metricsOrigin ? { daemonFullGcs: (await majorGcCount(p.metricsOrigin)) - gcs } : {} };
 }

@@ -185,11 +185,12 @@ export function markdown(r: Results): string {
     out.push(`| sshd processes | ${fmt(e(idle.direct, 'sshdProcesses'), 0)} | ${fmt(e(idle.proxy, 'sshdProcesses'), 0)} |`);
     out.push(`| sshd Pss per session (KiB) | ${fmt(e(idle.direct, 'sshdPssPerSessionKb'), 0)} | ${fmt(e(idle.proxy, 'sshdPssPerSessionKb'), 0)} |`);
   }
-  const loaded = r.cases.find((c) => c.group === 'loaded');
-  if (loaded) {
+  for (const loaded of r.cases.filter((c) => c.group === 'loaded')) {
     const gcs = loaded.proxy.map((x) => x.extra?.daemonFullGcs ?? NaN);
     out.push('');
-    out.push(`Download with idle sessions open (${loaded.cipher.replace('@openssh.com', '')}): the daemon's full (mark-compact) collections per proxied run, median ${fmt(median(gcs), 0)}, runs ${gcs.map((g) => fmt(g, 0)).join(', ')}; daemon CPU ${fmt(loaded.summary!.proxyCpuSecondsPerGiB!, 2)} s/GiB.`);
+    out.push(
+      `Loaded case, ${loaded.id.split('-')[0]} (${loaded.cipher.replace('@openssh.com', '')}): the daemon's full (mark-compact) collections per proxied run, median ${fmt(median(gcs), 0)}, runs ${gcs.map((g) => fmt(g, 0)).join(', ')}; daemon CPU ${fmt(loaded.summary!.proxyCpuSecondsPerGiB!, 2)} s/GiB.`,
+    );
   }
   for (const { direction, cipher, summary } of r.profiles) {
     out.push('');

@@ -15,7 +15,7 @@ import { BIN, REPO_ROOT } from '../test/helpers/proxy.js';
 import { waitFor } from '../test/helpers/wait.js';
 import {
   download,
-  downloadCountingGcs,
+  countingGcs,
   idleSessions,
   measure,
   openIdleSessions,
@@ -317,31 +317,38 @@ async function loaded(env: BenchEnv, results: Results): Promise<void> {
   const cipher = settings.ciphers[0]!;
   const bytes = settings.bulkBytes;
   const size = bytes >= GiB ? `${bytes / GiB} GiB` : `${bytes / MiB} MiB`;
-  const result = newCase(
-    `download-loaded/${cipher}`,
-    'loaded',
-    `download ${size} while ${settings.idleSessions} idle sessions stay open through the proxy (${LOADED_QUIET_MS / 1000} s without traffic before each run)`,
-    cipher,
-    bytes,
-  );
-  log(`${result.title}: ${settings.runs} runs per path`);
+  const directions: [string, (p: SshPath) => Promise<{ bytes: number }>][] = [
+    ['download', (p) => download(p, cipher, bytes)],
+    ['upload', (p) => upload(p, cipher, bytes)],
+  ];
+  log(`loaded: ${settings.runs} runs per direction and path while ${settings.idleSessions} idle sessions stay open`);
   // The idle sessions load the machine for both paths alike; the daemon also holds their state.
   const sessions = await openIdleSessions(env.proxyPath(), settings.idleSessions, settings.idleParallel, log);
   try {
-    for (let i = 0; i < settings.runs; i++) {
-      for (const p of order(i, env.directPath, env.proxyPath())) {
-        await sleep(LOADED_QUIET_MS);
-        const r = await measure(p, () => downloadCountingGcs(p, cipher, bytes), 20_000, sessions.sshdPids);
-        (p.name === 'direct' ? result.direct : result.proxy).push(r);
-        const gcs = r.extra?.daemonFullGcs;
-        log(`  run ${i + 1}/${settings.runs} ${describeRun(r)}${gcs === undefined ? '' : `, ${gcs} full GCs`}`);
+    for (const [direction, transfer] of directions) {
+      const result = newCase(
+        `${direction}-loaded/${cipher}`,
+        'loaded',
+        `${direction} ${size} while ${settings.idleSessions} idle sessions stay open through the proxy (${LOADED_QUIET_MS / 1000} s without traffic before each run)`,
+        cipher,
+        bytes,
+      );
+      log(result.title);
+      for (let i = 0; i < settings.runs; i++) {
+        for (const p of order(i, env.directPath, env.proxyPath())) {
+          await sleep(LOADED_QUIET_MS);
+          const r = await measure(p, () => countingGcs(p, () => transfer(p)), 20_000, sessions.sshdPids);
+          (p.name === 'direct' ? result.direct : result.proxy).push(r);
+          const gcs = r.extra?.daemonFullGcs;
+          log(`  run ${i + 1}/${settings.runs} ${describeRun(r)}${gcs === undefined ? '' : `, ${gcs} full GCs`}`);
+        }
       }
+      logMedians(result);
+      results.cases.push(result);
     }
   } finally {
     await sessions.close();
   }
-  logMedians(result);
-  results.cases.push(result);
 }
 
 /** The stream directions the profile case can run: the daemon's work differs per direction. */
