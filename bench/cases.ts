@@ -452,8 +452,13 @@ export async function idleSessions(
  * (mark-compact) collections during it: with many sessions open, each one
  * marks all of their objects.
  */
-export async function countingGcs(p: SshPath, transfer: () => Promise<{ bytes: number }>): Promise<{ bytes: number; extra: Record<string, number> }> {
+export async function countingGcs(
+  p: SshPath,
+  transfer: () => Promise<{ bytes: number; extra?: Record<string, number> }>,
+): Promise<{ bytes: number; extra: Record<string, number> }> {
   const gcs = p.metricsOrigin ? await majorGcCount(p.metricsOrigin) : 0;
   const moved = await transfer();
-  return { bytes: moved.bytes, extra: p.metricsOrigin ? { daemonFullGcs: (await majorGcCount(p.metricsOrigin)) - gcs } : {} };
+  const extra: Record<string, number> = { ...moved.extra };
+  if (p.metricsOrigin) extra.daemonFullGcs = (await majorGcCount(p.metricsOrigin)) - gcs;
+  return { bytes: moved.bytes, extra };
 }

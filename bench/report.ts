@@ -50,7 +50,7 @@ export interface Results {
   loadavg: { start: number[]; end: number[] };
   cases: CaseResult[];
   cpuCost: CpuCost[];
-  profiles: { direction: string; cipher: string; summary: ProfileSummary }[];
+  profiles: { what: string; cipher: string; summary: ProfileSummary }[];
   notes: string[];
 }
 
@@ -185,16 +185,17 @@ export function markdown(r: Results): string {
     out.push(`| sshd processes | ${fmt(e(idle.direct, 'sshdProcesses'), 0)} | ${fmt(e(idle.proxy, 'sshdProcesses'), 0)} |`);
     out.push(`| sshd Pss per session (KiB) | ${fmt(e(idle.direct, 'sshdPssPerSessionKb'), 0)} | ${fmt(e(idle.proxy, 'sshdPssPerSessionKb'), 0)} |`);
   }
-  for (const loaded of r.cases.filter((c) => c.group === 'loaded')) {
-    const gcs = loaded.proxy.map((x) => x.extra?.daemonFullGcs ?? NaN);
+  for (const c of r.cases.filter((x) => x.proxy.some((run) => run.extra?.daemonFullGcs !== undefined))) {
+    const gcs = c.proxy.map((x) => x.extra?.daemonFullGcs ?? NaN);
+    const what = c.group === 'loaded' ? `Loaded case, ${c.id.split('-')[0]} (${c.cipher.replace('@openssh.com', '')})` : c.title;
     out.push('');
     out.push(
-      `Loaded case, ${loaded.id.split('-')[0]} (${loaded.cipher.replace('@openssh.com', '')}): the daemon's full (mark-compact) collections per proxied run, median ${fmt(median(gcs), 0)}, runs ${gcs.map((g) => fmt(g, 0)).join(', ')}; daemon CPU ${fmt(loaded.summary!.proxyCpuSecondsPerGiB!, 2)} s/GiB.`,
+      `${what}: the daemon's full (mark-compact) collections per proxied run, median ${fmt(median(gcs), 0)}, runs ${gcs.map((g) => fmt(g, 0)).join(', ')}; daemon CPU ${fmt(c.summary!.proxyCpuSecondsPerGiB!, 2)} s/GiB.`,
     );
   }
-  for (const { direction, cipher, summary } of r.profiles) {
+  for (const { what, cipher, summary } of r.profiles) {
     out.push('');
-    out.push(`Profile of the daemon, one bulk ${direction}, client cipher ${cipher} (busy ${fmt(summary.busyMs / 1000, 2)} s of ${fmt(summary.wallMs / 1000, 1)} s wall):`);
+    out.push(`Profile of the daemon, one ${what}, client cipher ${cipher} (busy ${fmt(summary.busyMs / 1000, 2)} s of ${fmt(summary.wallMs / 1000, 1)} s wall):`);
     out.push('');
     out.push('| Self % | Self s | Category |');
     out.push('|---|---|---|');

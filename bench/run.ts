@@ -44,6 +44,7 @@ const { values: opts } = parseArgs({
     cases: { type: 'string', default: ALL_CASES.join(',') },
     ciphers: { type: 'string', default: 'aes128-gcm@openssh.com,chacha20-poly1305@openssh.com' },
     bulk: { type: 'string', default: 'download,upload,sftp-get,sftp-put' },
+    profile: { type: 'string', default: 'download,upload,parallel' },
     'size-mib': { type: 'string' },
     sessions: { type: 'string' },
     'session-mib': { type: 'string' },
@@ -65,6 +66,8 @@ if (opts.help) {
   --cases LIST        any of ${ALL_CASES.join(',')} (default: all)
   --ciphers LIST      client ciphers for the bulk cases (default aes128-gcm@openssh.com,chacha20-poly1305@openssh.com)
   --bulk LIST         which bulk cases (default download,upload,sftp-get,sftp-put)
+  --profile LIST      what the profile case profiles: download, upload (one run per bulk cipher),
+                      parallel (one run of the concurrency case, default cipher) (default: all three)
   --size-mib N        bulk transfer size (default 1024)
   --sessions N        parallel sessions in the concurrency case (default 100)
   --session-mib N     MiB per parallel session (default 100)
@@ -85,6 +88,7 @@ const settings = {
   cases: opts.cases.split(',').map((s) => s.trim()).filter(Boolean) as CaseGroup[],
   ciphers: opts.ciphers.split(',').map((s) => s.trim()).filter(Boolean),
   bulk: opts.bulk.split(',').map((s) => s.trim()).filter(Boolean),
+  profile: opts.profile.split(',').map((s) => s.trim()).filter(Boolean),
   bulkBytes: int(opts['size-mib'], quick ? 128 : 1024) * MiB,
   sessions: int(opts.sessions, quick ? 20 : 100),
   sessionBytes: int(opts['session-mib'], quick ? 20 : 100) * MiB,
@@ -269,7 +273,7 @@ async function concurrency(env: BenchEnv, results: Results): Promise<void> {
       ),
       settings.runs,
       () => [env.directPath, env.proxyPath()],
-      (p) => parallelChecksums(p, settings.sessions, file, settings.sessionBytes, digest),
+      (p) => countingGcs(p, () => parallelChecksums(p, settings.sessions, file, settings.sessionBytes, digest)),
     ),
   );
   fs.rmSync(file, { force: true });
@@ -352,31 +356,52 @@ async function loaded(env: BenchEnv, results: Results): Promise<void> {
 }
 
 /** The stream directions the profile case can run: the daemon's work differs per direction. */
-const PROFILED_TRANSFERS = { download, upload } as const;
-type ProfiledDirection = keyof typeof PROFILED_TRANSFERS;
+/** A transfer the profile case runs through the profiled daemon. */
+interface Profiled {
+  /** As the report names it: "bulk download", "parallel (100 x 100 MiB)". */
+  what: string;
+  cipher: string;
+  run(p: SshPath): Promise<{ bytes: number }>;
+}
 
 /**
- * Starts the daemon under `node --cpu-prof`, runs one bulk transfer per
- * direction (download, upload: those --bulk selects) and cipher through it,
- * summarizes each over the transfer window only.
+ * Starts the daemon under `node --cpu-prof` for each transfer --profile
+ * selects (download and upload once per bulk cipher; the concurrency case
+ * once, with its default cipher) and summarizes each over the transfer
+ * window only.
  */
 async function profile(env: BenchEnv, results: Results): Promise<void> {
   const dir = path.join(REPO_ROOT, 'bench', 'out', 'profile');
   fs.mkdirSync(dir, { recursive: true });
-  const directions = (Object.keys(PROFILED_TRANSFERS) as ProfiledDirection[]).filter((d) => settings.bulk.includes(d));
-  for (const direction of directions) {
-    for (const cipher of settings.ciphers) await profileOne(env, results, dir, direction, cipher);
+  const bytes = settings.bulkBytes;
+  for (const direction of ['download', 'upload'] as const) {
+    if (!settings.profile.includes(direction)) continue;
+    const transfer = direction === 'download' ? download : upload;
+    for (const cipher of settings.ciphers) {
+      await profileOne(env, results, dir, { what: `bulk ${direction}`, cipher, run: (p) => transfer(p, cipher, bytes) }, `${direction}-${cipher.replace(/@.*/, '')}`);
+    }
+  }
+  if (settings.profile.includes('parallel')) {
+    const file = path.join(env.tmp, 'profile-session-data.bin');
+    const digest = randomFile(file, settings.sessionBytes);
+    try {
+      const what = `parallel (${settings.sessions} x ${settings.sessionBytes / MiB} MiB piped into remote sha256)`;
+      await profileOne(env, results, dir, { what, cipher: 'default', run: (p) => parallelChecksums(p, settings.sessions, file, settings.sessionBytes, digest) }, 'parallel');
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
   }
 }
 
-async function profileOne(env: BenchEnv, results: Results, dir: string, direction: ProfiledDirection, cipher: string): Promise<void> {
+async function profileOne(env: BenchEnv, results: Results, dir: string, transfer: Profiled, name: string): Promise<void> {
   // The main daemon's host keys: no RSA key generation in the profile.
   const keyDir = fs.mkdtempSync(path.join(env.tmp, 'profile-keys-'));
   for (const f of fs.readdirSync(env.proxy.keyDir)) fs.copyFileSync(path.join(env.proxy.keyDir, f), path.join(keyDir, f));
   const before = new Set(fs.readdirSync(dir));
   const child: ChildProcess = spawn(
     process.execPath,
-    [...DAEMON_NODE_ARGS, '--cpu-prof', '--cpu-prof-dir', dir, BIN, '--ip', '127.0.0.1', '-p', '0', '-k', keyDir, '--log-level', 'info', env.hub.url],
+    // --max-startups as the bench's daemon has it (bench/env.ts): the parallel case logs in 100 at once.
+    [...DAEMON_NODE_ARGS, '--cpu-prof', '--cpu-prof-dir', dir, BIN, '--ip', '127.0.0.1', '-p', '0', '-k', keyDir, '--log-level', 'info', '--max-startups', '2000', env.hub.url],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...DAEMON_ENV } },
   );
   let output = '';
@@ -403,9 +428,9 @@ async function profileOne(env: BenchEnv, results: Results, dir: string, directio
     };
     await trueCommand(p); // login and server check first: the window then holds the transfer only
     const fromUs = Number(process.hrtime.bigint() / 1000n);
-    const r = await measure(p, () => PROFILED_TRANSFERS[direction](p, cipher, settings.bulkBytes));
+    const r = await measure(p, () => transfer.run(p));
     window = { fromUs, toUs: Number(process.hrtime.bigint() / 1000n) };
-    log(`  profiled ${direction} [${cipher}]: ${describeRun(r)}`);
+    log(`  profiled ${transfer.what} [${transfer.cipher}]: ${describeRun(r)}`);
     child.kill('SIGTERM');
     await exited;
   } finally {
@@ -417,10 +442,10 @@ async function profileOne(env: BenchEnv, results: Results, dir: string, directio
     log(`  no single new .cpuprofile in ${dir} (${written.join(', ')})`);
     return;
   }
-  const file = path.join(dir, `${direction}-${cipher.replace(/@.*/, '')}.cpuprofile`);
+  const file = path.join(dir, `${name}.cpuprofile`);
   fs.renameSync(path.join(dir, written[0]!), file);
   const summary: ProfileSummary = summarize(file, 30, window);
-  results.profiles.push({ direction, cipher, summary });
+  results.profiles.push({ what: transfer.what, cipher: transfer.cipher, summary });
   console.log(formatSummary(summary));
 }
 
