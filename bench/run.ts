@@ -355,7 +355,6 @@ async function loaded(env: BenchEnv, results: Results): Promise<void> {
   }
 }
 
-/** The stream directions the profile case can run: the daemon's work differs per direction. */
 /** A transfer the profile case runs through the profiled daemon. */
 interface Profiled {
   /** As the report names it: "bulk download", "parallel (100 x 100 MiB)". */
