@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PROBE_INTERVAL_MS, type Run } from './cases.js';
 import type { ProfileSummary } from './profile.js';
+import type { PerfSummary } from './perfprofile.js';
 import { GiB, MiB, fmt, max, median, min, spreadPercent } from './stats.js';
 
 export interface CaseResult {
@@ -51,6 +52,8 @@ export interface Results {
   cases: CaseResult[];
   cpuCost: CpuCost[];
   profiles: { what: string; cipher: string; summary: ProfileSummary }[];
+  /** From Linux perf (absent in runs without it): the daemon's CPU time by kind. */
+  perfProfiles?: { what: string; cipher: string; seconds: number; bytes: number; daemonCpuSeconds: number; summary: PerfSummary }[];
   notes: string[];
 }
 
@@ -204,6 +207,22 @@ export function markdown(r: Results): string {
     out.push('| Self % | Self s | Function | Where |');
     out.push('|---|---|---|---|');
     for (const e of summary.functions.slice(0, 15)) out.push(`| ${fmt(e.percent, 1)} | ${fmt(e.selfMs / 1000, 2)} | \`${e.name}\` | ${e.where} |`);
+  }
+  for (const { what, cipher, seconds, bytes, daemonCpuSeconds, summary } of r.perfProfiles ?? []) {
+    const perGiB = bytes > 0 ? `, ${fmt(daemonCpuSeconds / (bytes / GiB), 2)} s/GiB` : '';
+    out.push('');
+    out.push(
+      `CPU time of the daemon under perf, one ${what}, client cipher ${cipher}: ${fmt(seconds, 1)} s, daemon ${fmt(daemonCpuSeconds, 2)} s of CPU${perGiB}; ` +
+        `${summary.samples} samples, ${fmt(summary.mainThreadPercent, 0)} % on its main thread:`,
+    );
+    out.push('');
+    out.push('| Share of the daemon\'s CPU | Kind |');
+    out.push('|---|---|');
+    for (const c of summary.categories) out.push(`| ${fmt(c.percent, 1)} % | ${c.name} |`);
+    out.push('');
+    out.push('| Share | Symbol (library) |');
+    out.push('|---|---|');
+    for (const e of summary.symbols.slice(0, 10)) out.push(`| ${fmt(e.percent, 1)} % | \`${e.name}\` |`);
   }
   for (const n of r.notes) out.push('', n);
   out.push('');

@@ -20,6 +20,7 @@ import {
   measure,
   openIdleSessions,
   parallelChecksums,
+  quiesce,
   randomFile,
   sftpGet,
   sftpPut,
@@ -31,11 +32,14 @@ import { DAEMON_ENV, DAEMON_NODE_ARGS } from '../test/helpers/deployed.js';
 import { cleanup, onCleanup, setUp, type BenchEnv, type SshPath } from './env.js';
 import { cpuTimes } from './procfs.js';
 import { formatSummary, summarize, type ProfileSummary } from './profile.js';
+import { formatPerfSummary, perfUnusable, recordPerf, summarizePerf } from './perfprofile.js';
 import { writeReports, type CaseResult, type Results } from './report.js';
 import { GiB, MiB, fmt, median } from './stats.js';
 
 const ALL_CASES = ['bulk', 'latency', 'cold', 'concurrency', 'idle', 'loaded', 'profile'] as const;
 type CaseGroup = (typeof ALL_CASES)[number];
+const PROFILERS = ['v8', 'perf'] as const;
+type Profiler = (typeof PROFILERS)[number];
 
 const { values: opts } = parseArgs({
   options: {
@@ -45,6 +49,7 @@ const { values: opts } = parseArgs({
     ciphers: { type: 'string', default: 'aes128-gcm@openssh.com,chacha20-poly1305@openssh.com' },
     bulk: { type: 'string', default: 'download,upload,sftp-get,sftp-put' },
     profile: { type: 'string', default: 'download,upload,parallel' },
+    profilers: { type: 'string', default: 'v8,perf' },
     'size-mib': { type: 'string' },
     sessions: { type: 'string' },
     'session-mib': { type: 'string' },
@@ -68,6 +73,8 @@ if (opts.help) {
   --bulk LIST         which bulk cases (default download,upload,sftp-get,sftp-put)
   --profile LIST      what the profile case profiles: download, upload (one run per bulk cipher),
                       parallel (one run of the concurrency case, default cipher) (default: all three)
+  --profilers LIST    how: v8 (node --cpu-prof: JavaScript functions, wall time), perf (Linux perf:
+                      CPU time by kind and thread, kernel included) (default: both; perf if installed)
   --size-mib N        bulk transfer size (default 1024)
   --sessions N        parallel sessions in the concurrency case (default 100)
   --session-mib N     MiB per parallel session (default 100)
@@ -89,6 +96,7 @@ const settings = {
   ciphers: opts.ciphers.split(',').map((s) => s.trim()).filter(Boolean),
   bulk: opts.bulk.split(',').map((s) => s.trim()).filter(Boolean),
   profile: opts.profile.split(',').map((s) => s.trim()).filter(Boolean),
+  profilers: opts.profilers.split(',').map((s) => s.trim()).filter(Boolean) as Profiler[],
   bulkBytes: int(opts['size-mib'], quick ? 128 : 1024) * MiB,
   sessions: int(opts.sessions, quick ? 20 : 100),
   sessionBytes: int(opts['session-mib'], quick ? 20 : 100) * MiB,
@@ -99,6 +107,7 @@ const settings = {
   coldRuns: int(opts['cold-runs'], quick ? 5 : 10),
 };
 for (const c of settings.cases) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c}; known: ${ALL_CASES.join(',')}`);
+for (const p of settings.profilers) if (!PROFILERS.includes(p)) throw new Error(`unknown profiler ${p}; known: ${PROFILERS.join(',')}`);
 
 const startedAt = new Date();
 const log = (line: string) => console.log(`${new Date().toISOString().slice(11, 19)} ${line}`);
@@ -230,6 +239,11 @@ async function latency(env: BenchEnv, results: Results): Promise<void> {
   // Warm: the proxy has just checked this token (its cache holds it).
   await trueCommand(env.proxyPath());
   await trueCommand(env.directPath);
+  if (settings.cases.some((c) => c === 'bulk' || c === 'concurrency' || c === 'loaded')) {
+    log(`warm-up: a download and an upload per bulk cipher on both paths (V8 compiles the daemon's data path)`);
+    await warmUp(env.proxyPath());
+    await warmUp(env.directPath);
+  }
   results.cases.push(
     await runCase(
       newCase('latency-warm', 'latency', "latency: ssh host true (proxy: token just used)", 'default', 0),
@@ -360,57 +374,55 @@ interface Profiled {
   /** As the report names it: "bulk download", "parallel (100 x 100 MiB)". */
   what: string;
   cipher: string;
+  /** Names its files in bench/out/profile. */
+  name: string;
   run(p: SshPath): Promise<{ bytes: number }>;
 }
 
 /**
- * Starts the daemon under `node --cpu-prof` for each transfer --profile
- * selects (download and upload once per bulk cipher; the concurrency case
- * once, with its default cipher) and summarizes each over the transfer
- * window only.
+ * A download and an upload per bulk cipher. A fresh daemon spends ~8 % of its
+ * first GiB's CPU in V8's optimizing compiler and ~2.0 s/GiB against ~1.5
+ * later; after 2 GiB the compiler's share is below 1 % (bench/README.md,
+ * "Eleventh session"). A daemon that has served users for a while is what
+ * users meet, and what the throughput cases and profiles should measure.
  */
-async function profile(env: BenchEnv, results: Results): Promise<void> {
-  const dir = path.join(REPO_ROOT, 'bench', 'out', 'profile');
-  fs.mkdirSync(dir, { recursive: true });
-  const bytes = settings.bulkBytes;
-  for (const direction of ['download', 'upload'] as const) {
-    if (!settings.profile.includes(direction)) continue;
-    const transfer = direction === 'download' ? download : upload;
-    for (const cipher of settings.ciphers) {
-      await profileOne(env, results, dir, { what: `bulk ${direction}`, cipher, run: (p) => transfer(p, cipher, bytes) }, `${direction}-${cipher.replace(/@.*/, '')}`);
-    }
-  }
-  if (settings.profile.includes('parallel')) {
-    const file = path.join(env.tmp, 'profile-session-data.bin');
-    const digest = randomFile(file, settings.sessionBytes);
-    try {
-      const what = `parallel (${settings.sessions} x ${settings.sessionBytes / MiB} MiB piped into remote sha256)`;
-      await profileOne(env, results, dir, { what, cipher: 'default', run: (p) => parallelChecksums(p, settings.sessions, file, settings.sessionBytes, digest) }, 'parallel');
-    } finally {
-      fs.rmSync(file, { force: true });
-    }
+async function warmUp(p: SshPath): Promise<void> {
+  for (const cipher of settings.ciphers) {
+    await download(p, cipher, settings.bulkBytes);
+    await upload(p, cipher, settings.bulkBytes);
   }
 }
 
-async function profileOne(env: BenchEnv, results: Results, dir: string, transfer: Profiled, name: string): Promise<void> {
+/** A daemon of the profile case's own, started with `nodeArgs`. */
+interface ProfiledDaemon {
+  pid: number;
+  path: SshPath;
+  /** Ends it (SIGTERM: --cpu-prof writes its file on the way out). */
+  stop(): Promise<void>;
+}
+
+async function startProfiledDaemon(env: BenchEnv, nodeArgs: string[]): Promise<ProfiledDaemon> {
   // The main daemon's host keys: no RSA key generation in the profile.
   const keyDir = fs.mkdtempSync(path.join(env.tmp, 'profile-keys-'));
   for (const f of fs.readdirSync(env.proxy.keyDir)) fs.copyFileSync(path.join(env.proxy.keyDir, f), path.join(keyDir, f));
-  const before = new Set(fs.readdirSync(dir));
   const child: ChildProcess = spawn(
     process.execPath,
     // --max-startups as the bench's daemon has it (bench/env.ts): the parallel case logs in 100 at once.
-    [...DAEMON_NODE_ARGS, '--cpu-prof', '--cpu-prof-dir', dir, BIN, '--ip', '127.0.0.1', '-p', '0', '-k', keyDir, '--log-level', 'info', '--max-startups', '2000', env.hub.url],
+    [...DAEMON_NODE_ARGS, ...nodeArgs, BIN, '--ip', '127.0.0.1', '-p', '0', '-k', keyDir, '--log-level', 'info', '--max-startups', '2000', env.hub.url],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...DAEMON_ENV } },
   );
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async () => {
+    child.kill('SIGTERM');
+    await exited;
+    fs.rmSync(keyDir, { recursive: true, force: true });
+  };
   onCleanup(() => {
     child.kill('SIGKILL');
   });
-  let window: { fromUs: number; toUs: number } | undefined;
   try {
     const port = await waitFor(() => /listening on [^\s]+:(\d+)/.exec(output)?.[1], { timeoutMs: 30_000, what: 'the profiled daemon' });
     const base = env.proxyPath();
@@ -425,27 +437,108 @@ async function profileOne(env: BenchEnv, results: Results, dir: string, transfer
       },
       sshArgs: (extra = []) => base.sshArgs(extra).map((a, i, all) => (all[i - 1] === '-p' ? port : a)),
     };
-    await trueCommand(p); // login and server check first: the window then holds the transfer only
-    const fromUs = Number(process.hrtime.bigint() / 1000n);
-    const r = await measure(p, () => transfer.run(p));
-    window = { fromUs, toUs: Number(process.hrtime.bigint() / 1000n) };
-    log(`  profiled ${transfer.what} [${transfer.cipher}]: ${describeRun(r)}`);
-    child.kill('SIGTERM');
-    await exited;
-  } finally {
-    child.kill('SIGKILL');
-    fs.rmSync(keyDir, { recursive: true, force: true });
+    return { pid, path: p, stop };
+  } catch (err) {
+    await stop();
+    throw err;
   }
+}
+
+/**
+ * Profiles each transfer --profile selects (download and upload once per bulk
+ * cipher; the concurrency case once, with its default cipher), once per
+ * profiler, each profiler with a daemon of its own: under `node --cpu-prof`,
+ * summarized over each transfer's window, and under `perf record` for each
+ * transfer alone.
+ *
+ * Each daemon is warmed up first (warmUp), as the bench's own daemon is.
+ */
+async function profile(env: BenchEnv, results: Results): Promise<void> {
+  const dir = path.join(REPO_ROOT, 'bench', 'out', 'profile');
+  fs.mkdirSync(dir, { recursive: true });
+  const profilers = settings.profilers.filter((p) => {
+    if (p !== 'perf') return true;
+    const why = perfUnusable();
+    if (why) {
+      log(`  no perf profiles: ${why}`);
+      results.notes.push(`No perf profiles in this run: ${why}.`);
+    }
+    return why === undefined;
+  });
+  const bytes = settings.bulkBytes;
+  const transfers: Profiled[] = [];
+  for (const direction of ['download', 'upload'] as const) {
+    if (!settings.profile.includes(direction)) continue;
+    const transfer = direction === 'download' ? download : upload;
+    for (const cipher of settings.ciphers) {
+      transfers.push({ what: `bulk ${direction}`, cipher, name: `${direction}-${cipher.replace(/@.*/, '')}`, run: (p) => transfer(p, cipher, bytes) });
+    }
+  }
+  const file = path.join(env.tmp, 'profile-session-data.bin');
+  try {
+    if (settings.profile.includes('parallel')) {
+      const digest = randomFile(file, settings.sessionBytes);
+      transfers.push({
+        what: `parallel (${settings.sessions} x ${settings.sessionBytes / MiB} MiB piped into remote sha256)`,
+        cipher: 'default',
+        name: 'parallel',
+        run: (p) => parallelChecksums(p, settings.sessions, file, settings.sessionBytes, digest),
+      });
+    }
+    for (const profiler of profilers) await profileWith(profiler, env, results, dir, transfers);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+}
+
+async function profileWith(profiler: Profiler, env: BenchEnv, results: Results, dir: string, transfers: Profiled[]): Promise<void> {
+  const before = new Set(fs.readdirSync(dir));
+  const daemon = await startProfiledDaemon(env, profiler === 'v8' ? ['--cpu-prof', '--cpu-prof-dir', dir] : []);
+  const p = daemon.path;
+  const windows: { transfer: Profiled; window: { fromUs: number; toUs: number } }[] = [];
+  try {
+    await trueCommand(p); // the login and the Hub's server check before any window
+    const warmUpStart = p.serverCpu().daemon ?? 0;
+    await warmUp(p);
+    log(`  ${profiler}: daemon warmed up (${((p.serverCpu().daemon ?? 0) - warmUpStart).toFixed(1)} s of CPU)`);
+    for (const transfer of transfers) {
+      await quiesce(p); // the previous transfer's sshd gone, so that its end is not in the window
+      const perfFile = path.join(dir, `${transfer.name}.perf`);
+      const recording = profiler === 'perf' ? await recordPerf(daemon.pid, perfFile) : undefined;
+      const fromUs = Number(process.hrtime.bigint() / 1000n);
+      let r: Run;
+      try {
+        r = await measure(p, () => transfer.run(p));
+      } finally {
+        await recording?.stop();
+      }
+      windows.push({ transfer, window: { fromUs, toUs: Number(process.hrtime.bigint() / 1000n) } });
+      log(`  profiled ${transfer.what} [${transfer.cipher}] under ${profiler}: ${describeRun(r)}`);
+      if (recording) {
+        const summary = summarizePerf(perfFile, daemon.pid);
+        results.perfProfiles = [
+          ...(results.perfProfiles ?? []),
+          { what: transfer.what, cipher: transfer.cipher, daemonCpuSeconds: r.cpu.proxy ?? 0, seconds: r.seconds, bytes: r.bytes, summary },
+        ];
+        console.log(formatPerfSummary(summary));
+      }
+    }
+  } finally {
+    await daemon.stop();
+  }
+  if (profiler !== 'v8') return;
   const written = fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile') && !before.has(f));
   if (written.length !== 1) {
     log(`  no single new .cpuprofile in ${dir} (${written.join(', ')})`);
     return;
   }
-  const file = path.join(dir, `${name}.cpuprofile`);
+  const file = path.join(dir, 'daemon.cpuprofile');
   fs.renameSync(path.join(dir, written[0]!), file);
-  const summary: ProfileSummary = summarize(file, 30, window);
-  results.profiles.push({ what: transfer.what, cipher: transfer.cipher, summary });
-  console.log(formatSummary(summary));
+  for (const { transfer, window } of windows) {
+    const summary: ProfileSummary = summarize(file, 30, window);
+    results.profiles.push({ what: transfer.what, cipher: transfer.cipher, summary });
+    console.log(`${transfer.name}: ${formatSummary(summary)}`);
+  }
 }
 
 async function main(): Promise<void> {
@@ -478,6 +571,11 @@ async function main(): Promise<void> {
   log('warm-up: first login (starts the Jupyter server)');
   await trueCommand(env.proxyPath());
   await trueCommand(env.directPath);
+  if (settings.cases.some((c) => c === 'bulk' || c === 'concurrency' || c === 'loaded')) {
+    log(`warm-up: a download and an upload per bulk cipher on both paths (V8 compiles the daemon's data path)`);
+    await warmUp(env.proxyPath());
+    await warmUp(env.directPath);
+  }
 
   const groups: Record<CaseGroup, (e: BenchEnv, r: Results) => Promise<void>> = {
     bulk,

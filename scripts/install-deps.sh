@@ -3,13 +3,17 @@
 #   scripts/install-deps.sh          the daemon's own needs (OpenSSH's sshd, jemalloc)
 #   scripts/install-deps.sh --test   plus what the test suite drives (JupyterHub,
 #                                    the OpenSSH client tools, Xvfb for X11, curl)
+#   scripts/install-deps.sh --bench  plus Linux perf (the benchmark's CPU profiles)
 # then the npm packages (npm ci builds dist/ and ssh2's native crypto binding).
 set -eu
 cd "$(dirname "$0")/.."
 
 packages="openssh-server openssh-client libjemalloc2"
-if [ "${1:-}" = "--test" ]; then
-  packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync"
+case "${1:-}" in
+  --test | --bench) packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync" ;;
+esac
+if [ "${1:-}" = "--bench" ]; then
+  packages="$packages linux-perf"
 fi
 
 missing=""
