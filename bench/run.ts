@@ -239,11 +239,6 @@ async function latency(env: BenchEnv, results: Results): Promise<void> {
   // Warm: the proxy has just checked this token (its cache holds it).
   await trueCommand(env.proxyPath());
   await trueCommand(env.directPath);
-  if (settings.cases.some((c) => c === 'bulk' || c === 'concurrency' || c === 'loaded')) {
-    log(`warm-up: a download and an upload per bulk cipher on both paths (V8 compiles the daemon's data path)`);
-    await warmUp(env.proxyPath());
-    await warmUp(env.directPath);
-  }
   results.cases.push(
     await runCase(
       newCase('latency-warm', 'latency', "latency: ssh host true (proxy: token just used)", 'default', 0),
