@@ -101,7 +101,8 @@ export class QuietCollector {
     const started = performance.now();
     this.options.gc();
     this.heapAfterCollection = this.heapUsed();
-    this.options.log?.debug(
+    // info: a pause of ~100 ms that operators may want to see, at most once per burst.
+    this.options.log?.info(
       `full garbage collection after ${Math.round((now - this.lastTrafficAt) / 1000)} s without traffic ` +
         `(since the last: ${Math.round(relayed / 1048576)} MiB relayed, heap ${grown >= 0 ? '+' : ''}${Math.round(grown / 1048576)} MB, connections ended: ${ended}): ` +
         `${(performance.now() - started).toFixed(0)} ms`,
