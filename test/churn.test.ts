@@ -16,7 +16,7 @@
 // from 108 to 112 MiB, and the end 24-28 MiB above it without any leak.
 import { expect } from 'chai';
 import type { ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
+import { statusKb } from '../bench/procfs.js';
 import { alive, children, fdCount, fdSummary, rssKiB } from '../fuzz/procfs.js';
 import { DAEMON_ENV, DAEMON_NODE_ARGS } from './helpers/deployed.js';
 import { createHubUser, createToken, startHub, type Hub } from './helpers/hub.js';
@@ -155,9 +155,14 @@ describe('churn: connect/auth/exec/close cycles with the real OpenSSH client', f
     };
   }
 
+  /** Quiet collections the daemon has logged so far. */
+  function collections(): number {
+    return proxy.logs().match(COLLECTION)?.length ?? 0;
+  }
+
   /** Waits for the daemon's quiet collection number `n` (5 s after the last session, then once a second). */
   async function collected(n: number): Promise<void> {
-    await waitFor(() => (proxy.logs().match(COLLECTION)?.length ?? 0) >= n, {
+    await waitFor(() => collections() >= n, {
       timeoutMs: 30_000,
       intervalMs: 200,
       what: `the daemon's quiet collection number ${n}`,
@@ -173,14 +178,13 @@ describe('churn: connect/auth/exec/close cycles with the real OpenSSH client', f
     const warm = await runCycles(0, WARMUP);
     expect(warm.failures).to.deep.equal([]);
     const base = await settled(pid, Infinity, 30_000);
-    const collectionsBefore = proxy.logs().match(COLLECTION)?.length ?? 0;
-    await collected(collectionsBefore + 1);
-    base.rssKiB = rssKiB(pid);
+    await collected(collections() + 1);
+    const baseRssKiB = rssKiB(pid);
     const heapBase = await heap();
 
     const { failures, ms } = await runCycles(WARMUP, CYCLES);
     // Read before the last sessions' 5 quiet seconds are over.
-    const collectionsAfterChurn = proxy.logs().match(COLLECTION)?.length ?? 0;
+    const collectionsAfterChurn = collections();
     const perCycle = ms / CYCLES;
     console.log(
       `      ${CYCLES} cycles in ${(ms / 1000).toFixed(1)} s: ${perCycle.toFixed(1)} ms per cycle with ${PARALLEL} in parallel`,
@@ -192,17 +196,17 @@ describe('churn: connect/auth/exec/close cycles with the real OpenSSH client', f
     const end = await settled(pid, base.fds + 2, 60_000);
     await collected(collectionsAfterChurn + 1);
     const heapEnd = await heap();
-    const peakKiB = Number(/^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+    const peakKiB = statusKb(pid, 'VmHWM');
     // Both figures follow a compacting collection; jemalloc returns freed pages within ~1 s (dirty_decay_ms).
-    const rssLimit = base.rssKiB + RSS_TOLERANCE_KIB;
+    const rssLimit = baseRssKiB + RSS_TOLERANCE_KIB;
     const rss = await waitFor(() => {
       const now = rssKiB(pid);
       return now <= rssLimit ? now : undefined;
-    }, { timeoutMs: 15_000, intervalMs: 250, what: `RSS back under ${(rssLimit / 1024).toFixed(1)} MiB (baseline ${(base.rssKiB / 1024).toFixed(1)} MiB)` }).catch(
+    }, { timeoutMs: 15_000, intervalMs: 250, what: `RSS back under ${(rssLimit / 1024).toFixed(1)} MiB (baseline ${(baseRssKiB / 1024).toFixed(1)} MiB)` }).catch(
       () => rssKiB(pid),
     );
     console.log(
-      `      after warm-up and a collection: ${base.fds} descriptors, ${base.children} children, RSS ${(base.rssKiB / 1024).toFixed(1)} MiB; ` +
+      `      after warm-up and a collection: ${base.fds} descriptors, ${base.children} children, RSS ${(baseRssKiB / 1024).toFixed(1)} MiB; ` +
         `after churn and a collection: ${end.fds} descriptors, ${end.children} children, RSS ${(rss / 1024).toFixed(1)} MiB (peak ${(peakKiB / 1024).toFixed(1)} MiB)`,
     );
     expect(end.fds, fdSummary(pid)).to.be.at.most(base.fds + 2);
