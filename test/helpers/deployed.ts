@@ -5,7 +5,7 @@
  * test run the daemon with these; test/deployed.test.ts checks that the three
  * launchers still say the same.
  */
-export const DAEMON_NODE_ARGS = ['--max-semi-space-size=2', '--initial-old-space-size=48', '--heap-growing-percent=100', '--expose-gc'];
+export const DAEMON_NODE_ARGS = ['--max-semi-space-size=2', '--initial-old-space-size=96', '--heap-growing-percent=100', '--expose-gc'];
 
 export const DAEMON_ENV: Record<string, string> = {
   LD_PRELOAD: 'libjemalloc.so.2',
