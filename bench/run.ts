@@ -30,6 +30,7 @@ import {
 } from './cases.js';
 import { DAEMON_ENV, DAEMON_NODE_ARGS } from '../test/helpers/deployed.js';
 import { cleanup, onCleanup, setUp, type BenchEnv, type SshPath } from './env.js';
+import { aesGcmMiBps } from './hostspeed.js';
 import { cpuTimes } from './procfs.js';
 import { formatSummary, summarize, type ProfileSummary } from './profile.js';
 import { formatPerfSummary, perfUnusable, recordPerf, summarizePerf } from './perfprofile.js';
@@ -536,6 +537,17 @@ async function profileWith(profiler: Profiler, env: BenchEnv, results: Results, 
   }
 }
 
+/** Records (and logs) how fast the host runs now, between cases so that no transfer competes with it. */
+function probeHostSpeed(results: Results, when: string): void {
+  const mibps = aesGcmMiBps();
+  if (mibps === undefined) {
+    log(`host speed ${when}: no usable openssl`);
+    return;
+  }
+  results.hostSpeed.push(mibps);
+  log(`host speed ${when}: one core's AES-128-GCM (openssl speed) at ${mibps.toFixed(0)} MiB/s`);
+}
+
 async function main(): Promise<void> {
   const m = machine();
   const results: Results = {
@@ -544,6 +556,7 @@ async function main(): Promise<void> {
     machine: m,
     settings,
     loadavg: { start: os.loadavg(), end: [] },
+    hostSpeed: [],
     cases: [],
     cpuCost: [],
     profiles: [],
@@ -553,6 +566,7 @@ async function main(): Promise<void> {
   log(`versions: ${m.openssh}; Node ${m.node} (daemon: ${m.daemonEnv} node ${m.daemonNodeArgs}); ssh2 ${m.ssh2} (native binding ${m.ssh2NativeBinding ? 'built' : 'MISSING'})`);
   log(`bulk ciphers (client leg, both paths): ${settings.ciphers.join(', ')}; upstream leg: ${m.upstreamCipher}`);
   log(`load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  probeHostSpeed(results, 'at start');
   if (settings.sessionBytes < 100 * MiB || settings.sessions < 100 || settings.idleSessions < 1000 || settings.bulkBytes < GiB || settings.idleRuns < settings.runs) {
     results.notes.push(
       `Reduced from the full sizes (1 GiB bulk, 100 x 100 MiB parallel, 1,000 idle sessions, every case ${settings.runs} runs): ` +
@@ -584,6 +598,7 @@ async function main(): Promise<void> {
   for (const c of ALL_CASES) {
     if (!settings.cases.includes(c)) continue;
     await groups[c](env, results);
+    probeHostSpeed(results, `after ${c}`);
     writeReports(results, opts.out); // partial results survive a later failure
   }
   results.finishedAt = new Date().toISOString();

@@ -2,7 +2,8 @@
 # Installs what jupyter-ssh-proxy needs on Debian 12, skipping what is there:
 #   scripts/install-deps.sh          the daemon's own needs (OpenSSH's sshd, jemalloc)
 #   scripts/install-deps.sh --test   plus what the test suite drives (JupyterHub,
-#                                    the OpenSSH client tools, Xvfb for X11, curl)
+#                                    the OpenSSH client tools, Xvfb for X11, curl,
+#                                    openssl for the bench's host-speed probe)
 #   scripts/install-deps.sh --bench  plus Linux perf (the benchmark's CPU profiles)
 # then the npm packages (npm ci builds dist/ and ssh2's native crypto binding).
 set -eu
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 packages="openssh-server openssh-client libjemalloc2"
 case "${1:-}" in
-  --test | --bench) packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync" ;;
+  --test | --bench) packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync openssl" ;;
 esac
 if [ "${1:-}" = "--bench" ]; then
   packages="$packages linux-perf"
