@@ -49,7 +49,7 @@ export interface Results {
   machine: Record<string, unknown> & { cpu: string; cores: number; openssh: string; node: string; daemonNodeArgs?: string; daemonEnv?: string; ssh2: string };
   settings: Record<string, unknown>;
   loadavg: { start: number[]; end: number[] };
-  /** One core's AES-128-GCM MiB/s at the start and after each case group (bench/hostspeed.ts): whether two runs' hosts ran at the same speed. */
+  /** One core's AES-128-GCM MiB/s at the start and after each case group (bench/hostspeed.ts): whether two runs' CPUs ran at the same speed. */
   hostSpeed: number[];
   cases: CaseResult[];
   cpuCost: CpuCost[];
@@ -116,7 +116,7 @@ export function markdown(r: Results): string {
   out.push(`- runs per case and path: ${String(s.runs)} (idle: ${String(s.idleRuns)}, latency: ${String(s.latencyRuns)}, cold: ${String(s.coldRuns)}), direct and proxy alternating`);
   out.push(`- load average at start ${r.loadavg.start.map((x) => x.toFixed(2)).join(' ')}, at end ${r.loadavg.end.map((x) => x.toFixed(2)).join(' ') || 'n/a'}`);
   out.push(
-    `- host speed (one core's AES-128-GCM, \`openssl speed\` on 16 KiB blocks, at the start and after each case group; bench/hostspeed.ts): ${r.hostSpeed.length ? `median ${fmt(median(r.hostSpeed), 0)} MiB/s, ${r.hostSpeed.map((x) => fmt(x, 0)).join(', ')}` : 'n/a (no openssl)'}; a slower CPU reads lower here, a host slowed in its memory, kernel or scheduling may not (for those the direct path's times are the reference)`,
+    `- host speed (one core's AES-128-GCM, \`openssl speed\` on 16 KiB blocks, at the start and after each case group; bench/hostspeed.ts): ${r.hostSpeed.length ? `median ${fmt(median(r.hostSpeed), 0)} MiB/s, ${r.hostSpeed.map((x) => fmt(x, 0)).join(', ')}` : 'n/a (no usable openssl)'}; a slower CPU reads lower here, a host slowed in its memory, kernel or scheduling may not (for those the direct path's times are the reference)`,
   );
   out.push('');
   out.push('Medians; ratio = proxy ÷ direct of the median time (> 1: the proxy is slower). Range = fastest–slowest run (s, or ms for latency).');
