@@ -4,6 +4,7 @@ import path from 'node:path';
 import { PROBE_INTERVAL_MS, type Run } from './cases.js';
 import type { ProfileSummary } from './profile.js';
 import type { PerfSummary } from './perfprofile.js';
+import type { RelayFloorResult } from './relayfloor.js';
 import { GiB, MiB, fmt, max, median, min, spreadPercent } from './stats.js';
 
 export interface CaseResult {
@@ -53,6 +54,8 @@ export interface Results {
   hostSpeed: number[];
   cases: CaseResult[];
   cpuCost: CpuCost[];
+  /** The relay-floor case (bench/relayfloor.ts): what a minimal Node relay spends per GiB. */
+  relayFloor?: { bytes: number; aesGcmPassSecondsPerGiB: number; variants: RelayFloorResult[] };
   profiles: { what: string; cipher: string; summary: ProfileSummary }[];
   /** From Linux perf (absent in runs without it): the daemon's CPU time by kind. */
   perfProfiles?: { what: string; cipher: string; seconds: number; bytes: number; daemonCpuSeconds: number; summary: PerfSummary }[];
@@ -158,6 +161,26 @@ export function markdown(r: Results): string {
         `| ${k.cipher.replace('@openssh.com', '')} | ${fmt(k.proxiedGiB, 1)} | ${fmt(k.perRunProxyCpuSeconds, 1)} | ${fmt(k.perRunProxyCpuSeconds / k.proxiedGiB, 2)} | ${fmt(k.wholeGroupProxyCpuSeconds, 1)} | ${fmt(k.wholeGroupProxyCpuSeconds / k.proxiedGiB, 2)} |`,
       );
     }
+  }
+  if (r.relayFloor) {
+    const f = r.relayFloor;
+    const daemon = r.cases.find((c) => c.id === 'download/aes128-gcm@openssh.com')?.summary?.proxyCpuSecondsPerGiB;
+    const label: Record<RelayFloorResult['variant'], string> = {
+      pipe: 'pipe: bytes passed on, no cryptography',
+      'in-place': 'in place: decrypted and encrypted again where it lies in the read chunk, one write per chunk',
+      reframed: 're-framed: payload copied into a new packet (recycled buffer, fresh padding), one write per packet, as the daemon does',
+    };
+    out.push('');
+    out.push(
+      `Relay floor: CPU seconds per GiB of a minimal Node relay between a producer and a consumer process over loopback (bench/relayfloor.ts; ` +
+        `32 KiB channel-data packets in AES-128-GCM on both sides, ssh2's native binding, ${f.bytes / MiB} MiB per round, medians):`,
+    );
+    out.push('');
+    out.push('| Relay | CPU s/GiB | Rounds |');
+    out.push('|---|---|---|');
+    for (const v of f.variants) out.push(`| ${label[v.variant]} | ${fmt(v.medianCpuSecondsPerGiB, 2)} | ${v.cpuSecondsPerGiB.map((x) => fmt(x, 2)).join(', ')} |`);
+    out.push(`| one AES-GCM pass alone (in this process, no sockets) | ${fmt(f.aesGcmPassSecondsPerGiB, 2)} | |`);
+    if (daemon !== undefined) out.push(`| the daemon, aes128-gcm download above | ${fmt(daemon, 2)} | |`);
   }
   const e = (rs: Run[], k: string) => median(rs.map((x) => x.extra?.[k] ?? NaN));
   const parallel = r.cases.find((c) => c.group === 'concurrency' && c.proxy.some((x) => x.extra?.bannerProbes !== undefined));

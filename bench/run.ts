@@ -31,13 +31,14 @@ import {
 import { DAEMON_ENV, DAEMON_NODE_ARGS } from '../test/helpers/deployed.js';
 import { cleanup, onCleanup, setUp, type BenchEnv, type SshPath } from './env.js';
 import { aesGcmMiBps } from './hostspeed.js';
+import { aesGcmPassSecondsPerGiB, measureRelayFloor } from './relayfloor.js';
 import { cpuTimes } from './procfs.js';
 import { formatSummary, summarize, type ProfileSummary } from './profile.js';
 import { formatPerfSummary, perfUnusable, recordPerf, summarizePerf } from './perfprofile.js';
 import { writeReports, type CaseResult, type Results } from './report.js';
 import { GiB, MiB, fmt, median } from './stats.js';
 
-const ALL_CASES = ['bulk', 'latency', 'cold', 'concurrency', 'idle', 'loaded', 'profile'] as const;
+const ALL_CASES = ['bulk', 'relay-floor', 'latency', 'cold', 'concurrency', 'idle', 'loaded', 'profile'] as const;
 type CaseGroup = (typeof ALL_CASES)[number];
 const PROFILERS = ['v8', 'perf'] as const;
 type Profiler = (typeof PROFILERS)[number];
@@ -234,6 +235,15 @@ async function bulk(env: BenchEnv, results: Results): Promise<void> {
   });
   fs.rmSync(remoteFile, { force: true });
   fs.rmSync(localFile, { force: true });
+}
+
+/** The least a Node process can spend relaying the bulk cases' packets, for the daemon's CPU per GiB to be read against. */
+async function relayFloor(_env: BenchEnv, results: Results): Promise<void> {
+  log(`relay floor: a minimal Node relay of AES-128-GCM packets, ${settings.runs} rounds of ${settings.bulkBytes / MiB} MiB per variant (bench/relayfloor.ts)`);
+  const variants = await measureRelayFloor(settings.bulkBytes, settings.runs, log);
+  const aesGcmPass = aesGcmPassSecondsPerGiB(settings.bulkBytes);
+  log(`relay floor: ${variants.map((v) => `${v.variant} ${fmt(v.medianCpuSecondsPerGiB, 2)}`).join(', ')} CPU s/GiB; one AES-GCM pass ${fmt(aesGcmPass, 2)}`);
+  results.relayFloor = { bytes: settings.bulkBytes, aesGcmPassSecondsPerGiB: aesGcmPass, variants };
 }
 
 async function latency(env: BenchEnv, results: Results): Promise<void> {
@@ -588,6 +598,7 @@ async function main(): Promise<void> {
 
   const groups: Record<CaseGroup, (e: BenchEnv, r: Results) => Promise<void>> = {
     bulk,
+    'relay-floor': relayFloor,
     latency,
     cold: coldLatency,
     concurrency,
