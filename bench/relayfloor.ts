@@ -82,7 +82,7 @@ class Framer {
 
   constructor(private readonly onFrame: (frame: Buffer, inChunk: boolean) => void) {}
 
-  /** Returns the offset in `chunk` after the last whole packet that lay in it (for in-place writes). */
+  /** Hands over the packets `chunk` completes; returns the run of `chunk` that held whole packets (for in-place writes). */
   push(chunk: Buffer): { runStart: number; runEnd: number } {
     let p = 0;
     if (this.partial !== undefined) {
@@ -282,8 +282,8 @@ const SELF = fileURLToPath(import.meta.url);
 /** One transfer of `bytes` through a relay of `variant`; the relay's CPU seconds. */
 async function transfer(variant: Variant, bytes: number): Promise<number> {
   const children: ChildProcess[] = [];
-  const start = (args: string[]) => {
-    const child = fork(SELF, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const start = (args: string[], execArgv: string[] = []) => {
+    const child = fork(SELF, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
     children.push(child);
     return child;
   };
@@ -291,8 +291,7 @@ async function transfer(variant: Variant, bytes: number): Promise<number> {
     const sink = start(['consumer', variant]);
     const { port: sinkPort } = await message<{ port: number }>(sink);
     // The daemon's young-generation setting (scripts/start.sh).
-    const relayProcess = fork(SELF, ['relay', variant, String(sinkPort)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: ['--max-semi-space-size=2'] });
-    children.push(relayProcess);
+    const relayProcess = start(['relay', variant, String(sinkPort)], ['--max-semi-space-size=2']);
     const { port: relayPort } = await message<{ port: number }>(relayProcess);
     const received = message<{ received: number }>(sink);
     const cpu = message<{ cpuSeconds: number }>(relayProcess);
