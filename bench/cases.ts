@@ -191,8 +191,9 @@ export async function parallelChecksums(p: SshPath, sessions: number, file: stri
   // them (1788 ms through the proxy, 874 direct, in a run where no later
   // probe waited over 34 and 175 ms): a login storm, reported apart from the
   // logins that arrive while the transfers run.
+  // A probe that got no banner (refused, reset, closed) counts as failed, not as no probe.
   const [duringLogins, ...duringTransfers] = await probe.stop();
-  const waits = duringTransfers.sort((a, b) => a - b);
+  const waits = duringTransfers.filter((w) => !Number.isNaN(w)).sort((a, b) => a - b);
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed.length > 0) throw new Error(`${failed.length}/${sessions} sessions failed; first: ${(failed[0]!.reason as Error).message}`);
   perSession.sort((a, b) => a - b);
@@ -204,6 +205,7 @@ export async function parallelChecksums(p: SshPath, sessions: number, file: stri
       lastDoneSeconds: perSession[perSession.length - 1]!,
       bannerWaitDuringLoginsMs: duringLogins ?? NaN,
       bannerProbes: waits.length,
+      bannerProbesFailed: duringTransfers.length - waits.length,
       bannerWaitMedianMs: at(0.5),
       bannerWaitP90Ms: at(0.9),
       bannerWaitMaxMs: waits[waits.length - 1] ?? NaN,
@@ -219,34 +221,32 @@ export const PROBE_INTERVAL_MS = 250;
  * how long each waited for the server's identification line ("SSH-2.0-..."):
  * what a user logging in while others move data waits before anything happens.
  * stop() ends the probing and returns the waits in milliseconds, in the order
- * of the probes.
+ * of the probes, NaN for a probe that got no identification line.
  */
 function bannerProbe(port: number): { stop(): Promise<number[]> } {
   const waits: number[] = [];
   let stopped = false;
-  let current: Promise<void> = Promise.resolve();
+  /** Milliseconds to the identification line, or NaN if the connection ended or failed without one. */
   const once = () =>
-    new Promise<void>((resolve) => {
+    new Promise<number>((resolve) => {
       const started = performance.now();
       const socket = net.connect(port, '127.0.0.1');
       let received = '';
-      const done = () => {
+      const done = (wait: number) => {
         socket.destroy();
-        resolve();
+        resolve(wait);
       };
       socket.on('data', (chunk: Buffer) => {
         received += chunk.toString('latin1');
         if (!received.includes('\n')) return;
-        if (received.startsWith('SSH-')) waits.push(performance.now() - started);
-        done();
+        done(received.startsWith('SSH-') ? performance.now() - started : NaN);
       });
-      socket.on('error', done);
-      socket.on('close', done);
+      socket.on('error', () => done(NaN));
+      socket.on('close', () => done(NaN));
     });
   const loop = async () => {
     while (!stopped) {
-      current = once();
-      await current;
+      waits.push(await once());
       await sleep(PROBE_INTERVAL_MS);
     }
   };

@@ -182,7 +182,8 @@ export function markdown(r: Results): string {
     out.push(`| one AES-GCM pass alone (in this process, no sockets) | ${fmt(f.aesGcmPassSecondsPerGiB, 2)} | |`);
     if (daemon !== undefined) out.push(`| the daemon, aes128-gcm download above | ${fmt(daemon, 2)} | |`);
   }
-  const e = (rs: Run[], k: string) => median(rs.map((x) => x.extra?.[k] ?? NaN));
+  // Over the runs that have the figure (a probe without a banner, or a results.json from before the figure, has NaN).
+  const e = (rs: Run[], k: string) => median(rs.map((x) => x.extra?.[k] ?? NaN).filter((v) => !Number.isNaN(v)));
   const parallel = r.cases.find((c) => c.group === 'concurrency' && c.proxy.some((x) => x.extra?.bannerProbes !== undefined));
   if (parallel) {
     out.push('');
@@ -193,8 +194,9 @@ export function markdown(r: Results): string {
     out.push('| | Direct | Proxy |');
     out.push('|---|---|---|');
     for (const [label, key] of [
-      ['first probe, among the logins (ms)', 'bannerWaitDuringLoginsMs'],
-      ['probes during the transfers', 'bannerProbes'],
+      ['first probe, among the logins (ms; n/a if it got no banner)', 'bannerWaitDuringLoginsMs'],
+      ['probes during the transfers that got the banner', 'bannerProbes'],
+      ['probes during the transfers that got no banner (refused, reset or closed; not in the waits)', 'bannerProbesFailed'],
       ['median wait (ms)', 'bannerWaitMedianMs'],
       ['90th percentile (ms)', 'bannerWaitP90Ms'],
       ['longest (ms)', 'bannerWaitMaxMs'],
