@@ -307,6 +307,32 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     expect(pkg.dependencies.ssh2, 'package.json must pin ssh2 exactly').to.equal(SSH2_VERSION);
   });
 
+  it('signs with a KeyObject made once, as ssh2 signs with the PEM, for every host key type', () => {
+    const ssh2Utils = (require('ssh2') as { utils: { parseKey(data: string): ParsedKey | ParsedKey[] | Error } }).utils;
+    const data = crypto.randomBytes(64);
+    const cases: { type: 'ed25519' | 'ecdsa' | 'rsa'; bits?: number; algos: (string | undefined)[]; deterministic: boolean }[] = [
+      { type: 'ed25519', algos: [undefined], deterministic: true },
+      { type: 'ecdsa', bits: 256, algos: [undefined], deterministic: false },
+      { type: 'rsa', bits: 2048, algos: [undefined, 'sha256', 'sha512'], deterministic: true },
+    ];
+    for (const { type, bits, algos, deterministic } of cases) {
+      const pem = generateKeyPair(type, bits).private;
+      const ours = parseKey(pem) as ParsedKey;
+      const theirs = ssh2Utils.parseKey(pem) as ParsedKey;
+      expect(Object.prototype.hasOwnProperty.call(ours, 'sign'), `${type}: our sign in place`).to.equal(true);
+      for (const algo of algos) {
+        const signature = ours.sign(data, algo);
+        expect(signature, `${type} ${algo}`).to.be.instanceOf(Buffer);
+        // ssh2's own (PEM) verify accepts it: the same algorithm and encoding.
+        expect(theirs.verify(data, signature as Buffer, algo), `${type} ${algo} verifies`).to.equal(true);
+        if (deterministic) expect((signature as Buffer).equals(theirs.sign(data, algo) as Buffer), `${type} ${algo} same bytes`).to.equal(true);
+      }
+    }
+    // Errors come back as values, as ssh2's callers (kex.js, authPK) expect.
+    const rsa = parseKey(generateKeyPair('rsa', 2048).private) as ParsedKey;
+    expect(rsa.sign(data, 'no-such-hash')).to.be.instanceOf(Error);
+  });
+
   it('generates ed25519 keys that parse back (works around ssh2 dropping leading zero bytes)', () => {
     // About 1 in 200 raw ssh2 ed25519 keys is unreadable; 2000 would all but surely include some.
     for (let i = 0; i < 2000; i++) {
