@@ -156,9 +156,8 @@ function useJwkForX25519(kex: any): void {
   if (x25519Originals !== undefined || kex?.type !== '25519') return;
   const prototype = Object.getPrototypeOf(kex);
   const { getPublicKey, computeSecret } = prototype;
-  if (typeof getPublicKey !== 'function' || typeof computeSecret !== 'function' || typeof prototype.generateKeys !== 'function') {
-    throw new Error(`ssh2 ${SSH2_VERSION}: Curve25519Exchange has changed; re-check useJwkForX25519`);
-  }
+  // A changed ssh2: keep its own methods; the contract test fails.
+  if (typeof getPublicKey !== 'function' || typeof computeSecret !== 'function' || typeof prototype.generateKeys !== 'function') return;
   x25519Originals = { prototype, getPublicKey, computeSecret };
   prototype.getPublicKey = function (this: any): Buffer {
     this.generateKeys();
@@ -307,7 +306,8 @@ export function parseKey(data: Buffer | string): ParsedKey | Error {
  */
 function signWithKeyObject(key: ParsedKey): void {
   const hashSymbol = Object.getOwnPropertySymbols(key).find((s) => s.description === 'Hash Algorithm');
-  if (hashSymbol === undefined) throw new Error(`ssh2 ${SSH2_VERSION}: a parsed key has no 'Hash Algorithm' symbol; re-check signWithKeyObject`);
+  // Not where it was (a changed ssh2): keep ssh2's own sign; the contract test fails.
+  if (hashSymbol === undefined) return;
   const keyHash = (key as any)[hashSymbol] as string | null | undefined;
   const keyObject: KeyObject = createPrivateKey(key.getPrivatePEM()!);
   key.sign = (data: Buffer, algo?: string): Buffer | Error => {
@@ -327,7 +327,7 @@ export function generateKeyPair(type: 'ed25519' | 'ecdsa' | 'rsa', bits?: number
   // 1 in 200 generated keys cannot be parsed again: generate another.
   for (let attempt = 0; attempt < KEYGEN_ATTEMPTS; attempt++) {
     const pair = publicUtils.generateKeyPairSync(type, bits ? { bits } : {});
-    if (!(parseKey(pair.private) instanceof Error) && !(parseKey(pair.public) instanceof Error)) return pair;
+    if (![pair.private, pair.public].some((k) => publicUtils.parseKey(k) instanceof Error)) return pair;
   }
   throw new Error(`could not generate a readable ${type} key`);
 }
