@@ -7,7 +7,7 @@
  * here is checked by test/ssh2internals.test.ts, which fails loudly when a new
  * ssh2 release changes one of them. The ssh2 version is pinned in package.json.
  */
-import { createPrivateKey, createPublicKey, diffieHellman, sign as cryptoSign, type KeyObject } from 'node:crypto';
+import { createPrivateKey, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { fillRandom, takePacketBuffer } from './packetbuffers.js';
 
@@ -118,69 +118,11 @@ export function createProtocol(config: ProtocolConfig): Protocol {
   const proto: RawProtocol = new ProtocolClass({
     ...config,
     onHandshakeComplete: () => {
-      useJwkForX25519(proto._kex);
       releaseKexState(proto);
       onHandshakeComplete();
     },
   });
   return proto;
-}
-
-/** ssh2's Curve25519Exchange methods replaced by useJwkForX25519, kept for the tests. */
-export interface X25519Methods {
-  prototype: object;
-  getPublicKey(this: any): Buffer;
-  computeSecret(this: any, otherPublicKey: Buffer): Buffer | Error;
-}
-
-let x25519Originals: X25519Methods | undefined;
-
-/** The prototype useJwkForX25519 patched and ssh2's own methods, once it has run. */
-export function replacedX25519Methods(): X25519Methods | undefined {
-  return x25519Originals;
-}
-
-/**
- * ssh2's Curve25519Exchange (kex.js) moves x25519 keys through DER: it
- * exports its public key as SubjectPublicKeyInfo (0.19 ms here, twice per
- * exchange) and imports the peer's from DER it builds (0.21 ms), where
- * OpenSSL 3's encoders and decoders are the cost. Through JWK the same takes
- * 3 and 21 µs; with two exchanges per login that is ~1 ms of the daemon's
- * thread per login. The class is private to a closure in kex.js, so its
- * prototype is patched when the first exchange of it completes (that one
- * ran ssh2's own methods). The results are the same: the raw 32-byte public
- * key, and the shared secret as an mpint (an Error returned, not thrown,
- * for a malformed peer key, as ssh2's callers expect).
- */
-function useJwkForX25519(kex: any): void {
-  if (x25519Originals !== undefined || kex?.type !== '25519') return;
-  const prototype = Object.getPrototypeOf(kex);
-  const { getPublicKey, computeSecret } = prototype;
-  // A changed ssh2: keep its own methods; the contract test fails.
-  if (typeof getPublicKey !== 'function' || typeof computeSecret !== 'function' || typeof prototype.generateKeys !== 'function') return;
-  x25519Originals = { prototype, getPublicKey, computeSecret };
-  prototype.getPublicKey = function (this: any): Buffer {
-    this.generateKeys();
-    return Buffer.from((this._keys.publicKey as KeyObject).export({ format: 'jwk' }).x!, 'base64url');
-  };
-  prototype.computeSecret = function (this: any, otherPublicKey: Buffer): Buffer | Error {
-    this.generateKeys();
-    try {
-      const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: otherPublicKey.toString('base64url') }, format: 'jwk' });
-      return toMpint(diffieHellman({ privateKey: this._keys.privateKey as KeyObject, publicKey }));
-    } catch (err) {
-      return err as Error;
-    }
-  };
-}
-
-/** An unsigned big-endian integer as an SSH mpint (RFC 4251): no leading zero bytes, one added if the top bit is set. */
-function toMpint(value: Buffer): Buffer {
-  let start = 0;
-  while (start < value.length && value[start] === 0) start++;
-  const digits = value.subarray(start);
-  if (digits.length > 0 && digits[0]! & 0x80) return Buffer.concat([Buffer.from([0]), digits]);
-  return digits;
 }
 
 /**
