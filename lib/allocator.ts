@@ -5,7 +5,10 @@
  * `npm start`, the README's managed-service entry) it runs with jemalloc
  * preloaded: after a burst of transfers glibc's malloc kept ~80 MiB of freed
  * buffers resident for good (RSS 180 MiB instead of 90; bench/README.md,
- * "Levers"), jemalloc gives them back within seconds. These settings are the
+ * "Levers"), jemalloc gives them back within seconds. Its background thread
+ * does the giving back: without it jemalloc purges only while the daemon
+ * allocates, and a daemon that went quiet after 100 parallel transfers kept
+ * 25-65 MiB of their pages (bench/README.md, "Memory after a burst"). These settings are the
  * daemon's alone: the processes it starts (sshd per connection, getent) get
  * an environment without them, since sshd with jemalloc preloaded takes
  * ~470 KiB more per session.
@@ -18,9 +21,15 @@ export const JEMALLOC = 'libjemalloc.so.2';
 /** Variables that tune only the daemon's allocator. */
 const ALLOCATOR_VARIABLES = ['MALLOC_CONF', 'MALLOC_ARENA_MAX'];
 
-/** Which malloc this process runs with, for the start-up log. */
-export function activeAllocator(maps = readOwnMaps()): 'jemalloc' | 'glibc malloc' {
-  return /\/libjemalloc\.so/.test(maps) ? 'jemalloc' : 'glibc malloc';
+/** The name jemalloc gives its background purging thread. */
+const JEMALLOC_BACKGROUND_THREAD = 'jemalloc_bg_thd';
+
+/** Which malloc this process runs with, for the start-up log; for jemalloc, whether its background thread purges. */
+export function activeAllocator(maps = readOwnMaps(), threadNames = readOwnThreadNames()): string {
+  if (!/\/libjemalloc\.so/.test(maps)) return 'glibc malloc';
+  return threadNames.includes(JEMALLOC_BACKGROUND_THREAD)
+    ? 'jemalloc with background purging'
+    : 'jemalloc WITHOUT background purging (add background_thread:true to MALLOC_CONF)';
 }
 
 function readOwnMaps(): string {
@@ -28,6 +37,14 @@ function readOwnMaps(): string {
     return fs.readFileSync('/proc/self/maps', 'utf8');
   } catch {
     return '';
+  }
+}
+
+function readOwnThreadNames(): string[] {
+  try {
+    return fs.readdirSync('/proc/self/task').map((tid) => fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim());
+  } catch {
+    return [];
   }
 }
 

@@ -28,8 +28,10 @@ describe('allocator settings (lib/allocator.ts)', function () {
   });
 
   it('names the malloc the process runs with, from its memory map', function () {
-    expect(activeAllocator('7f00-7f01 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n')).to.equal('jemalloc');
-    expect(activeAllocator('7f00-7f01 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6\n')).to.equal('glibc malloc');
+    const jemalloc = '7f00-7f01 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n';
+    expect(activeAllocator(jemalloc, ['node', 'jemalloc_bg_thd', 'node'])).to.equal('jemalloc with background purging');
+    expect(activeAllocator(jemalloc, ['node', 'node'])).to.equal('jemalloc WITHOUT background purging (add background_thread:true to MALLOC_CONF)');
+    expect(activeAllocator('7f00-7f01 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6\n', [])).to.equal('glibc malloc');
     // This test process was started without the preload.
     expect(activeAllocator()).to.equal('glibc malloc');
   });

@@ -197,7 +197,7 @@ describe('churn: connect/auth/exec/close cycles with the real OpenSSH client', f
     await collected(collectionsAfterChurn + 1);
     const heapEnd = await heap();
     const peakKiB = statusKb(pid, 'VmHWM');
-    // Both figures follow a compacting collection; jemalloc returns freed pages within ~1 s (dirty_decay_ms).
+    // Both figures follow a compacting collection; jemalloc's background thread returns freed pages within ~1 s (dirty_decay_ms).
     const rssLimit = baseRssKiB + RSS_TOLERANCE_KIB;
     const rss = await waitFor(() => {
       const now = rssKiB(pid);

@@ -107,11 +107,13 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
     expect(hubLog).to.not.contain(token);
   });
 
-  it("runs on jemalloc, as the README's environment entry asks, and starts sshd without it", async function () {
+  it("runs on jemalloc with its purging thread, as the README's environment entry asks, and starts sshd without it", async function () {
     const pid = daemonPid(port);
     expect(fs.readFileSync(`/proc/${pid}/maps`, 'utf8')).to.match(/\/libjemalloc\.so\.2/);
+    const threads = fs.readdirSync(`/proc/${pid}/task`).map((tid) => fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
+    expect(threads).to.include('jemalloc_bg_thd');
     const hubLog = fs.readdirSync(hub.dir).filter((f) => f.endsWith('.log')).map((f) => fs.readFileSync(path.join(hub.dir, f), 'utf8')).join('');
-    expect(hubLog).to.match(/native crypto binding available, jemalloc/);
+    expect(hubLog).to.match(/native crypto binding available, jemalloc with background purging/);
 
     // A session held open (cat waits for our stdin) while its sshd is inspected.
     const { token } = await createToken(hub, user.name, [`access:servers!user=${user.name}`]);
