@@ -21,7 +21,8 @@ import { Worker } from 'node:worker_threads';
 export type SpawnerRequest =
   | { id: number; kind: 'spawn'; file: string; args: string[]; fd: number }
   | { id: number; kind: 'run'; file: string; args: string[] }
-  | { id: number; kind: 'kill'; signal: NodeJS.Signals };
+  | { id: number; kind: 'kill'; signal: NodeJS.Signals }
+  | { id: number; kind: 'collect' };
 
 /** Messages from the worker. */
 export type SpawnerReply =
@@ -29,7 +30,16 @@ export type SpawnerReply =
   | { id: number; kind: 'spawn-error'; code: string; message: string }
   | { id: number; kind: 'stderr'; text: string }
   | { id: number; kind: 'exit'; code: number | null; signal: NodeJS.Signals | null }
-  | { id: number; kind: 'ran'; code: number | string; stdout: string; stderr: string };
+  | { id: number; kind: 'ran'; code: number | string; stdout: string; stderr: string }
+  | { id: number; kind: 'collected'; heap: WorkerHeapCollection | undefined };
+
+/** The worker's V8 heap (bytes in use and reserved) before and after a compacting collection. */
+export interface WorkerHeapCollection {
+  usedBefore: number;
+  usedAfter: number;
+  totalBefore: number;
+  totalAfter: number;
+}
 
 /** A process started with startProcess. */
 export interface StartedProcess {
@@ -192,6 +202,33 @@ export function runProcess(file: string, args: string[]): Promise<RunResult> {
           resolve({ code: reply.code, stdout: reply.stdout, stderr: reply.stderr });
         },
         onLost: () => resolve({ code: WORKER_LOST, stdout: '', stderr: '' }),
+      },
+    );
+  });
+}
+
+/**
+ * Runs one compacting collection in the worker, as the daemon's quiet
+ * collection does on the main thread (lib/quietgc.ts). Each process started
+ * leaves a ChildProcess and its stderr stream in the worker's heap (~2 KiB);
+ * the worker allocates too little for V8 to collect by itself, so after
+ * 1,000 sessions it kept 10 MB of heap, most of it garbage once they had
+ * closed. Resolves with the heap figures; undefined when there is no worker
+ * yet or node runs without --expose-gc.
+ */
+export function collectWorkerGarbage(): Promise<WorkerHeapCollection | undefined> {
+  if (!worker) return Promise.resolve(undefined);
+  const id = nextId++;
+  return new Promise((resolve) => {
+    send(
+      { id, kind: 'collect' },
+      {
+        onReply: (reply) => {
+          if (reply.kind !== 'collected') return;
+          settle(id);
+          resolve(reply.heap);
+        },
+        onLost: () => resolve(undefined),
       },
     );
   });

@@ -4,9 +4,11 @@
  * thread. Requests and replies are the messages declared in spawner.ts.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import v8 from 'node:v8';
 import { parentPort } from 'node:worker_threads';
 import { childEnv } from './allocator.js';
-import type { SpawnerReply, SpawnerRequest } from './spawner.js';
+import { compacting } from './quietgc.js';
+import type { SpawnerReply, SpawnerRequest, WorkerHeapCollection } from './spawner.js';
 
 const port = parentPort!;
 const children = new Map<number, ChildProcess>();
@@ -54,6 +56,21 @@ function runToEnd(id: number, file: string, args: string[]): void {
   });
 }
 
+/** A compacting collection of this thread's heap; undefined without node's --expose-gc (the daemon's flags reach every isolate). */
+function collect(): WorkerHeapCollection | undefined {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (typeof gc !== 'function') return undefined;
+  const before = v8.getHeapStatistics();
+  compacting(gc)();
+  const after = v8.getHeapStatistics();
+  return {
+    usedBefore: before.used_heap_size,
+    usedAfter: after.used_heap_size,
+    totalBefore: before.total_heap_size,
+    totalAfter: after.total_heap_size,
+  };
+}
+
 port.on('message', (request: SpawnerRequest) => {
   switch (request.kind) {
     case 'spawn':
@@ -64,6 +81,9 @@ port.on('message', (request: SpawnerRequest) => {
       break;
     case 'kill':
       children.get(request.id)?.kill(request.signal);
+      break;
+    case 'collect':
+      reply({ id: request.id, kind: 'collected', heap: collect() });
       break;
   }
 });

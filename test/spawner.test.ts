@@ -5,7 +5,7 @@ import childProcess from 'node:child_process';
 import { syncBuiltinESMExports } from 'node:module';
 import { once } from 'node:events';
 import net from 'node:net';
-import { runProcess, startProcess } from '../lib/spawner.js';
+import { collectWorkerGarbage, runProcess, startProcess } from '../lib/spawner.js';
 
 /** A connected pair of loopback sockets: `ours` to talk to the child, `theirs` to hand to it. */
 async function socketPair(): Promise<{ ours: net.Socket; theirs: net.Socket }> {
@@ -86,6 +86,27 @@ describe('process starter (lib/spawner.ts)', function () {
     expect(signal, 'killed after 20 s: the worker held the process').to.equal(null);
     expect(code).to.equal(0);
     expect(out.trim()).to.equal('code 0');
+  });
+
+  it("compacts the worker's heap on request, where node runs with --expose-gc", async () => {
+    // In this test process (no --expose-gc) the worker cannot collect.
+    expect((await runProcess('/bin/true', [])).code).to.equal(0);
+    expect(await collectWorkerGarbage()).to.equal(undefined);
+    // A child node as the daemon runs: 300 processes leave their garbage in the worker.
+    const spawner = new URL('../lib/spawner.js', import.meta.url).href;
+    const script = `
+      const { runProcess, collectWorkerGarbage } = await import(${JSON.stringify(spawner)});
+      for (let i = 0; i < 300; i++) if ((await runProcess('/bin/true', [])).code !== 0) throw new Error('/bin/true failed');
+      console.log(JSON.stringify(await collectWorkerGarbage()));`;
+    const out = await new Promise<string>((resolve, reject) =>
+      childProcess.execFile(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { timeout: 60_000 }, (err, stdout) =>
+        err ? reject(err) : resolve(stdout),
+      ),
+    );
+    const heap = JSON.parse(out) as { usedBefore: number; usedAfter: number; totalBefore: number; totalAfter: number };
+    expect(heap.usedAfter).to.be.above(0);
+    expect(heap.usedAfter).to.be.below(heap.usedBefore);
+    expect(heap.totalAfter).to.be.at.most(heap.totalBefore);
   });
 
   it('starts nothing on the calling thread', async () => {
