@@ -56,7 +56,12 @@ function runToEnd(id: number, file: string, args: string[]): void {
   });
 }
 
-/** A compacting collection of this thread's heap; undefined without node's --expose-gc (the daemon's flags reach every isolate). */
+/**
+ * A compacting collection of this thread's heap; undefined without node's
+ * --expose-gc (the daemon's flags reach every isolate). The flag that makes
+ * it compact is process-wide: the main thread asks for this collection only
+ * once its own has finished.
+ */
 function collect(): WorkerHeapCollection | undefined {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (typeof gc !== 'function') return undefined;
