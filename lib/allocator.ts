@@ -8,10 +8,10 @@
  * "Levers"), jemalloc gives them back within seconds. Its background thread
  * does the giving back: without it jemalloc purges only while the daemon
  * allocates, and a daemon that went quiet after 100 parallel transfers kept
- * 25-65 MiB of their pages (bench/README.md, "Memory after a burst"). These settings are the
- * daemon's alone: the processes it starts (sshd per connection, getent) get
- * an environment without them, since sshd with jemalloc preloaded takes
- * ~470 KiB more per session.
+ * 25-65 MiB of their pages (bench/README.md, "Memory after a burst").
+ * These settings are the daemon's alone: the processes it starts (sshd per
+ * connection, getent) get an environment without them, since sshd with
+ * jemalloc preloaded takes ~470 KiB more per session.
  */
 import fs from 'node:fs';
 
