@@ -5,7 +5,11 @@
  * Hub. Tokens go into the Authorization header and nowhere else: never into a
  * URL, an error message or a log line.
  */
-import got, { type Got, type Response, RequestError } from 'got';
+import type { Got, Response } from 'got';
+import { importWithLazyListFormat } from './lazylistformat.js';
+
+// got's dependencies build ICU formatters at load that cost ~5 MiB (lazylistformat.ts).
+const { default: got, RequestError } = await importWithLazyListFormat(() => import('got'));
 
 /** The part of `GET /hub/api/user` the proxy uses. */
 export interface HubIdentity {
