@@ -92,7 +92,8 @@ export class Connection {
   private authChain: Promise<void> = Promise.resolve();
   private pendingKeyboardLogin?: string;
   private readonly started = Date.now();
-  private readonly graceTimer: NodeJS.Timeout;
+  /** Until both legs are authenticated; released then, with the closure it holds. */
+  private graceTimer?: NodeJS.Timeout;
   private hooks?: ConnectionHooks;
   /** Channels opened in this session, by type. */
   private readonly channels = new Map<string, number>();
@@ -395,6 +396,7 @@ export class Connection {
     this.phase = 'relay';
     this.hooks?.authenticated();
     clearTimeout(this.graceTimer);
+    this.graceTimer = undefined;
     this.client.proto.authSuccess();
     const relay = new Relay(this.client, this.upstreamLeg!, {
       end: this.guard('relay end', (initiator: Leg, reason: string) => this.close(`${initiator.name} ${reason}`)),

@@ -18,6 +18,7 @@ import {
   inKeyExchange,
   interceptPayloads,
   nextOutboundSeqno,
+  releaseMessageHandlers,
   sendPayload,
   sendPayloadBypassingKex,
   strictKex,
@@ -176,11 +177,14 @@ export class Leg extends EventEmitter implements Backlogged {
       onError: (err) => this.fail(err),
       onHandshakeComplete: () => this.handshakeComplete(),
     });
+    // Not `options` in the closure below: it would keep the message handlers
+    // alive after takeOver.
+    const server = options.protocol.server;
     // Once shut down, the rest of a chunk being parsed is swallowed.
     interceptPayloads(this.proto, (payload, seqno) => {
       if (this.done) return true;
       if (this.handler) return this.handler(payload, seqno);
-      if (options.protocol.server) {
+      if (server) {
         // ssh2 runs its client-side handlers for these even as a server: a
         // USERAUTH_SUCCESS/FAILURE from the client shifts its queue of pending
         // auth requests (the daemon's own reply then throws). They are the
@@ -212,9 +216,15 @@ export class Leg extends EventEmitter implements Backlogged {
     this.proto.start?.();
   }
 
-  /** Hands every later non-kex payload to `handler` (the relay). */
+  /**
+   * Hands every later non-kex payload to `handler` (the relay), which takes
+   * all of them: the handlers the protocol was created with (authentication)
+   * can never run again, and are released with what they hold (~2 KiB per
+   * session).
+   */
   takeOver(handler: PayloadHandler): void {
     this.handler = handler;
+    releaseMessageHandlers(this.proto);
   }
 
   /**

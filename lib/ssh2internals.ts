@@ -86,6 +86,7 @@ interface RawProtocol extends Protocol {
   _decipher: { inSeqno: number; _onPayload: (payload: Buffer) => unknown } | undefined;
   _cipher: { outSeqno: number };
   _kexinit: Buffer | undefined;
+  _handlers: Record<string, unknown>;
   _kex: { remoteExtInfoEnabled?: boolean; sessionID?: Buffer; negotiated?: unknown } | undefined;
   _strictMode: boolean | undefined;
   _packetRW: {
@@ -169,6 +170,20 @@ export function interceptPayloads(proto: Protocol, handler: (payload: Buffer, se
   };
   raw._onPayload = wrapped;
   if (raw._decipher && raw._decipher._onPayload === original) raw._decipher._onPayload = wrapped;
+}
+
+/** ssh2's handlers once none of them can run: looked up by name, a missing one is skipped. */
+const NO_MESSAGE_HANDLERS: Record<string, unknown> = Object.freeze({});
+
+/**
+ * Drops the message handlers the protocol was created with. ssh2 looks its
+ * handlers up in `_handlers` (handlers.misc.js) only for the messages that
+ * are not key exchange, and checks that one exists before calling it. Once
+ * the interceptor takes every such payload, the handlers, and all that their
+ * closures hold, are dead weight for the rest of a session.
+ */
+export function releaseMessageHandlers(proto: Protocol): void {
+  (proto as RawProtocol)._handlers = NO_MESSAGE_HANDLERS;
 }
 
 /** True while a key exchange is in progress: ssh2 would queue what we send. */

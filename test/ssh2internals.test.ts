@@ -20,6 +20,7 @@ import {
   nativeCryptoAvailable,
   nextOutboundSeqno,
   parseKey,
+  releaseMessageHandlers,
   replaceServerExtInfo,
   sendPayload,
   sendPayloadBypassingKex,
@@ -415,6 +416,33 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     expect(requests.map((c) => c.args[0]), 'global requests that reached ssh2').to.deep.equal(['contract-test@example.org']);
     const seen = server.intercepted.filter((e) => e.type === MSG_GLOBAL_REQUEST).map((e) => e.seqno);
     expect(seen, 'the interceptor still saw both').to.deep.equal([seqno, seqno + 1]);
+  });
+
+  it('skips the handlers of a protocol whose handlers were released, and still rekeys (releaseMessageHandlers)', async () => {
+    pair = makePair();
+    const { server, client } = pair;
+    server.consume = (payload) => payload[0] !== MSG_GLOBAL_REQUEST && (payload[0]! < MSG_KEXINIT || payload[0]! > 49);
+    await handshake(pair);
+    sendPayload(client.proto, globalRequestPayload('before-release@example.org', false));
+    await roundTrip(pair);
+    expect(server.calls.map((c) => c.name), 'the handler ran before the release').to.deep.equal(['GLOBAL_REQUEST']);
+
+    releaseMessageHandlers(server.proto);
+    releaseMessageHandlers(client.proto);
+    sendPayload(client.proto, globalRequestPayload('after-release@example.org', false));
+    await roundTrip(pair);
+    noErrors(pair);
+    expect(server.calls, 'no handler runs after the release').to.have.length(1);
+
+    rekey(client.proto);
+    await until(() => server.handshakes === 2 && client.handshakes === 2, 'the rekey to complete');
+    rekey(server.proto);
+    await until(() => server.handshakes === 3 && client.handshakes === 3, 'the server-started rekey to complete');
+    noErrors(pair);
+    sendPayload(client.proto, ignorePayload('after-rekeys'));
+    await roundTrip(pair);
+    expect(server.intercepted.some((e) => e.payload.subarray(5).toString() === 'after-rekeys')).to.equal(true);
+    expect(server.calls, 'still no handler').to.have.length(1);
   });
 
   it('turns strict KEX on for the project offers and restarts sequence numbers at each NEWKEYS', async () => {
