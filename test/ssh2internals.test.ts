@@ -3,6 +3,7 @@
 // in-memory Protocols (a server and a client wired to each other), so that a
 // new ssh2 release that changes one of them fails this file loudly.
 import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -306,6 +307,24 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
       dependencies: Record<string, string>;
     };
     expect(pkg.dependencies.ssh2, 'package.json must pin ssh2 exactly').to.equal(SSH2_VERSION);
+  });
+
+  it("takes parseKey and generateKeyPairSync from the files ssh2's utils export, without loading ssh2's index", () => {
+    const utils = (require('ssh2') as { utils: Record<string, unknown> }).utils;
+    expect((require('ssh2/lib/protocol/keyParser.js') as Record<string, unknown>).parseKey).to.equal(utils.parseKey);
+    expect((require('ssh2/lib/keygen.js') as Record<string, unknown>).generateKeyPairSync).to.equal(utils.generateKeyPairSync);
+    // A fresh node: this process has loaded the index just now.
+    const script = `
+      await import(${JSON.stringify(new URL('../lib/ssh2internals.js', import.meta.url).href)});
+      const { createRequire } = await import('node:module');
+      const loaded = Object.keys(createRequire(import.meta.url).cache).filter((f) => f.includes('/node_modules/ssh2/'));
+      console.log(JSON.stringify(loaded.map((f) => f.slice(f.indexOf('/node_modules/ssh2/') + 19)).sort()));
+    `;
+    const loaded = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })) as string[];
+    expect(loaded, 'ssh2 files the daemon loads').to.include('lib/protocol/Protocol.js');
+    expect(loaded).not.to.include('lib/index.js');
+    expect(loaded).not.to.include('lib/client.js');
+    expect(loaded).not.to.include('lib/protocol/SFTP.js');
   });
 
   it('signs with a KeyObject made once, as ssh2 signs with the PEM, for every host key type', () => {
