@@ -27,10 +27,13 @@ import {
 } from './ssh2internals.js';
 
 /** How many sent packets a leg remembers for UNIMPLEMENTED remapping. */
-const SENT_PACKETS_REMEMBERED = 4096;
+export const SENT_PACKETS_REMEMBERED = 4096;
 
 /** The ring's first size; it doubles as the leg sends more (an idle session stays small). */
 const SENT_PACKETS_INITIAL = 16;
+
+/** The ring of a leg that has sent nothing yet: shared, it is never written. */
+const NO_ENTRIES = new Float64Array(0);
 
 /** Messages only a server sends: from a client they are a protocol error. */
 const SERVER_ONLY = new Set<number>([
@@ -58,33 +61,37 @@ export const OWN_PACKET = -1;
  * only as the sequence numbers it has seen span more than it holds: at full
  * size it is 64 KiB per leg, most of an idle session's memory.
  */
-class SentPackets {
-  private seqnos = new Float64Array(0);
-  private tags = new Float64Array(0);
+export class SentPackets {
+  /** Slot i is entries[2i] (the sequence number, -1 if none) and entries[2i + 1] (its tag): one buffer, not two, per leg. */
+  private entries = NO_ENTRIES;
   /** The first sequence number recorded since the last clear. */
   private first = -1;
 
+  private get capacity(): number {
+    return this.entries.length >> 1;
+  }
+
   record(seqno: number, tag: number): void {
     if (this.first < 0) this.first = seqno;
-    const capacity = this.seqnos.length;
-    if (capacity < SENT_PACKETS_REMEMBERED) {
+    if (this.capacity < SENT_PACKETS_REMEMBERED) {
       const span = ((seqno - this.first) >>> 0) + 1;
-      if (span > capacity) this.grow(Math.min(SENT_PACKETS_REMEMBERED, Math.max(SENT_PACKETS_INITIAL, 2 ** Math.ceil(Math.log2(span)))));
+      if (span > this.capacity) this.grow(Math.min(SENT_PACKETS_REMEMBERED, Math.max(SENT_PACKETS_INITIAL, 2 ** Math.ceil(Math.log2(span)))));
     }
-    const i = seqno & (this.seqnos.length - 1);
-    this.seqnos[i] = seqno;
-    this.tags[i] = tag;
+    const i = (seqno & (this.capacity - 1)) << 1;
+    this.entries[i] = seqno;
+    this.entries[i + 1] = tag;
   }
 
   /** The tag of packet `seqno`, or undefined if unknown or the proxy's own. */
   lookup(seqno: number): number | undefined {
-    const i = seqno & (this.seqnos.length - 1);
-    if (this.seqnos.length === 0 || this.seqnos[i] !== seqno || this.tags[i] === OWN_PACKET) return undefined;
-    return this.tags[i];
+    if (this.capacity === 0) return undefined;
+    const i = (seqno & (this.capacity - 1)) << 1;
+    if (this.entries[i] !== seqno || this.entries[i + 1] === OWN_PACKET) return undefined;
+    return this.entries[i + 1];
   }
 
   clear(): void {
-    this.seqnos.fill(-1);
+    for (let i = 0; i < this.entries.length; i += 2) this.entries[i] = -1;
     this.first = -1;
   }
 
@@ -93,16 +100,16 @@ class SentPackets {
    * same low bits in the larger ring would have meant the same slot before.
    */
   private grow(capacity: number): void {
-    const seqnos = new Float64Array(capacity).fill(-1);
-    const tags = new Float64Array(capacity);
-    for (let i = 0; i < this.seqnos.length; i++) {
-      const seqno = this.seqnos[i]!;
+    const entries = new Float64Array(2 * capacity);
+    for (let i = 0; i < entries.length; i += 2) entries[i] = -1;
+    for (let i = 0; i < this.entries.length; i += 2) {
+      const seqno = this.entries[i]!;
       if (seqno < 0) continue;
-      seqnos[seqno & (capacity - 1)] = seqno;
-      tags[seqno & (capacity - 1)] = this.tags[i]!;
+      const j = (seqno & (capacity - 1)) << 1;
+      entries[j] = seqno;
+      entries[j + 1] = this.entries[i + 1]!;
     }
-    this.seqnos = seqnos;
-    this.tags = tags;
+    this.entries = entries;
   }
 }
 
