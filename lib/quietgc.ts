@@ -129,27 +129,14 @@ export function compacting(gc: () => void): () => void {
   };
 }
 
-/**
- * Starts checking once a second; returns a stop function. Off (with a
- * warning) without `--expose-gc`. `alsoCollect` runs after each of the main
- * thread's collections: the daemon's other isolates collect at the same
- * quiet moments.
- */
-export function collectWhenQuiet(log: Logger, endedConnections: () => number, alsoCollect: () => void = () => {}): () => void {
+/** Starts checking once a second; returns a stop function. Off (with a warning) without `--expose-gc`. */
+export function collectWhenQuiet(log: Logger, endedConnections: () => number): () => void {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (typeof gc !== 'function') {
     log.warn('node runs without --expose-gc: memory freed after a burst of traffic is returned only when V8 collects by itself (docs/deploy.md)');
     return () => {};
   }
-  const collectMainThread = compacting(gc);
-  const collector = new QuietCollector({
-    gc: () => {
-      collectMainThread();
-      alsoCollect();
-    },
-    log,
-    endedConnections,
-  });
+  const collector = new QuietCollector({ gc: compacting(gc), log, endedConnections });
   const timer = setInterval(() => collector.check(Date.now()), CHECK_INTERVAL_MS).unref();
   return () => clearInterval(timer);
 }

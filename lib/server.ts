@@ -19,7 +19,6 @@ import { formatListenAddress, type Logger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { SourcePenalties } from './penalties.js';
 import { collectWhenQuiet } from './quietgc.js';
-import { collectWorkerGarbage } from './spawner.js';
 import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, type ParsedKey } from './ssh2internals.js';
 
 export class ProxyServer {
@@ -76,7 +75,7 @@ export class ProxyServer {
       this.disposeUpstreams();
       throw err;
     }
-    this.stopQuietGc = collectWhenQuiet(this.log, () => this.endedConnections, () => void this.collectProcessStarterHeap());
+    this.stopQuietGc = collectWhenQuiet(this.log, () => this.endedConnections);
     const address = this.server.address() as net.AddressInfo;
     this.log.info(`listening on ${formatListenAddress(address)}, JupyterHub API at ${this.config.hubApiUrl}`);
     return address;
@@ -256,17 +255,6 @@ export class ProxyServer {
     this.stopQuietGc?.();
     await closed;
     this.disposeUpstreams();
-  }
-
-  /** The process starter thread's share of the quiet collection (lib/spawner.ts says why it needs one). */
-  private async collectProcessStarterHeap(): Promise<void> {
-    const heap = await collectWorkerGarbage();
-    if (!heap) return;
-    const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
-    this.log.info(
-      `process starter thread collected: heap ${mb(heap.usedBefore)} -> ${mb(heap.usedAfter)} MB in use, ` +
-        `${mb(heap.totalBefore)} -> ${mb(heap.totalAfter)} MB reserved`,
-    );
   }
 }
 

@@ -1,5 +1,7 @@
 /**
- * Starts processes (sshd per connection, getent) from a worker thread.
+ * Starts processes (sshd per connection, getent, `sshd -t`) without blocking
+ * the daemon's event loop, through the small native addon in
+ * native/processstarter.c.
  *
  * Node's spawn blocks the calling thread until the child has exec'd. On an
  * idle machine that is ~1.5 ms; with 100 busy processes on 2 cores it was
@@ -7,39 +9,16 @@
  * A burst of logins then ran dozens of spawns back to back on the daemon's
  * event loop: every open session froze and new clients waited over 10 s for
  * the SSH banner (100 parallel logins in the bench: 2 clients gave up, after
- * ConnectTimeout=20). Here only this worker waits; the main thread keeps
- * relaying and accepting.
- *
- * One worker for the whole daemon, started at the first request. Should it
- * die, waiting requests fail (the user is told to try again) and the next
- * request starts a new one.
+ * ConnectTimeout=20). The addon runs posix_spawn on libuv's thread pool, so
+ * only a pool thread waits, and posix_spawn does not copy the daemon's page
+ * tables as fork does. A worker thread did this before: its V8 isolate cost
+ * ~10 MiB, and every running process ~2 KiB more in its heap.
  */
+import { createRequire } from 'node:module';
 import type net from 'node:net';
-import { Worker } from 'node:worker_threads';
-
-/** Messages to the worker. */
-export type SpawnerRequest =
-  | { id: number; kind: 'spawn'; file: string; args: string[]; fd: number }
-  | { id: number; kind: 'run'; file: string; args: string[] }
-  | { id: number; kind: 'kill'; signal: NodeJS.Signals }
-  | { id: number; kind: 'collect' };
-
-/** Messages from the worker. */
-export type SpawnerReply =
-  | { id: number; kind: 'spawned'; pid: number }
-  | { id: number; kind: 'spawn-error'; code: string; message: string }
-  | { id: number; kind: 'stderr'; text: string }
-  | { id: number; kind: 'exit'; code: number | null; signal: NodeJS.Signals | null }
-  | { id: number; kind: 'ran'; code: number | string; stdout: string; stderr: string }
-  | { id: number; kind: 'collected'; heap: WorkerHeapCollection | undefined };
-
-/** The worker's V8 heap (bytes in use and reserved) before and after a compacting collection. */
-export interface WorkerHeapCollection {
-  usedBefore: number;
-  usedAfter: number;
-  totalBefore: number;
-  totalAfter: number;
-}
+import os from 'node:os';
+import { StringDecoder } from 'node:string_decoder';
+import { childEnv } from './allocator.js';
 
 /** A process started with startProcess. */
 export interface StartedProcess {
@@ -51,74 +30,65 @@ export interface StartedProcess {
   kill(signal: NodeJS.Signals): void;
 }
 
-/** What a finished run gave: the exit status, or an error code (ENOENT, EAGAIN, ...) when it did not run. */
+/**
+ * What a finished run gave: the exit status, or a string: why the program
+ * did not run (ENOENT, EAGAIN, ...) or the signal that ended it.
+ */
 export interface RunResult {
   code: number | string;
   stdout: string;
   stderr: string;
 }
 
-interface Waiting {
-  onReply(reply: SpawnerReply): void;
-  /** The worker is gone: no more replies will come. */
-  onLost(): void;
+/** The addon's events, delivered as method calls on the object given to start(). */
+interface ProcessEvents {
+  /** `code` is null when the process runs, else why it did not start (ENOENT, EMFILE, ...). */
+  onStarted(code: string | null, message: string | null, pid: number): void;
+  /** A chunk the process wrote to its stdout (1, when a pipe was asked for) or stderr (2). */
+  onOutput(fd: 1 | 2, chunk: Buffer): void;
+  /** It ended and every output pipe is read to its end: an exit status, or the signal number that ended it. */
+  onExit(status: number | null, signal: number | null): void;
 }
 
-/** The error code when the worker died before answering. */
-export const WORKER_LOST = 'EWORKERLOST';
+/** Opaque: the addon's hold on one process, for kill(). */
+type ProcessHandle = object & { readonly __processHandle: unique symbol };
 
-let worker: Worker | undefined;
-let nextId = 1;
-const waiting = new Map<number, Waiting>();
+interface ProcessStarterAddon {
+  /** argv includes argv[0]; a descriptor of -1 is /dev/null (stdin) or a pipe (stdout). */
+  start(file: string, argv: string[], envp: string[], stdinFd: number, stdoutFd: number, events: ProcessEvents): ProcessHandle;
+  /** 0, or an errno (ESRCH once the process has ended). */
+  kill(handle: ProcessHandle, signal: number): number;
+}
 
-function send(request: SpawnerRequest, entry: Waiting): void {
-  if (!worker) {
-    try {
-      worker = startWorker();
-    } catch {
-      // Out of descriptors or memory for a thread: like a failed spawn.
-      entry.onLost();
-      return;
-    }
+/** Where node-gyp puts the addon (binding.gyp), from dist/lib/. */
+const ADDON_PATH = '../../build/Release/processstarter.node';
+
+function loadAddon(): ProcessStarterAddon {
+  try {
+    return createRequire(import.meta.url)(ADDON_PATH) as ProcessStarterAddon;
+  } catch (err) {
+    throw new Error(
+      `the process starter addon (build/Release/processstarter.node) does not load: ${(err as Error).message}; ` +
+        '`npm ci` builds it with node-gyp, which needs python3, make and a C compiler',
+    );
   }
-  waiting.set(request.id, entry);
-  holdProcess();
-  worker.postMessage(request);
 }
 
-function settle(id: number): void {
-  waiting.delete(id);
-  holdProcess();
+const addon = loadAddon();
+
+/** What every process started here gets: the daemon's environment without its allocator settings. */
+let childEnvironment: string[] | undefined;
+function environment(): string[] {
+  childEnvironment ??= Object.entries(childEnv(process.env))
+    .filter((entry): entry is [string, string] => entry[1] !== undefined)
+    .map(([name, value]) => `${name}=${value}`);
+  return childEnvironment;
 }
 
-/**
- * Like child_process: the process stays alive while a request is pending or
- * a started process runs, and may exit otherwise (the worker alone does not
- * hold it; tests and short scripts end).
- */
-function holdProcess(): void {
-  if (waiting.size > 0) worker?.ref();
-  else worker?.unref();
-}
+const signalNames = new Map<number, string>(Object.entries(os.constants.signals).map(([name, number]) => [number, name]));
 
-function startWorker(): Worker {
-  const started = new Worker(new URL('./spawnworker.js', import.meta.url), {
-    // Not the daemon's node flags (--input-type, --cpu-prof, ... would break
-    // or burden a worker); it only starts processes and passes a few messages.
-    execArgv: [],
-    resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 },
-  });
-  started.on('message', (reply: SpawnerReply) => waiting.get(reply.id)?.onReply(reply));
-  const lost = () => {
-    if (worker !== started) return;
-    worker = undefined;
-    const entries = [...waiting.values()];
-    waiting.clear();
-    for (const e of entries) e.onLost();
-  };
-  started.on('error', lost);
-  started.on('exit', lost);
-  return started;
+function describeEnd(status: number | null, signal: number | null): string {
+  return signal !== null ? `killed by ${signalNames.get(signal) ?? `signal ${signal}`}` : `exit status ${status}`;
 }
 
 /** The descriptor behind a connected socket (net.Socket keeps it in its libuv handle). */
@@ -128,118 +98,120 @@ function socketFd(socket: net.Socket): number {
   return fd;
 }
 
-function describeEnd(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `killed by ${signal}` : `exit status ${code}`;
+function startError(code: string, message: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(message), { code });
 }
 
 /**
  * Starts `file` detached (a session of its own) with `socket` as its stdin
  * and stdout; its stderr goes to `onStderr`. Rejects with an Error whose
- * `code` says why it did not start (ENOENT, EMFILE, ..., WORKER_LOST).
- * The caller must keep `socket` open until this settles.
+ * `code` says why it did not start (ENOENT, EMFILE, ...). The caller must
+ * keep `socket` open until this settles.
  */
 export function startProcess(file: string, args: string[], socket: net.Socket, onStderr: (text: string) => void): Promise<StartedProcess> {
   const fd = socketFd(socket);
-  const id = nextId++;
   return new Promise<StartedProcess>((resolve, reject) => {
-    const started = new SpawnedProcess(id);
-    send(
-      { id, kind: 'spawn', file, args, fd },
-      {
-        onReply: (reply) => {
-          switch (reply.kind) {
-            case 'spawned':
-              started.pid = reply.pid;
-              resolve(started);
-              break;
-            case 'spawn-error':
-              settle(id);
-              reject(Object.assign(new Error(reply.message), { code: reply.code }));
-              break;
-            case 'stderr':
-              onStderr(reply.text);
-              break;
-            case 'exit':
-              settle(id);
-              started.markEnded(describeEnd(reply.code, reply.signal));
-              break;
-          }
-        },
-        onLost: () => {
-          reject(Object.assign(new Error('the process starter thread stopped'), { code: WORKER_LOST }));
-          started.markEnded('unknown (the process starter thread stopped)');
-        },
-      },
-    );
+    new SpawnedProcess(onStderr, resolve, reject).start(file, args, fd);
   });
 }
 
 /**
- * A process started in the worker, as its caller sees it. A class, not an
- * object literal: V8 keeps a literal with a getter as a property dictionary,
- * ~450 bytes more for each session.
+ * A process started by startProcess, and the receiver of its events. A
+ * class, not an object literal: V8 keeps a literal with a getter as a
+ * property dictionary, ~450 bytes more for each session.
  */
-class SpawnedProcess implements StartedProcess {
+class SpawnedProcess implements StartedProcess, ProcessEvents {
   pid = 0;
   ended: string | undefined = undefined;
   readonly exited: Promise<string>;
   private resolveExited!: (how: string) => void;
+  private handle: ProcessHandle | undefined;
+  /** Until it has started. */
+  private starting: { resolve: (started: StartedProcess) => void; reject: (err: Error) => void } | undefined;
+  /** Made at the first stderr chunk: a character split across two chunks stays whole. */
+  private stderrDecoder: StringDecoder | undefined;
 
-  constructor(private readonly id: number) {
-    this.exited = new Promise<string>((resolve) => (this.resolveExited = resolve));
+  constructor(
+    private readonly onStderr: (text: string) => void,
+    resolve: (started: StartedProcess) => void,
+    reject: (err: Error) => void,
+  ) {
+    this.starting = { resolve, reject };
+    this.exited = new Promise<string>((resolveExited) => (this.resolveExited = resolveExited));
   }
 
-  markEnded(how: string): void {
-    this.ended = how;
-    this.resolveExited(how);
+  start(file: string, args: string[], fd: number): void {
+    this.handle = addon.start(file, [file, ...args], environment(), fd, fd, this);
+  }
+
+  onStarted(code: string | null, message: string | null, pid: number): void {
+    const starting = this.starting!;
+    this.starting = undefined;
+    if (code !== null) {
+      this.handle = undefined;
+      this.markEnded('never started');
+      starting.reject(startError(code, message ?? code));
+      return;
+    }
+    this.pid = pid;
+    starting.resolve(this);
+  }
+
+  onOutput(_fd: 1 | 2, chunk: Buffer): void {
+    const text = (this.stderrDecoder ??= new StringDecoder('utf8')).write(chunk);
+    if (text !== '') this.onStderr(text);
+  }
+
+  onExit(status: number | null, signal: number | null): void {
+    const rest = this.stderrDecoder?.end();
+    if (rest) this.onStderr(rest);
+    this.handle = undefined;
+    this.markEnded(describeEnd(status, signal));
   }
 
   kill(signal: NodeJS.Signals): void {
-    if (this.ended === undefined && worker) worker.postMessage({ id: this.id, kind: 'kill', signal } satisfies SpawnerRequest);
+    if (this.ended === undefined && this.handle) addon.kill(this.handle, os.constants.signals[signal]);
+  }
+
+  private markEnded(how: string): void {
+    this.ended = how;
+    this.resolveExited(how);
   }
 }
 
-/** Runs `file` to its end (like execFile) and reports its exit status and output. */
+/** Output kept of a run, per stream, as execFile's default maxBuffer. */
+const RUN_OUTPUT_LIMIT = 1024 * 1024;
+
+/** Runs `file` to its end (like execFile, with stdin /dev/null) and reports its exit status and output. */
 export function runProcess(file: string, args: string[]): Promise<RunResult> {
-  const id = nextId++;
   return new Promise<RunResult>((resolve) => {
-    send(
-      { id, kind: 'run', file, args },
-      {
-        onReply: (reply) => {
-          if (reply.kind !== 'ran') return;
-          settle(id);
-          resolve({ code: reply.code, stdout: reply.stdout, stderr: reply.stderr });
-        },
-        onLost: () => resolve({ code: WORKER_LOST, stdout: '', stderr: '' }),
-      },
-    );
+    addon.start(file, [file, ...args], environment(), -1, -1, new Run(resolve));
   });
 }
 
-/**
- * Runs one compacting collection in the worker, as the daemon's quiet
- * collection does on the main thread (lib/quietgc.ts). Each process started
- * leaves a ChildProcess and its stderr stream in the worker's heap (~2 KiB);
- * the worker allocates too little for V8 to collect by itself, so after
- * 1,000 sessions it kept 10 MB of heap, most of it garbage once they had
- * closed. Resolves with the heap figures; undefined when there is no worker
- * yet or node runs without --expose-gc.
- */
-export function collectWorkerGarbage(): Promise<WorkerHeapCollection | undefined> {
-  if (!worker) return Promise.resolve(undefined);
-  const id = nextId++;
-  return new Promise((resolve) => {
-    send(
-      { id, kind: 'collect' },
-      {
-        onReply: (reply) => {
-          if (reply.kind !== 'collected') return;
-          settle(id);
-          resolve(reply.heap);
-        },
-        onLost: () => resolve(undefined),
-      },
-    );
-  });
+/** The receiver of a runProcess's events: collects its output until it ends. */
+class Run implements ProcessEvents {
+  private readonly output: Record<1 | 2, Buffer[]> = { 1: [], 2: [] };
+  private readonly length: Record<1 | 2, number> = { 1: 0, 2: 0 };
+
+  constructor(private readonly resolve: (result: RunResult) => void) {}
+
+  onStarted(code: string | null): void {
+    if (code !== null) this.resolve({ code, stdout: '', stderr: '' });
+  }
+
+  onOutput(fd: 1 | 2, chunk: Buffer): void {
+    const room = RUN_OUTPUT_LIMIT - this.length[fd];
+    if (room <= 0) return;
+    this.output[fd].push(room < chunk.length ? chunk.subarray(0, room) : chunk);
+    this.length[fd] += Math.min(room, chunk.length);
+  }
+
+  onExit(status: number | null, signal: number | null): void {
+    this.resolve({
+      code: signal !== null ? (signalNames.get(signal) ?? `signal ${signal}`) : status!,
+      stdout: Buffer.concat(this.output[1]).toString('utf8'),
+      stderr: Buffer.concat(this.output[2]).toString('utf8'),
+    });
+  }
 }

@@ -1,15 +1,17 @@
 #!/bin/sh
 # Installs what jupyter-ssh-proxy needs on Debian 12, skipping what is there:
-#   scripts/install-deps.sh          the daemon's own needs (OpenSSH's sshd, jemalloc)
+#   scripts/install-deps.sh          the daemon's own needs (OpenSSH's sshd, jemalloc,
+#                                    and what node-gyp builds the native addons with)
 #   scripts/install-deps.sh --test   plus what the test suite drives (JupyterHub,
 #                                    the OpenSSH client tools, Xvfb for X11, curl,
 #                                    openssl for the bench's host-speed probe)
 #   scripts/install-deps.sh --bench  plus Linux perf (the benchmark's CPU profiles)
-# then the npm packages (npm ci builds dist/ and ssh2's native crypto binding).
+# then the npm packages (npm ci builds dist/, the process starter addon and
+# ssh2's native crypto binding).
 set -eu
 cd "$(dirname "$0")/.."
 
-packages="openssh-server openssh-client libjemalloc2"
+packages="openssh-server openssh-client libjemalloc2 g++ make python3"
 case "${1:-}" in
   --test | --bench) packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync openssl" ;;
 esac
@@ -35,5 +37,9 @@ fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 else
+  # A checkout that pulled a change to the addon keeps node_modules but not build/.
+  if [ ! build/Release/processstarter.node -nt native/processstarter.c ] || [ ! build/Release/processstarter.node -nt binding.gyp ]; then
+    npm run --silent install
+  fi
   npm run --silent build
 fi

@@ -157,14 +157,6 @@ describe('quiet collector: one full GC once a burst of traffic is over', functio
       expect(Number(line[2])).to.be.at.least(48);
       // The download's own connection, counted by the daemon as it closed.
       expect(Number(line[3])).to.be.at.least(1);
-      // The thread that started the session's sshd collects at the same moment.
-      const worker = await waitFor(
-        () => /process starter thread collected: heap ([\d.]+) -> ([\d.]+) MB in use, ([\d.]+) -> ([\d.]+) MB reserved/.exec(env.proxy.logs()) ?? undefined,
-        { timeoutMs: 10_000, what: "the process starter thread's collection" },
-      );
-      expect(Number(worker[2])).to.be.above(0);
-      expect(Number(worker[2])).to.be.at.most(Number(worker[1]));
-      expect(Number(worker[4])).to.be.at.most(Number(worker[3]));
     });
   });
 });
