@@ -413,7 +413,7 @@ export async function idleSessions(
   try {
     const connectSeconds = (performance.now() - t0) / 1000;
     const settledWith = await settleDaemon(p, log);
-    // Where the RSS is: V8's heap (used, and reserved) and its external memory (ArrayBuffers, plus ~16 MiB the worker thread registers, mostly untouched).
+    // Where the RSS is: V8's heap (used, and reserved) and its external memory (ArrayBuffers).
     const metric = p.metricsOrigin ? await daemonMetrics(p.metricsOrigin) : undefined;
     const heap: Record<string, number> = metric
       ? {
