@@ -51,6 +51,10 @@ const SERVER_ONLY = new Set<number>([
  */
 const MAX_BACKLOG_BYTES = 256 * 1024;
 
+/** The leg a stream belongs to, for the listeners all legs share. */
+const LEG = Symbol('leg');
+type LegStream = (Readable | Writable) & { [LEG]?: Leg };
+
 /** Marks a packet the proxy itself originated: an UNIMPLEMENTED for it is consumed. */
 export const OWN_PACKET = -1;
 
@@ -211,12 +215,32 @@ export class Leg extends EventEmitter implements Backlogged {
       return false;
     });
 
-    this.input.on('data', (chunk: Buffer) => this.receive(chunk));
-    this.input.on('end', () => this.inputEnded());
-    this.input.on('close', () => this.inputEnded());
-    this.input.on('error', (err: Error) => this.fail(err));
-    this.output.on('drain', () => this.emit('drained'));
-    this.output.on('error', (err: Error) => this.fail(err));
+    // One listener function per event for all legs, finding its leg on the
+    // stream: six closures per leg were ~340 bytes of every idle session.
+    (this.input as LegStream)[LEG] = this;
+    (this.output as LegStream)[LEG] = this;
+    this.input.on('data', Leg.onInputData);
+    this.input.on('end', Leg.onInputEnd);
+    this.input.on('close', Leg.onInputEnd);
+    this.input.on('error', Leg.onStreamError);
+    this.output.on('drain', Leg.onOutputDrain);
+    if ((this.output as LegStream) !== this.input) this.output.on('error', Leg.onStreamError);
+  }
+
+  private static onInputData(this: LegStream, chunk: Buffer): void {
+    this[LEG]!.receive(chunk);
+  }
+
+  private static onInputEnd(this: LegStream): void {
+    this[LEG]!.inputEnded();
+  }
+
+  private static onStreamError(this: LegStream, err: Error): void {
+    this[LEG]!.fail(err);
+  }
+
+  private static onOutputDrain(this: LegStream): void {
+    this[LEG]!.emit('drained');
   }
 
   start(): void {

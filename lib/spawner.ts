@@ -17,7 +17,6 @@
 import { createRequire } from 'node:module';
 import type net from 'node:net';
 import os from 'node:os';
-import { StringDecoder } from 'node:string_decoder';
 import { childEnv } from './allocator.js';
 
 /** A process started with startProcess. */
@@ -104,7 +103,8 @@ function startError(code: string, message: string): NodeJS.ErrnoException {
 
 /**
  * Starts `file` detached (a session of its own) with `socket` as its stdin
- * and stdout; its stderr goes to `onStderr`. Rejects with an Error whose
+ * and stdout; its stderr goes to `onStderr` in whole lines (and what follows
+ * the last line end once it has ended). Rejects with an Error whose
  * `code` says why it did not start (ENOENT, EMFILE, ...). The caller must
  * keep `socket` open until this settles.
  */
@@ -128,8 +128,8 @@ class SpawnedProcess implements StartedProcess, ProcessEvents {
   private handle: ProcessHandle | undefined;
   /** Until it has started. */
   private starting: { resolve: (started: StartedProcess) => void; reject: (err: Error) => void } | undefined;
-  /** Made at the first stderr chunk: a character split across two chunks stays whole. */
-  private stderrDecoder: StringDecoder | undefined;
+  /** Stderr bytes after its last line end, until the rest of the line comes. */
+  private stderrPartial: Buffer | undefined;
 
   constructor(
     private readonly onStderr: (text: string) => void,
@@ -157,14 +157,21 @@ class SpawnedProcess implements StartedProcess, ProcessEvents {
     starting.resolve(this);
   }
 
+  /**
+   * Passes stderr on in whole lines: a UTF-8 character split across two
+   * chunks is then decoded whole (a newline byte never occurs inside one),
+   * without a StringDecoder and its buffer kept for the session's life.
+   */
   onOutput(_fd: 1 | 2, chunk: Buffer): void {
-    const text = (this.stderrDecoder ??= new StringDecoder('utf8')).write(chunk);
-    if (text !== '') this.onStderr(text);
+    const bytes = this.stderrPartial ? Buffer.concat([this.stderrPartial, chunk]) : chunk;
+    const end = bytes.lastIndexOf(0x0a) + 1;
+    this.stderrPartial = end < bytes.length ? Buffer.from(bytes.subarray(end)) : undefined;
+    if (end > 0) this.onStderr(bytes.toString('utf8', 0, end));
   }
 
   onExit(status: number | null, signal: number | null): void {
-    const rest = this.stderrDecoder?.end();
-    if (rest) this.onStderr(rest);
+    if (this.stderrPartial) this.onStderr(this.stderrPartial.toString('utf8'));
+    this.stderrPartial = undefined;
     this.handle = undefined;
     this.markEnded(describeEnd(status, signal));
   }

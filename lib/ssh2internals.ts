@@ -94,6 +94,8 @@ interface RawProtocol extends Protocol {
   _handlers: Record<string, unknown>;
   _kex: { remoteExtInfoEnabled?: boolean; sessionID?: Buffer; negotiated?: unknown } | undefined;
   _strictMode: boolean | undefined;
+  _identRaw: Buffer;
+  _remoteIdentRaw: Buffer | undefined;
   _packetRW: {
     write: {
       allocStart: number;
@@ -125,10 +127,36 @@ export function createProtocol(config: ProtocolConfig): Protocol {
     ...config,
     onHandshakeComplete: () => {
       releaseKexState(proto);
+      proto._remoteIdentRaw = internIdent(proto._remoteIdentRaw);
       onHandshakeComplete();
     },
   });
+  proto._identRaw = internIdent(proto._identRaw);
   return proto;
+}
+
+/** Distinct identification strings shared at most: clients choose theirs. */
+const MAX_INTERNED_IDENTS = 256;
+const internedIdents = new Map<string, Buffer>();
+
+/**
+ * The one Buffer for this identification string. ssh2 keeps its own and the
+ * peer's ident per Protocol (`_identRaw`, `_remoteIdentRaw`), only to hash
+ * them into every key exchange (kex.js), never to change them; as Buffers of
+ * their own they cost ~400 bytes each (an ArrayBuffer and its native backing
+ * store), four per session, for the same few strings: the daemon's two, its
+ * sshd's, and those of the few client versions in use.
+ */
+function internIdent(ident: Buffer): Buffer;
+function internIdent(ident: Buffer | undefined): Buffer | undefined;
+function internIdent(ident: Buffer | undefined): Buffer | undefined {
+  if (ident === undefined) return undefined;
+  const key = ident.toString('latin1');
+  const shared = internedIdents.get(key);
+  if (shared) return shared;
+  if (internedIdents.size >= MAX_INTERNED_IDENTS) return ident;
+  internedIdents.set(key, ident);
+  return ident;
 }
 
 /**

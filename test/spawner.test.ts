@@ -98,6 +98,19 @@ describe('process starter (lib/spawner.ts)', function () {
     expect((await runProcess('/bin/sh', ['-c', 'kill -TERM $$'])).code).to.equal('SIGTERM');
   });
 
+  it('passes stderr on in whole lines, with characters split across writes intact', async () => {
+    // "é" is 0xc3 0xa9: written as two separate writes, then a line without its end.
+    const { ours, theirs } = await socketPair();
+    const texts: string[] = [];
+    const script = "printf 'one\\n\\303'; sleep 0.1; printf '\\251t\\351\\n'; sleep 0.1; printf 'last'";
+    const child = await startProcess('/bin/sh', ['-c', `(${script}) >&2`], theirs, (text) => texts.push(text));
+    theirs.destroy();
+    expect(await child.exited).to.equal('exit status 0');
+    expect(texts.join('')).to.equal('one\nét\ufffd\nlast');
+    for (const text of texts.slice(0, -1)) expect(text.endsWith('\n'), JSON.stringify(texts)).to.equal(true);
+    ours.destroy();
+  });
+
   it('reports the end only once every output pipe is read to its end', async () => {
     // The shell exits at once; a child it left behind still holds stderr.
     const { ours, theirs } = await socketPair();

@@ -535,6 +535,33 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     expect(server.intercepted.slice(before).some((e) => e.payload.subarray(5).toString() === 'after-rekey')).to.equal(true);
   });
 
+  it('shares one Buffer per identification string between sessions (createProtocol), and rekeys with them', async () => {
+    const identsOf = (s: Side) => s.proto as unknown as { _identRaw: Buffer; _remoteIdentRaw: Buffer };
+    pair = makePair();
+    await handshake(pair);
+    const first = pair;
+    const second = makePair();
+    try {
+      await handshake(second);
+      for (const [a, b] of [
+        [first.server, second.server],
+        [first.client, second.client],
+      ] as const) {
+        expect(identsOf(a)._identRaw.toString(), `${a.name} ident`).to.match(/^SSH-2\.0-/);
+        expect(identsOf(b)._identRaw, `${a.name} own ident shared`).to.equal(identsOf(a)._identRaw);
+        expect(identsOf(b)._remoteIdentRaw, `${a.name} peer ident shared`).to.equal(identsOf(a)._remoteIdentRaw);
+      }
+      expect(identsOf(first.server)._remoteIdentRaw).to.equal(identsOf(first.client)._identRaw);
+      // The exchange hash covers both idents: a rekey with the shared ones still agrees.
+      rekey(second.client.proto);
+      await until(() => second.server.handshakes === 2 && second.client.handshakes === 2, 'the rekey to complete');
+      noErrors(second);
+      await roundTrip(second);
+    } finally {
+      second.close();
+    }
+  });
+
   it('reports a key exchange from a rekey KEXINIT until it completes, and intercepts after it', async () => {
     pair = makePair();
     const { server, client } = pair;
