@@ -171,11 +171,9 @@ export class LocalSshdUpstream implements Upstream {
     // 127.0.0.1, not "UNKNOWN", which PAM's audit records look up in DNS
     // (seconds per login where DNS is slow or unreachable).
     const stderrLines: string[] = [];
-    let partial = '';
+    // Whole lines (startProcess passes them so), and the rest at sshd's end.
     const onStderr = (text: string) => {
-      const lines = (partial + text).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) {
+      for (const line of text.split('\n')) {
         const trimmed = line.trim();
         if (trimmed === '') continue;
         log('debug', `sshd: ${trimmed}`);
