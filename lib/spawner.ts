@@ -66,8 +66,10 @@ function loadAddon(): ProcessStarterAddon {
   try {
     return createRequire(import.meta.url)(ADDON_PATH) as ProcessStarterAddon;
   } catch (err) {
+    // Only the reason: require's message goes on with its "Require stack".
+    const reason = (err as Error).message.split('\n')[0];
     throw new Error(
-      `the process starter addon (build/Release/processstarter.node) does not load: ${(err as Error).message}; ` +
+      `the process starter addon (build/Release/processstarter.node) does not load: ${reason}; ` +
         '`npm ci` builds it with node-gyp, which needs python3, make and a C compiler',
     );
   }

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { runProcess, startProcess } from '../lib/spawner.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -171,6 +172,28 @@ describe('process starter (lib/spawner.ts)', function () {
       ),
     );
     expect(out.trim()).to.equal('100');
+  });
+
+  it('makes a daemon without the addon say so in one line, and exit', async () => {
+    // A copy of the launcher and dist/ beside the real node_modules, with no build/.
+    const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-noaddon-'));
+    try {
+      fs.cpSync(path.join(repo, 'bin'), path.join(dir, 'bin'), { recursive: true });
+      fs.cpSync(path.join(repo, 'dist'), path.join(dir, 'dist'), { recursive: true });
+      fs.cpSync(path.join(repo, 'package.json'), path.join(dir, 'package.json'));
+      fs.symlinkSync(path.join(repo, 'node_modules'), path.join(dir, 'node_modules'));
+      const result = childProcess.spawnSync(process.execPath, [path.join(dir, 'bin', 'jupyter_ssh_proxy'), '-p', '0', 'http://127.0.0.1:9'], {
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      expect(result.status).to.equal(1);
+      const lines = result.stderr.trim().split('\n');
+      expect(lines, result.stderr).to.have.length(1);
+      expect(lines[0]).to.match(/^jupyter_ssh_proxy: cannot start: the process starter addon .* does not load: .*`npm ci` builds it/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('starts processes on the thread pool: the event loop keeps turning while a start waits', async () => {
