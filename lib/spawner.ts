@@ -150,8 +150,8 @@ class SpawnedProcess implements StartedProcess, ProcessEvents {
     const starting = this.starting!;
     this.starting = undefined;
     if (code !== null) {
+      // The caller gets the rejection, never this object.
       this.handle = undefined;
-      this.markEnded('never started');
       starting.reject(startError(code, message ?? code));
       return;
     }
