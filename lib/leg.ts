@@ -10,15 +10,22 @@
 import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import { isRecycled, releasePacketBuffer } from './packetbuffers.js';
+import { isRecycled, releasePacketBuffer, takePacketBuffer, takeRelayBuffer } from './packetbuffers.js';
 import { MSG } from './messages.js';
+import { packetRelay, ResultSlot, Stop } from './packetrelay.js';
 import { turnBudget, type Backlogged, type TurnBudget } from './turnbudget.js';
 import {
+  advanceSeqnos,
   createProtocol,
+  dispatchPayload,
   inKeyExchange,
   interceptPayloads,
   nextOutboundSeqno,
+  parseOnePacket,
+  relayLoopAvailable,
+  relayRoute,
   releaseMessageHandlers,
+  type RelayRoute,
   sendPayload,
   sendPayloadBypassingKex,
   strictKex,
@@ -57,6 +64,37 @@ type LegStream = (Readable | Writable) & { [LEG]?: Leg };
 
 /** Marks a packet the proxy itself originated: an UNIMPLEMENTED for it is consumed. */
 export const OWN_PACKET = -1;
+
+/** Epochs are kept above the 32 bits of a sequence number in one float64 tag. */
+const EPOCH_FACTOR = 2 ** 32;
+
+/** A source tag: the sequence number of a packet received on `leg`, with the leg's strict-KEX epoch. */
+export function sourceTag(leg: Leg, seqno: number): number {
+  return leg.epoch * EPOCH_FACTOR + seqno;
+}
+
+/** The sequence number in a source tag, if it is still valid on `leg`. */
+export function seqnoOfTag(leg: Leg, tag: number): number | undefined {
+  const epoch = Math.floor(tag / EPOCH_FACTOR);
+  return epoch === leg.epoch ? tag - epoch * EPOCH_FACTOR : undefined;
+}
+
+/** The largest packet on the wire, length and tag included (ssh2 takes bodies up to 35000 bytes). */
+const MAX_WIRE_PACKET = 4 + 35_000 + 16;
+
+/** Relay output below this is copied out, and its relay block goes back at once. */
+const SMALL_OUTPUT_BYTES = 4096;
+
+/**
+ * Packets forwarded from one leg to the other since the daemon started: by
+ * the relay loop, and one by one through ssh2 (other message types, ciphers
+ * without the loop, packets split across reads while the loop could not
+ * run). Exported as a metric: the share tells whether users get the loop.
+ */
+export const forwardedPackets = { relayLoop: 0, oneByOne: 0 };
+
+/** What relay() reports; one call at a time. */
+const relayResult = new Float64Array(5);
 
 /**
  * A bounded map from outbound sequence number to the source tag of that
@@ -150,6 +188,16 @@ export class Leg extends EventEmitter implements Backlogged {
   peerOutput?: Writable;
 
   private handler?: PayloadHandler;
+  /**
+   * Set by the relay: the other leg, and the message types that go to it
+   * unchanged. Packets of those types then take the relay loop of
+   * native/packetrelay.c (decrypted, re-framed and encrypted for `peer`
+   * without a JavaScript call each); all others still reach `handler`.
+   */
+  private direct?: { peer: Leg; forwardedTypes: Buffer };
+  /** The start of a packet split across socket reads, held for the relay loop (ssh2 would hold it otherwise). */
+  private pending?: Buffer;
+  private pendingBytes = 0;
   private readonly sent = new SentPackets();
   private queue: { payload: Buffer; tag: number }[] = [];
   private queuedBytes = 0;
@@ -259,6 +307,16 @@ export class Leg extends EventEmitter implements Backlogged {
   }
 
   /**
+   * Relays packets of `forwardedTypes` (a table by message type, non-zero for
+   * the types the relay forwards unchanged) to `peer` through the relay
+   * loop whenever both legs' ciphers allow (see relayRoute). Does nothing
+   * where the loop is not available.
+   */
+  relayDirectly(peer: Leg, forwardedTypes: Buffer): void {
+    if (relayLoopAvailable) this.direct = { peer, forwardedTypes };
+  }
+
+  /**
    * Sends a payload, or queues it while this leg is in a key exchange.
    * `tag` identifies the source packet for UNIMPLEMENTED remapping
    * (OWN_PACKET for the proxy's own messages).
@@ -274,6 +332,7 @@ export class Leg extends EventEmitter implements Backlogged {
       }
       return;
     }
+    if (tag !== OWN_PACKET) forwardedPackets.oneByOne++;
     this.sent.record(nextOutboundSeqno(this.proto), tag);
     sendPayload(this.proto, payload);
   }
@@ -320,6 +379,8 @@ export class Leg extends EventEmitter implements Backlogged {
     if (this.done) return;
     this.done = true;
     this.handler = undefined;
+    this.direct = undefined;
+    this.releasePending();
     this.queue = [];
     this.backlog = [];
     this.backlogBytes = 0;
@@ -359,7 +420,8 @@ export class Leg extends EventEmitter implements Backlogged {
     peer?.cork();
     this.parsing = true;
     try {
-      this.proto.parse(chunk, 0, chunk.length);
+      if (this.direct !== undefined) this.relayChunk(chunk, this.direct.peer);
+      else this.proto.parse(chunk, 0, chunk.length);
     } catch (err) {
       // After a shutdown in mid-chunk, ssh2 may throw on what follows: moot.
       if (!this.done) this.fail(err as Error);
@@ -371,6 +433,124 @@ export class Leg extends EventEmitter implements Backlogged {
         this.proto.cleanup();
       }
     }
+  }
+
+  /**
+   * Takes a chunk through the relay loop where a route to the peer exists,
+   * and through ssh2 one packet at a time where not (a cipher that is not
+   * AEAD, the peer in a key exchange, or ssh2 holding part of a packet).
+   */
+  private relayChunk(chunk: Buffer, peer: Leg): void {
+    let p = 0;
+    const end = chunk.length;
+    if (this.pending !== undefined) {
+      const route = peer.done ? undefined : relayRoute(this.proto, peer.proto);
+      if (route === undefined) {
+        // ssh2 takes over the split packet; it may keep views of what it parses.
+        const held = Buffer.from(this.pending.subarray(0, this.pendingBytes));
+        this.releasePending();
+        this.proto.parse(held, 0, held.length);
+      } else {
+        p = this.completePending(chunk, route, peer);
+        if (p < 0) return;
+      }
+    }
+    while (p < end && !this.done) {
+      const route = peer.done ? undefined : relayRoute(this.proto, peer.proto);
+      if (route === undefined) {
+        const next = parseOnePacket(this.proto, chunk, p, end);
+        if (next === undefined) return;
+        p = next;
+        continue;
+      }
+      const next = this.relayRun(chunk, p, end, route, peer);
+      if (next < 0) {
+        this.holdPending(chunk, -next - 1, end);
+        return;
+      }
+      p = next;
+    }
+  }
+
+  /**
+   * Adds the start of `chunk` to the held split packet and relays from there.
+   * Returns where to go on in `chunk`, or -1 if all of it is held.
+   */
+  private completePending(chunk: Buffer, route: RelayRoute, peer: Leg): number {
+    const pending = this.pending!;
+    const held = this.pendingBytes;
+    // At most one whole packet's worth: the held one then completes if the chunk has the rest.
+    const filled = held + chunk.copy(pending, held, 0, Math.min(chunk.length, pending.length - held));
+    const next = this.relayRun(pending, 0, filled, route, peer);
+    const stoppedAt = next < 0 ? -next - 1 : next;
+    if (stoppedAt === 0) {
+      this.pendingBytes = filled;
+      return -1;
+    }
+    this.releasePending();
+    // The bytes past `stoppedAt` are still as received in `chunk`.
+    return stoppedAt - held;
+  }
+
+  /**
+   * Runs the relay loop over whole packets of `buf` from `start`. Returns
+   * where the next packet starts after one of another type was dispatched,
+   * or -(position + 1) if the rest from `position` is less than a packet.
+   */
+  private relayRun(buf: Buffer, start: number, end: number, route: RelayRoute, peer: Leg): number {
+    let p = start;
+    for (;;) {
+      const out = takeRelayBuffer();
+      packetRelay.relay(buf, p, end, route.decipher, route.inSeqno, route.cipher, route.outSeqno, this.direct!.forwardedTypes, out, 0, relayResult);
+      const relayed = relayResult[ResultSlot.Relayed]!;
+      const next = relayResult[ResultSlot.Next]!;
+      if (relayed > 0) {
+        forwardedPackets.relayLoop += relayed;
+        for (let i = 0; i < relayed; i++) peer.sent.record((route.outSeqno + i) >>> 0, sourceTag(this, (route.inSeqno + i) >>> 0));
+        advanceSeqnos(this.proto, peer.proto, relayed);
+        route.inSeqno = (route.inSeqno + relayed) >>> 0;
+        route.outSeqno = (route.outSeqno + relayed) >>> 0;
+      }
+      peer.writeRelayed(out, relayResult[ResultSlot.OutputEnd]!);
+      switch (relayResult[ResultSlot.Stopped]) {
+        case Stop.OutputFull:
+          p = next;
+          continue;
+        case Stop.OtherType: {
+          const bodyLength = relayResult[ResultSlot.BodyLength]!;
+          const payload = buf.subarray(next + 5, next + 4 + bodyLength - buf[next + 4]!);
+          // The held packet's buffer is reused; ssh2 may keep views of a payload (KEXINIT).
+          dispatchPayload(this.proto, buf === this.pending ? Buffer.from(payload) : payload);
+          return next + 4 + bodyLength + 16;
+        }
+        default:
+          return -next - 1;
+      }
+    }
+  }
+
+  /** Holds `chunk[start, end)`, the start of a packet, until the next chunk. */
+  private holdPending(chunk: Buffer, start: number, end: number): void {
+    if (start === end || this.done) return;
+    this.pending = takePacketBuffer(MAX_WIRE_PACKET);
+    this.pendingBytes = chunk.copy(this.pending, 0, start, end);
+  }
+
+  private releasePending(): void {
+    if (this.pending === undefined) return;
+    releasePacketBuffer(this.pending);
+    this.pending = undefined;
+    this.pendingBytes = 0;
+  }
+
+  /** Writes the relay loop's output (`length` bytes of a relay block) and sees that the block goes back. */
+  private writeRelayed(out: Buffer, length: number): void {
+    if (length >= SMALL_OUTPUT_BYTES) {
+      this.write(out.subarray(0, length));
+      return;
+    }
+    if (length > 0) this.write(Buffer.from(out.subarray(0, length)));
+    releasePacketBuffer(out);
   }
 
   private write(data: Buffer): void {

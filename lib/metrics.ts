@@ -7,6 +7,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import client from 'prom-client';
 import type { HubEndpoint } from './hub.js';
+import { forwardedPackets } from './leg.js';
 import { formatListenAddress, type Logger } from './logger.js';
 
 /** Channel types counted by name; anything else is "other". */
@@ -71,6 +72,18 @@ export class Metrics {
     labelNames: ['direction'] as const,
     registers: [this.registry],
     collect: () => this.syncBytes(),
+  });
+  private readonly packetsReported = { relayLoop: 0, oneByOne: 0 };
+  readonly packetsForwarded = new client.Counter({
+    name: 'jupyter_ssh_proxy_packets_forwarded_total',
+    help: 'Packets forwarded between the legs by path (relay_loop: the native loop; ssh2: one by one)',
+    labelNames: ['path'] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.packetsForwarded.inc({ path: 'relay_loop' }, forwardedPackets.relayLoop - this.packetsReported.relayLoop);
+      this.packetsForwarded.inc({ path: 'ssh2' }, forwardedPackets.oneByOne - this.packetsReported.oneByOne);
+      Object.assign(this.packetsReported, forwardedPackets);
+    },
   });
   readonly channels = new client.Counter({
     name: 'jupyter_ssh_proxy_channels_opened_total',

@@ -33,33 +33,52 @@ const MIN_RECYCLED_BYTES = BLOCK_BYTES >>> 1;
 /** Free blocks kept for reuse (~1 MiB): enough for the packets of a few busy sockets' chunks. */
 const MAX_FREE_BLOCKS = 32;
 
+/**
+ * Output of the packet relay loop (lib/leg.ts): the packets re-encrypted from
+ * one socket chunk (Node reads at most 64 KiB; re-framing adds at most a
+ * padding block per packet), written with one write.
+ */
+export const RELAY_BLOCK_BYTES = 128 * 1024;
+/** Free relay blocks kept for reuse (2 MiB). */
+const MAX_FREE_RELAY_BLOCKS = 16;
+
 const free: ArrayBuffer[] = [];
+const freeRelay: ArrayBuffer[] = [];
 /** Blocks this module made: only they are taken back. */
 const blocks = new WeakSet<ArrayBuffer>();
+
+function newBlock(bytes: number): ArrayBuffer {
+  const block = new ArrayBuffer(bytes);
+  blocks.add(block);
+  return block;
+}
 
 /** A buffer of `length` bytes with unspecified contents for one outgoing packet. */
 export function takePacketBuffer(length: number): Buffer {
   if (length < MIN_RECYCLED_BYTES || length > BLOCK_BYTES) return Buffer.allocUnsafe(length);
-  let block = free.pop();
-  if (block === undefined) {
-    block = new ArrayBuffer(BLOCK_BYTES);
-    blocks.add(block);
-  }
-  return Buffer.from(block, 0, length);
+  return Buffer.from(free.pop() ?? newBlock(BLOCK_BYTES), 0, length);
 }
 
-/** True if `buffer` came from takePacketBuffer and should be given back once written. */
+/** A whole relay block (RELAY_BLOCK_BYTES, unspecified contents); give it back, or a view of it once written. */
+export function takeRelayBuffer(): Buffer {
+  return Buffer.from(freeRelay.pop() ?? newBlock(RELAY_BLOCK_BYTES));
+}
+
+/** True if `buffer` is (a view of) a block from this module and should be given back once written. */
 export function isRecycled(buffer: Buffer): boolean {
-  return buffer.byteLength >= MIN_RECYCLED_BYTES && blocks.has(buffer.buffer as ArrayBuffer);
+  return blocks.has(buffer.buffer as ArrayBuffer);
 }
 
 /**
- * Gives a packet buffer back. Only once nothing reads it any more: for a
- * socket, when its write callback has run (the kernel has the bytes, or the
- * write was abandoned). Each buffer must be given back at most once.
+ * Gives a packet or relay buffer back. Only once nothing reads it any more:
+ * for a socket, when its write callback has run (the kernel has the bytes,
+ * or the write was abandoned). Each block must be given back at most once.
  */
 export function releasePacketBuffer(buffer: Buffer): void {
-  if (free.length < MAX_FREE_BLOCKS && isRecycled(buffer)) free.push(buffer.buffer as ArrayBuffer);
+  const block = buffer.buffer as ArrayBuffer;
+  if (!blocks.has(block)) return;
+  const list = block.byteLength === RELAY_BLOCK_BYTES ? freeRelay : free;
+  if (list.length < (list === free ? MAX_FREE_BLOCKS : MAX_FREE_RELAY_BLOCKS)) list.push(block);
 }
 
 /** Random bytes filled in one call; 64 KiB lasts ~5000 packets. */

@@ -5,7 +5,7 @@
  * a reason given in the dispatch table below.
  */
 import type { Leg } from './leg.js';
-import { OWN_PACKET } from './leg.js';
+import { OWN_PACKET, seqnoOfTag, sourceTag } from './leg.js';
 import { MSG, parseDisconnect, parseGlobalRequest, unimplementedPayload } from './messages.js';
 
 /**
@@ -119,8 +119,12 @@ ROUTES[MSG.CHANNEL_OPEN_CONFIRMATION] = (relay, from, to, payload, seqno) => {
   return forward(relay, from, to, payload, seqno);
 };
 
-/** Epochs are kept above the 32 bits of a sequence number in one float64 tag. */
-const EPOCH_FACTOR = 2 ** 32;
+/**
+ * The message types forwarded unchanged, by type (1: forwarded): the legs'
+ * relay loop (native/packetrelay.c) re-encrypts these itself, and hands all
+ * others to the table above.
+ */
+export const FORWARDED_UNCHANGED: Buffer = Buffer.from(ROUTES.map((route) => (route === forward ? 1 : 0)));
 
 export class Relay {
   /**
@@ -143,6 +147,7 @@ export class Relay {
 
   private attach(from: Leg, to: Leg): void {
     from.takeOver((payload, seqno) => ROUTES[payload[0]!]!(this, from, to, payload, seqno));
+    from.relayDirectly(to, FORWARDED_UNCHANGED);
     from.peerOutput = to.output;
     // Backpressure: when one leg cannot write, stop reading from the other.
     to.on('congested', () => from.pause());
@@ -151,13 +156,12 @@ export class Relay {
 
   /** A source tag: the sequence number on `leg`, with its strict-KEX epoch. */
   tag(leg: Leg, seqno: number): number {
-    return leg.epoch * EPOCH_FACTOR + seqno;
+    return sourceTag(leg, seqno);
   }
 
   /** The sequence number in a tag, if it is still valid on `leg`. */
   untag(leg: Leg, tag: number): number | undefined {
-    const epoch = Math.floor(tag / EPOCH_FACTOR);
-    return epoch === leg.epoch ? tag - epoch * EPOCH_FACTOR : undefined;
+    return seqnoOfTag(leg, tag);
   }
 
   awaitReply(requester: Leg): void {

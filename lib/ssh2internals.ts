@@ -10,6 +10,7 @@
 import { createPrivateKey, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { fillRandom, takePacketBuffer } from './packetbuffers.js';
+import { cipherClasses, isNativeCipher, isNativeDecipher, type NativeCipher, type NativeDecipher } from './packetrelay.js';
 
 const require = createRequire(import.meta.url);
 
@@ -18,6 +19,41 @@ export const SSH2_VERSION = '1.17.0';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- untyped CommonJS internals */
 const ssh2Package = require('ssh2/package.json') as { version: string };
+
+/** ssh2's crypto module, and its native binding, as require() names them. */
+const SSH2_CRYPTO = require.resolve('ssh2/lib/protocol/crypto.js');
+const SSH2_BINDING = 'ssh2/lib/protocol/crypto/build/Release/sshcrypto.node';
+
+/**
+ * Puts the packet relay addon's AEAD ciphers in place of ssh2's own, so that
+ * ssh2 and the relay loop (lib/leg.ts) share one cipher state per direction.
+ * ssh2's crypto.js copies the binding's classes once, as it loads; so this
+ * must run before anything loads it, and does (this module loads ssh2's
+ * protocol layer itself, below). Returns false where that was too late or
+ * ssh2's binding is not built: ssh2 then keeps its ciphers and every packet
+ * takes ssh2's way.
+ */
+function installRelayCiphers(binding: Record<string, unknown> | undefined): boolean {
+  if (binding === undefined || require.cache[SSH2_CRYPTO] !== undefined) return false;
+  Object.assign(binding, cipherClasses);
+  return true;
+}
+
+function loadSsh2Binding(): Record<string, unknown> | undefined {
+  try {
+    return require(SSH2_BINDING) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
+const ssh2Binding = loadSsh2Binding();
+
+/** ssh2's own AEAD cipher classes, as its binding had them (for the contract test that compares the two). */
+export const ssh2BindingCiphers: Partial<typeof cipherClasses> = ssh2Binding === undefined ? {} : Object.fromEntries(Object.keys(cipherClasses).map((name) => [name, ssh2Binding[name]]));
+
+const relayCiphersInstalled = installRelayCiphers(ssh2Binding);
+
 const ProtocolClass = require('ssh2/lib/protocol/Protocol.js') as new (config: object) => RawProtocol;
 const kexModule = require('ssh2/lib/protocol/kex.js') as { KexInit: new (offer: AlgorithmOffer) => KexInitOffer };
 const utilsModule = require('ssh2/lib/protocol/utils.js') as {
@@ -84,12 +120,29 @@ interface RawCipher {
   free(): void;
 }
 
+/**
+ * An inbound cipher of ssh2 (crypto.js). Its AEAD classes keep a packet that
+ * arrived in pieces in these fields (AES-GCM: `_lenBytes`, `_pktLen`,
+ * `_packet`, `_tagPos`; ChaCha20-Poly1305: `_lenPos` instead of `_lenBytes`,
+ * `_macPos` instead of `_tagPos`).
+ */
+interface RawDecipher {
+  inSeqno: number;
+  _onPayload: (payload: Buffer) => unknown;
+  decrypt(data: Buffer, p: number, dataLen: number): number | undefined;
+  _instance?: unknown;
+  _packet?: unknown;
+  _pktLen?: number;
+  _lenBytes?: number;
+  _lenPos?: number;
+}
+
 /** The private fields this module relies on. */
 interface RawProtocol extends Protocol {
   _onPayload: (payload: Buffer) => unknown;
   _onHandshakeComplete: (...args: unknown[]) => void;
-  _decipher: { inSeqno: number; _onPayload: (payload: Buffer) => unknown } | undefined;
-  _cipher: { outSeqno: number };
+  _decipher: RawDecipher | undefined;
+  _cipher: { outSeqno: number; _dead?: boolean; _instance?: unknown };
   _kexinit: Buffer | undefined;
   _handlers: Record<string, unknown>;
   _kex: { remoteExtInfoEnabled?: boolean; sessionID?: Buffer; negotiated?: unknown } | undefined;
@@ -198,8 +251,10 @@ export function interceptPayloads(proto: Protocol, handler: (payload: Buffer, se
   const wrapped = (payload: Buffer): unknown => {
     // The decipher increments inSeqno before calling us.
     const seqno = (raw._decipher!.inSeqno - 1) >>> 0;
-    if (payload.length > 0 && handler(payload, seqno)) return undefined;
-    return original(payload);
+    // false makes ssh2's decipher return after this packet (parseOnePacket).
+    if (payload.length > 0 && handler(payload, seqno)) return stopAfterPayload ? false : undefined;
+    const result = original(payload);
+    return stopAfterPayload && result === undefined ? false : result;
   };
   raw._onPayload = wrapped;
   if (raw._decipher && raw._decipher._onPayload === original) raw._decipher._onPayload = wrapped;
@@ -223,6 +278,75 @@ export function releaseMessageHandlers(proto: Protocol): void {
 export function inKeyExchange(proto: Protocol): boolean {
   return (proto as RawProtocol)._kexinit !== undefined;
 }
+
+/** Set while parseOnePacket runs: the interceptor then stops ssh2's decipher after one payload. */
+let stopAfterPayload = false;
+
+/**
+ * Lets ssh2 decrypt and dispatch one packet of `chunk` from `start` (or keep
+ * the rest of a packet that does not end in it). Returns where the next
+ * packet starts, or undefined once the whole chunk is taken.
+ */
+export function parseOnePacket(proto: Protocol, chunk: Buffer, start: number, end: number): number | undefined {
+  const raw = proto as RawProtocol;
+  const outer = stopAfterPayload;
+  stopAfterPayload = true;
+  try {
+    const next = raw._decipher!.decrypt(chunk, start, end);
+    return typeof next === 'number' && next < end ? next : undefined;
+  } finally {
+    stopAfterPayload = outer;
+  }
+}
+
+/** What the packet relay loop needs of two legs' protocols: one decipher, the other's cipher, and their sequence numbers. */
+export interface RelayRoute {
+  decipher: NativeDecipher;
+  inSeqno: number;
+  cipher: NativeCipher;
+  outSeqno: number;
+}
+
+/** The one route object: a route is used at once, before the next lookup. */
+const route: RelayRoute = { decipher: undefined as unknown as NativeDecipher, inSeqno: 0, cipher: undefined as unknown as NativeCipher, outSeqno: 0 };
+
+/**
+ * The route for packets from `from` to `to`, if the relay loop can take them
+ * now: both ciphers are the addon's (an AEAD cipher negotiated and the
+ * addon's classes installed), `from` holds no part of a packet, and `to` is
+ * not in a key exchange (ssh2 would queue what it sends).
+ */
+export function relayRoute(from: Protocol, to: Protocol): RelayRoute | undefined {
+  const decipher = (from as RawProtocol)._decipher;
+  const peer = to as RawProtocol;
+  const cipher = peer._cipher;
+  if (peer._kexinit !== undefined || decipher === undefined || cipher._dead === true) return undefined;
+  if (!isNativeDecipher(decipher._instance) || !isNativeCipher(cipher._instance)) return undefined;
+  if (decipher._pktLen !== 0 || decipher._packet !== null || (decipher._lenBytes ?? decipher._lenPos) !== 0) return undefined;
+  route.decipher = decipher._instance;
+  route.inSeqno = decipher.inSeqno;
+  route.cipher = cipher._instance;
+  route.outSeqno = cipher.outSeqno;
+  return route;
+}
+
+/** Counts `count` packets the relay loop took from `from` and sent on `to`. */
+export function advanceSeqnos(from: Protocol, to: Protocol, count: number): void {
+  const decipher = (from as RawProtocol)._decipher!;
+  const cipher = (to as RawProtocol)._cipher;
+  decipher.inSeqno = (decipher.inSeqno + count) >>> 0;
+  cipher.outSeqno = (cipher.outSeqno + count) >>> 0;
+}
+
+/** Hands a payload the relay loop decrypted to ssh2's dispatch (the interceptor first), as ssh2's decipher would. */
+export function dispatchPayload(proto: Protocol, payload: Buffer): void {
+  const decipher = (proto as RawProtocol)._decipher!;
+  decipher.inSeqno = (decipher.inSeqno + 1) >>> 0;
+  decipher._onPayload(payload);
+}
+
+/** Whether the relay loop can run at all: the addon's ciphers are ssh2's. */
+export const relayLoopAvailable: boolean = relayCiphersInstalled;
 
 /** The sequence number the next packet sent on this leg will carry. */
 export function nextOutboundSeqno(proto: Protocol): number {

@@ -1,0 +1,94 @@
+/**
+ * The packet relay addon (native/packetrelay.c): AEAD ciphers that stand in
+ * for those of ssh2's binding, and a loop that relays channel packets from
+ * one leg's socket chunk to the other leg's cipher without a JavaScript call
+ * per packet. lib/ssh2internals.ts installs the ciphers into ssh2;
+ * lib/leg.ts runs the loop.
+ */
+import { createRequire } from 'node:module';
+
+/** An outbound cipher object of the addon (opaque to JS; ssh2's wrappers call its methods). */
+export interface NativeCipher {
+  readonly __brand?: 'cipher';
+}
+/** An inbound cipher object of the addon. */
+export interface NativeDecipher {
+  readonly __brand?: 'decipher';
+}
+
+/** Why a relay() call stopped: `RelayResult[STOPPED]`. */
+export const enum Stop {
+  /** Every whole packet is done: the chunk ends, or ends inside a packet. */
+  End = 0,
+  /** A packet of a type not relayed unchanged, decrypted in place for the caller. */
+  OtherType = 1,
+  /** The output buffer cannot take the next packet. */
+  OutputFull = 2,
+}
+
+/** Slots of the result array relay() fills. */
+export const enum ResultSlot {
+  /** Where the chunk's next packet starts. */
+  Next = 0,
+  /** The end of the output written so far. */
+  OutputEnd = 1,
+  /** Packets relayed by this call. */
+  Relayed = 2,
+  Stopped = 3,
+  /** For Stop.OtherType: the body length of that packet (decrypted in place after its length). */
+  BodyLength = 4,
+}
+
+interface PacketRelayAddon {
+  AESGCMCipher: new (name: string, key: Buffer, iv: Buffer) => NativeCipher;
+  AESGCMDecipher: new (name: string, key: Buffer, iv: Buffer) => NativeDecipher;
+  ChaChaPolyCipher: new (keys: Buffer) => NativeCipher;
+  ChaChaPolyDecipher: new (keys: Buffer) => NativeDecipher;
+  relay(
+    chunk: Buffer,
+    start: number,
+    end: number,
+    decipher: NativeDecipher,
+    inSeqno: number,
+    cipher: NativeCipher,
+    outSeqno: number,
+    forwardedTypes: Buffer,
+    out: Buffer,
+    outStart: number,
+    result: Float64Array,
+  ): void;
+  packetLength(decipher: NativeDecipher, lengthBytes: Buffer, seqno: number): number;
+}
+
+/** Where node-gyp puts the addon (binding.gyp), from dist/lib/. */
+const ADDON_PATH = '../../build/Release/packetrelay.node';
+
+function loadAddon(): PacketRelayAddon {
+  try {
+    return createRequire(import.meta.url)(ADDON_PATH) as PacketRelayAddon;
+  } catch (err) {
+    const reason = (err as Error).message.split('\n')[0];
+    throw new Error(
+      `the packet relay addon (build/Release/packetrelay.node) does not load: ${reason}; ` +
+        '`npm ci` builds it with node-gyp, which needs python3, make and a C compiler',
+    );
+  }
+}
+
+export const packetRelay: PacketRelayAddon = loadAddon();
+
+/** The cipher classes by the names ssh2's binding exports them under. */
+export const cipherClasses = {
+  AESGCMCipher: packetRelay.AESGCMCipher,
+  AESGCMDecipher: packetRelay.AESGCMDecipher,
+  ChaChaPolyCipher: packetRelay.ChaChaPolyCipher,
+  ChaChaPolyDecipher: packetRelay.ChaChaPolyDecipher,
+} as const;
+
+export function isNativeCipher(value: unknown): value is NativeCipher {
+  return value instanceof packetRelay.AESGCMCipher || value instanceof packetRelay.ChaChaPolyCipher;
+}
+
+export function isNativeDecipher(value: unknown): value is NativeDecipher {
+  return value instanceof packetRelay.AESGCMDecipher || value instanceof packetRelay.ChaChaPolyDecipher;
+}

@@ -1,0 +1,270 @@
+// The packet relay addon (native/packetrelay.c, lib/packetrelay.ts): its
+// ciphers against ssh2's own binding, the relay loop on crafted chunks, and
+// the loop under real traffic (ssh through the daemon into sshd, per client
+// cipher, with the metric that shows which path the packets took).
+import { expect } from 'chai';
+import crypto from 'node:crypto';
+import { FORWARDED_UNCHANGED } from '../lib/relay.js';
+import { packetRelay, ResultSlot, Stop, type NativeCipher, type NativeDecipher } from '../lib/packetrelay.js';
+import { relayLoopAvailable, ssh2BindingCiphers } from '../lib/ssh2internals.js';
+import { MSG } from '../lib/messages.js';
+import { useEnv } from './helpers/fixture.js';
+import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
+import { waitFor } from './helpers/wait.js';
+
+const TAG = 16;
+// RFC 4254 §5.2 (the relay forwards these unchanged).
+const MSG_CHANNEL_WINDOW_ADJUST = 93;
+const MSG_CHANNEL_DATA = 94;
+
+interface CipherSpec {
+  name: string;
+  block: number;
+  /** A cipher and a decipher of the addon, and ssh2's own cipher, on the same keys. */
+  make(keys: Keys): { cipher: NativeCipher; decipher: NativeDecipher; ssh2Cipher: unknown };
+  /** Encrypts `packet` (length, body, room for the tag) in place. */
+  encrypt(cipher: unknown, packet: Buffer, seqno: number): void;
+  /** Decrypts a whole packet on the wire (a copy); returns its body. */
+  open(decipher: NativeDecipher, wire: Buffer, seqno: number): Buffer;
+}
+
+interface Keys {
+  key: Buffer;
+  iv: Buffer;
+}
+
+type Callable = Record<string, (...args: unknown[]) => unknown>;
+
+function gcm(name: 'aes-128-gcm' | 'aes-256-gcm', keyBytes: number): CipherSpec & { keyBytes: number } {
+  return {
+    name,
+    block: 16,
+    keyBytes,
+    make: ({ key, iv }) => ({
+      cipher: new packetRelay.AESGCMCipher(name, key, iv),
+      decipher: new packetRelay.AESGCMDecipher(name, key, iv),
+      ssh2Cipher: new ssh2BindingCiphers.AESGCMCipher!(name, key, iv),
+    }),
+    encrypt: (cipher, packet) => (cipher as Callable).encrypt!(packet),
+    open: (decipher, wire) => {
+      const length = wire.readUInt32BE(0);
+      const body = Buffer.from(wire.subarray(4, 4 + length));
+      (decipher as Callable).decrypt!(body, length, wire.subarray(4 + length, 4 + length + TAG));
+      return body;
+    },
+  };
+}
+
+const chacha: CipherSpec & { keyBytes: number } = {
+  name: 'chacha20-poly1305',
+  block: 8,
+  keyBytes: 64,
+  make: ({ key }) => ({
+    cipher: new packetRelay.ChaChaPolyCipher(key),
+    decipher: new packetRelay.ChaChaPolyDecipher(key),
+    ssh2Cipher: new ssh2BindingCiphers.ChaChaPolyCipher!(key),
+  }),
+  encrypt: (cipher, packet, seqno) => (cipher as Callable).encrypt!(packet, seqno),
+  open: (decipher, wire, seqno) => {
+    const length = (decipher as Callable).decryptLen!(wire.subarray(0, 4), seqno) as number;
+    const body = Buffer.from(wire.subarray(4, 4 + length));
+    (decipher as Callable).decrypt!(body, wire.subarray(4 + length, 4 + length + TAG), seqno);
+    return body;
+  },
+};
+
+const SPECS = [gcm('aes-128-gcm', 16), gcm('aes-256-gcm', 32), chacha];
+
+function keysFor(spec: { keyBytes: number }): Keys {
+  return { key: crypto.randomBytes(spec.keyBytes), iv: crypto.randomBytes(12) };
+}
+
+/** An unencrypted packet for `spec` (RFC 4253 §6 layout) carrying `payload`, room for the tag at the end. */
+function plainPacket(spec: CipherSpec, payload: Buffer): Buffer {
+  let padding = spec.block - ((1 + payload.length) % spec.block);
+  if (padding < 4) padding += spec.block;
+  const body = 1 + payload.length + padding;
+  const packet = Buffer.alloc(4 + body + TAG);
+  packet.writeUInt32BE(body, 0);
+  packet[4] = padding;
+  payload.copy(packet, 5);
+  crypto.randomFillSync(packet, 5 + payload.length, padding);
+  return packet;
+}
+
+function channelData(bytes: number): Buffer {
+  const payload = Buffer.alloc(9 + bytes);
+  payload[0] = MSG_CHANNEL_DATA;
+  payload.writeUInt32BE(7, 1);
+  payload.writeUInt32BE(bytes, 5);
+  crypto.randomFillSync(payload, 9);
+  return payload;
+}
+
+describe('packet relay addon (native/packetrelay.c)', function () {
+  it('is in place of ssh2\'s ciphers in this process', function () {
+    expect(relayLoopAvailable, 'the addon\'s ciphers installed into ssh2 before its crypto loaded').to.equal(true);
+  });
+
+  for (const spec of SPECS) {
+    it(`${spec.name}: encrypts byte for byte as ssh2's binding does, and decrypts and authenticates what it sends`, function () {
+      const keys = keysFor(spec);
+      const { cipher, decipher, ssh2Cipher } = spec.make(keys);
+      for (let i = 0; i < 40; i++) {
+        const seqno = (i * 2654435761) >>> 0;
+        const payload = crypto.randomBytes((i * 977) % 34000);
+        const ours = plainPacket(spec, payload);
+        const theirs = Buffer.from(ours);
+        spec.encrypt(cipher, ours, seqno);
+        spec.encrypt(ssh2Cipher, theirs, seqno);
+        expect(ours.equals(theirs), `packet ${i} (${payload.length} bytes of payload)`).to.equal(true);
+        const body = spec.open(decipher, ours, seqno);
+        expect(body.subarray(1, 1 + payload.length).equals(payload)).to.equal(true);
+      }
+      const tampered = plainPacket(spec, Buffer.from('x'));
+      spec.encrypt(cipher, tampered, 40);
+      tampered[6] ^= 1;
+      expect(() => spec.open(decipher, tampered, 40)).to.throw('Invalid MAC');
+      (cipher as Callable).free!();
+      expect(() => spec.encrypt(cipher, plainPacket(spec, Buffer.from('x')), 41)).to.throw('after free');
+    });
+  }
+
+  for (const from of SPECS) {
+    for (const to of SPECS) {
+      it(`relay(): ${from.name} to ${to.name}, re-framed channel packets, a stop at any other type and at a split packet`, function () {
+        const inKeys = keysFor(from);
+        const outKeys = keysFor(to);
+        const sender = from.make(inKeys);
+        const receiver = to.make(outKeys);
+        const { decipher } = from.make(inKeys);
+        const { cipher } = to.make(outKeys);
+        const payloads = [
+          channelData(32768),
+          Buffer.of(MSG_CHANNEL_WINDOW_ADJUST, 0, 0, 0, 7, 0, 1, 0, 0),
+          channelData(0),
+          channelData(5),
+          Buffer.concat([Buffer.of(MSG.GLOBAL_REQUEST), Buffer.from('not relayed unchanged')]),
+          channelData(1000),
+        ];
+        const inSeqno = 2 ** 32 - 3; // across the wrap
+        const wire = payloads.map((payload, i) => {
+          const packet = plainPacket(from, payload);
+          from.encrypt(sender.cipher, packet, (inSeqno + i) >>> 0);
+          return packet;
+        });
+        const split = plainPacket(from, channelData(100));
+        from.encrypt(sender.cipher, split, (inSeqno + payloads.length) >>> 0);
+        const chunk = Buffer.concat([...wire, split.subarray(0, 50)]);
+        const result = new Float64Array(5);
+        const out = Buffer.alloc(128 * 1024);
+        const outSeqno = 77;
+
+        packetRelay.relay(chunk, 0, chunk.length, decipher, inSeqno, cipher, outSeqno, FORWARDED_UNCHANGED, out, 0, result);
+        expect(result[ResultSlot.Relayed], 'packets before the global request').to.equal(4);
+        expect(result[ResultSlot.Stopped]).to.equal(Stop.OtherType);
+        const at = result[ResultSlot.Next]!;
+        expect(at).to.equal(wire.slice(0, 4).reduce((n, w) => n + w.length, 0));
+        // The global request lies decrypted in place, for the caller.
+        const body = chunk.subarray(at + 4, at + 4 + result[ResultSlot.BodyLength]!);
+        expect(body.subarray(1, 1 + payloads[4]!.length).equals(payloads[4]!)).to.equal(true);
+        let outEnd = result[ResultSlot.OutputEnd]!;
+
+        const after = at + wire[4]!.length;
+        packetRelay.relay(chunk, after, chunk.length, decipher, (inSeqno + 5) >>> 0, cipher, outSeqno + 4, FORWARDED_UNCHANGED, out, outEnd, result);
+        expect(result[ResultSlot.Relayed]).to.equal(1);
+        expect(result[ResultSlot.Stopped]).to.equal(Stop.End);
+        expect(result[ResultSlot.Next], 'stops at the split packet').to.equal(chunk.length - 50);
+        outEnd = result[ResultSlot.OutputEnd]!;
+
+        // The output: packets for `to`, in order, each re-padded for its block.
+        const relayed = [0, 1, 2, 3, 5].map((i) => payloads[i]!);
+        let p = 0;
+        relayed.forEach((payload, i) => {
+          const length = to === chacha ? -1 : out.readUInt32BE(p);
+          const opened = to.open(receiver.decipher, out.subarray(p), outSeqno + i);
+          const bodyLength = opened.length;
+          if (length >= 0) expect(bodyLength).to.equal(length);
+          expect(bodyLength % to.block, 'padded to the block').to.equal(0);
+          expect(opened[0], 'at least 4 bytes of padding').to.be.at.least(4);
+          expect(opened.subarray(1, bodyLength - opened[0]!).equals(payload), `payload ${i}`).to.equal(true);
+          p += 4 + bodyLength + TAG;
+        });
+        expect(p, 'nothing else in the output').to.equal(outEnd);
+      });
+    }
+  }
+
+  it('relay(): stops before a packet the output cannot take, and throws on a bad length or a bad tag', function () {
+    const spec = SPECS[0]!;
+    const keys = keysFor(spec);
+    const sender = spec.make(keys);
+    const packet = plainPacket(spec, channelData(32768));
+    spec.encrypt(sender.cipher, packet, 0);
+    const result = new Float64Array(5);
+    const { cipher } = spec.make(keysFor(spec));
+    const run = (chunk: Buffer, decipher: NativeDecipher, outBytes: number) =>
+      packetRelay.relay(chunk, 0, chunk.length, decipher, 0, cipher, 0, FORWARDED_UNCHANGED, Buffer.alloc(outBytes), 0, result);
+
+    run(Buffer.from(packet), spec.make(keys).decipher, 1000);
+    expect(result[ResultSlot.Stopped]).to.equal(Stop.OutputFull);
+    expect(result[ResultSlot.Next], 'nothing taken').to.equal(0);
+    expect(result[ResultSlot.Relayed]).to.equal(0);
+
+    const long = Buffer.from(packet);
+    long.writeUInt32BE(64 * 1024, 0);
+    expect(() => run(long, spec.make(keys).decipher, 128 * 1024)).to.throw('Bad packet length');
+    const tampered = Buffer.from(packet);
+    tampered[100] ^= 1;
+    expect(() => run(tampered, spec.make(keys).decipher, 128 * 1024)).to.throw('Invalid MAC');
+    expect(() => run(Buffer.from(packet), sender.cipher as unknown as NativeDecipher, 128 * 1024)).to.throw('not a packetrelay decipher');
+  });
+});
+
+describe('packet relay loop under real traffic (ssh, daemon, sshd)', function () {
+  const env = useEnv({ proxyArgs: ['--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
+  const MiB = 1024 * 1024;
+  let origin = '';
+
+  before(async function () {
+    origin = await waitFor(() => metricsOrigin(env.proxy.logs()), { timeoutMs: 10_000, what: 'the metrics address in the log' });
+  });
+
+  const forwarded = async () => {
+    const m = await scrapeMetrics(origin);
+    return {
+      loop: m.get('jupyter_ssh_proxy_packets_forwarded_total{path="relay_loop"}') ?? 0,
+      ssh2: m.get('jupyter_ssh_proxy_packets_forwarded_total{path="ssh2"}') ?? 0,
+    };
+  };
+
+  const sha256 = (data: Buffer) => crypto.createHash('sha256').update(data).digest('hex');
+
+  for (const cipher of ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr']) {
+    const aead = cipher !== 'aes128-ctr';
+    it(`moves 16 MiB each way intact with client cipher ${cipher}, ${aead ? 'nearly all of it through the relay loop' : 'all of it through ssh2'}`, async function () {
+      this.timeout(120_000);
+      const before = await forwarded();
+      const options = ['-o', 'LogLevel=ERROR', '-c', cipher];
+      const down = await env.ssh([`head -c ${16 * MiB} /dev/urandom | tee >(sha256sum >&2)`], options, { timeoutMs: 100_000 });
+      expect(down.code, down.stderr).to.equal(0);
+      expect(down.stdout.length).to.equal(16 * MiB);
+      expect(down.stderr.split(' ')[0]).to.equal(sha256(down.stdout));
+      const data = crypto.randomBytes(16 * MiB);
+      const up = await env.ssh(['sha256sum'], options, { input: data, timeoutMs: 100_000 });
+      expect(up.code, up.stderr).to.equal(0);
+      expect(up.stdout.toString().split(' ')[0]).to.equal(sha256(data));
+      const after = await forwarded();
+      const loop = after.loop - before.loop;
+      const oneByOne = after.ssh2 - before.ssh2;
+      // 32 MiB in 32 KiB channel packets: over 1,000 of them, plus window adjusts.
+      if (aead) {
+        expect(loop, 'packets through the relay loop').to.be.greaterThan(1000);
+        expect(loop / (loop + oneByOne), `share of the loop (${loop} loop, ${oneByOne} ssh2)`).to.be.greaterThan(0.9);
+      } else {
+        expect(loop, 'no packet through the loop without an AEAD cipher on the client leg').to.equal(0);
+        expect(oneByOne).to.be.greaterThan(1000);
+      }
+    });
+  }
+});
