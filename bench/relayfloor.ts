@@ -14,8 +14,14 @@
 //   leg's key where it lies in the read chunk, one write per chunk.
 // - reframed: each packet decrypted, its payload copied into a new packet in
 //   a recycled buffer with fresh padding and encrypted, one write per
-//   packet: what the daemon does (lib/packetbuffers.ts).
-// The ciphers are ssh2's native binding, the daemon's own: the bench reaches
+//   packet: what the daemon did for every packet before its relay loop, and
+//   still does where the loop cannot run (lib/packetbuffers.ts).
+// - loop: the daemon's relay loop (native/packetrelay.c): one call per read
+//   chunk decrypts, re-frames and encrypts its whole packets into a recycled
+//   buffer, one write per chunk; a packet split across reads is joined to
+//   the next chunk.
+// The ciphers are ssh2's native binding (the loop: the daemon's addon, whose
+// ciphers stand in for ssh2's in the daemon): the bench reaches
 // into ssh2's build directly, outside lib/ssh2internals.ts, and
 // test/relayfloor.test.ts fails if that stops working.
 //
@@ -26,6 +32,7 @@ import { once } from 'node:events';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { packetRelay, ResultSlot, Stop } from '../lib/packetrelay.js';
 import { GiB, median } from './stats.js';
 
 const require = createRequire(import.meta.url);
@@ -45,7 +52,7 @@ const binding = require('ssh2/lib/protocol/crypto/build/Release/sshcrypto.node')
   AESGCMDecipher: new (name: string, key: Buffer, iv: Buffer) => GcmDecipher;
 };
 
-export const VARIANTS = ['pipe', 'in-place', 'reframed'] as const;
+export const VARIANTS = ['pipe', 'in-place', 'reframed', 'loop'] as const;
 export type Variant = (typeof VARIANTS)[number];
 
 /** Keys of the leg into the relay (A) and out of it (B); fixed, this is no secret. */
@@ -224,6 +231,7 @@ function forwarder(variant: Variant, write: (data: Buffer, done?: () => void) =>
       out.uncork();
     };
   }
+  if (variant === 'loop') return relayLoop(write);
   const free: ArrayBuffer[] = [];
   const framer = new Framer((frame) => {
     const body = openFrame(decipher, frame, tag);
@@ -242,6 +250,39 @@ function forwarder(variant: Variant, write: (data: Buffer, done?: () => void) =>
     out.cork();
     framer.push(chunk);
     out.uncork();
+  };
+}
+
+/** Room for a read chunk (64 KiB) and a packet held from the one before, re-framed. */
+const LOOP_BLOCK_BYTES = 104 * 1024;
+
+function relayLoop(write: (data: Buffer, done?: () => void) => void): (chunk: Buffer) => void {
+  const decipher = new packetRelay.AESGCMDecipher('aes-128-gcm', KEY_A, IV_A);
+  const cipher = new packetRelay.AESGCMCipher('aes-128-gcm', KEY_B, IV_B);
+  const forwarded = Buffer.alloc(256);
+  forwarded[MSG_CHANNEL_DATA] = 1;
+  const result = new Float64Array(5);
+  const free: ArrayBuffer[] = [];
+  let seqno = 0;
+  let tail: Buffer | undefined;
+  return (chunk) => {
+    const buf = tail === undefined ? chunk : Buffer.concat([tail, chunk]);
+    tail = undefined;
+    let p = 0;
+    for (;;) {
+      const block = free.pop() ?? new ArrayBuffer(LOOP_BLOCK_BYTES);
+      const out = Buffer.from(block);
+      packetRelay.relay(buf, p, buf.length, decipher, seqno, cipher, seqno, forwarded, out, 0, result);
+      seqno = (seqno + result[ResultSlot.Relayed]!) >>> 0;
+      const outEnd = result[ResultSlot.OutputEnd]!;
+      if (outEnd > 0) write(out.subarray(0, outEnd), () => void free.push(block));
+      else free.push(block);
+      p = result[ResultSlot.Next]!;
+      if (result[ResultSlot.Stopped] === Stop.OutputFull) continue;
+      if (result[ResultSlot.Stopped] === Stop.OtherType) throw new Error('a packet that is not CHANNEL_DATA');
+      if (p < buf.length) tail = Buffer.from(buf.subarray(p));
+      return;
+    }
   };
 }
 

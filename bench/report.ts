@@ -168,12 +168,13 @@ export function markdown(r: Results): string {
     const label: Record<RelayFloorResult['variant'], string> = {
       pipe: 'pipe: bytes passed on, no cryptography',
       'in-place': 'in place: decrypted and encrypted again where it lies in the read chunk, one write per chunk',
-      reframed: 're-framed: payload copied into a new packet (recycled buffer, fresh padding), one write per packet, as the daemon does',
+      reframed: 're-framed: payload copied into a new packet (recycled buffer, fresh padding), one write per packet, as the daemon does without its relay loop',
+      loop: 'relay loop: the daemon\'s native loop (native/packetrelay.c), one call and one write per read chunk',
     };
     out.push('');
     out.push(
       `Relay floor: CPU seconds per GiB of a minimal Node relay between a producer and a consumer process over loopback (bench/relayfloor.ts; ` +
-        `32 KiB channel-data packets in AES-128-GCM on both sides, ssh2's native binding, ${f.bytes / MiB} MiB per round, medians):`,
+        `32 KiB channel-data packets in AES-128-GCM on both sides, ssh2's native binding or the daemon's addon, ${f.bytes / MiB} MiB per round, medians):`,
     );
     out.push('');
     out.push('| Relay | CPU s/GiB | Rounds |');

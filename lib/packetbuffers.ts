@@ -35,12 +35,13 @@ const MAX_FREE_BLOCKS = 32;
 
 /**
  * Output of the packet relay loop (lib/leg.ts): the packets re-encrypted from
- * one socket chunk (Node reads at most 64 KiB; re-framing adds at most a
- * padding block per packet), written with one write.
+ * one socket chunk, written with one write. Node reads at most 64 KiB at a
+ * time, and re-framing adds at most a padding block per packet: 4 KiB more
+ * holds a bulk chunk's packets; a chunk of many tiny packets takes two.
  */
-export const RELAY_BLOCK_BYTES = 128 * 1024;
-/** Free relay blocks kept for reuse (2 MiB). */
-const MAX_FREE_RELAY_BLOCKS = 16;
+export const RELAY_BLOCK_BYTES = 68 * 1024;
+/** Free relay blocks kept for reuse (544 KiB): what a few busy sockets have in flight. */
+const MAX_FREE_RELAY_BLOCKS = 8;
 
 const free: ArrayBuffer[] = [];
 const freeRelay: ArrayBuffer[] = [];

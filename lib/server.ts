@@ -19,7 +19,7 @@ import { formatListenAddress, type Logger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { SourcePenalties } from './penalties.js';
 import { collectWhenQuiet } from './quietgc.js';
-import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, type ParsedKey } from './ssh2internals.js';
+import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, relayLoopAvailable, type ParsedKey } from './ssh2internals.js';
 
 export class ProxyServer {
   private readonly server: net.Server;
@@ -58,7 +58,7 @@ export class ProxyServer {
       await cryptoReady;
       this.settings = await this.load(this.config);
       this.log.info(
-        `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}, ${activeAllocator()}`,
+        `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}, ${activeAllocator()}, packet relay loop ${relayLoopAvailable ? 'on' : 'OFF (needs ssh2\'s native binding, and ssh2 loaded by lib/ssh2internals.ts first)'}`,
       );
       if (this.config.metricsPort !== undefined) {
         this.metricsServer = await serveMetrics(this.metrics, this.config.metricsIp, this.config.metricsPort, this.log);

@@ -240,6 +240,10 @@ describe('packet relay loop under real traffic (ssh, daemon, sshd)', function ()
 
   const sha256 = (data: Buffer) => crypto.createHash('sha256').update(data).digest('hex');
 
+  it('says in its start-up log that the relay loop is on', function () {
+    expect(env.proxy.logs()).to.match(/packet relay loop on/);
+  });
+
   for (const cipher of ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr']) {
     const aead = cipher !== 'aes128-ctr';
     it(`moves 16 MiB each way intact with client cipher ${cipher}, ${aead ? 'nearly all of it through the relay loop' : 'all of it through ssh2'}`, async function () {
