@@ -13,6 +13,7 @@ import type { Readable, Writable } from 'node:stream';
 import { isRecycled, releasePacketBuffer, takePacketBuffer, takeRelayBuffer } from './packetbuffers.js';
 import { MSG } from './messages.js';
 import { packetRelay, ResultSlot, Stop } from './packetrelay.js';
+import { takeSharedReads } from './sharedreads.js';
 import { turnBudget, type Backlogged, type TurnBudget } from './turnbudget.js';
 import {
   advanceSeqnos,
@@ -267,7 +268,7 @@ export class Leg extends EventEmitter implements Backlogged {
     // stream: six closures per leg were ~340 bytes of every idle session.
     (this.input as LegStream)[LEG] = this;
     (this.output as LegStream)[LEG] = this;
-    this.input.on('data', Leg.onInputData);
+    if (!takeSharedReads(this.input, (chunk) => this.receive(chunk, true))) this.input.on('data', Leg.onInputData);
     this.input.on('end', Leg.onInputEnd);
     this.input.on('close', Leg.onInputEnd);
     this.input.on('error', Leg.onStreamError);
@@ -400,19 +401,21 @@ export class Leg extends EventEmitter implements Backlogged {
     return this.handshakes;
   }
 
-  private receive(chunk: Buffer): void {
+  /** `shared`: `chunk` lies in the shared read buffer (lib/sharedreads.ts), to be taken now or copied. */
+  private receive(chunk: Buffer, shared = false): void {
     if (this.done) return;
     if (this.backlog.length > 0 || this.budget.exhausted) {
       if (this.backlog.length === 0) this.budget.enqueue(this);
-      this.backlog.push(chunk);
+      this.backlog.push(shared ? Buffer.from(chunk) : chunk);
       this.backlogBytes += chunk.length;
       if (this.backlogBytes > MAX_BACKLOG_BYTES) this.input.pause();
       return;
     }
-    this.process(chunk);
+    this.process(chunk, shared);
   }
 
-  private process(chunk: Buffer): void {
+  /** `shared`: `chunk` lies in the shared read buffer and must not be kept. */
+  private process(chunk: Buffer, shared = false): void {
     this.budget.charge(chunk.length);
     this.bytesIn += chunk.length;
     // Batch what one chunk produces on the other leg into few writes.
@@ -420,7 +423,8 @@ export class Leg extends EventEmitter implements Backlogged {
     peer?.cork();
     this.parsing = true;
     try {
-      if (this.direct !== undefined) this.relayChunk(chunk, this.direct.peer);
+      if (this.direct !== undefined) this.relayChunk(chunk, this.direct.peer, shared);
+      else if (shared) this.proto.parse(Buffer.from(chunk), 0, chunk.length);
       else this.proto.parse(chunk, 0, chunk.length);
     } catch (err) {
       // After a shutdown in mid-chunk, ssh2 may throw on what follows: moot.
@@ -440,9 +444,9 @@ export class Leg extends EventEmitter implements Backlogged {
    * and through ssh2 one packet at a time where not (a cipher that is not
    * AEAD, the peer in a key exchange, or ssh2 holding part of a packet).
    */
-  private relayChunk(chunk: Buffer, peer: Leg): void {
+  private relayChunk(chunk: Buffer, peer: Leg, shared: boolean): void {
     let p = 0;
-    const end = chunk.length;
+    let end = chunk.length;
     if (this.pending !== undefined) {
       const route = peer.done ? undefined : relayRoute(this.proto, peer.proto);
       if (route === undefined) {
@@ -458,12 +462,19 @@ export class Leg extends EventEmitter implements Backlogged {
     while (p < end && !this.done) {
       const route = peer.done ? undefined : relayRoute(this.proto, peer.proto);
       if (route === undefined) {
+        if (shared) {
+          // ssh2 keeps views of what it parses (a split packet, a KEXINIT).
+          chunk = Buffer.from(chunk.subarray(p, end));
+          p = 0;
+          end = chunk.length;
+          shared = false;
+        }
         const next = parseOnePacket(this.proto, chunk, p, end);
         if (next === undefined) return;
         p = next;
         continue;
       }
-      const next = this.relayRun(chunk, p, end, route, peer);
+      const next = this.relayRun(chunk, p, end, route, peer, shared);
       if (next < 0) {
         this.holdPending(chunk, -next - 1, end);
         return;
@@ -481,7 +492,7 @@ export class Leg extends EventEmitter implements Backlogged {
     const held = this.pendingBytes;
     // At most one whole packet's worth: the held one then completes if the chunk has the rest.
     const filled = held + chunk.copy(pending, held, 0, Math.min(chunk.length, pending.length - held));
-    const next = this.relayRun(pending, 0, filled, route, peer);
+    const next = this.relayRun(pending, 0, filled, route, peer, true);
     const stoppedAt = next < 0 ? -next - 1 : next;
     if (stoppedAt === 0) {
       this.pendingBytes = filled;
@@ -497,7 +508,7 @@ export class Leg extends EventEmitter implements Backlogged {
    * where the next packet starts after one of another type was dispatched,
    * or -(position + 1) if the rest from `position` is less than a packet.
    */
-  private relayRun(buf: Buffer, start: number, end: number, route: RelayRoute, peer: Leg): number {
+  private relayRun(buf: Buffer, start: number, end: number, route: RelayRoute, peer: Leg, reused: boolean): number {
     let p = start;
     for (;;) {
       const out = takeRelayBuffer();
@@ -519,8 +530,8 @@ export class Leg extends EventEmitter implements Backlogged {
         case Stop.OtherType: {
           const bodyLength = relayResult[ResultSlot.BodyLength]!;
           const payload = buf.subarray(next + 5, next + 4 + bodyLength - buf[next + 4]!);
-          // The held packet's buffer is reused; ssh2 may keep views of a payload (KEXINIT).
-          dispatchPayload(this.proto, buf === this.pending ? Buffer.from(payload) : payload);
+          // ssh2 may keep views of a payload (KEXINIT): not of a buffer that is reused.
+          dispatchPayload(this.proto, reused ? Buffer.from(payload) : payload);
           return next + 4 + bodyLength + 16;
         }
         default:

@@ -12,6 +12,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { LoginTarget } from './authorizer.js';
 import { writeKeyPair } from './hostkeys.js';
+import { connectWithSharedReads } from './sharedreads.js';
 import { runProcess, startProcess, type StartedProcess } from './spawner.js';
 import { generateKeyPair, parseKey, type ParsedKey } from './ssh2internals.js';
 import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
@@ -272,7 +273,7 @@ function loopbackPair(): Promise<{ local: net.Socket; remote: net.Socket }> {
     const server = net.createServer({ pauseOnConnect: true });
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
-      const local = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      const local = connectWithSharedReads((server.address() as net.AddressInfo).port, '127.0.0.1');
       const onError = (err: Error) => {
         server.close();
         reject(err);

@@ -19,6 +19,7 @@ import { formatListenAddress, type Logger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { SourcePenalties } from './penalties.js';
 import { collectWhenQuiet } from './quietgc.js';
+import { adoptWithSharedReads } from './sharedreads.js';
 import { cryptoReady, installedSsh2Version, nativeCryptoAvailable, relayLoopAvailable, type ParsedKey } from './ssh2internals.js';
 
 export class ProxyServer {
@@ -48,7 +49,8 @@ export class ProxyServer {
   private hubLink?: { settings: string; hub: HubClient; watches: ServerWatches };
 
   constructor(private config: ProxyConfig, private readonly log: Logger) {
-    this.server = net.createServer((socket) => this.accept(socket));
+    // Paused: nothing is read before adoptWithSharedReads (accept).
+    this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
     this.refusalLog = new RefusalLog(log);
   }
 
@@ -206,8 +208,10 @@ export class ProxyServer {
       socket.destroy();
       return;
     }
+    let adopted: net.Socket | undefined;
     try {
-      const connection = new Connection(socket, this.settings!, this.log);
+      adopted = adoptWithSharedReads(socket);
+      const connection = new Connection(adopted, this.settings!, this.log);
       this.connections.add(connection);
       this.unauthenticated++;
       let startup = true;
@@ -228,8 +232,8 @@ export class ProxyServer {
         },
       });
     } catch (err) {
-      this.log.error(`cannot set up connection from ${socket.remoteAddress}: ${(err as Error).stack}`);
-      socket.destroy();
+      this.log.error(`cannot set up connection from ${address}: ${(err as Error).stack}`);
+      (adopted ?? socket).destroy();
     }
   }
 
