@@ -268,7 +268,7 @@ export class Leg extends EventEmitter implements Backlogged {
     // stream: six closures per leg were ~340 bytes of every idle session.
     (this.input as LegStream)[LEG] = this;
     (this.output as LegStream)[LEG] = this;
-    if (!takeSharedReads(this.input, (chunk) => this.receive(chunk, true))) this.input.on('data', Leg.onInputData);
+    if (!takeSharedReads(this.input, Leg.onSharedRead)) this.input.on('data', Leg.onInputData);
     this.input.on('end', Leg.onInputEnd);
     this.input.on('close', Leg.onInputEnd);
     this.input.on('error', Leg.onStreamError);
@@ -278,6 +278,11 @@ export class Leg extends EventEmitter implements Backlogged {
 
   private static onInputData(this: LegStream, chunk: Buffer): void {
     this[LEG]!.receive(chunk);
+  }
+
+  /** A read in the shared read buffer (lib/sharedreads.ts): taken now, or copied. */
+  private static onSharedRead(this: LegStream, chunk: Buffer): void {
+    this[LEG]!.receive(chunk, true);
   }
 
   private static onInputEnd(this: LegStream): void {

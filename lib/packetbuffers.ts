@@ -71,6 +71,16 @@ export function isRecycled(buffer: Buffer): boolean {
 }
 
 /**
+ * Lets go of the free blocks, for the collection that follows a burst
+ * (lib/quietgc.ts): ~1.6 MiB an idle daemon has no use for. The next burst
+ * makes new ones.
+ */
+export function dropFreeBlocks(): void {
+  free.length = 0;
+  freeRelay.length = 0;
+}
+
+/**
  * Gives a packet or relay buffer back. Only once nothing reads it any more:
  * for a socket, when its write callback has run (the kernel has the bytes,
  * or the write was abandoned). Each block must be given back at most once.

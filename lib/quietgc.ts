@@ -21,6 +21,7 @@
  */
 import v8 from 'node:v8';
 import type { Logger } from './logger.js';
+import { dropFreeBlocks } from './packetbuffers.js';
 import { turnBudget, type TurnBudget } from './turnbudget.js';
 
 /** Seconds without relayed bytes that count as the end of a burst. */
@@ -136,7 +137,16 @@ export function collectWhenQuiet(log: Logger, endedConnections: () => number): (
     log.warn('node runs without --expose-gc: memory freed after a burst of traffic is returned only when V8 collects by itself (docs/deploy.md)');
     return () => {};
   }
-  const collector = new QuietCollector({ gc: compacting(gc), log, endedConnections });
+  const collect = compacting(gc);
+  const collector = new QuietCollector({
+    gc: () => {
+      // The recycled packet and relay blocks go with this collection.
+      dropFreeBlocks();
+      collect();
+    },
+    log,
+    endedConnections,
+  });
   const timer = setInterval(() => collector.check(Date.now()), CHECK_INTERVAL_MS).unref();
   return () => clearInterval(timer);
 }

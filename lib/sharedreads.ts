@@ -15,14 +15,17 @@ const SHARED_READ_BYTES = 512 * 1024;
 
 let sharedBuffer: Buffer | undefined;
 
+/** Called with the socket as `this`: one function can serve many sockets (no closure per socket). */
+export type SharedReadsReceiver = (this: Readable, chunk: Buffer) => void;
+
 const RECEIVER = Symbol('sharedReadsReceiver');
-type SharedReadsSocket = Readable & { [RECEIVER]?: ((chunk: Buffer) => void) | null };
+type SharedReadsSocket = Readable & { [RECEIVER]?: SharedReadsReceiver | null };
 
 function onRead(this: SharedReadsSocket, bytes: number, buffer: Buffer): boolean {
   const receiver = this[RECEIVER];
   // Paused until a receiver takes the socket: a read without one would be lost.
   if (!receiver) return false;
-  receiver(buffer.subarray(0, bytes));
+  receiver.call(this, buffer.subarray(0, bytes));
   return true;
 }
 
@@ -76,7 +79,7 @@ interface NodeSocketInternals {
  * `receiver` from now on (and resumes it); false for any other stream,
  * whose data comes as 'data' events.
  */
-export function takeSharedReads(stream: Readable, receiver: (chunk: Buffer) => void): boolean {
+export function takeSharedReads(stream: Readable, receiver: SharedReadsReceiver): boolean {
   const socket = stream as SharedReadsSocket;
   if (socket[RECEIVER] !== null) return false;
   socket[RECEIVER] = receiver;

@@ -1,6 +1,6 @@
 // lib/packetbuffers.ts: recycled packet buffers and pooled random padding.
 import { expect } from 'chai';
-import { fillRandom, isRecycled, releasePacketBuffer, takePacketBuffer } from '../lib/packetbuffers.js';
+import { RELAY_BLOCK_BYTES, dropFreeBlocks, fillRandom, isRecycled, releasePacketBuffer, takePacketBuffer, takeRelayBuffer } from '../lib/packetbuffers.js';
 
 describe('packet buffers (lib/packetbuffers.ts)', () => {
   it('recycles a large packet buffer once it is given back', () => {
@@ -13,6 +13,28 @@ describe('packet buffers (lib/packetbuffers.ts)', () => {
     expect(second.buffer, 'the block given back is reused').to.equal(first.buffer);
     // Not given back: the next one is a different block.
     expect(takePacketBuffer(20_000).buffer).to.not.equal(second.buffer);
+  });
+
+  it('recycles a relay block given back as a view of its written part, in its own pool', () => {
+    const block = takeRelayBuffer();
+    expect(block.length).to.equal(RELAY_BLOCK_BYTES);
+    const written = block.subarray(0, 100);
+    expect(isRecycled(written)).to.equal(true);
+    releasePacketBuffer(written);
+    expect(takePacketBuffer(32_800).buffer, 'not handed out as a packet buffer').to.not.equal(block.buffer);
+    const again = takeRelayBuffer();
+    expect(again.buffer, 'the relay block given back is reused').to.equal(block.buffer);
+    expect(again.length, 'whole again').to.equal(RELAY_BLOCK_BYTES);
+  });
+
+  it('lets go of every free block after a burst (dropFreeBlocks)', () => {
+    const packet = takePacketBuffer(32_800);
+    const relay = takeRelayBuffer();
+    releasePacketBuffer(packet);
+    releasePacketBuffer(relay);
+    dropFreeBlocks();
+    expect(takePacketBuffer(32_800).buffer).to.not.equal(packet.buffer);
+    expect(takeRelayBuffer().buffer).to.not.equal(relay.buffer);
   });
 
   it('gives small and oversized packets buffers of their own, never recycled', () => {

@@ -14,9 +14,11 @@ const MiB = 1024 * 1024;
 function collector() {
   const chunks: Buffer[] = [];
   const buffers = new Set<ArrayBufferLike>();
+  const receivers = new Set<unknown>();
   let largest = 0;
   return {
-    receive: (chunk: Buffer) => {
+    receive(this: unknown, chunk: Buffer) {
+      receivers.add(this);
       buffers.add(chunk.buffer);
       largest = Math.max(largest, chunk.length);
       chunks.push(Buffer.from(chunk));
@@ -27,6 +29,10 @@ function collector() {
     },
     get largest() {
       return largest;
+    },
+    /** What `this` was in the calls: the socket, so that one function can serve many. */
+    get receivers() {
+      return receivers;
     },
   };
 }
@@ -65,6 +71,7 @@ describe('shared reads (lib/sharedreads.ts)', function () {
     expect(got.data().equals(data), 'the bytes, in order').to.equal(true);
     expect(got.buffers.size, 'every read in the one shared buffer').to.equal(1);
     expect(got.largest, 'reads larger than Node\'s 64 KiB').to.be.greaterThan(64 * 1024);
+    expect([...got.receivers], 'called on the socket').to.deep.equal([socket]);
   });
 
   it('adopts an accepted socket: reads into the shared buffer, writes, pauses, and the server counts it until it closes', async function () {
