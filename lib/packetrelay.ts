@@ -5,7 +5,7 @@
  * per packet. lib/ssh2internals.ts installs the ciphers into ssh2;
  * lib/leg.ts runs the loop.
  */
-import { createRequire } from 'node:module';
+import { loadAddon } from './addons.js';
 
 /** An outbound cipher object of the addon (opaque to JS; ssh2's wrappers call its methods). */
 export interface NativeCipher {
@@ -57,25 +57,9 @@ interface PacketRelayAddon {
     outStart: number,
     result: Float64Array,
   ): void;
-  packetLength(decipher: NativeDecipher, lengthBytes: Buffer, seqno: number): number;
 }
 
-/** Where node-gyp puts the addon (binding.gyp), from dist/lib/. */
-const ADDON_PATH = '../../build/Release/packetrelay.node';
-
-function loadAddon(): PacketRelayAddon {
-  try {
-    return createRequire(import.meta.url)(ADDON_PATH) as PacketRelayAddon;
-  } catch (err) {
-    const reason = (err as Error).message.split('\n')[0];
-    throw new Error(
-      `the packet relay addon (build/Release/packetrelay.node) does not load: ${reason}; ` +
-        '`npm ci` builds it with node-gyp, which needs python3, make and a C compiler',
-    );
-  }
-}
-
-export const packetRelay: PacketRelayAddon = loadAddon();
+export const packetRelay = loadAddon<PacketRelayAddon>('packetrelay', 'packet relay');
 
 /** The cipher classes by the names ssh2's binding exports them under. */
 export const cipherClasses = {

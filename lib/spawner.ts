@@ -14,9 +14,9 @@
  * tables as fork does. A worker thread did this before: its V8 isolate cost
  * ~10 MiB, and every running process ~2 KiB more in its heap.
  */
-import { createRequire } from 'node:module';
 import type net from 'node:net';
 import os from 'node:os';
+import { loadAddon } from './addons.js';
 import { childEnv } from './allocator.js';
 
 /** A process started with startProcess. */
@@ -59,23 +59,7 @@ interface ProcessStarterAddon {
   kill(handle: ProcessHandle, signal: number): number;
 }
 
-/** Where node-gyp puts the addon (binding.gyp), from dist/lib/. */
-const ADDON_PATH = '../../build/Release/processstarter.node';
-
-function loadAddon(): ProcessStarterAddon {
-  try {
-    return createRequire(import.meta.url)(ADDON_PATH) as ProcessStarterAddon;
-  } catch (err) {
-    // Only the reason: require's message goes on with its "Require stack".
-    const reason = (err as Error).message.split('\n')[0];
-    throw new Error(
-      `the process starter addon (build/Release/processstarter.node) does not load: ${reason}; ` +
-        '`npm ci` builds it with node-gyp, which needs python3, make and a C compiler',
-    );
-  }
-}
-
-const addon = loadAddon();
+const addon = loadAddon<ProcessStarterAddon>('processstarter', 'process starter');
 
 /** What every process started here gets: the daemon's environment without its allocator settings. */
 let childEnvironment: string[] | undefined;

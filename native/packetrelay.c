@@ -360,24 +360,6 @@ static uint32_t body_length(aead_t *dec, const unsigned char *bytes, uint32_t se
   return len;
 }
 
-/* packetLength(decipher, lengthBytes, seqno) → the whole packet's bytes on the wire (length, body, tag). */
-static napi_value packet_length(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], result;
-  unsigned char *bytes;
-  size_t len;
-  uint32_t seqno;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3 || !get_buffer(env, argv[1], &bytes, &len) || len < 4 || !get_u32(env, argv[2], &seqno)) return throw_error(env, "packetLength: invalid arguments");
-  aead_t *dec = unwrap(env, argv[0], 0);
-  if (dec == NULL) return NULL;
-  const char *error = NULL;
-  const uint32_t body = body_length(dec, bytes, seqno, &error);
-  if (error) return throw_error(env, error);
-  napi_create_uint32(env, 4 + body + TAG_LEN, &result);
-  return result;
-}
-
 /*
  * relay(chunk, start, end, decipher, inSeqno, cipher, outSeqno, forwarded, out, outStart, result)
  *   forwarded: a 256-byte table, non-zero for message types relayed unchanged
@@ -483,8 +465,6 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "ChaChaPolyDecipher", define(env, "ChaChaPolyDecipher", 2));
   napi_create_function(env, "relay", NAPI_AUTO_LENGTH, relay, NULL, &fn);
   napi_set_named_property(env, exports, "relay", fn);
-  napi_create_function(env, "packetLength", NAPI_AUTO_LENGTH, packet_length, NULL, &fn);
-  napi_set_named_property(env, exports, "packetLength", fn);
   return exports;
 }
 
