@@ -34,10 +34,10 @@ const MIN_RECYCLED_BYTES = BLOCK_BYTES >>> 1;
 const MAX_FREE_BLOCKS = 32;
 
 /**
- * Output of the packet relay loop (lib/leg.ts): the packets re-encrypted from
- * one socket chunk, written with one write. Node reads at most 64 KiB at a
- * time, and re-framing adds at most a padding block per packet: 4 KiB more
- * holds a bulk chunk's packets; a chunk of many tiny packets takes two.
+ * Output of one relay() call (lib/leg.ts): re-encrypted packets, written with
+ * one write. A read of up to 512 KiB (lib/sharedreads.ts) fills several
+ * blocks, which the corked socket sends in one writev; 68 KiB holds two
+ * 32 KiB channel packets with their framing.
  */
 export const RELAY_BLOCK_BYTES = 68 * 1024;
 /** Free relay blocks kept for reuse (544 KiB): what a few busy sockets have in flight. */

@@ -11,7 +11,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   SSH2_VERSION,
+  advanceSeqnos,
   createProtocol,
+  dispatchPayload,
+  parseOnePacket,
+  relayLoopAvailable,
+  relayRoute,
   cryptoReady,
   fastPacketCiphers,
   generateKeyPair,
@@ -435,6 +440,52 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     expect(requests.map((c) => c.args[0]), 'global requests that reached ssh2').to.deep.equal(['contract-test@example.org']);
     const seen = server.intercepted.filter((e) => e.type === MSG_GLOBAL_REQUEST).map((e) => e.seqno);
     expect(seen, 'the interceptor still saw both').to.deep.equal([seqno, seqno + 1]);
+  });
+
+  it('runs the relay loop\'s ssh2 side: the addon\'s ciphers after a key exchange, one packet at a time, split packets, dispatch, sequence numbers', async () => {
+    pair = makePair();
+    const { server, client } = pair;
+    await handshake(pair);
+    await roundTrip(pair);
+    noErrors(pair);
+    // The client's next packets as they go on the wire, kept from the server.
+    const raw = (client.proto as unknown as { _cipher: { _onWrite: (data: Buffer) => void } })._cipher;
+    const deliver = raw._onWrite;
+    const wire: Buffer[] = [];
+    raw._onWrite = (data) => wire.push(Buffer.from(data));
+    sendPayload(client.proto, Buffer.of(150, 1));
+    sendPayload(client.proto, Buffer.of(151, 2));
+    raw._onWrite = deliver;
+    const chunk = Buffer.concat(wire);
+    const first = wire[0]!.length;
+
+    // Between packets, both ciphers the addon's: a route, with the numbers ssh2 has.
+    const route = relayRoute(server.proto, client.proto);
+    expect(route, 'a route once ssh2 made the addon\'s ciphers').to.not.equal(undefined);
+    const inSeqno = route!.inSeqno;
+    expect(route!.outSeqno).to.equal(nextOutboundSeqno(client.proto));
+    const seen = () => server.intercepted.slice(-1)[0]!;
+
+    expect(parseOnePacket(server.proto, chunk, 0, chunk.length), 'stops after the first packet').to.equal(first);
+    expect([seen().type, seen().seqno]).to.deep.equal([150, inSeqno]);
+    // Part of a packet: ssh2 holds it, and there is no route until it is whole.
+    expect(parseOnePacket(server.proto, chunk, first, first + 10)).to.equal(undefined);
+    expect(relayRoute(server.proto, client.proto), 'no route while ssh2 holds part of a packet').to.equal(undefined);
+    expect(parseOnePacket(server.proto, chunk, first + 10, chunk.length)).to.equal(undefined);
+    expect([seen().type, seen().seqno]).to.deep.equal([151, (inSeqno + 1) >>> 0]);
+    expect(relayRoute(server.proto, client.proto)!.inSeqno).to.equal((inSeqno + 2) >>> 0);
+
+    // A payload the loop decrypted goes through the interceptor with the next number.
+    dispatchPayload(server.proto, Buffer.of(152, 3));
+    expect([seen().type, seen().seqno]).to.deep.equal([152, (inSeqno + 2) >>> 0]);
+    // Packets the loop relayed count in both protocols.
+    const out = nextOutboundSeqno(client.proto);
+    advanceSeqnos(server.proto, client.proto, 5);
+    expect(relayRoute(server.proto, client.proto)!.inSeqno).to.equal((inSeqno + 8) >>> 0);
+    expect(nextOutboundSeqno(client.proto)).to.equal((out + 5) >>> 0);
+    // The addon's ciphers went in before ssh2's crypto module loaded.
+    expect(relayLoopAvailable).to.equal(true);
+    noErrors(pair);
   });
 
   it('skips the handlers of a protocol whose handlers were released, and still rekeys (releaseMessageHandlers)', async () => {
