@@ -83,8 +83,11 @@ export function seqnoOfTag(leg: Leg, tag: number): number | undefined {
 /** The largest packet on the wire, length and tag included (ssh2 takes bodies up to 35000 bytes). */
 const MAX_WIRE_PACKET = 4 + 35_000 + 16;
 
-/** Relay output below this is copied out, and its relay block goes back at once. */
-const SMALL_OUTPUT_BYTES = 4096;
+/**
+ * Relay output or a backlogged read below this gets a buffer of its own
+ * (Node pools those below 4 KiB), not a relay block held for it.
+ */
+const SMALL_COPY_BYTES = 4096;
 
 /**
  * Packets forwarded from one leg to the other since the daemon started: by
@@ -371,7 +374,13 @@ export class Leg extends EventEmitter implements Backlogged {
     while (this.backlog.length > 0 && !this.budget.exhausted && !this.done) {
       const chunk = this.backlog.shift()!;
       this.backlogBytes -= chunk.length;
-      this.process(chunk);
+      if (isRecycled(chunk)) {
+        // process() copies what must outlive the block, as for a shared read.
+        this.process(chunk, true);
+        releasePacketBuffer(chunk);
+      } else {
+        this.process(chunk);
+      }
     }
     if (this.done) return false;
     if (this.backlog.length > 0) return true;
@@ -411,12 +420,33 @@ export class Leg extends EventEmitter implements Backlogged {
     if (this.done) return;
     if (this.backlog.length > 0 || this.budget.exhausted) {
       if (this.backlog.length === 0) this.budget.enqueue(this);
-      this.backlog.push(shared ? Buffer.from(chunk) : chunk);
+      if (shared) this.holdInBacklog(chunk);
+      else this.backlog.push(chunk);
       this.backlogBytes += chunk.length;
       if (this.backlogBytes > MAX_BACKLOG_BYTES) this.input.pause();
       return;
     }
     this.process(chunk, shared);
+  }
+
+  /**
+   * Copies a chunk of the shared read buffer into the backlog. Large ones go
+   * into recycled relay blocks: with 100 busy sessions most reads arrive
+   * after the turn's budget is spent, and a fresh buffer for each was about
+   * one byte of external memory per byte forwarded, which set off a full
+   * collection every ~64 MB (bench/README.md, twentieth session).
+   */
+  private holdInBacklog(chunk: Buffer): void {
+    if (chunk.length < SMALL_COPY_BYTES) {
+      this.backlog.push(Buffer.from(chunk));
+      return;
+    }
+    for (let p = 0; p < chunk.length; ) {
+      const block = takeRelayBuffer();
+      const copied = chunk.copy(block, 0, p);
+      this.backlog.push(block.subarray(0, copied));
+      p += copied;
+    }
   }
 
   /** `shared`: `chunk` lies in the shared read buffer and must not be kept. */
@@ -561,7 +591,7 @@ export class Leg extends EventEmitter implements Backlogged {
 
   /** Writes the relay loop's output (`length` bytes of a relay block) and sees that the block goes back. */
   private writeRelayed(out: Buffer, length: number): void {
-    if (length >= SMALL_OUTPUT_BYTES) {
+    if (length >= SMALL_COPY_BYTES) {
       this.write(out.subarray(0, length));
       return;
     }

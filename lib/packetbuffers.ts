@@ -40,18 +40,34 @@ const MAX_FREE_BLOCKS = 32;
  * 32 KiB channel packets with their framing.
  */
 export const RELAY_BLOCK_BYTES = 68 * 1024;
-/** Free relay blocks kept for reuse (544 KiB): what a few busy sockets have in flight. */
-const MAX_FREE_RELAY_BLOCKS = 8;
+/**
+ * Free relay blocks kept for reuse, up to 34 MiB. With 100 busy sessions
+ * several hundred are in use at once (writes queued towards sshd, reads
+ * held for a later turn); kept only 8, the daemon made a new 68 KiB block
+ * for most of them, and the external memory set off a full collection every
+ * ~64 MB (bench/README.md, twentieth session). The quiet collection after a
+ * burst drops them (dropFreeBlocks).
+ */
+const MAX_FREE_RELAY_BLOCKS = 512;
 
 const free: ArrayBuffer[] = [];
 const freeRelay: ArrayBuffer[] = [];
 /** Blocks this module made: only they are taken back. */
 const blocks = new WeakSet<ArrayBuffer>();
 
+/** Relay blocks made since start (see relayBlockStats). */
+let relayBlocksMade = 0;
+
 function newBlock(bytes: number): ArrayBuffer {
   const block = new ArrayBuffer(bytes);
   blocks.add(block);
+  if (bytes === RELAY_BLOCK_BYTES) relayBlocksMade++;
   return block;
+}
+
+/** Relay blocks made since start, and free now: a block taken and given back is made once. */
+export function relayBlockStats(): { made: number; free: number } {
+  return { made: relayBlocksMade, free: freeRelay.length };
 }
 
 /** A buffer of `length` bytes with unspecified contents for one outgoing packet. */
@@ -72,7 +88,7 @@ export function isRecycled(buffer: Buffer): boolean {
 
 /**
  * Lets go of the free blocks, for the collection that follows a burst
- * (lib/quietgc.ts): ~1.6 MiB an idle daemon has no use for. The next burst
+ * (lib/quietgc.ts): up to ~36 MiB an idle daemon has no use for. The next burst
  * makes new ones.
  */
 export function dropFreeBlocks(): void {

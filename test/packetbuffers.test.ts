@@ -1,6 +1,6 @@
 // lib/packetbuffers.ts: recycled packet buffers and pooled random padding.
 import { expect } from 'chai';
-import { RELAY_BLOCK_BYTES, dropFreeBlocks, fillRandom, isRecycled, releasePacketBuffer, takePacketBuffer, takeRelayBuffer } from '../lib/packetbuffers.js';
+import { RELAY_BLOCK_BYTES, dropFreeBlocks, fillRandom, isRecycled, relayBlockStats, releasePacketBuffer, takePacketBuffer, takeRelayBuffer } from '../lib/packetbuffers.js';
 
 describe('packet buffers (lib/packetbuffers.ts)', () => {
   it('recycles a large packet buffer once it is given back', () => {
@@ -25,6 +25,20 @@ describe('packet buffers (lib/packetbuffers.ts)', () => {
     const again = takeRelayBuffer();
     expect(again.buffer, 'the relay block given back is reused').to.equal(block.buffer);
     expect(again.length, 'whole again').to.equal(RELAY_BLOCK_BYTES);
+  });
+
+  it('keeps up to 512 relay blocks free, so hundreds in use at once are made only once', () => {
+    dropFreeBlocks();
+    const before = relayBlockStats();
+    const inUse = Array.from({ length: 600 }, () => takeRelayBuffer());
+    expect(relayBlockStats().made - before.made).to.equal(600);
+    for (const block of inUse) releasePacketBuffer(block);
+    expect(relayBlockStats().free, 'the rest is left to the collector').to.equal(512);
+    const again = Array.from({ length: 512 }, () => takeRelayBuffer());
+    expect(relayBlockStats().made - before.made, 'none made for the second round').to.equal(600);
+    for (const block of again) releasePacketBuffer(block);
+    dropFreeBlocks();
+    expect(relayBlockStats().free).to.equal(0);
   });
 
   it('lets go of every free block after a burst (dropFreeBlocks)', () => {

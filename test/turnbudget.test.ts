@@ -5,7 +5,9 @@ import { expect } from 'chai';
 import net from 'node:net';
 import { clientOffer, hostKeyAlgorithms, serverOffer } from '../lib/algorithms.js';
 import { Leg, OWN_PACKET } from '../lib/leg.js';
+import { dropFreeBlocks, relayBlockStats } from '../lib/packetbuffers.js';
 import { MAX_CHANNEL_PACKET } from '../lib/relay.js';
+import { adoptWithSharedReads } from '../lib/sharedreads.js';
 import { generateKeyPair, parseKey } from '../lib/ssh2internals.js';
 import { TurnBudget, type Backlogged } from '../lib/turnbudget.js';
 import { waitFor } from './helpers/wait.js';
@@ -66,16 +68,19 @@ describe('turn budget', () => {
   });
 });
 
-/** A connected pair of loopback TCP sockets. */
-async function socketPair(): Promise<[net.Socket, net.Socket]> {
-  const server = net.createServer();
+/**
+ * A connected pair of loopback TCP sockets. `sharedReads`: the accepted one
+ * reads into the shared buffer, as the daemon's client sockets do.
+ */
+async function socketPair(sharedReads: boolean): Promise<[net.Socket, net.Socket]> {
+  const server = net.createServer({ pauseOnConnect: sharedReads });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
   const connecting = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
   await new Promise((resolve) => connecting.once('connect', resolve));
   const socket = await accepted;
   server.close();
-  return [connecting, socket];
+  return [connecting, sharedReads ? adoptWithSharedReads(socket) : socket];
 }
 
 /** A budget the test can hold spent (every chunk then goes to a backlog) and release. */
@@ -96,10 +101,10 @@ class HeldBudget extends TurnBudget {
 }
 
 /** Two Legs over a loopback TCP connection, handshaken, with the server side's payloads recorded. */
-async function legPair(budget: TurnBudget): Promise<{ client: Leg; server: Leg; clientSocket: net.Socket; received: number[]; close(): void }> {
+async function legPair(budget: TurnBudget, sharedReads = false): Promise<{ client: Leg; server: Leg; clientSocket: net.Socket; received: number[]; close(): void }> {
   const hostKey = parseKey(generateKeyPair('ed25519').private);
   if (hostKey instanceof Error) throw hostKey;
-  const [clientSocket, serverSocket] = await socketPair();
+  const [clientSocket, serverSocket] = await socketPair(sharedReads);
   const server = new Leg({
     name: 'client', // the daemon's client-facing leg: an SSH server
     input: serverSocket,
@@ -217,6 +222,31 @@ describe('a leg under the turn budget', function () {
       await waitFor(() => legEndedAt >= 0 || undefined, { timeoutMs: 10_000, what: 'the leg to end' });
       expect(legEndedAt).to.equal(some.length);
       expect(pair.received).to.deep.equal(some);
+    } finally {
+      pair.close();
+    }
+  });
+
+  it('holds shared reads in recycled relay blocks while the budget is spent, and gives every block back', async () => {
+    const budget = new HeldBudget(BUDGET);
+    const pair = await legPair(budget, true);
+    // Other tests' free blocks could fill the pool to its bound, past which blocks are not kept.
+    dropFreeBlocks();
+    try {
+      for (const round of [0, 1]) {
+        const before = relayBlockStats();
+        const received = pair.received.length;
+        budget.hold();
+        for (const n of all) pair.client.send(numbered(round * BURST + n), OWN_PACKET);
+        await waitFor(() => pair.server.input.isPaused() || undefined, { timeoutMs: 10_000, what: 'a full backlog' });
+        const held = relayBlockStats();
+        expect(held.made - before.made + before.free - held.free, `round ${round}: relay blocks holding the backlog`).to.be.greaterThan(0);
+        budget.release();
+        await waitFor(() => pair.received.length === received + BURST || undefined, { timeoutMs: 20_000, what: 'the whole burst' });
+        expect(pair.received.slice(received)).to.deep.equal(all.map((n) => round * BURST + n));
+        const after = relayBlockStats();
+        expect(after.free, `round ${round}: every block made or taken is free again`).to.equal(before.free + after.made - before.made);
+      }
     } finally {
       pair.close();
     }
