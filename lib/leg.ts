@@ -418,7 +418,9 @@ export class Leg extends EventEmitter implements Backlogged {
   /** `shared`: `chunk` lies in the shared read buffer (lib/sharedreads.ts), to be taken now or copied. */
   private receive(chunk: Buffer, shared = false): void {
     if (this.done) return;
-    if (this.backlog.length > 0 || this.budget.exhausted) {
+    // A small chunk (a keystroke, a window adjustment) costs little and goes
+    // through even once the budget is spent, unless older chunks wait.
+    if (this.backlog.length > 0 || (this.budget.exhausted && chunk.length >= SMALL_COPY_BYTES)) {
       if (this.backlog.length === 0) this.budget.enqueue(this);
       if (shared) this.holdInBacklog(chunk);
       else this.backlog.push(chunk);

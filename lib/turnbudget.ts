@@ -8,7 +8,8 @@
  * keystroke waited behind everyone else's bulk data.
  *
  * Legs charge the bytes they process to one budget per turn. A chunk that
- * arrives once the budget is spent goes to its leg's backlog instead; the
+ * arrives once the budget is spent goes to its leg's backlog instead (unless
+ * it is small and nothing waits before it: lib/leg.ts receive); the
  * budget drains backlogs round-robin at the end of each turn, up to a
  * budget's worth, and leaves the rest for the next turn. Between two of
  * those the loop polls again: it accepts, and reads what has arrived.

@@ -252,6 +252,37 @@ describe('a leg under the turn budget', function () {
     }
   });
 
+  it('processes a small chunk at once, budget spent or not, unless older chunks wait', async () => {
+    const budget = new HeldBudget(BUDGET);
+    const pair = await legPair(budget, true);
+    try {
+      budget.hold();
+      // A keystroke-sized packet: one read of well under SMALL_COPY_BYTES.
+      const small = Buffer.alloc(64);
+      small[0] = CHANNEL_DATA;
+      small.writeUInt32BE(7, 1);
+      pair.client.send(small, OWN_PACKET);
+      await waitFor(() => pair.received.length === 1 || undefined, { timeoutMs: 5000, what: 'the small packet' });
+      expect(pair.received).to.deep.equal([7]);
+      // Behind a backlog, a small chunk waits its turn: order comes first.
+      const backlogBytes = () => (pair.server as unknown as { backlogBytes: number }).backlogBytes;
+      const heldBytes = pair.server.bytesIn;
+      for (const n of [0, 1, 2]) pair.client.send(numbered(n), OWN_PACKET);
+      await waitFor(() => backlogBytes() >= 3 * MAX_CHANNEL_PACKET || undefined, { timeoutMs: 5000, what: 'a backlog' });
+      const before = backlogBytes();
+      small.writeUInt32BE(8, 1);
+      pair.client.send(small, OWN_PACKET);
+      await waitFor(() => backlogBytes() > before || undefined, { timeoutMs: 5000, what: 'the small packet, backlogged' });
+      expect(pair.received, 'nothing past the backlog').to.deep.equal([7]);
+      expect(pair.server.bytesIn).to.equal(heldBytes);
+      budget.release();
+      await waitFor(() => pair.received.length === 5 || undefined, { timeoutMs: 5000, what: 'the rest' });
+      expect(pair.received).to.deep.equal([7, 0, 1, 2, 8]);
+    } finally {
+      pair.close();
+    }
+  });
+
   it('keeps reading paused while the relay holds it back, even once its backlog is empty', async () => {
     const budget = new HeldBudget(BUDGET);
     const pair = await legPair(budget);
