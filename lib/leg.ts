@@ -13,6 +13,7 @@ import type { Readable, Writable } from 'node:stream';
 import { isRecycled, releasePacketBuffer, takePacketBuffer, takeRelayBuffer } from './packetbuffers.js';
 import { MSG } from './messages.js';
 import { packetRelay, ResultSlot, Stop } from './packetrelay.js';
+import { acknowledgeNow } from './quickack.js';
 import { takeSharedReads } from './sharedreads.js';
 import { turnBudget, type Backlogged, type TurnBudget } from './turnbudget.js';
 import {
@@ -418,6 +419,8 @@ export class Leg extends EventEmitter implements Backlogged {
   /** `shared`: `chunk` lies in the shared read buffer (lib/sharedreads.ts), to be taken now or copied. */
   private receive(chunk: Buffer, shared = false): void {
     if (this.done) return;
+    // Logging in: no delayed ACK for the peer's Nagle to wait on (lib/quickack.ts).
+    if (this.handler === undefined) acknowledgeNow(this.input);
     // A small chunk (a keystroke, a window adjustment) costs little and goes
     // through even once the budget is spent, unless older chunks wait.
     if (this.backlog.length > 0 || (this.budget.exhausted && chunk.length >= SMALL_COPY_BYTES)) {

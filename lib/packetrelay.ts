@@ -57,6 +57,8 @@ interface PacketRelayAddon {
     outStart: number,
     result: Float64Array,
   ): void;
+  /** TCP_QUICKACK on socket `fd`; false if the socket does not take it (lib/quickack.ts). */
+  quickAck(fd: number): boolean;
 }
 
 export const packetRelay = loadAddon<PacketRelayAddon>('packetrelay', 'packet relay');
