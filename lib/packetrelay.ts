@@ -3,7 +3,7 @@
  * for those of ssh2's binding, and a loop that relays channel packets from
  * one leg's socket chunk to the other leg's cipher without a JavaScript call
  * per packet. lib/ssh2internals.ts installs the ciphers into ssh2;
- * lib/leg.ts runs the loop.
+ * lib/leg.ts runs the loop. It also has TCP_QUICKACK for lib/quickack.ts.
  */
 import { loadAddon } from './addons.js';
 

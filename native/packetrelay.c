@@ -22,6 +22,9 @@
  *
  * Errors throw, with the messages ssh2 uses ("Bad packet length", "Invalid
  * MAC"): the leg then fails as it would have in ssh2.
+ *
+ * quickAck() is the one socket call the legs need that Node does not offer:
+ * TCP_QUICKACK while a connection logs in (lib/quickack.ts).
  */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
