@@ -421,9 +421,7 @@ export class Leg extends EventEmitter implements Backlogged {
     if (this.done) return;
     // Logging in: no delayed ACK for the peer's Nagle to wait on (lib/quickack.ts).
     if (this.handler === undefined) acknowledgeNow(this.input);
-    // A small chunk (a keystroke, a window adjustment) costs little and goes
-    // through even once the budget is spent, unless older chunks wait.
-    if (this.backlog.length > 0 || (this.budget.exhausted && chunk.length >= SMALL_COPY_BYTES)) {
+    if (this.backlog.length > 0 || this.budget.mustWait(chunk.length)) {
       if (this.backlog.length === 0) this.budget.enqueue(this);
       if (shared) this.holdInBacklog(chunk);
       else this.backlog.push(chunk);

@@ -9,7 +9,7 @@
  *
  * Legs charge the bytes they process to one budget per turn. A chunk that
  * arrives once the budget is spent goes to its leg's backlog instead (unless
- * it is small and nothing waits before it: lib/leg.ts receive); the
+ * it is small and nothing of its leg waits before it: mustWait); the
  * budget drains backlogs round-robin at the end of each turn, up to a
  * budget's worth, and leaves the rest for the next turn. Between two of
  * those the loop polls again: it accepts, and reads what has arrived.
@@ -20,6 +20,9 @@ export interface Backlogged {
   /** Processes waiting chunks while the budget lasts; true if some are left. */
   drainBacklog(): boolean;
 }
+
+/** Chunks below this are processed in the turn they arrive, budget or not. */
+export const SMALL_CHUNK_BYTES = 4096;
 
 export class TurnBudget {
   /** Bytes processed since start, over all turns (lib/quietgc.ts watches it). */
@@ -33,6 +36,15 @@ export class TurnBudget {
   /** True once this turn's bytes are used up: what arrives now waits for a later turn. */
   get exhausted(): boolean {
     return this.spent >= this.bytesPerTurn;
+  }
+
+  /**
+   * Whether a chunk of `bytes` that nothing waits before must wait for a
+   * later turn. A small one (a keystroke, a window adjustment) costs little
+   * and is processed even once the budget is spent.
+   */
+  mustWait(bytes: number): boolean {
+    return this.exhausted && bytes >= SMALL_CHUNK_BYTES;
   }
 
   /** Counts bytes processed in this turn. */

@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { OWN_PACKET } from '../lib/leg.js';
 import { dropFreeBlocks, relayBlockStats } from '../lib/packetbuffers.js';
 import { MAX_CHANNEL_PACKET } from '../lib/relay.js';
-import { TurnBudget, type Backlogged } from '../lib/turnbudget.js';
+import { SMALL_CHUNK_BYTES, TurnBudget, type Backlogged } from '../lib/turnbudget.js';
 import { CHANNEL_DATA, legPair, numbered } from './helpers/legs.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -39,6 +39,16 @@ describe('turn budget', () => {
     expect(budget.exhausted).to.equal(true);
     await turns(1);
     expect(budget.exhausted).to.equal(false);
+  });
+
+  it('lets a chunk under SMALL_CHUNK_BYTES through a spent budget, and no larger one', async () => {
+    const budget = new TurnBudget(100);
+    expect(budget.mustWait(1 << 20), 'budget left').to.equal(false);
+    budget.charge(100);
+    expect(budget.mustWait(SMALL_CHUNK_BYTES - 1)).to.equal(false);
+    expect(budget.mustWait(SMALL_CHUNK_BYTES)).to.equal(true);
+    await turns(1);
+    expect(budget.mustWait(SMALL_CHUNK_BYTES), 'renewed').to.equal(false);
   });
 
   it('serves backlogs round-robin: readers a turn did not reach go first next turn', async () => {
@@ -168,7 +178,7 @@ describe('a leg under the turn budget', function () {
     const pair = await legPair(budget, true);
     try {
       budget.hold();
-      // A keystroke-sized packet: one read of well under SMALL_COPY_BYTES.
+      // A keystroke-sized packet: one read of well under SMALL_CHUNK_BYTES.
       const small = Buffer.alloc(64);
       small[0] = CHANNEL_DATA;
       small.writeUInt32BE(7, 1);
