@@ -16,7 +16,8 @@
     {
       "target_name": "packetrelay",
       "sources": [
-        "native/packetrelay.c"
+        "native/packetrelay.c",
+        "native/socketrelay.c"
       ],
       "defines": [
         "NAPI_VERSION=8"

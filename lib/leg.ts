@@ -6,15 +6,22 @@
  * ssh2's, so that it knows the sequence number every forwarded packet gets.
  * It remembers which source packet each sent packet came from, so that an
  * SSH_MSG_UNIMPLEMENTED from its peer can be mapped back (RFC 4253 §11.4).
+ *
+ * Once the relay runs, channel packets take the relay loop in native code
+ * (relayChunk), and bulk data moves each direction onto the sockets
+ * (relayOnSockets, lib/socketrelay.ts) until something other than bulk
+ * data comes.
  */
 import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
+import util from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { isRecycled, releasePacketBuffer, takePacketBuffer, takeRelayBuffer } from './packetbuffers.js';
 import { MSG } from './messages.js';
 import { packetRelay, ResultSlot, Stop } from './packetrelay.js';
 import { acknowledgeNow } from './quickack.js';
-import { takeSharedReads } from './sharedreads.js';
+import { socketFd, takeSharedReads } from './sharedreads.js';
+import { handedBack, SOCKET_RELAY_MIN_READ, SocketRelay, SocketRelayStat, SocketRelayStop } from './socketrelay.js';
 import { turnBudget, type Backlogged, type TurnBudget } from './turnbudget.js';
 import {
   advanceSeqnos,
@@ -97,6 +104,9 @@ const SMALL_COPY_BYTES = 4096;
  * run). Exported as a metric: the share tells whether users get the loop.
  */
 export const forwardedPackets = { relayLoop: 0, oneByOne: 0 };
+
+/** No split packet held. */
+const EMPTY = Buffer.alloc(0);
 
 /** What relay() reports; one call at a time. */
 const relayResult = new Float64Array(5);
@@ -186,11 +196,12 @@ export class Leg extends EventEmitter implements Backlogged {
   readonly output: Writable;
   /** Increments each time strict KEX restarts the sequence numbers. */
   epoch = 0;
-  /** Bytes received and sent on this leg's stream. */
-  bytesIn = 0;
-  bytesOut = 0;
   /** Set by the relay: the other leg's output, corked while a chunk is parsed. */
   peerOutput?: Writable;
+
+  /** Bytes received and sent on this leg's stream through Node (the socket relays count theirs). */
+  private receivedBytes = 0;
+  private sentBytes = 0;
 
   private handler?: PayloadHandler;
   /**
@@ -220,12 +231,33 @@ export class Leg extends EventEmitter implements Backlogged {
   /** True while ssh2 parses a chunk: freeing its native ciphers then would be a use-after-free. */
   private parsing = false;
   private cleanupPending = false;
+  /** Relays this leg's input to the peer's socket in the addon while `onSockets` (lib/socketrelay.ts). */
+  private socketRelay?: SocketRelay;
+  private onSockets = false;
+  /** The peer leg while `onSockets`. */
+  private socketPeer?: Leg;
+  /** The sequence numbers in and out when the socket relay started. */
+  private socketStartSeqnos = [0, 0];
+  /**
+   * The leg whose socket relay writes into this leg's socket, with this
+   * leg's cipher: it stops before this leg's ssh2 sends or parses anything
+   * (beforeSsh2), and before anything else is written here.
+   */
+  private feeder?: Leg;
+  /** The stats of the leg that relays into this one on the sockets, once it has (its bytes out are ours). */
+  private feederStats?: Float64Array;
   /**
    * Whether written packet buffers can be recycled: a socket is done with a
    * buffer when its write callback runs. Other streams (in-memory pairs in
    * tests) may pass the same buffer on to a reader.
    */
   private readonly recycles: boolean;
+  /**
+   * Whether the input reads into the shared buffer (lib/sharedreads.ts):
+   * only such a socket stops reading at once when paused, which a socket
+   * relay needs (another one reads ahead into its stream buffer).
+   */
+  private readonly sharedReads: boolean;
 
   constructor(options: LegOptions) {
     super();
@@ -272,7 +304,8 @@ export class Leg extends EventEmitter implements Backlogged {
     // stream: six closures per leg were ~340 bytes of every idle session.
     (this.input as LegStream)[LEG] = this;
     (this.output as LegStream)[LEG] = this;
-    if (!takeSharedReads(this.input, Leg.onSharedRead)) this.input.on('data', Leg.onInputData);
+    this.sharedReads = takeSharedReads(this.input, Leg.onSharedRead);
+    if (!this.sharedReads) this.input.on('data', Leg.onInputData);
     this.input.on('end', Leg.onInputEnd);
     this.input.on('close', Leg.onInputEnd);
     this.input.on('error', Leg.onStreamError);
@@ -305,6 +338,16 @@ export class Leg extends EventEmitter implements Backlogged {
     this.proto.start?.();
   }
 
+  /** Bytes received on this leg's stream, the socket relay's included. */
+  get bytesIn(): number {
+    return this.receivedBytes + (this.socketRelay?.stats[SocketRelayStat.BytesIn] ?? 0);
+  }
+
+  /** Bytes sent on this leg's stream, the peer's socket relay's included. */
+  get bytesOut(): number {
+    return this.sentBytes + (this.feederStats?.[SocketRelayStat.BytesOut] ?? 0);
+  }
+
   /**
    * Hands every later non-kex payload to `handler` (the relay), which takes
    * all of them: the handlers the protocol was created with (authentication)
@@ -327,12 +370,114 @@ export class Leg extends EventEmitter implements Backlogged {
   }
 
   /**
+   * Moves the relay of this leg's input onto the sockets (lib/socketrelay.ts)
+   * if it can go there now: the relay loop's route to the peer is open,
+   * nothing of this leg waits (a backlog, the end of its input), the input
+   * is a shared-reads socket, and Node holds nothing to write to the
+   * peer's socket (what is queued there goes first). Called after a large
+   * read was processed: bulk data.
+   */
+  private relayOnSockets(): void {
+    const peer = this.direct?.peer;
+    if (peer === undefined || this.onSockets || this.done || peer.done || this.backlog.length > 0 || this.endAfterBacklog) return;
+    // Not `congested`: every write over the high-water mark reports it, even one the socket took whole.
+    if (peer.feeder !== undefined || peer.output.writableLength > 0 || this.handler === undefined) return;
+    if (!this.sharedReads) return;
+    const inFd = socketFd(this.input);
+    const outFd = socketFd(peer.output);
+    const route = relayRoute(this.proto, peer.proto);
+    if (inFd === undefined || outFd === undefined || route === undefined) return;
+    this.socketRelay ??= new SocketRelay((code, a, b, c) => this.socketRelayStopped(code, a, b, c));
+    try {
+      this.socketRelay.start(inFd, outFd, route.decipher, route.inSeqno, route.cipher, route.outSeqno, this.direct!.forwardedTypes, this.pending ?? EMPTY, this.pendingBytes);
+    } catch {
+      // Out of descriptors, say: Node goes on reading as before.
+      return;
+    }
+    this.releasePending();
+    this.socketStartSeqnos = [route.inSeqno, route.outSeqno];
+    this.onSockets = true;
+    this.socketPeer = peer;
+    peer.feeder = this;
+    peer.feederStats = this.socketRelay.stats;
+    this.input.pause();
+  }
+
+  /**
+   * Takes the relay of this leg's input back from the socket relay (if it
+   * runs): the output it could not write yet goes out first, the sequence
+   * numbers and the packets it relayed are counted into both protocols,
+   * the start of a split packet is held as the relay loop would, and Node
+   * reads the input again.
+   */
+  private stopSocketRelay(): void {
+    if (!this.onSockets) return;
+    const relay = this.socketRelay!;
+    const peer = this.socketPeer!;
+    this.onSockets = false;
+    this.socketPeer = undefined;
+    peer.feeder = undefined;
+    const pending = takePacketBuffer(MAX_WIRE_PACKET);
+    const unsent = relay.stop(pending);
+    if (unsent !== null && !peer.done && !peer.output.write(unsent)) peer.emit('congested');
+    const [inStart, outStart] = this.socketStartSeqnos;
+    const count = (relay.stats[SocketRelayStat.InSeqno]! - inStart!) >>> 0;
+    if (count > 0) {
+      for (let i = Math.max(0, count - SENT_PACKETS_REMEMBERED); i < count; i++) peer.sent.record((outStart! + i) >>> 0, sourceTag(this, (inStart! + i) >>> 0));
+      advanceSeqnos(this.proto, peer.proto, count);
+    }
+    const held = relay.stats[SocketRelayStat.Pending]!;
+    if (held > 0 && !this.done) {
+      this.pending = pending;
+      this.pendingBytes = held;
+    } else {
+      releasePacketBuffer(pending);
+    }
+    if (!this.done && !this.congested) this.input.resume();
+  }
+
+  /** The socket relay stopped by itself (SocketRelayStop says why). */
+  private socketRelayStopped(code: SocketRelayStop, a: number | string, b: number, c: number): void {
+    const peer = this.socketPeer;
+    try {
+      this.stopSocketRelay();
+      if (this.done) return;
+      switch (code) {
+        case SocketRelayStop.OtherType:
+          // The rest of the read, from a packet only ssh2 or the relay's table can take.
+          this.process(handedBack(a as number, b), true, c);
+          break;
+        case SocketRelayStop.End:
+          // Node's next read sees the end too, and ends the leg as ever.
+          break;
+        case SocketRelayStop.ReadError:
+          this.fail(new Error(`read ${util.getSystemErrorName(a as number)}`));
+          break;
+        case SocketRelayStop.WriteError:
+          peer?.fail(new Error(`write ${util.getSystemErrorName(a as number)}`));
+          break;
+        case SocketRelayStop.ProtocolError:
+          this.fail(new Error(a as string));
+          break;
+      }
+    } catch (err) {
+      if (!this.done) this.fail(err as Error);
+    }
+  }
+
+  /** Stops the socket relay writing into this leg before ssh2 uses this leg's cipher or protocol state. */
+  private beforeSsh2(): void {
+    this.feeder?.stopSocketRelay();
+  }
+
+  /**
    * Sends a payload, or queues it while this leg is in a key exchange.
    * `tag` identifies the source packet for UNIMPLEMENTED remapping
    * (OWN_PACKET for the proxy's own messages).
    */
   send(payload: Buffer, tag: number): void {
     if (this.done) return;
+    this.beforeSsh2();
     if (inKeyExchange(this.proto)) {
       // The payload may point into a socket chunk; keep a copy of our own.
       this.queue.push({ payload: Buffer.from(payload), tag });
@@ -350,6 +495,7 @@ export class Leg extends EventEmitter implements Backlogged {
   /** Sends a payload at once, even during a key exchange (DISCONNECT only). */
   sendUrgent(payload: Buffer): void {
     if (this.done) return;
+    this.beforeSsh2();
     sendPayloadBypassingKex(this.proto, payload);
   }
 
@@ -367,7 +513,7 @@ export class Leg extends EventEmitter implements Backlogged {
   resume(): void {
     this.congested = false;
     // Over its bound, the backlog pauses the input again at the next chunk (receive).
-    this.input.resume();
+    if (!this.onSockets) this.input.resume();
   }
 
   /** Processes backlogged chunks while this turn's budget lasts; true if some are left. */
@@ -386,13 +532,15 @@ export class Leg extends EventEmitter implements Backlogged {
     if (this.done) return false;
     if (this.backlog.length > 0) return true;
     if (this.endAfterBacklog) this.finish('end');
-    else if (!this.congested) this.input.resume();
+    else if (!this.congested && !this.onSockets) this.input.resume();
     return false;
   }
 
   /** Stops processing; the owner closes the streams. */
   shutdown(): void {
     if (this.done) return;
+    this.stopSocketRelay();
+    this.feeder?.stopSocketRelay();
     this.done = true;
     this.handler = undefined;
     this.direct = undefined;
@@ -452,18 +600,27 @@ export class Leg extends EventEmitter implements Backlogged {
     }
   }
 
-  /** `shared`: `chunk` lies in the shared read buffer and must not be kept. */
-  private process(chunk: Buffer, shared = false): void {
+  /**
+   * `shared`: `chunk` lies in the shared read buffer and must not be kept.
+   * `decryptedBody`: the first packet is decrypted in place already, with
+   * this body length (what a socket relay hands back).
+   */
+  private process(chunk: Buffer, shared = false, decryptedBody = 0): void {
     this.budget.charge(chunk.length);
-    this.bytesIn += chunk.length;
+    // The socket relay counted what it hands back when it read it.
+    if (decryptedBody === 0) this.receivedBytes += chunk.length;
     // Batch what one chunk produces on the other leg into few writes.
     const peer = this.peerOutput;
     peer?.cork();
     this.parsing = true;
     try {
-      if (this.direct !== undefined) this.relayChunk(chunk, this.direct.peer, shared);
-      else if (shared) this.proto.parse(Buffer.from(chunk), 0, chunk.length);
-      else this.proto.parse(chunk, 0, chunk.length);
+      if (this.direct !== undefined) {
+        this.relayChunk(chunk, this.direct.peer, shared, decryptedBody);
+      } else {
+        this.beforeSsh2();
+        if (shared) this.proto.parse(Buffer.from(chunk), 0, chunk.length);
+        else this.proto.parse(chunk, 0, chunk.length);
+      }
     } catch (err) {
       // After a shutdown in mid-chunk, ssh2 may throw on what follows: moot.
       if (!this.done) this.fail(err as Error);
@@ -475,6 +632,7 @@ export class Leg extends EventEmitter implements Backlogged {
         this.proto.cleanup();
       }
     }
+    if (chunk.length >= SOCKET_RELAY_MIN_READ) this.relayOnSockets();
   }
 
   /**
@@ -482,15 +640,20 @@ export class Leg extends EventEmitter implements Backlogged {
    * and through ssh2 one packet at a time where not (a cipher that is not
    * AEAD, the peer in a key exchange, or ssh2 holding part of a packet).
    */
-  private relayChunk(chunk: Buffer, peer: Leg, shared: boolean): void {
+  private relayChunk(chunk: Buffer, peer: Leg, shared: boolean, decryptedBody: number): void {
     let p = 0;
     let end = chunk.length;
-    if (this.pending !== undefined) {
+    if (decryptedBody > 0) {
+      // Handed back by the socket relay: no split packet is held then.
+      this.dispatch(chunk.subarray(5, 4 + decryptedBody - chunk[4]!), true);
+      p = 4 + decryptedBody + 16;
+    } else if (this.pending !== undefined) {
       const route = peer.done ? undefined : relayRoute(this.proto, peer.proto);
       if (route === undefined) {
         // ssh2 takes over the split packet; it may keep views of what it parses.
         const held = Buffer.from(this.pending.subarray(0, this.pendingBytes));
         this.releasePending();
+        this.beforeSsh2();
         this.proto.parse(held, 0, held.length);
       } else {
         p = this.completePending(chunk, route, peer);
@@ -507,6 +670,7 @@ export class Leg extends EventEmitter implements Backlogged {
           end = chunk.length;
           shared = false;
         }
+        this.beforeSsh2();
         const next = parseOnePacket(this.proto, chunk, p, end);
         if (next === undefined) return;
         p = next;
@@ -567,15 +731,20 @@ export class Leg extends EventEmitter implements Backlogged {
           continue;
         case Stop.OtherType: {
           const bodyLength = relayResult[ResultSlot.BodyLength]!;
-          const payload = buf.subarray(next + 5, next + 4 + bodyLength - buf[next + 4]!);
-          // ssh2 may keep views of a payload (KEXINIT): not of a buffer that is reused.
-          dispatchPayload(this.proto, reused ? Buffer.from(payload) : payload);
+          this.dispatch(buf.subarray(next + 5, next + 4 + bodyLength - buf[next + 4]!), reused);
           return next + 4 + bodyLength + 16;
         }
         default:
           return -next - 1;
       }
     }
+  }
+
+  /** Hands a payload the relay loop decrypted to ssh2; `reused`: it lies in a buffer that is reused. */
+  private dispatch(payload: Buffer, reused: boolean): void {
+    this.beforeSsh2();
+    // ssh2 may keep views of a payload (KEXINIT): not of a buffer that is reused.
+    dispatchPayload(this.proto, reused ? Buffer.from(payload) : payload);
   }
 
   /** Holds `chunk[start, end)`, the start of a packet, until the next chunk. */
@@ -604,7 +773,9 @@ export class Leg extends EventEmitter implements Backlogged {
 
   private write(data: Buffer): void {
     if (this.done) return;
-    this.bytesOut += data.length;
+    // Only reached with a feeder if a send did not go through beforeSsh2: keep the bytes in order at least.
+    this.feeder?.stopSocketRelay();
+    this.sentBytes += data.length;
     const release = this.recycles && isRecycled(data) ? () => releasePacketBuffer(data) : undefined;
     if (!this.output.write(data, release)) this.emit('congested');
   }

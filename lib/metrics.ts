@@ -8,6 +8,7 @@ import type net from 'node:net';
 import client from 'prom-client';
 import type { HubEndpoint } from './hub.js';
 import { forwardedPackets } from './leg.js';
+import { socketRelayTotals } from './socketrelay.js';
 import { formatListenAddress, type Logger } from './logger.js';
 
 /** Channel types counted by name; anything else is "other". */
@@ -73,16 +74,18 @@ export class Metrics {
     registers: [this.registry],
     collect: () => this.syncBytes(),
   });
-  private readonly packetsReported = { relayLoop: 0, oneByOne: 0 };
+  private readonly packetsReported = { relayLoop: 0, oneByOne: 0, socketRelay: 0 };
   readonly packetsForwarded = new client.Counter({
     name: 'jupyter_ssh_proxy_packets_forwarded_total',
-    help: 'Packets forwarded between the legs by path (relay_loop: the native loop; ssh2: one by one)',
+    help: 'Packets forwarded between the legs by path (socket_relay: the native loop on the sockets; relay_loop: the native loop on reads through Node; ssh2: one by one)',
     labelNames: ['path'] as const,
     registers: [this.registry],
     collect: () => {
       this.packetsForwarded.inc({ path: 'relay_loop' }, forwardedPackets.relayLoop - this.packetsReported.relayLoop);
       this.packetsForwarded.inc({ path: 'ssh2' }, forwardedPackets.oneByOne - this.packetsReported.oneByOne);
-      Object.assign(this.packetsReported, forwardedPackets);
+      const socketRelay = socketRelayTotals().relayed;
+      this.packetsForwarded.inc({ path: 'socket_relay' }, socketRelay - this.packetsReported.socketRelay);
+      Object.assign(this.packetsReported, forwardedPackets, { socketRelay });
     },
   });
   readonly channels = new client.Counter({

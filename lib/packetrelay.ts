@@ -3,7 +3,9 @@
  * for those of ssh2's binding, and a loop that relays channel packets from
  * one leg's socket chunk to the other leg's cipher without a JavaScript call
  * per packet. lib/ssh2internals.ts installs the ciphers into ssh2;
- * lib/leg.ts runs the loop. It also has TCP_QUICKACK for lib/quickack.ts.
+ * lib/leg.ts runs the loop. native/socketrelay.c runs the same loop on the
+ * sockets themselves (lib/socketrelay.ts). It also has TCP_QUICKACK for
+ * lib/quickack.ts.
  */
 import { loadAddon } from './addons.js';
 
@@ -59,6 +61,28 @@ interface PacketRelayAddon {
   ): void;
   /** TCP_QUICKACK on socket `fd`; false if the socket does not take it (lib/quickack.ts). */
   quickAck(fd: number): boolean;
+  /** native/socketrelay.c, for lib/socketrelay.ts. */
+  SocketRelay: new (onStop: (code: number, a: number | string, b: number, c: number) => void, stats: Float64Array) => NativeSocketRelay;
+  setReadBuffer(buffer: Buffer): void;
+  /** [bytes read, packets relayed] by all SocketRelays since start. */
+  socketRelayTotals: Float64Array;
+}
+
+/** One direction of a connection relayed on its sockets (native/socketrelay.c). */
+export interface NativeSocketRelay {
+  start(
+    inFd: number,
+    outFd: number,
+    decipher: NativeDecipher,
+    inSeqno: number,
+    cipher: NativeCipher,
+    outSeqno: number,
+    forwardedTypes: Buffer,
+    pending: Buffer,
+    pendingLength: number,
+  ): void;
+  /** Stops; copies the start of a split packet into `pendingOut`; returns output the socket did not take yet. */
+  stop(pendingOut: Buffer): Buffer | null;
 }
 
 export const packetRelay = loadAddon<PacketRelayAddon>('packetrelay', 'packet relay');

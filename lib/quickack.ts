@@ -14,17 +14,14 @@
  */
 import type { Readable } from 'node:stream';
 import { packetRelay } from './packetrelay.js';
-
-/** The Node internal this uses: a socket's libuv handle and its file descriptor (test/quickack.test.ts checks it). */
-interface NodeSocketInternals {
-  _handle?: { fd?: number } | null;
-}
+import { socketFd } from './sharedreads.js';
 
 /**
  * Has the kernel acknowledge what `stream` has read now rather than up to
  * 40 ms later. False if `stream` is not an open TCP socket.
  */
 export function acknowledgeNow(stream: Readable): boolean {
-  const fd = (stream as NodeSocketInternals)._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 && packetRelay.quickAck(fd);
+  // socketFd: a Node internal, which test/quickack.test.ts checks.
+  const fd = socketFd(stream);
+  return fd !== undefined && packetRelay.quickAck(fd);
 }

@@ -22,6 +22,7 @@
 import v8 from 'node:v8';
 import type { Logger } from './logger.js';
 import { dropFreeBlocks } from './packetbuffers.js';
+import { socketRelayTotals } from './socketrelay.js';
 import { turnBudget, type TurnBudget } from './turnbudget.js';
 
 /** Seconds without relayed bytes that count as the end of a burst. */
@@ -52,6 +53,15 @@ export interface QuietCollectorOptions {
   log?: Logger;
 }
 
+/**
+ * Bytes relayed since start: through the legs (the budget counts them) and
+ * by the socket relays. The latter leave little garbage, but a burst is a
+ * burst: the free relay blocks the legs kept are dropped after it too.
+ */
+function relayedBytes(budget: TurnBudget): number {
+  return budget.processedBytes + socketRelayTotals().bytesRead;
+}
+
 /** Decides when to collect; `check` is called with the time, once a second in the daemon. */
 export class QuietCollector {
   private readonly budget: TurnBudget;
@@ -60,7 +70,7 @@ export class QuietCollector {
   private readonly minHeapGrowth: number;
   private readonly minEndedConnections: number;
   private readonly heapUsed: () => number;
-  /** processedBytes, the used heap and the ended connections after the last collection, and when processedBytes last changed. */
+  /** relayedBytes, the used heap and the ended connections after the last collection, and when relayedBytes last changed. */
   private collectedAt: number;
   private heapAfterCollection: number;
   private endedAtCollection: number;
@@ -74,7 +84,7 @@ export class QuietCollector {
     this.minHeapGrowth = options.minHeapGrowth ?? MIN_HEAP_GROWTH;
     this.minEndedConnections = options.minEndedConnections ?? MIN_ENDED_CONNECTIONS;
     this.heapUsed = options.heapUsed ?? (() => v8.getHeapStatistics().used_heap_size);
-    this.collectedAt = this.budget.processedBytes;
+    this.collectedAt = relayedBytes(this.budget);
     this.heapAfterCollection = this.heapUsed();
     this.endedAtCollection = options.endedConnections();
     this.seenBytes = this.collectedAt;
@@ -86,7 +96,7 @@ export class QuietCollector {
    * and nothing was relayed for quietMs; true if it did.
    */
   check(now: number): boolean {
-    const bytes = this.budget.processedBytes;
+    const bytes = relayedBytes(this.budget);
     if (bytes !== this.seenBytes) {
       this.seenBytes = bytes;
       this.lastTrafficAt = now;

@@ -9,7 +9,7 @@
  * read at once and copies what must outlive it (lib/leg.ts).
  */
 import net, { type Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 const SHARED_READ_BYTES = 512 * 1024;
 
@@ -21,6 +21,18 @@ export type SharedReadsReceiver = (this: Readable, chunk: Buffer) => void;
 const RECEIVER = Symbol('sharedReadsReceiver');
 type SharedReadsSocket = Readable & { [RECEIVER]?: SharedReadsReceiver | null };
 
+/** The buffer every shared-reads socket reads into (native/socketrelay.c reads into it too). */
+export function sharedReadBuffer(): Buffer {
+  sharedBuffer ??= Buffer.allocUnsafeSlow(SHARED_READ_BYTES);
+  return sharedBuffer;
+}
+
+/** The file descriptor of a TCP socket (a Node internal: its libuv handle's `fd`), or undefined. */
+export function socketFd(stream: Readable | Writable): number | undefined {
+  const fd = (stream as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : undefined;
+}
+
 function onRead(this: SharedReadsSocket, bytes: number, buffer: Buffer): boolean {
   const receiver = this[RECEIVER];
   // Paused until a receiver takes the socket: a read without one would be lost.
@@ -31,8 +43,7 @@ function onRead(this: SharedReadsSocket, bytes: number, buffer: Buffer): boolean
 
 /** A TCP connection whose reads go to the receiver takeSharedReads gives it. Paused until then. */
 export function connectWithSharedReads(port: number, host: string): Socket {
-  sharedBuffer ??= Buffer.allocUnsafeSlow(SHARED_READ_BYTES);
-  const socket = net.connect({ port, host, onread: { buffer: sharedBuffer, callback: onRead } });
+  const socket = net.connect({ port, host, onread: { buffer: sharedReadBuffer(), callback: onRead } });
   socket.pause();
   (socket as SharedReadsSocket)[RECEIVER] = null;
   return socket;
@@ -55,13 +66,12 @@ export function adoptWithSharedReads(socket: Socket): Socket {
   if (handle === null || handle === undefined) throw new Error('adoptWithSharedReads: the socket has no handle');
   internal._handle = null;
   internal._server = null;
-  sharedBuffer ??= Buffer.allocUnsafeSlow(SHARED_READ_BYTES);
   const adopted = new net.Socket({
     handle,
     pauseOnCreate: true,
     readable: true,
     writable: true,
-    onread: { buffer: sharedBuffer, callback: onRead },
+    onread: { buffer: sharedReadBuffer(), callback: onRead },
   } as net.SocketConstructorOpts);
   // The server counts its connections down as each one's socket closes.
   (adopted as unknown as NodeSocketInternals)._server = server;

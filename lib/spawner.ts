@@ -18,6 +18,7 @@ import type net from 'node:net';
 import os from 'node:os';
 import { loadAddon } from './addons.js';
 import { childEnv } from './allocator.js';
+import { socketFd } from './sharedreads.js';
 
 /** A process started with startProcess. */
 export interface StartedProcess {
@@ -77,9 +78,9 @@ function describeEnd(status: number | null, signal: number | null): string {
 }
 
 /** The descriptor behind a connected socket (net.Socket keeps it in its libuv handle). */
-function socketFd(socket: net.Socket): number {
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) throw new Error('socket has no descriptor');
+function connectedFd(socket: net.Socket): number {
+  const fd = socketFd(socket);
+  if (fd === undefined) throw new Error('socket has no descriptor');
   return fd;
 }
 
@@ -95,7 +96,7 @@ function startError(code: string, message: string): NodeJS.ErrnoException {
  * keep `socket` open until this settles.
  */
 export function startProcess(file: string, args: string[], socket: net.Socket, onStderr: (text: string) => void): Promise<StartedProcess> {
-  const fd = socketFd(socket);
+  const fd = connectedFd(socket);
   return new Promise<StartedProcess>((resolve, reject) => {
     new SpawnedProcess(onStderr, resolve, reject).start(file, args, fd);
   });

@@ -39,14 +39,13 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-/* ssh2's limit for inbound packets (crypto.js MAX_PACKET_SIZE). */
-#define MAX_PACKET_SIZE 35000
-#define TAG_LEN 16
+#include "packetrelay.h"
+
 #define POLY1305_KEYLEN 32
 
 typedef enum { GCM, CHACHA } kind_t;
 
-typedef struct {
+struct aead {
   kind_t kind;
   int encrypt;
   unsigned block; /* padding block: 16 for AES-GCM, 8 for ChaCha20-Poly1305 */
@@ -55,7 +54,7 @@ typedef struct {
   EVP_MAC *mac;           /* Poly1305 */
   EVP_MAC_CTX *mac_ctx;
   unsigned char enc_length[4]; /* ChaCha decipher: the encrypted length of the packet in hand */
-} aead_t;
+};
 
 /* Tags that tell our cipher objects from any other wrapped object. */
 static const napi_type_tag CIPHER_TAG = {0x6a73702d72656c61ULL, 0x79636970686572ULL};
@@ -190,7 +189,7 @@ static const char *aead_decrypt(aead_t *a, unsigned char *body, uint32_t body_le
 
 /* ---- N-API plumbing ---------------------------------------------------- */
 
-static napi_value throw_error(napi_env env, const char *message) {
+napi_value throw_error(napi_env env, const char *message) {
   ERR_clear_error();
   napi_throw_error(env, NULL, message);
   return NULL;
@@ -204,7 +203,7 @@ static void aead_finalize(napi_env env, void *data, void *hint) {
 }
 
 /* The aead_t of `object` if it is one of ours in `encrypt` direction and not freed; else throws. */
-static aead_t *unwrap(napi_env env, napi_value object, int encrypt) {
+aead_t *unwrap(napi_env env, napi_value object, int encrypt) {
   bool tagged = false;
   void *data = NULL;
   if (napi_check_object_type_tag(env, object, encrypt ? &CIPHER_TAG : &DECIPHER_TAG, &tagged) != napi_ok || !tagged
@@ -220,13 +219,13 @@ static aead_t *unwrap(napi_env env, napi_value object, int encrypt) {
   return a;
 }
 
-static int get_buffer(napi_env env, napi_value value, unsigned char **data, size_t *len) {
+int get_buffer(napi_env env, napi_value value, unsigned char **data, size_t *len) {
   bool is_buffer = false;
   if (napi_is_buffer(env, value, &is_buffer) != napi_ok || !is_buffer) return 0;
   return napi_get_buffer_info(env, value, (void **)data, len) == napi_ok;
 }
 
-static int get_u32(napi_env env, napi_value value, uint32_t *out) {
+int get_u32(napi_env env, napi_value value, uint32_t *out) {
   return napi_get_value_uint32(env, value, out) == napi_ok;
 }
 
@@ -329,8 +328,6 @@ static napi_value method_decrypt(napi_env env, napi_callback_info info) {
 
 /* ---- the relay loop ---------------------------------------------------- */
 
-/* Why relay() stopped (result[3]). */
-enum { STOP_END = 0, STOP_OTHER_TYPE = 1, STOP_OUTPUT_FULL = 2 };
 
 /* Random padding bytes, drawn in blocks and each handed out once (as lib/packetbuffers.ts does). */
 static unsigned char random_pool[16384];
@@ -367,6 +364,60 @@ static uint32_t body_length(aead_t *dec, const unsigned char *bytes, uint32_t se
 }
 
 /*
+ * The relay loop: for each whole packet of chunk[start, end), decrypts it in
+ * place and, if its type is forwarded unchanged, re-frames and encrypts it
+ * into out[out_start, out_len). Returns NULL or an error message (the
+ * result then says nothing).
+ */
+const char *relay_packets(unsigned char *chunk, size_t start, size_t end, aead_t *dec, uint32_t in_seqno, aead_t *enc, uint32_t out_seqno,
+                                 const unsigned char *forwarded, unsigned char *out, size_t out_start, size_t out_len, relay_result_t *result) {
+  size_t p = start, o = out_start;
+  uint32_t relayed = 0;
+  int stop = STOP_END;
+  const char *error = NULL;
+  result->body_len = 0;
+  while (end - p >= 4) {
+    const uint32_t seqno = in_seqno + relayed;
+    const uint32_t len = body_length(dec, chunk + p, seqno, &error);
+    if (error) return error;
+    if (end - p < 4 + (size_t)len + TAG_LEN) break; /* incomplete: the caller keeps it */
+    /* The re-framed packet is at most one padding block longer. */
+    if (out_len - o < 4 + (size_t)len + enc->block + TAG_LEN) {
+      stop = STOP_OUTPUT_FULL;
+      break;
+    }
+    unsigned char *body = chunk + p + 4;
+    if ((error = aead_decrypt(dec, body, len, seqno, body + len)) != NULL) return error;
+    const uint32_t padding = body[0];
+    if (padding + 1 > len) return "Bad padding length";
+    const uint32_t payload_len = len - padding - 1;
+    if (payload_len == 0 || !forwarded[body[1]]) {
+      stop = STOP_OTHER_TYPE;
+      result->body_len = len;
+      break;
+    }
+    /* RFC 4253 §6: at least 4 bytes of padding, all but the length a multiple of the block. */
+    uint32_t out_padding = enc->block - ((1 + payload_len) & (enc->block - 1));
+    if (out_padding < 4) out_padding += enc->block;
+    const uint32_t out_body = 1 + payload_len + out_padding;
+    unsigned char *packet = out + o;
+    write_u32(packet, out_body);
+    packet[4] = (unsigned char)out_padding;
+    memcpy(packet + 5, body + 1, payload_len);
+    if (!fill_random(packet + 5 + payload_len, out_padding)) return "OpenSSL: no random bytes";
+    if ((error = aead_encrypt(enc, packet, out_body, out_seqno + relayed)) != NULL) return error;
+    o += 4 + out_body + TAG_LEN;
+    p += 4 + len + TAG_LEN;
+    relayed++;
+  }
+  result->next = p;
+  result->out_end = o;
+  result->relayed = relayed;
+  result->stop = stop;
+  return NULL;
+}
+
+/*
  * relay(chunk, start, end, decipher, inSeqno, cipher, outSeqno, forwarded, out, outStart, result)
  *   forwarded: a 256-byte table, non-zero for message types relayed unchanged
  *   result (Float64Array): [0] where the chunk's next packet starts,
@@ -395,56 +446,14 @@ static napi_value relay(napi_env env, napi_callback_info info) {
   aead_t *enc = unwrap(env, argv[5], 1);
   if (enc == NULL) return NULL;
   double *result = result_data;
-
-  size_t p = start, o = out_start;
-  uint32_t relayed = 0;
-  int stop = STOP_END;
-  const char *error = NULL;
-  while (end - p >= 4) {
-    const uint32_t seqno = in_seqno + relayed;
-    const uint32_t len = body_length(dec, chunk + p, seqno, &error);
-    if (error) break;
-    if (end - p < 4 + (size_t)len + TAG_LEN) break; /* incomplete: ssh2 keeps it */
-    /* The re-framed packet is at most one padding block longer. */
-    if (out_len - o < 4 + (size_t)len + enc->block + TAG_LEN) {
-      stop = STOP_OUTPUT_FULL;
-      break;
-    }
-    unsigned char *body = chunk + p + 4;
-    if ((error = aead_decrypt(dec, body, len, seqno, body + len)) != NULL) break;
-    const uint32_t padding = body[0];
-    if (padding + 1 > len) {
-      error = "Bad padding length";
-      break;
-    }
-    const uint32_t payload_len = len - padding - 1;
-    if (payload_len == 0 || !forwarded[body[1]]) {
-      stop = STOP_OTHER_TYPE;
-      result[4] = len;
-      break;
-    }
-    /* RFC 4253 §6: at least 4 bytes of padding, all but the length a multiple of the block. */
-    uint32_t out_padding = enc->block - ((1 + payload_len) & (enc->block - 1));
-    if (out_padding < 4) out_padding += enc->block;
-    const uint32_t out_body = 1 + payload_len + out_padding;
-    unsigned char *packet = out + o;
-    write_u32(packet, out_body);
-    packet[4] = (unsigned char)out_padding;
-    memcpy(packet + 5, body + 1, payload_len);
-    if (!fill_random(packet + 5 + payload_len, out_padding)) {
-      error = "OpenSSL: no random bytes";
-      break;
-    }
-    if ((error = aead_encrypt(enc, packet, out_body, out_seqno + relayed)) != NULL) break;
-    o += 4 + out_body + TAG_LEN;
-    p += 4 + len + TAG_LEN;
-    relayed++;
-  }
+  relay_result_t r;
+  const char *error = relay_packets(chunk, start, end, dec, in_seqno, enc, out_seqno, forwarded, out, out_start, out_len, &r);
   if (error) return throw_error(env, error);
-  result[0] = (double)p;
-  result[1] = (double)o;
-  result[2] = relayed;
-  result[3] = stop;
+  result[0] = (double)r.next;
+  result[1] = (double)r.out_end;
+  result[2] = r.relayed;
+  result[3] = r.stop;
+  if (r.stop == STOP_OTHER_TYPE) result[4] = r.body_len;
   return NULL;
 }
 
@@ -493,6 +502,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "relay", fn);
   napi_create_function(env, "quickAck", NAPI_AUTO_LENGTH, quick_ack, NULL, &fn);
   napi_set_named_property(env, exports, "quickAck", fn);
+  socket_relay_init(env, exports);
   return exports;
 }
 

@@ -1,0 +1,194 @@
+// The socket relay (native/socketrelay.c, lib/socketrelay.ts, Leg's
+// relayOnSockets): bulk data moves a direction onto the sockets, and
+// whatever is not bulk data (a key exchange on either side, UNIMPLEMENTED,
+// the end of the input, a broken packet) takes it back to Node intact. With
+// the daemon's two legs between a user and an sshd, over loopback TCP
+// (test/helpers/legs.ts); the real ssh and sshd run through it in
+// test/packetrelay.test.ts and test/core.test.ts.
+import { expect } from 'chai';
+import fs from 'node:fs';
+import { OWN_PACKET, type Leg } from '../lib/leg.js';
+import { MSG } from '../lib/messages.js';
+import { socketRelayTotals } from '../lib/socketrelay.js';
+import { nextOutboundSeqno } from '../lib/ssh2internals.js';
+import { numbered, relayedLegs, type Received } from './helpers/legs.js';
+import { waitFor } from './helpers/wait.js';
+
+const MiB = 1024 * 1024;
+
+/** Sends CHANNEL_DATA payloads numbered [from, to) of 32 KiB each. */
+function sendNumbered(leg: Leg, from: number, to: number): void {
+  for (let n = from; n < to; n++) leg.send(numbered(n), OWN_PACKET);
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from }, (_, i) => from + i);
+}
+
+async function allArrived(received: Received, count: number, what: string): Promise<void> {
+  await waitFor(() => received.data.length >= count || undefined, { timeoutMs: 30_000, what });
+}
+
+/** Resolves when `leg` has completed `count` key exchanges. */
+async function keyExchanges(leg: Leg, count: number, what: string): Promise<void> {
+  await waitFor(() => leg.keyExchanges >= count || undefined, { timeoutMs: 10_000, what });
+}
+
+function openDescriptors(): number {
+  return fs.readdirSync('/proc/self/fd').length;
+}
+
+describe('socket relay (lib/socketrelay.ts, native/socketrelay.c)', function () {
+  this.timeout(60_000);
+  const closers: (() => void)[] = [];
+  afterEach(() => {
+    for (const close of closers.splice(0)) close();
+  });
+
+  for (const cipher of ['aes128-gcm@openssh.com', 'chacha20-poly1305@openssh.com']) {
+    it(`moves bulk data onto the sockets both ways, in order and complete (user cipher ${cipher})`, async function () {
+      const legs = await relayedLegs([cipher]);
+      closers.push(legs.close);
+      const before = socketRelayTotals().relayed;
+      sendNumbered(legs.user, 0, 1000);
+      sendNumbered(legs.sshd, 0, 1000);
+      await allArrived(legs.atSshd, 1000, 'all data at the sshd');
+      await allArrived(legs.atUser, 1000, 'all data at the user');
+      expect(legs.atSshd.data).to.deep.equal(range(0, 1000));
+      expect(legs.atUser.data).to.deep.equal(range(0, 1000));
+      const relayed = socketRelayTotals().relayed - before;
+      expect(relayed, 'packets relayed on the sockets, of 2,000').to.be.greaterThan(1000);
+      // The socket relays' bytes count as the legs' own.
+      expect(legs.front.bytesIn).to.be.greaterThan(1000 * 32 * 1024);
+      expect(legs.back.bytesOut).to.be.greaterThan(1000 * 32 * 1024);
+      expect(legs.errors).to.deep.equal([]);
+    });
+  }
+
+  it('stops for a key exchange started on either side, and goes back onto the sockets after it', async function () {
+    // chacha20-poly1305 on the user's side: a sequence number the relay had not counted into ssh2 would break its tag at once.
+    const legs = await relayedLegs(['chacha20-poly1305@openssh.com']);
+    closers.push(legs.close);
+    sendNumbered(legs.user, 0, 300);
+    sendNumbered(legs.sshd, 0, 300);
+    await allArrived(legs.atSshd, 100, 'data at the sshd');
+    await allArrived(legs.atUser, 100, 'data at the user');
+    // The user rekeys while data flows both ways, then the sshd.
+    rekey(legs.user);
+    sendNumbered(legs.user, 300, 600);
+    sendNumbered(legs.sshd, 300, 600);
+    await keyExchanges(legs.front, 2, 'the rekey of the user leg');
+    rekey(legs.sshd);
+    sendNumbered(legs.user, 600, 900);
+    sendNumbered(legs.sshd, 600, 900);
+    await keyExchanges(legs.back, 2, 'the rekey of the sshd leg');
+    await allArrived(legs.atSshd, 900, 'all data at the sshd');
+    await allArrived(legs.atUser, 900, 'all data at the user');
+    const after = socketRelayTotals().relayed;
+    sendNumbered(legs.user, 900, 1200);
+    sendNumbered(legs.sshd, 900, 1200);
+    await allArrived(legs.atSshd, 1200, 'the last data at the sshd');
+    await allArrived(legs.atUser, 1200, 'the last data at the user');
+    expect(legs.atSshd.data).to.deep.equal(range(0, 1200));
+    expect(legs.atUser.data).to.deep.equal(range(0, 1200));
+    expect(socketRelayTotals().relayed - after, 'packets on the sockets after both rekeys').to.be.greaterThan(150);
+    expect([legs.user, legs.front, legs.back, legs.sshd].map((leg) => leg.keyExchanges)).to.deep.equal([2, 2, 2, 2]);
+    expect(legs.errors).to.deep.equal([]);
+  });
+
+  it('maps an UNIMPLEMENTED for a packet it relayed on the sockets back to the sender’s sequence number', async function () {
+    const legs = await relayedLegs();
+    closers.push(legs.close);
+    const before = socketRelayTotals().relayed;
+    sendNumbered(legs.user, 0, 500);
+    const lastSent = (nextOutboundSeqno(legs.user.proto) - 1) >>> 0;
+    await allArrived(legs.atSshd, 500, 'all data at the sshd');
+    expect(socketRelayTotals().relayed - before, 'packets relayed on the sockets').to.be.greaterThan(250);
+    // The sshd says it did not implement the last packet it received, by its own sequence number.
+    const lastReceived = (receivedPackets(legs.sshd) - 1) >>> 0;
+    const unimplemented = Buffer.alloc(5);
+    unimplemented[0] = MSG.UNIMPLEMENTED;
+    unimplemented.writeUInt32BE(lastReceived, 1);
+    legs.sshd.send(unimplemented, OWN_PACKET);
+    await waitFor(() => legs.atUser.unimplemented.length > 0 || undefined, { timeoutMs: 10_000, what: 'UNIMPLEMENTED at the user' });
+    expect(legs.atUser.unimplemented).to.deep.equal([lastSent]);
+    expect(legs.errors).to.deep.equal([]);
+  });
+
+  it('hands a peer that stops reading the backpressure: the sender is held, and everything arrives once it reads again', async function () {
+    const legs = await relayedLegs();
+    closers.push(legs.close);
+    sendNumbered(legs.user, 0, 100);
+    await allArrived(legs.atSshd, 100, 'the first data at the sshd');
+    legs.sshdSocket.pause();
+    sendNumbered(legs.user, 100, 2100); // 64 MiB
+    // Loopback socket buffers hold a few MiB each; the rest waits at the
+    // sender: the daemon's intake stops growing (over 5 polls in a row).
+    let last = -1;
+    let steady = 0;
+    await waitFor(
+      () => {
+        const now = legs.front.bytesIn;
+        steady = now === last ? steady + 1 : 0;
+        last = now;
+        return steady >= 5 || undefined;
+      },
+      { timeoutMs: 20_000, intervalMs: 50, what: 'the daemon to stop taking data' },
+    );
+    expect(legs.front.bytesIn, 'bytes the daemon took while the sshd read nothing').to.be.lessThan(48 * MiB);
+    expect(legs.userSocket.writableLength, 'bytes held at the sender').to.be.greaterThan(16 * MiB);
+    legs.sshdSocket.resume();
+    await allArrived(legs.atSshd, 2100, 'all data at the sshd');
+    expect(legs.atSshd.data).to.deep.equal(range(0, 2100));
+    expect(legs.errors).to.deep.equal([]);
+  });
+
+  it('stops at the end of its input, and the leg ends as it would through Node', async function () {
+    const legs = await relayedLegs();
+    closers.push(legs.close);
+    const before = socketRelayTotals().relayed;
+    sendNumbered(legs.user, 0, 300);
+    await allArrived(legs.atSshd, 300, 'the data at the sshd');
+    expect(socketRelayTotals().relayed - before, 'packets relayed on the sockets').to.be.greaterThan(100);
+    legs.userSocket.end();
+    await waitFor(() => legs.ended.includes('front') || undefined, { timeoutMs: 10_000, what: 'the end of the front leg' });
+    expect(legs.errors).to.deep.equal([]);
+  });
+
+  it('fails the leg on a broken packet read on the sockets, with the reason ssh2 would give', async function () {
+    const legs = await relayedLegs();
+    closers.push(legs.close);
+    const before = socketRelayTotals().relayed;
+    sendNumbered(legs.user, 0, 300);
+    await allArrived(legs.atSshd, 300, 'the data at the sshd');
+    expect(socketRelayTotals().relayed - before, 'packets relayed on the sockets').to.be.greaterThan(100);
+    // Not a packet: 64 bytes the front leg's decipher cannot take.
+    legs.userSocket.write(Buffer.alloc(64, 0xa5));
+    await waitFor(() => legs.errors.length > 0 || undefined, { timeoutMs: 10_000, what: 'the front leg failing' });
+    expect(legs.errors[0]).to.match(/^front: (Bad packet length|Invalid MAC)$/);
+  });
+
+  it('gives back the descriptors it polls when the legs shut down while it runs', async function () {
+    const legs = await relayedLegs();
+    const open = openDescriptors();
+    const before = socketRelayTotals().relayed;
+    sendNumbered(legs.user, 0, 1000);
+    sendNumbered(legs.sshd, 0, 1000);
+    await waitFor(() => socketRelayTotals().relayed - before > 200 || undefined, { timeoutMs: 10_000, what: 'relaying on the sockets' });
+    expect(openDescriptors(), 'two duplicates per running direction').to.be.greaterThan(open);
+    legs.front.shutdown();
+    legs.back.shutdown();
+    expect(openDescriptors(), 'after the legs shut down').to.equal(open);
+    legs.close();
+  });
+});
+
+/** The sequence number of the next packet `leg` receives (ssh2's decipher counts them). */
+function receivedPackets(leg: Leg): number {
+  return (leg.proto as unknown as { _decipher: { inSeqno: number } })._decipher.inSeqno;
+}
+
+/** Starts a key exchange on `leg` (ssh2's Protocol.rekey, which lib/ssh2internals.ts's Protocol type leaves out). */
+function rekey(leg: Leg): void {
+  (leg.proto as unknown as { rekey(): void }).rekey();
+}
