@@ -63,8 +63,10 @@ enum { TOTAL_BYTES_READ = 0, TOTAL_RELAYED = 1, TOTALS_LENGTH = 2 };
 
 typedef struct socket_relay {
   napi_env env;
-  napi_ref self;    /* held (count 1) while running, so the object and its callback stay */
-  napi_ref on_stop;
+  /* Weak, but held (count 1) while running. The callback is the object's
+     own onStop property: a reference to it from here would be a root, and
+     it reaches the leg, which holds this object. */
+  napi_ref self;
   napi_ref stats_ref;
   double *stats;
   napi_ref dec_ref, enc_ref;
@@ -355,7 +357,7 @@ static void stop_with(socket_relay_t *s, int code, napi_value a, double b, doubl
   napi_open_handle_scope(env, &scope);
   napi_value self, on_stop, argv[4], result;
   napi_get_reference_value(env, s->self, &self);
-  napi_get_reference_value(env, s->on_stop, &on_stop);
+  napi_get_named_property(env, self, "onStop", &on_stop);
   teardown(s);
   napi_create_int32(env, code, &argv[0]);
   argv[1] = a;
@@ -495,7 +497,6 @@ static void relay_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   socket_relay_t *s = data;
   /* Never running here: a running relay holds its own object. */
-  napi_delete_reference(env, s->on_stop);
   napi_delete_reference(env, s->stats_ref);
   napi_delete_reference(env, s->self);
   free(s->pending);
@@ -525,7 +526,7 @@ static napi_value construct_relay(napi_env env, napi_callback_info info) {
     free(s);
     return throw_error(env, "napi_wrap failed");
   }
-  napi_create_reference(env, argv[0], 1, &s->on_stop);
+  napi_set_named_property(env, self, "onStop", argv[0]);
   napi_create_reference(env, argv[1], 1, &s->stats_ref);
   return self;
 }

@@ -6,6 +6,7 @@
 // (test/helpers/legs.ts); the real ssh and sshd run through it in
 // test/packetrelay.test.ts and test/core.test.ts.
 import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { OWN_PACKET, type Leg } from '../lib/leg.js';
 import { MSG } from '../lib/messages.js';
@@ -166,6 +167,34 @@ describe('socket relay (lib/socketrelay.ts, native/socketrelay.c)', function () 
     legs.userSocket.write(Buffer.alloc(64, 0xa5));
     await waitFor(() => legs.errors.length > 0 || undefined, { timeoutMs: 10_000, what: 'the front leg failing' });
     expect(legs.errors[0]).to.match(/^front: (Bad packet length|Invalid MAC)$/);
+  });
+
+  it('lets a connection that relayed on the sockets be collected once it is closed', function () {
+    // A fresh node with --expose-gc (V8 flags are process-wide). A strong
+    // reference from the addon to anything that reaches the leg would keep
+    // every such connection for the daemon's lifetime.
+    const script = `
+      const { relayedLegs, numbered } = await import(${JSON.stringify(new URL('./helpers/legs.js', import.meta.url).href)});
+      const { OWN_PACKET } = await import(${JSON.stringify(new URL('../lib/leg.js', import.meta.url).href)});
+      const { socketRelayTotals } = await import(${JSON.stringify(new URL('../lib/socketrelay.js', import.meta.url).href)});
+      const watched = async () => {
+        const legs = await relayedLegs();
+        for (let n = 0; n < 300; n++) legs.user.send(numbered(n), OWN_PACKET);
+        while (legs.atSshd.data.length < 300) await new Promise((resolve) => setTimeout(resolve, 10));
+        legs.close();
+        return { front: new WeakRef(legs.front), back: new WeakRef(legs.back) };
+      };
+      const refs = await watched();
+      const relayed = socketRelayTotals().relayed;
+      // Closed sockets and WeakRef targets let go over a few turns.
+      for (let i = 0; i < 20 && (refs.front.deref() || refs.back.deref()); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        gc();
+      }
+      console.log(JSON.stringify({ relayed: relayed > 100, front: refs.front.deref() !== undefined, back: refs.back.deref() !== undefined }));
+    `;
+    const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(JSON.parse(out), 'legs still reachable').to.deep.equal({ relayed: true, front: false, back: false });
   });
 
   it('gives back the descriptors it polls when the legs shut down while it runs', async function () {
