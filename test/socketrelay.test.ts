@@ -35,6 +35,16 @@ async function keyExchanges(leg: Leg, count: number, what: string): Promise<void
   await waitFor(() => leg.keyExchanges >= count || undefined, { timeoutMs: 10_000, what });
 }
 
+/** Relayed legs whose user-to-sshd direction has moved onto the sockets. */
+async function relayingOnSockets(): Promise<Awaited<ReturnType<typeof relayedLegs>>> {
+  const legs = await relayedLegs();
+  const before = socketRelayTotals().relayed;
+  sendNumbered(legs.user, 0, 300);
+  await allArrived(legs.atSshd, 300, 'the data at the sshd');
+  expect(socketRelayTotals().relayed - before, 'packets relayed on the sockets').to.be.greaterThan(100);
+  return legs;
+}
+
 function openDescriptors(): number {
   return fs.readdirSync('/proc/self/fd').length;
 }
@@ -145,24 +155,16 @@ describe('socket relay (lib/socketrelay.ts, native/socketrelay.c)', function () 
   });
 
   it('stops at the end of its input, and the leg ends as it would through Node', async function () {
-    const legs = await relayedLegs();
+    const legs = await relayingOnSockets();
     closers.push(legs.close);
-    const before = socketRelayTotals().relayed;
-    sendNumbered(legs.user, 0, 300);
-    await allArrived(legs.atSshd, 300, 'the data at the sshd');
-    expect(socketRelayTotals().relayed - before, 'packets relayed on the sockets').to.be.greaterThan(100);
     legs.userSocket.end();
     await waitFor(() => legs.ended.includes('front') || undefined, { timeoutMs: 10_000, what: 'the end of the front leg' });
     expect(legs.errors).to.deep.equal([]);
   });
 
   it('fails the leg on a broken packet read on the sockets, with the reason ssh2 would give', async function () {
-    const legs = await relayedLegs();
+    const legs = await relayingOnSockets();
     closers.push(legs.close);
-    const before = socketRelayTotals().relayed;
-    sendNumbered(legs.user, 0, 300);
-    await allArrived(legs.atSshd, 300, 'the data at the sshd');
-    expect(socketRelayTotals().relayed - before, 'packets relayed on the sockets').to.be.greaterThan(100);
     // Not a packet: 64 bytes the front leg's decipher cannot take.
     legs.userSocket.write(Buffer.alloc(64, 0xa5));
     await waitFor(() => legs.errors.length > 0 || undefined, { timeoutMs: 10_000, what: 'the front leg failing' });
