@@ -34,7 +34,11 @@
  * reading, and the queue is served in order at the end of the turn (a
  * check handle; an idle handle keeps the loop from blocking in poll while
  * relays wait). A new connection thus waits a few milliseconds for its
- * banner, not the time it takes to read every busy socket.
+ * banner, not the time it takes to read every busy socket. The budget is
+ * the addon's own, not lib/turnbudget.ts's: that one renews in a
+ * setImmediate a leg schedules when it charges it, and these reads happen
+ * outside JavaScript, in turns where no leg may run at all. So a turn
+ * reads up to a budget through the legs and one here.
  */
 #include <errno.h>
 #include <fcntl.h>
