@@ -241,7 +241,7 @@ export class Leg extends EventEmitter implements Backlogged {
   /**
    * The leg whose socket relay writes into this leg's socket, with this
    * leg's cipher: it stops before this leg's ssh2 sends or parses anything
-   * (beforeSsh2), and before anything else is written here.
+   * (beforeSsh2), which is all that writes here besides it.
    */
   private feeder?: Leg;
   /** The stats of the leg that relays into this one on the sockets, once it has (its bytes out are ours). */
@@ -617,7 +617,6 @@ export class Leg extends EventEmitter implements Backlogged {
       if (this.direct !== undefined) {
         this.relayChunk(chunk, this.direct.peer, shared, decryptedBody);
       } else {
-        this.beforeSsh2();
         if (shared) this.proto.parse(Buffer.from(chunk), 0, chunk.length);
         else this.proto.parse(chunk, 0, chunk.length);
       }
@@ -773,8 +772,6 @@ export class Leg extends EventEmitter implements Backlogged {
 
   private write(data: Buffer): void {
     if (this.done) return;
-    // Only reached with a feeder if a send did not go through beforeSsh2: keep the bytes in order at least.
-    this.feeder?.stopSocketRelay();
     this.sentBytes += data.length;
     const release = this.recycles && isRecycled(data) ? () => releasePacketBuffer(data) : undefined;
     if (!this.output.write(data, release)) this.emit('congested');
