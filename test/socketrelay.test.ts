@@ -35,8 +35,26 @@ async function keyExchanges(leg: Leg, count: number, what: string): Promise<void
   await waitFor(() => leg.keyExchanges >= count || undefined, { timeoutMs: 10_000, what });
 }
 
+type RelayedLegs = Awaited<ReturnType<typeof relayedLegs>>;
+
+/** Numbered packets [from, to) from the user to the sshd, and the same numbers back. */
+function sendBothWays(legs: RelayedLegs, from: number, to: number): void {
+  sendNumbered(legs.user, from, to);
+  sendNumbered(legs.sshd, from, to);
+}
+
+async function arrivedBothWays(legs: RelayedLegs, count: number): Promise<void> {
+  await allArrived(legs.atSshd, count, `${count} packets at the sshd`);
+  await allArrived(legs.atUser, count, `${count} packets at the user`);
+}
+
+function expectInOrderBothWays(legs: RelayedLegs, count: number): void {
+  expect(legs.atSshd.data, 'at the sshd').to.deep.equal(range(0, count));
+  expect(legs.atUser.data, 'at the user').to.deep.equal(range(0, count));
+}
+
 /** Relayed legs whose user-to-sshd direction has moved onto the sockets. */
-async function relayingOnSockets(): Promise<Awaited<ReturnType<typeof relayedLegs>>> {
+async function relayingOnSockets(): Promise<RelayedLegs> {
   const legs = await relayedLegs();
   const before = socketRelayTotals().relayed;
   sendNumbered(legs.user, 0, 300);
@@ -61,12 +79,9 @@ describe('socket relay (lib/socketrelay.ts, native/socketrelay.c)', function () 
       const legs = await relayedLegs([cipher]);
       closers.push(legs.close);
       const before = socketRelayTotals().relayed;
-      sendNumbered(legs.user, 0, 1000);
-      sendNumbered(legs.sshd, 0, 1000);
-      await allArrived(legs.atSshd, 1000, 'all data at the sshd');
-      await allArrived(legs.atUser, 1000, 'all data at the user');
-      expect(legs.atSshd.data).to.deep.equal(range(0, 1000));
-      expect(legs.atUser.data).to.deep.equal(range(0, 1000));
+      sendBothWays(legs, 0, 1000);
+      await arrivedBothWays(legs, 1000);
+      expectInOrderBothWays(legs, 1000);
       const relayed = socketRelayTotals().relayed - before;
       expect(relayed, 'packets relayed on the sockets, of 2,000').to.be.greaterThan(1000);
       // The socket relays' bytes count as the legs' own.
@@ -80,28 +95,20 @@ describe('socket relay (lib/socketrelay.ts, native/socketrelay.c)', function () 
     // chacha20-poly1305 on the user's side: a sequence number the relay had not counted into ssh2 would break its tag at once.
     const legs = await relayedLegs(['chacha20-poly1305@openssh.com']);
     closers.push(legs.close);
-    sendNumbered(legs.user, 0, 300);
-    sendNumbered(legs.sshd, 0, 300);
-    await allArrived(legs.atSshd, 100, 'data at the sshd');
-    await allArrived(legs.atUser, 100, 'data at the user');
+    sendBothWays(legs, 0, 300);
+    await arrivedBothWays(legs, 100);
     // The user rekeys while data flows both ways, then the sshd.
     rekey(legs.user);
-    sendNumbered(legs.user, 300, 600);
-    sendNumbered(legs.sshd, 300, 600);
+    sendBothWays(legs, 300, 600);
     await keyExchanges(legs.front, 2, 'the rekey of the user leg');
     rekey(legs.sshd);
-    sendNumbered(legs.user, 600, 900);
-    sendNumbered(legs.sshd, 600, 900);
+    sendBothWays(legs, 600, 900);
     await keyExchanges(legs.back, 2, 'the rekey of the sshd leg');
-    await allArrived(legs.atSshd, 900, 'all data at the sshd');
-    await allArrived(legs.atUser, 900, 'all data at the user');
+    await arrivedBothWays(legs, 900);
     const after = socketRelayTotals().relayed;
-    sendNumbered(legs.user, 900, 1200);
-    sendNumbered(legs.sshd, 900, 1200);
-    await allArrived(legs.atSshd, 1200, 'the last data at the sshd');
-    await allArrived(legs.atUser, 1200, 'the last data at the user');
-    expect(legs.atSshd.data).to.deep.equal(range(0, 1200));
-    expect(legs.atUser.data).to.deep.equal(range(0, 1200));
+    sendBothWays(legs, 900, 1200);
+    await arrivedBothWays(legs, 1200);
+    expectInOrderBothWays(legs, 1200);
     expect(socketRelayTotals().relayed - after, 'packets on the sockets after both rekeys').to.be.greaterThan(150);
     expect([legs.user, legs.front, legs.back, legs.sshd].map((leg) => leg.keyExchanges)).to.deep.equal([2, 2, 2, 2]);
     expect(legs.errors).to.deep.equal([]);
@@ -203,8 +210,7 @@ describe('socket relay (lib/socketrelay.ts, native/socketrelay.c)', function () 
     const legs = await relayedLegs();
     const open = openDescriptors();
     const before = socketRelayTotals().relayed;
-    sendNumbered(legs.user, 0, 1000);
-    sendNumbered(legs.sshd, 0, 1000);
+    sendBothWays(legs, 0, 1000);
     await waitFor(() => socketRelayTotals().relayed - before > 200 || undefined, { timeoutMs: 10_000, what: 'relaying on the sockets' });
     expect(openDescriptors(), 'two duplicates per running direction').to.be.greaterThan(open);
     legs.front.shutdown();
