@@ -124,6 +124,7 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     logLevel: 'info',
     nodeArgs: DAEMON_NODE_ARGS,
     env: DAEMON_ENV,
+    detached: true,
   });
   onCleanup(() => proxy.stop());
   const metricsAt = metricsOrigin(proxy.logs());
