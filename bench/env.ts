@@ -120,6 +120,10 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
 
   // Info, as in production (the helper's default is debug). The direct sshd
   // has MaxStartups 2000 for the 1,000-session case; so does the proxy.
+  // A session of its own, as under systemd and as the direct sshd: the
+  // kernel's autogroups share CPU between sessions first, and in the bench's
+  // session the daemon shared one share with every ssh client
+  // (bench/README.md, "The daemon's session").
   const proxy = await startProxy(hub.url, ['--max-startups', '2000', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'], {
     logLevel: 'info',
     nodeArgs: DAEMON_NODE_ARGS,
