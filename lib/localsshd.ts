@@ -12,6 +12,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { LoginTarget } from './authorizer.js';
 import { writeKeyPair } from './hostkeys.js';
+import { claimRuntimeDir, type RuntimeDir } from './runtimedir.js';
 import { connectWithSharedReads } from './sharedreads.js';
 import { runProcess, startProcess, type StartedProcess } from './spawner.js';
 import { generateKeyPair, parseKey, type ParsedKey } from './ssh2internals.js';
@@ -39,7 +40,7 @@ export interface LocalSshdOptions {
   sshdPath: string;
   /** Maps a Hub user to a unix user; `{username}` is replaced. */
   unixUserTemplate: string;
-  /** A root-owned directory not aged by tmp cleaners; a private subdirectory is made in it. */
+  /** A root-owned directory not aged by tmp cleaners; a private subdirectory is made in it (lib/runtimedir.ts). */
   runtimeDir: string;
   /** Extra `sshd -o` options (`Key=Value`); they take precedence over the generated file. */
   sshdOptions: string[];
@@ -87,9 +88,13 @@ export class LocalSshdUpstream implements Upstream {
   /** Unix user name -> when getent last found it (insertion order = age). */
   private readonly knownAccounts = new Map<string, number>();
 
+  /** What making the runtime folder found beside it: folders of daemons that are gone (removed), folders with no owner record. */
+  readonly neighbours: Pick<RuntimeDir, 'removed' | 'unowned'>;
+
   constructor(private readonly options: LocalSshdOptions) {
-    fs.mkdirSync(options.runtimeDir, { recursive: true, mode: 0o755 });
-    this.dir = fs.mkdtempSync(path.join(options.runtimeDir, 'sshd-'));
+    const { dir, removed, unowned } = claimRuntimeDir(options.runtimeDir);
+    this.dir = dir;
+    this.neighbours = { removed, unowned };
     try {
       ({ clientKey: this.clientKey, hostKey: this.hostKey, configPath: this.configPath } = this.prepare());
     } catch (err) {

@@ -112,6 +112,9 @@ export class ProxyServer {
       sshdOptions: config.sshdOptions,
     });
     this.upstreams.push(upstream);
+    const { removed, unowned } = upstream.neighbours;
+    if (removed.length > 0) this.log.info(`removed ${removed.length} runtime folders of daemons that are gone: ${removed.join(' ')}`);
+    if (unowned.length > 0) this.log.info(`left ${unowned.length} runtime folders without an owner record (older builds wrote none; remove them by hand once those daemons are gone): ${unowned.join(' ')}`);
     const problem = await upstream.check();
     if (problem) this.log.warn(`${problem}; logins will fail until this is fixed`);
 
