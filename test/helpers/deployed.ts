@@ -9,6 +9,6 @@ export const DAEMON_NODE_ARGS = ['--max-semi-space-size=2', '--initial-old-space
 
 export const DAEMON_ENV: Record<string, string> = {
   LD_PRELOAD: 'libjemalloc.so.2',
-  MALLOC_CONF: 'narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0,background_thread:true',
+  MALLOC_CONF: 'narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0,background_thread:true,tcache_max:1024',
   MALLOC_ARENA_MAX: '2',
 };
