@@ -1,4 +1,7 @@
 {
+  "variables": {
+    "ipsec_mb": "<!(test -f /usr/include/intel-ipsec-mb.h && echo 1 || echo 0)"
+  },
   "targets": [
     {
       "target_name": "processstarter",
@@ -26,6 +29,19 @@
         "-Wall",
         "-Wextra",
         "-O2"
+      ],
+      "conditions": [
+        [
+          "ipsec_mb==1",
+          {
+            "defines": [
+              "HAVE_IPSEC_MB"
+            ],
+            "libraries": [
+              "-lIPSec_MB"
+            ]
+          }
+        ]
       ]
     }
   ]

@@ -5,7 +5,8 @@
  * per packet. lib/ssh2internals.ts installs the ciphers into ssh2;
  * lib/leg.ts runs the loop. native/socketrelay.c runs the same loop on the
  * sockets themselves (lib/socketrelay.ts). It also has TCP_QUICKACK for
- * lib/quickack.ts.
+ * lib/quickack.ts. AES-GCM runs on intel-ipsec-mb where the CPU has VAES
+ * (native/packetrelay.c says why).
  */
 import { loadAddon } from './addons.js';
 
@@ -59,6 +60,10 @@ interface PacketRelayAddon {
     outStart: number,
     result: Float64Array,
   ): void;
+  /** The AES-GCM code of ciphers made from now on: the fastest there is (the default), or OpenSSL's; returns aesGcmImplementation(). */
+  useAesGcm(which: 'best' | 'openssl'): string;
+  /** "intel-ipsec-mb VERSION (VAES)" or "OpenSSL": the AES-GCM code new ciphers get. */
+  aesGcmImplementation(): string;
   /** TCP_QUICKACK on socket `fd`; false if the socket does not take it (lib/quickack.ts). */
   quickAck(fd: number): boolean;
   /** native/socketrelay.c, for lib/socketrelay.ts. */

@@ -17,6 +17,7 @@ import { ServerStarter } from './servers.js';
 import { ServerWatches } from './serverwatch.js';
 import { formatListenAddress, type Logger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
+import { packetRelay } from './packetrelay.js';
 import { SourcePenalties } from './penalties.js';
 import { collectWhenQuiet } from './quietgc.js';
 import { adoptWithSharedReads } from './sharedreads.js';
@@ -60,7 +61,7 @@ export class ProxyServer {
       await cryptoReady;
       this.settings = await this.load(this.config);
       this.log.info(
-        `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}, ${activeAllocator()}, packet relay loop ${relayLoopAvailable ? 'on' : 'OFF (needs ssh2\'s native binding, and ssh2 loaded by lib/ssh2internals.ts first)'}`,
+        `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}, ${activeAllocator()}, packet relay loop ${relayLoopAvailable ? 'on' : 'OFF (needs ssh2\'s native binding, and ssh2 loaded by lib/ssh2internals.ts first)'}, AES-GCM by ${packetRelay.aesGcmImplementation()}`,
       );
       if (this.config.metricsPort !== undefined) {
         this.metricsServer = await serveMetrics(this.metrics, this.config.metricsIp, this.config.metricsPort, this.log);

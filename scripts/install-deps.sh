@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what jupyter-ssh-proxy needs on Debian 12, skipping what is there:
 #   scripts/install-deps.sh          the daemon's own needs (OpenSSH's sshd, jemalloc,
-#                                    and what node-gyp builds the native addons with)
+#                                    intel-ipsec-mb on x86-64, and what node-gyp builds
+#                                    the native addons with)
 #   scripts/install-deps.sh --test   plus what the test suite drives (JupyterHub,
 #                                    the OpenSSH client tools, Xvfb for X11, curl,
 #                                    openssl for the bench's host-speed probe)
@@ -12,6 +13,10 @@ set -eu
 cd "$(dirname "$0")/.."
 
 packages="openssh-server openssh-client libjemalloc2 g++ make python3"
+# intel-ipsec-mb (x86-64 only): AES-GCM on VAES, where the CPU has it (native/packetrelay.c).
+if [ "$(dpkg --print-architecture)" = amd64 ]; then
+  packages="$packages libipsec-mb-dev"
+fi
 case "${1:-}" in
   --test | --bench) packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync openssl" ;;
 esac
@@ -37,8 +42,10 @@ fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 else
-  # A checkout that pulled a change to the addon keeps node_modules but not build/.
-  if [ ! build/Release/processstarter.node -nt native/processstarter.c ] || [ ! build/Release/processstarter.node -nt binding.gyp ]; then
+  # A checkout that pulled a change to an addon keeps node_modules but not
+  # build/; a library installed just now changes what binding.gyp links.
+  stale=$(find native binding.gyp -newer build/Release/packetrelay.node 2>/dev/null | head -1)
+  if [ ! -f build/Release/processstarter.node ] || [ ! -f build/Release/packetrelay.node ] || [ -n "$stale" ] || [ -n "$missing" ]; then
     npm run --silent install
   fi
   npm run --silent build

@@ -4,6 +4,7 @@
 // cipher, with the metric that shows which path the packets took).
 import { expect } from 'chai';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { FORWARDED_UNCHANGED } from '../lib/relay.js';
 import { packetRelay, ResultSlot, Stop, type NativeCipher, type NativeDecipher } from '../lib/packetrelay.js';
 import { relayLoopAvailable, ssh2BindingCiphers } from '../lib/ssh2internals.js';
@@ -106,119 +107,163 @@ describe('packet relay addon (native/packetrelay.c)', function () {
     expect(relayLoopAvailable, 'the addon\'s ciphers installed into ssh2 before its crypto loaded').to.equal(true);
   });
 
-  for (const spec of SPECS) {
-    it(`${spec.name}: encrypts byte for byte as ssh2's binding does, and decrypts and authenticates what it sends`, function () {
-      const keys = keysFor(spec);
-      const { cipher, decipher, ssh2Cipher } = spec.make(keys);
-      for (let i = 0; i < 40; i++) {
-        const seqno = (i * 2654435761) >>> 0;
-        const payload = crypto.randomBytes((i * 977) % 34000);
-        const ours = plainPacket(spec, payload);
-        const theirs = Buffer.from(ours);
-        spec.encrypt(cipher, ours, seqno);
-        spec.encrypt(ssh2Cipher, theirs, seqno);
-        expect(ours.equals(theirs), `packet ${i} (${payload.length} bytes of payload)`).to.equal(true);
-        const body = spec.open(decipher, ours, seqno);
-        expect(body.subarray(1, 1 + payload.length).equals(payload)).to.equal(true);
+  it('runs AES-GCM on intel-ipsec-mb where the build has it and the CPU has VAES, else on OpenSSL', function () {
+    const cpu = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    const vaes = ['avx512f', 'vaes', 'vpclmulqdq'].every((flag) => new RegExp(`\\b${flag}\\b`).test(cpu));
+    const expected = vaes && fs.existsSync('/usr/include/intel-ipsec-mb.h') ? /^intel-ipsec-mb \d+\.\d+\.\d+ \(VAES\)$/ : /^OpenSSL$/;
+    expect(packetRelay.aesGcmImplementation()).to.match(expected);
+    expect(packetRelay.useAesGcm('openssl')).to.equal('OpenSSL');
+    expect(packetRelay.useAesGcm('best')).to.match(expected);
+    expect(() => packetRelay.useAesGcm('fast' as 'best')).to.throw('useAesGcm');
+  });
+
+  it('AES-GCM: ciphers of either implementation talk to each other, across the IV counter\'s carry and wrap', function () {
+    for (const name of ['aes-128-gcm', 'aes-256-gcm'] as const) {
+      const spec = gcm(name, name === 'aes-128-gcm' ? 16 : 32);
+      // The fixed field, then the invocation counter two packets before carrying out of its low 32 bits, and at its wrap.
+      for (const counter of ['00000000fffffffe', 'fffffffffffffffe']) {
+        const keys = { key: crypto.randomBytes(spec.keyBytes), iv: Buffer.from(`a1b2c3d4${counter}`, 'hex') };
+        packetRelay.useAesGcm('best');
+        const best = spec.make(keys);
+        packetRelay.useAesGcm('openssl');
+        const openssl = spec.make(keys);
+        packetRelay.useAesGcm('best');
+        for (let i = 0; i < 4; i++) {
+          const payload = crypto.randomBytes(100 + i * 5000);
+          const packets = [best.cipher, openssl.cipher, best.ssh2Cipher].map(() => plainPacket(spec, payload));
+          for (let k = 1; k < packets.length; k++) packets[0]!.copy(packets[k]!);
+          spec.encrypt(best.cipher, packets[0]!, i);
+          spec.encrypt(openssl.cipher, packets[1]!, i);
+          spec.encrypt(best.ssh2Cipher, packets[2]!, i);
+          expect(packets[0]!.equals(packets[2]!), `${name} ${counter} packet ${i}: intel-ipsec-mb or best as ssh2`).to.equal(true);
+          expect(packets[1]!.equals(packets[2]!), `${name} ${counter} packet ${i}: OpenSSL as ssh2`).to.equal(true);
+          expect(spec.open(openssl.decipher, packets[0]!, i).subarray(1, 1 + payload.length).equals(payload)).to.equal(true);
+          expect(spec.open(best.decipher, packets[1]!, i).subarray(1, 1 + payload.length).equals(payload)).to.equal(true);
+        }
       }
-      const tampered = plainPacket(spec, Buffer.from('x'));
-      spec.encrypt(cipher, tampered, 40);
-      tampered[6] ^= 1;
-      expect(() => spec.open(decipher, tampered, 40)).to.throw('Invalid MAC');
-      (cipher as Callable).free!();
-      expect(() => spec.encrypt(cipher, plainPacket(spec, Buffer.from('x')), 41)).to.throw('after free');
-    });
-  }
+    }
+  });
 
-  for (const from of SPECS) {
-    for (const to of SPECS) {
-      it(`relay(): ${from.name} to ${to.name}, re-framed channel packets, a stop at any other type and at a split packet`, function () {
-        const inKeys = keysFor(from);
-        const outKeys = keysFor(to);
-        const sender = from.make(inKeys);
-        const receiver = to.make(outKeys);
-        const { decipher } = from.make(inKeys);
-        const { cipher } = to.make(outKeys);
-        const payloads = [
-          channelData(32768),
-          Buffer.of(MSG_CHANNEL_WINDOW_ADJUST, 0, 0, 0, 7, 0, 1, 0, 0),
-          channelData(0),
-          channelData(5),
-          Buffer.concat([Buffer.of(MSG.GLOBAL_REQUEST), Buffer.from('not relayed unchanged')]),
-          channelData(1000),
-        ];
-        const inSeqno = 2 ** 32 - 3; // across the wrap
-        const wire = payloads.map((payload, i) => {
-          const packet = plainPacket(from, payload);
-          from.encrypt(sender.cipher, packet, (inSeqno + i) >>> 0);
-          return packet;
-        });
-        const split = plainPacket(from, channelData(100));
-        from.encrypt(sender.cipher, split, (inSeqno + payloads.length) >>> 0);
-        const chunk = Buffer.concat([...wire, split.subarray(0, 50)]);
-        const result = new Float64Array(5);
-        const out = Buffer.alloc(128 * 1024);
-        const outSeqno = 77;
+  for (const aesGcm of ['best', 'openssl'] as const) {
+    describe(`with useAesGcm('${aesGcm}')`, function () {
+    before(() => packetRelay.useAesGcm(aesGcm));
+    after(() => packetRelay.useAesGcm('best'));
 
-        packetRelay.relay(chunk, 0, chunk.length, decipher, inSeqno, cipher, outSeqno, FORWARDED_UNCHANGED, out, 0, result);
-        expect(result[ResultSlot.Relayed], 'packets before the global request').to.equal(4);
-        expect(result[ResultSlot.Stopped]).to.equal(Stop.OtherType);
-        const at = result[ResultSlot.Next]!;
-        expect(at).to.equal(wire.slice(0, 4).reduce((n, w) => n + w.length, 0));
-        // The global request lies decrypted in place, for the caller.
-        const body = chunk.subarray(at + 4, at + 4 + result[ResultSlot.BodyLength]!);
-        expect(body.subarray(1, 1 + payloads[4]!.length).equals(payloads[4]!)).to.equal(true);
-        let outEnd = result[ResultSlot.OutputEnd]!;
-
-        const after = at + wire[4]!.length;
-        packetRelay.relay(chunk, after, chunk.length, decipher, (inSeqno + 5) >>> 0, cipher, outSeqno + 4, FORWARDED_UNCHANGED, out, outEnd, result);
-        expect(result[ResultSlot.Relayed]).to.equal(1);
-        expect(result[ResultSlot.Stopped]).to.equal(Stop.End);
-        expect(result[ResultSlot.Next], 'stops at the split packet').to.equal(chunk.length - 50);
-        outEnd = result[ResultSlot.OutputEnd]!;
-
-        // The output: packets for `to`, in order, each re-padded for its block.
-        const relayed = [0, 1, 2, 3, 5].map((i) => payloads[i]!);
-        let p = 0;
-        relayed.forEach((payload, i) => {
-          const length = to === chacha ? -1 : out.readUInt32BE(p);
-          const opened = to.open(receiver.decipher, out.subarray(p), outSeqno + i);
-          const bodyLength = opened.length;
-          if (length >= 0) expect(bodyLength).to.equal(length);
-          expect(bodyLength % to.block, 'padded to the block').to.equal(0);
-          expect(opened[0], 'at least 4 bytes of padding').to.be.at.least(4);
-          expect(opened.subarray(1, bodyLength - opened[0]!).equals(payload), `payload ${i}`).to.equal(true);
-          p += 4 + bodyLength + TAG;
-        });
-        expect(p, 'nothing else in the output').to.equal(outEnd);
+    for (const spec of SPECS) {
+      it(`${spec.name}: encrypts byte for byte as ssh2's binding does, and decrypts and authenticates what it sends`, function () {
+        const keys = keysFor(spec);
+        const { cipher, decipher, ssh2Cipher } = spec.make(keys);
+        for (let i = 0; i < 40; i++) {
+          const seqno = (i * 2654435761) >>> 0;
+          const payload = crypto.randomBytes((i * 977) % 34000);
+          const ours = plainPacket(spec, payload);
+          const theirs = Buffer.from(ours);
+          spec.encrypt(cipher, ours, seqno);
+          spec.encrypt(ssh2Cipher, theirs, seqno);
+          expect(ours.equals(theirs), `packet ${i} (${payload.length} bytes of payload)`).to.equal(true);
+          const body = spec.open(decipher, ours, seqno);
+          expect(body.subarray(1, 1 + payload.length).equals(payload)).to.equal(true);
+        }
+        const tampered = plainPacket(spec, Buffer.from('x'));
+        spec.encrypt(cipher, tampered, 40);
+        tampered[6] ^= 1;
+        expect(() => spec.open(decipher, tampered, 40)).to.throw('Invalid MAC');
+        (cipher as Callable).free!();
+        expect(() => spec.encrypt(cipher, plainPacket(spec, Buffer.from('x')), 41)).to.throw('after free');
       });
     }
+
+    for (const from of SPECS) {
+      for (const to of SPECS) {
+        it(`relay(): ${from.name} to ${to.name}, re-framed channel packets, a stop at any other type and at a split packet`, function () {
+          const inKeys = keysFor(from);
+          const outKeys = keysFor(to);
+          const sender = from.make(inKeys);
+          const receiver = to.make(outKeys);
+          const { decipher } = from.make(inKeys);
+          const { cipher } = to.make(outKeys);
+          const payloads = [
+            channelData(32768),
+            Buffer.of(MSG_CHANNEL_WINDOW_ADJUST, 0, 0, 0, 7, 0, 1, 0, 0),
+            channelData(0),
+            channelData(5),
+            Buffer.concat([Buffer.of(MSG.GLOBAL_REQUEST), Buffer.from('not relayed unchanged')]),
+            channelData(1000),
+          ];
+          const inSeqno = 2 ** 32 - 3; // across the wrap
+          const wire = payloads.map((payload, i) => {
+            const packet = plainPacket(from, payload);
+            from.encrypt(sender.cipher, packet, (inSeqno + i) >>> 0);
+            return packet;
+          });
+          const split = plainPacket(from, channelData(100));
+          from.encrypt(sender.cipher, split, (inSeqno + payloads.length) >>> 0);
+          const chunk = Buffer.concat([...wire, split.subarray(0, 50)]);
+          const result = new Float64Array(5);
+          const out = Buffer.alloc(128 * 1024);
+          const outSeqno = 77;
+
+          packetRelay.relay(chunk, 0, chunk.length, decipher, inSeqno, cipher, outSeqno, FORWARDED_UNCHANGED, out, 0, result);
+          expect(result[ResultSlot.Relayed], 'packets before the global request').to.equal(4);
+          expect(result[ResultSlot.Stopped]).to.equal(Stop.OtherType);
+          const at = result[ResultSlot.Next]!;
+          expect(at).to.equal(wire.slice(0, 4).reduce((n, w) => n + w.length, 0));
+          // The global request lies decrypted in place, for the caller.
+          const body = chunk.subarray(at + 4, at + 4 + result[ResultSlot.BodyLength]!);
+          expect(body.subarray(1, 1 + payloads[4]!.length).equals(payloads[4]!)).to.equal(true);
+          let outEnd = result[ResultSlot.OutputEnd]!;
+
+          const after = at + wire[4]!.length;
+          packetRelay.relay(chunk, after, chunk.length, decipher, (inSeqno + 5) >>> 0, cipher, outSeqno + 4, FORWARDED_UNCHANGED, out, outEnd, result);
+          expect(result[ResultSlot.Relayed]).to.equal(1);
+          expect(result[ResultSlot.Stopped]).to.equal(Stop.End);
+          expect(result[ResultSlot.Next], 'stops at the split packet').to.equal(chunk.length - 50);
+          outEnd = result[ResultSlot.OutputEnd]!;
+
+          // The output: packets for `to`, in order, each re-padded for its block.
+          const relayed = [0, 1, 2, 3, 5].map((i) => payloads[i]!);
+          let p = 0;
+          relayed.forEach((payload, i) => {
+            const length = to === chacha ? -1 : out.readUInt32BE(p);
+            const opened = to.open(receiver.decipher, out.subarray(p), outSeqno + i);
+            const bodyLength = opened.length;
+            if (length >= 0) expect(bodyLength).to.equal(length);
+            expect(bodyLength % to.block, 'padded to the block').to.equal(0);
+            expect(opened[0], 'at least 4 bytes of padding').to.be.at.least(4);
+            expect(opened.subarray(1, bodyLength - opened[0]!).equals(payload), `payload ${i}`).to.equal(true);
+            p += 4 + bodyLength + TAG;
+          });
+          expect(p, 'nothing else in the output').to.equal(outEnd);
+        });
+      }
+    }
+
+    it('relay(): stops before a packet the output cannot take, and throws on a bad length or a bad tag', function () {
+      const spec = SPECS[0]!;
+      const keys = keysFor(spec);
+      const sender = spec.make(keys);
+      const packet = plainPacket(spec, channelData(32768));
+      spec.encrypt(sender.cipher, packet, 0);
+      const result = new Float64Array(5);
+      const { cipher } = spec.make(keysFor(spec));
+      const run = (chunk: Buffer, decipher: NativeDecipher, outBytes: number) =>
+        packetRelay.relay(chunk, 0, chunk.length, decipher, 0, cipher, 0, FORWARDED_UNCHANGED, Buffer.alloc(outBytes), 0, result);
+
+      run(Buffer.from(packet), spec.make(keys).decipher, 1000);
+      expect(result[ResultSlot.Stopped]).to.equal(Stop.OutputFull);
+      expect(result[ResultSlot.Next], 'nothing taken').to.equal(0);
+      expect(result[ResultSlot.Relayed]).to.equal(0);
+
+      const long = Buffer.from(packet);
+      long.writeUInt32BE(64 * 1024, 0);
+      expect(() => run(long, spec.make(keys).decipher, 128 * 1024)).to.throw('Bad packet length');
+      const tampered = Buffer.from(packet);
+      tampered[100] ^= 1;
+      expect(() => run(tampered, spec.make(keys).decipher, 128 * 1024)).to.throw('Invalid MAC');
+      expect(() => run(Buffer.from(packet), sender.cipher as unknown as NativeDecipher, 128 * 1024)).to.throw('not a packetrelay decipher');
+    });
+    });
   }
-
-  it('relay(): stops before a packet the output cannot take, and throws on a bad length or a bad tag', function () {
-    const spec = SPECS[0]!;
-    const keys = keysFor(spec);
-    const sender = spec.make(keys);
-    const packet = plainPacket(spec, channelData(32768));
-    spec.encrypt(sender.cipher, packet, 0);
-    const result = new Float64Array(5);
-    const { cipher } = spec.make(keysFor(spec));
-    const run = (chunk: Buffer, decipher: NativeDecipher, outBytes: number) =>
-      packetRelay.relay(chunk, 0, chunk.length, decipher, 0, cipher, 0, FORWARDED_UNCHANGED, Buffer.alloc(outBytes), 0, result);
-
-    run(Buffer.from(packet), spec.make(keys).decipher, 1000);
-    expect(result[ResultSlot.Stopped]).to.equal(Stop.OutputFull);
-    expect(result[ResultSlot.Next], 'nothing taken').to.equal(0);
-    expect(result[ResultSlot.Relayed]).to.equal(0);
-
-    const long = Buffer.from(packet);
-    long.writeUInt32BE(64 * 1024, 0);
-    expect(() => run(long, spec.make(keys).decipher, 128 * 1024)).to.throw('Bad packet length');
-    const tampered = Buffer.from(packet);
-    tampered[100] ^= 1;
-    expect(() => run(tampered, spec.make(keys).decipher, 128 * 1024)).to.throw('Invalid MAC');
-    expect(() => run(Buffer.from(packet), sender.cipher as unknown as NativeDecipher, 128 * 1024)).to.throw('not a packetrelay decipher');
-  });
 });
 
 describe('packet relay loop under real traffic (ssh, daemon, sshd)', function () {
@@ -241,8 +286,8 @@ describe('packet relay loop under real traffic (ssh, daemon, sshd)', function ()
 
   const sha256 = (data: Buffer) => crypto.createHash('sha256').update(data).digest('hex');
 
-  it('says in its start-up log that the relay loop is on', function () {
-    expect(env.proxy.logs()).to.match(/packet relay loop on/);
+  it('says in its start-up log that the relay loop is on, and which AES-GCM code it runs', function () {
+    expect(env.proxy.logs()).to.contain(`packet relay loop on, AES-GCM by ${packetRelay.aesGcmImplementation()}`);
   });
 
   for (const cipher of ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr']) {
