@@ -109,7 +109,7 @@ describe('packet relay addon (native/packetrelay.c)', function () {
 
   it('runs AES-GCM on intel-ipsec-mb where the build has it and the CPU has VAES, else on OpenSSL', function () {
     const cpu = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    const vaes = ['avx512f', 'vaes', 'vpclmulqdq'].every((flag) => new RegExp(`\\b${flag}\\b`).test(cpu));
+    const vaes = ['avx512f', 'avx512dq', 'avx512cd', 'avx512bw', 'avx512vl', 'vaes', 'vpclmulqdq'].every((flag) => new RegExp(`\\b${flag}\\b`).test(cpu));
     const expected = vaes && fs.existsSync('/usr/include/intel-ipsec-mb.h') ? /^intel-ipsec-mb \d+\.\d+\.\d+ \(VAES\)$/ : /^OpenSSL$/;
     expect(packetRelay.aesGcmImplementation()).to.match(expected);
     expect(packetRelay.useAesGcm('openssl')).to.equal('OpenSSL');
