@@ -375,7 +375,8 @@ export class Leg extends EventEmitter implements Backlogged {
    * nothing of this leg waits (a backlog, the end of its input), the input
    * is a shared-reads socket, and Node holds nothing to write to the
    * peer's socket (what is queued there goes first). Called after a large
-   * read was processed: bulk data.
+   * read was processed (bulk data), and after any read while the other
+   * direction runs on the sockets.
    */
   private relayOnSockets(): void {
     const peer = this.direct?.peer;
@@ -631,7 +632,10 @@ export class Leg extends EventEmitter implements Backlogged {
         this.proto.cleanup();
       }
     }
-    if (chunk.length >= SOCKET_RELAY_MIN_READ) this.relayOnSockets();
+    // The other direction on the sockets: this one carries what comes back
+    // (window adjustments, acknowledgements), small reads that cost a
+    // JavaScript turn each in Node and nothing to speak of in the addon.
+    if (chunk.length >= SOCKET_RELAY_MIN_READ || this.direct?.peer.onSockets) this.relayOnSockets();
   }
 
   /**

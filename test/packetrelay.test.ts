@@ -261,6 +261,12 @@ describe('packet relay addon (native/packetrelay.c)', function () {
       tampered[100] ^= 1;
       expect(() => run(tampered, spec.make(keys).decipher, 128 * 1024)).to.throw('Invalid MAC');
       expect(() => run(Buffer.from(packet), sender.cipher as unknown as NativeDecipher, 128 * 1024)).to.throw('not a packetrelay decipher');
+      // Packets are decrypted from the chunk into the output: the two must not share memory.
+      const shared = Buffer.alloc(256 * 1024);
+      packet.copy(shared);
+      const chunk = shared.subarray(0, packet.length);
+      expect(() => packetRelay.relay(chunk, 0, chunk.length, spec.make(keys).decipher, 0, cipher, 0, FORWARDED_UNCHANGED, shared.subarray(64 * 1024), 0, result)).not.to.throw();
+      expect(() => packetRelay.relay(chunk, 0, chunk.length, spec.make(keys).decipher, 0, cipher, 0, FORWARDED_UNCHANGED, shared.subarray(1000), 0, result)).to.throw('invalid arguments');
     });
     });
   }

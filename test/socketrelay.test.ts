@@ -91,6 +91,21 @@ describe('socket relay (lib/socketrelay.ts, native/socketrelay.c)', function () 
     });
   }
 
+  it('moves the small packets coming back (window adjustments) onto the sockets too, once bulk data runs there', async function () {
+    const legs = await relayingOnSockets();
+    closers.push(legs.close);
+    const before = socketRelayTotals().relayed;
+    // One at a time, as a transfer's window adjustments come: each is a read of its own.
+    for (let n = 0; n < 200; n++) {
+      legs.sshd.send(numbered(n, 16), OWN_PACKET);
+      await waitFor(() => legs.atUser.data.length > n || undefined, { timeoutMs: 10_000, intervalMs: 1, what: `small packet ${n} at the user` });
+    }
+    expect(legs.atUser.data).to.deep.equal(range(0, 200));
+    // The first goes through Node and moves its direction onto the sockets.
+    expect(socketRelayTotals().relayed - before, 'small packets relayed on the sockets, of 200').to.be.at.least(195);
+    expect(legs.errors).to.deep.equal([]);
+  });
+
   it('stops for a key exchange started on either side, and goes back onto the sockets after it', async function () {
     // chacha20-poly1305 on the user's side: a sequence number the relay had not counted into ssh2 would break its tag at once.
     const legs = await relayedLegs(['chacha20-poly1305@openssh.com']);

@@ -111,9 +111,9 @@ export async function legPair(budget?: TurnBudget, sharedReads = false): Promise
   };
 }
 
-/** A CHANNEL_DATA-typed payload of the largest channel packet size, numbered `n`. */
-export function numbered(n: number): Buffer {
-  const payload = Buffer.alloc(MAX_CHANNEL_PACKET);
+/** A CHANNEL_DATA-typed payload numbered `n`, of `bytes` (the largest channel packet size unless given). */
+export function numbered(n: number, bytes = MAX_CHANNEL_PACKET): Buffer {
+  const payload = Buffer.alloc(bytes);
   payload[0] = CHANNEL_DATA;
   payload.writeUInt32BE(n, 1);
   return payload;
