@@ -29,6 +29,17 @@
  * hands back what the leg needs to go on: the start of a split packet, the
  * output the socket did not take yet, and the sequence numbers (stats).
  *
+ * Batching: once a read brings BATCH_START bytes or more (bulk data), the
+ * input socket gets SO_RCVLOWAT = BATCH_BYTES, so that the kernel wakes
+ * the relay when that much waits rather than for every segment sshd or the
+ * client writes; each wake-up is a context switch and a write that wakes
+ * the other side. A timer BATCH_PAUSE_MS after the last read ends it (the
+ * low-water mark back at 1, and what waits read at once): a pause in the
+ * flow never holds bytes back longer than that. Small reads, such as the
+ * window adjustments of the direction that follows a bulk one, never
+ * start it. The kernel still wakes a reader below the mark when its receive
+ * window runs short. bench/README.md, "Fewer wake-ups".
+ *
  * A budget per event-loop turn, like lib/turnbudget.ts's: once a turn's
  * BYTES_PER_TURN are read, a readable relay waits in a queue instead of
  * reading, and the queue is served in order at the end of the turn (a
@@ -55,6 +66,10 @@
 #define OUT_BLOCK (256 * 1024)
 /* Bytes read per event-loop turn by all relays together (lib/turnbudget.ts has the same for the legs). */
 #define BYTES_PER_TURN (1024 * 1024)
+/* Batching: a read of BATCH_START bytes starts it; the kernel then wakes the relay at BATCH_BYTES; BATCH_PAUSE_MS without a read ends it. */
+#define BATCH_START (64 * 1024)
+#define BATCH_BYTES (128 * 1024)
+#define BATCH_PAUSE_MS 1
 
 /* Why a relay stopped by itself: onStop's first argument. */
 enum { SR_OTHER_TYPE = 1, SR_EOF = 2, SR_READ_ERROR = 3, SR_WRITE_ERROR = 4, SR_PROTOCOL_ERROR = 5 };
@@ -63,7 +78,7 @@ enum { SR_OTHER_TYPE = 1, SR_EOF = 2, SR_READ_ERROR = 3, SR_WRITE_ERROR = 4, SR_
 enum { ST_BYTES_IN = 0, ST_BYTES_OUT = 1, ST_IN_SEQNO = 2, ST_OUT_SEQNO = 3, ST_PENDING = 4, STATS_LENGTH = 16 };
 
 /* Slots of socketRelayTotals (all relays since start). */
-enum { TOTAL_BYTES_READ = 0, TOTAL_RELAYED = 1, TOTALS_LENGTH = 2 };
+enum { TOTAL_BYTES_READ = 0, TOTAL_RELAYED = 1, TOTAL_READS = 2, TOTAL_BATCHES = 3, TOTALS_LENGTH = 4 };
 
 typedef struct socket_relay {
   napi_env env;
@@ -84,6 +99,9 @@ typedef struct socket_relay {
   int waiting;
   struct socket_relay *next_waiting;
   unsigned char forwarded[256];
+  /* SO_RCVLOWAT is BATCH_BYTES on the input socket; the timer that ends it (while running). */
+  int batching;
+  uv_timer_t *pause_timer;
   /* The start of a packet split across reads (MAX_WIRE_PACKET bytes while running). */
   unsigned char *pending;
   size_t pending_len;
@@ -112,6 +130,7 @@ static void stop_with_number(socket_relay_t *s, int code, double a, double b, do
 
 static void on_poll(uv_poll_t *handle, int status, int events);
 static void on_idle(uv_idle_t *handle);
+static void read_and_relay(socket_relay_t *s);
 
 static void set_reading(socket_relay_t *s, int on) {
   if (s->reading == on) return;
@@ -150,6 +169,27 @@ static void wait_for_turn(socket_relay_t *s) {
   else waiting_head = s;
   waiting_tail = s;
   uv_idle_start(&keep_polling, on_idle);
+}
+
+/* ---- batching ---------------------------------------------------------- */
+
+/* The input socket's low-water mark: BATCH_BYTES or 1. A socket option, so Node's reads after the relay see it too: teardown ends it. */
+static void set_batching(socket_relay_t *s, int on) {
+  if (s->batching == on) return;
+  const int lowat = on ? BATCH_BYTES : 1;
+  if (setsockopt(s->in_fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) != 0) return;
+  s->batching = on;
+  if (on) totals[TOTAL_BATCHES]++;
+}
+
+/* BATCH_PAUSE_MS without a read: the flow paused. Back to waking for any byte, and read what waits. */
+static void on_pause(uv_timer_t *timer) {
+  socket_relay_t *s = timer->data;
+  if (s == NULL || !s->running) return;
+  set_batching(s, 0);
+  if (!s->reading) return;
+  if (spent >= BYTES_PER_TURN) wait_for_turn(s);
+  else read_and_relay(s);
 }
 
 /* ---- output ------------------------------------------------------------ */
@@ -238,7 +278,10 @@ static void read_and_relay(socket_relay_t *s) {
     return;
   }
   spent += (size_t)n;
+  if ((size_t)n >= BATCH_START) set_batching(s, 1);
+  if (s->batching) uv_timer_start(s->pause_timer, on_pause, BATCH_PAUSE_MS, 0);
   totals[TOTAL_BYTES_READ] += (double)n;
+  totals[TOTAL_READS]++;
   s->stats[ST_BYTES_IN] += (double)n;
   s->pending_len = 0;
   const size_t end = held + (size_t)n;
@@ -342,6 +385,10 @@ static void teardown(socket_relay_t *s) {
   s->running = 0;
   unqueue(s);
   s->reading = s->writing = 0;
+  set_batching(s, 0);
+  s->pause_timer->data = NULL;
+  uv_close((uv_handle_t *)s->pause_timer, free_handle);
+  s->pause_timer = NULL;
   close_poll(&s->in_poll, &s->in_fd);
   close_poll(&s->out_poll, &s->out_fd);
   s->stats[ST_IN_SEQNO] = s->in_seqno;
@@ -451,6 +498,14 @@ static napi_value method_start(napi_env env, napi_callback_info info) {
     close_poll(&s->out_poll, &s->out_fd);
     return throw_error(env, err == EMFILE || err == ENFILE ? "SocketRelay: out of file descriptors" : "SocketRelay: cannot poll the sockets");
   }
+  if ((s->pause_timer = malloc(sizeof *s->pause_timer)) == NULL) {
+    close_poll(&s->in_poll, &s->in_fd);
+    close_poll(&s->out_poll, &s->out_fd);
+    return throw_error(env, "out of memory");
+  }
+  uv_timer_init(loop, s->pause_timer);
+  s->pause_timer->data = s;
+  s->batching = 0;
   napi_create_reference(env, argv[2], 1, &s->dec_ref);
   napi_create_reference(env, argv[4], 1, &s->enc_ref);
   s->dec = dec;

@@ -106,6 +106,31 @@ describe('socket relay (lib/socketrelay.ts, native/socketrelay.c)', function () 
     expect(legs.errors).to.deep.equal([]);
   });
 
+  it('batches the reads of bulk data, and lets nothing wait below the batch size: not after a pause, not once it stops', async function () {
+    const legs = await relayedLegs();
+    closers.push(legs.close);
+    const before = socketRelayTotals();
+    sendNumbered(legs.user, 0, 300);
+    await allArrived(legs.atSshd, 300, 'the bulk data at the sshd');
+    const after = socketRelayTotals();
+    expect(after.batches - before.batches, 'batching began').to.be.at.least(1);
+    // The kernel wakes a batching relay only once 128 KiB wait: what comes after a pause is read by its timer.
+    for (let n = 300; n < 310; n++) {
+      legs.user.send(numbered(n, 16), OWN_PACKET);
+      await waitFor(() => legs.atSshd.data.length > n || undefined, { timeoutMs: 5_000, intervalMs: 1, what: `small packet ${n} after the bulk data` });
+    }
+    // A key exchange right behind bulk data stops the relay as it batches; Node reads the socket after it.
+    sendNumbered(legs.user, 310, 610);
+    rekey(legs.user);
+    await keyExchanges(legs.front, 2, 'the rekey of the user leg');
+    for (let n = 610; n < 620; n++) {
+      legs.user.send(numbered(n, 16), OWN_PACKET);
+      await waitFor(() => legs.atSshd.data.length > n || undefined, { timeoutMs: 5_000, intervalMs: 1, what: `small packet ${n} after the rekey` });
+    }
+    expect(legs.atSshd.data).to.deep.equal(range(0, 620));
+    expect(legs.errors).to.deep.equal([]);
+  });
+
   it('stops for a key exchange started on either side, and goes back onto the sockets after it', async function () {
     // chacha20-poly1305 on the user's side: a sequence number the relay had not counted into ssh2 would break its tag at once.
     const legs = await relayedLegs(['chacha20-poly1305@openssh.com']);
