@@ -81,10 +81,10 @@ export class SocketRelay {
   }
 }
 
-/** Bytes read, packets relayed, reads, and the times batching began (native/socketrelay.c), by all socket relays since start. */
-export function socketRelayTotals(): { bytesRead: number; relayed: number; reads: number; batches: number } {
+/** Bytes read, packets relayed, and the times batching began (native/socketrelay.c), by all socket relays since start. */
+export function socketRelayTotals(): { bytesRead: number; relayed: number; batches: number } {
   const totals = packetRelay.socketRelayTotals;
-  return { bytesRead: totals[0]!, relayed: totals[1]!, reads: totals[2]!, batches: totals[3]! };
+  return { bytesRead: totals[0]!, relayed: totals[1]!, batches: totals[2]! };
 }
 
 /** The range the addon hands back with SocketRelayStop.OtherType. */

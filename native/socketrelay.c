@@ -78,7 +78,7 @@ enum { SR_OTHER_TYPE = 1, SR_EOF = 2, SR_READ_ERROR = 3, SR_WRITE_ERROR = 4, SR_
 enum { ST_BYTES_IN = 0, ST_BYTES_OUT = 1, ST_IN_SEQNO = 2, ST_OUT_SEQNO = 3, ST_PENDING = 4, STATS_LENGTH = 16 };
 
 /* Slots of socketRelayTotals (all relays since start). */
-enum { TOTAL_BYTES_READ = 0, TOTAL_RELAYED = 1, TOTAL_READS = 2, TOTAL_BATCHES = 3, TOTALS_LENGTH = 4 };
+enum { TOTAL_BYTES_READ = 0, TOTAL_RELAYED = 1, TOTAL_BATCHES = 2, TOTALS_LENGTH = 3 };
 
 typedef struct socket_relay {
   napi_env env;
@@ -281,7 +281,6 @@ static void read_and_relay(socket_relay_t *s) {
   if ((size_t)n >= BATCH_START) set_batching(s, 1);
   if (s->batching) uv_timer_start(s->pause_timer, on_pause, BATCH_PAUSE_MS, 0);
   totals[TOTAL_BYTES_READ] += (double)n;
-  totals[TOTAL_READS]++;
   s->stats[ST_BYTES_IN] += (double)n;
   s->pending_len = 0;
   const size_t end = held + (size_t)n;
