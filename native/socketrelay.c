@@ -30,10 +30,12 @@
  * output the socket did not take yet, and the sequence numbers (stats).
  *
  * Batching: once a read brings BATCH_START bytes or more (bulk data), the
- * input socket gets SO_RCVLOWAT = BATCH_BYTES, so that the kernel wakes
- * the relay when that much waits rather than for every segment sshd or the
- * client writes; each wake-up is a context switch and a write that wakes
- * the other side. A timer BATCH_PAUSE_MS after the last read ends it (the
+ * input socket's low-water mark (SO_RCVLOWAT) becomes the read buffer's
+ * size, so that the kernel wakes the relay when a full read waits rather
+ * than for every segment sshd or the client writes; each wake-up is a
+ * context switch and a write that wakes the other side. A larger mark would
+ * only keep bytes waiting (one read per wake-up), a smaller one costs more
+ * wake-ups (bench/README.md, "A full read per wake-up"). A timer BATCH_PAUSE_MS after the last read ends it (the
  * low-water mark back at 1, and what waits read at once): a pause in the
  * flow never holds bytes back longer than that. Small reads, such as the
  * window adjustments of the direction that follows a bulk one, never
@@ -66,9 +68,8 @@
 #define OUT_BLOCK (256 * 1024)
 /* Bytes read per event-loop turn by all relays together (lib/turnbudget.ts has the same for the legs). */
 #define BYTES_PER_TURN (1024 * 1024)
-/* Batching: a read of BATCH_START bytes starts it; the kernel then wakes the relay at BATCH_BYTES; BATCH_PAUSE_MS without a read ends it. */
+/* Batching: a read of BATCH_START bytes starts it; the kernel then wakes the relay once read_cap bytes wait; BATCH_PAUSE_MS without a read ends it. */
 #define BATCH_START (64 * 1024)
-#define BATCH_BYTES (128 * 1024)
 #define BATCH_PAUSE_MS 1
 
 /* Why a relay stopped by itself: onStop's first argument. */
@@ -99,7 +100,7 @@ typedef struct socket_relay {
   int waiting;
   struct socket_relay *next_waiting;
   unsigned char forwarded[256];
-  /* SO_RCVLOWAT is BATCH_BYTES on the input socket; the timer that ends it (while running). */
+  /* SO_RCVLOWAT is read_cap on the input socket; the timer that ends it (while running). */
   int batching;
   uv_timer_t *pause_timer;
   /* The start of a packet split across reads (MAX_WIRE_PACKET bytes while running). */
@@ -173,10 +174,10 @@ static void wait_for_turn(socket_relay_t *s) {
 
 /* ---- batching ---------------------------------------------------------- */
 
-/* The input socket's low-water mark: BATCH_BYTES or 1. A socket option, so Node's reads after the relay see it too: teardown ends it. */
+/* The input socket's low-water mark: a full read (read_cap) or 1. A socket option, so Node's reads after the relay see it too: teardown ends it. */
 static void set_batching(socket_relay_t *s, int on) {
   if (s->batching == on) return;
-  const int lowat = on ? BATCH_BYTES : 1;
+  const int lowat = on ? (int)read_cap : 1;
   if (setsockopt(s->in_fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) != 0) return;
   s->batching = on;
   if (on) totals[TOTAL_BATCHES]++;

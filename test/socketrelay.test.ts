@@ -114,7 +114,7 @@ describe('socket relay (lib/socketrelay.ts, native/socketrelay.c)', function () 
     await allArrived(legs.atSshd, 300, 'the bulk data at the sshd');
     const after = socketRelayTotals();
     expect(after.batches - before.batches, 'batching began').to.be.at.least(1);
-    // The kernel wakes a batching relay only once 128 KiB wait: what comes after a pause is read by its timer.
+    // The kernel wakes a batching relay only once a full read (512 KiB) waits: what comes after a pause is read by its timer.
     for (let n = 300; n < 310; n++) {
       legs.user.send(numbered(n, 16), OWN_PACKET);
       await waitFor(() => legs.atSshd.data.length > n || undefined, { timeoutMs: 5_000, intervalMs: 1, what: `small packet ${n} after the bulk data` });
