@@ -1,6 +1,7 @@
 // The measurements. Each takes an SshPath, so the same code runs direct and
 // through the proxy; run.ts alternates the two.
 import crypto from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -10,6 +11,7 @@ import { QUIET_MS } from '../lib/quietgc.js';
 import { scrapeMetrics } from '../test/helpers/metrics.js';
 import { finished, spawnTracked } from './children.js';
 import type { SshPath } from './env.js';
+import { MiB } from './stats.js';
 import { cpuDelta, cpuTimes, descendants, pssKb, statusKb } from './procfs.js';
 
 /** One timed run of one case on one path. */
@@ -156,6 +158,85 @@ export async function trueCommand(p: SshPath): Promise<{ bytes: number }> {
   const r = await finished(ssh, 60_000, 'ssh true');
   check(r.code === 0, `${p.name} ssh true`, `exit ${r.code ?? r.signal}: ${r.stderr.trim()}`);
   return { bytes: 0 };
+}
+
+/** How long one echo may take before the case fails (a lost line, not a slow one). */
+const ECHO_TIMEOUT_MS = 10_000;
+
+/**
+ * Keystroke echo: `echoes` short lines sent one at a time, 3-7 ms apart,
+ * through `cat` in one channel of a ControlMaster connection, each timed
+ * until it comes back. With `download`, another channel of the same
+ * connection streams `head -c 100G /dev/zero` meanwhile, so the echoes
+ * travel behind bulk data as they would in a terminal next to a transfer
+ * (where the proxy's batched reads can hold them back: bench/README.md,
+ * "A full read per wake-up"). Returns the echoes' median and p90 in ms, and
+ * the download's rate.
+ */
+export async function keystrokeEcho(p: SshPath, cipher: string, echoes: number, download: boolean, dir: string): Promise<{ bytes: number; extra: Record<string, number> }> {
+  const control = path.join(dir, `echo-${p.name}-${process.pid}.ctl`);
+  const master = spawnTracked('ssh', [...p.sshArgs(['-M', '-S', control, '-N', '-c', cipher]), p.destination], { stdio: ['ignore', 'ignore', 'pipe'], env: p.env });
+  const masterDone = finished(master, 10 * 60_000, 'ssh control master');
+  let bulk: ChildProcess | undefined;
+  let bulkDone: Promise<unknown> | undefined;
+  try {
+    const deadline = Date.now() + 30_000;
+    while (!fs.existsSync(control)) {
+      check(master.exitCode === null && Date.now() < deadline, `${p.name} echo`, 'the control master did not come up');
+      await sleep(10);
+    }
+    let received = 0;
+    if (download) {
+      bulk = spawnTracked('ssh', [...p.sshArgs(['-S', control]), p.destination, 'head -c 100G /dev/zero'], { stdio: ['ignore', 'pipe', 'ignore'], env: p.env });
+      bulk.stdout!.on('data', (chunk: Buffer) => (received += chunk.length));
+      bulkDone = new Promise((resolve) => bulk!.once('close', resolve));
+      while (received < 64 * MiB) {
+        check(bulk.exitCode === null && Date.now() < deadline, `${p.name} echo`, 'the download did not start');
+        await sleep(10);
+      }
+    }
+    const cat = spawnTracked('ssh', [...p.sshArgs(['-S', control]), p.destination, 'cat'], { stdio: ['pipe', 'pipe', 'ignore'], env: p.env });
+    const catDone = finished(cat, 10 * 60_000, 'ssh cat');
+    let echoed = '';
+    let arrived: (() => void) | undefined;
+    cat.stdout!.on('data', (text: string) => {
+      echoed += text;
+      arrived?.();
+    });
+    const echo = async (line: string): Promise<number> => {
+      const expected = echoed.length + line.length;
+      const t0 = performance.now();
+      const back = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${p.name} echo: no echo within ${ECHO_TIMEOUT_MS / 1000} s`)), ECHO_TIMEOUT_MS);
+        arrived = () => {
+          if (echoed.length < expected) return;
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      cat.stdin!.write(line);
+      await back;
+      return performance.now() - t0;
+    };
+    await echo('ready\n'); // the channel is open and cat runs
+    const times: number[] = [];
+    const r0 = received;
+    const t0 = performance.now();
+    for (let i = 0; i < echoes; i++) {
+      times.push(await echo(`${i}\n`));
+      await sleep(3 + Math.random() * 4);
+    }
+    const mibps = (received - r0) / MiB / ((performance.now() - t0) / 1000);
+    cat.stdin!.end();
+    await catDone;
+    check(echoed === ['ready', ...times.map((_, i) => String(i))].map((l) => `${l}\n`).join(''), `${p.name} echo`, 'the lines came back altered');
+    times.sort((a, b) => a - b);
+    return { bytes: 0, extra: { medianMs: times[Math.floor(times.length / 2)]!, p90Ms: times[Math.floor(times.length * 0.9)]!, ...(download ? { downloadMiBps: mibps } : {}) } };
+  } finally {
+    bulk?.kill();
+    master.kill();
+    await Promise.all([bulkDone, masterDone.catch(() => undefined)]);
+  }
 }
 
 /**

@@ -91,9 +91,14 @@ function cell(text: string): string {
   return text.replaceAll('|', '\\|');
 }
 
+/** Logins take tens of milliseconds; keystroke echoes a fraction of one. */
+function msDigits(c: CaseResult): number {
+  return c.id.startsWith('echo') ? 2 : 0;
+}
+
 function value(c: CaseResult, which: 'direct' | 'proxy'): string {
   const s = c.summary!;
-  if (c.group === 'latency') return `${fmt(s.medianSeconds[which] * 1000, 0)} ms`;
+  if (c.group === 'latency') return `${fmt(s.medianSeconds[which] * 1000, msDigits(c))} ms`;
   if (c.group === 'idle') return `${fmt(s.medianSeconds[which], 1)} s`;
   return `${fmt(s.medianSeconds[which], 2)} s (${fmt(s.medianMiBps![which], 0)} MiB/s)`;
 }
@@ -101,7 +106,7 @@ function value(c: CaseResult, which: 'direct' | 'proxy'): string {
 function range(c: CaseResult, which: 'direct' | 'proxy'): string {
   const [lo, hi] = c.summary!.range[which];
   const scale = c.group === 'latency' ? 1000 : 1;
-  const digits = c.group === 'latency' ? 0 : 2;
+  const digits = c.group === 'latency' ? msDigits(c) : 2;
   return `${fmt(lo * scale, digits)}–${fmt(hi * scale, digits)}`;
 }
 

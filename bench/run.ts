@@ -17,6 +17,7 @@ import {
   download,
   countingGcs,
   idleSessions,
+  keystrokeEcho,
   measure,
   openIdleSessions,
   parallelChecksums,
@@ -45,7 +46,7 @@ import { GiB, MiB, fmt, median } from './stats.js';
  * there and 2.6 s alone), and the profiles would show that state rather
  * than the one the bulk cases measured.
  */
-const ALL_CASES = ['bulk', 'relay-floor', 'latency', 'cold', 'concurrency', 'profile', 'idle', 'loaded'] as const;
+const ALL_CASES = ['bulk', 'relay-floor', 'latency', 'cold', 'echo', 'concurrency', 'profile', 'idle', 'loaded'] as const;
 type CaseGroup = (typeof ALL_CASES)[number];
 const PROFILERS = ['v8', 'perf'] as const;
 type Profiler = (typeof PROFILERS)[number];
@@ -67,6 +68,7 @@ const { values: opts } = parseArgs({
     'idle-parallel': { type: 'string', default: '50' },
     'latency-runs': { type: 'string' },
     'cold-runs': { type: 'string' },
+    echoes: { type: 'string' },
     out: { type: 'string', default: path.join(REPO_ROOT, 'bench') },
     help: { type: 'boolean', default: false },
   },
@@ -92,6 +94,7 @@ if (opts.help) {
   --idle-parallel N   idle sessions being opened at a time (default 50)
   --latency-runs N    ssh true runs per path (default 20)
   --cold-runs N       ssh true runs with a never-seen token (default 10)
+  --echoes N          keystroke echoes timed per echo run (default 200)
   --out DIR           where results.json and results.md go (default bench/)`);
   process.exit(0);
 }
@@ -114,6 +117,7 @@ const settings = {
   idleParallel: int(opts['idle-parallel'], 50),
   latencyRuns: int(opts['latency-runs'], quick ? 10 : 20),
   coldRuns: int(opts['cold-runs'], quick ? 5 : 10),
+  echoes: int(opts.echoes, quick ? 50 : 200),
 };
 for (const c of settings.cases) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c}; known: ${ALL_CASES.join(',')}`);
 for (const p of settings.profilers) if (!PROFILERS.includes(p)) throw new Error(`unknown profiler ${p}; known: ${PROFILERS.join(',')}`);
@@ -282,6 +286,38 @@ async function coldLatency(env: BenchEnv, results: Results): Promise<void> {
       true,
     ),
   );
+}
+
+/**
+ * Keystroke echo times in one channel of a connection, with nothing else on
+ * it and while another channel downloads (cases.ts, keystrokeEcho). A run's
+ * time is its median echo; the first bulk cipher, so that the download runs
+ * through the daemon's relay loop.
+ */
+async function echo(env: BenchEnv, results: Results): Promise<void> {
+  const cipher = settings.ciphers[0]!;
+  for (const download of [false, true]) {
+    const result = newCase(
+      download ? 'echo-download' : 'echo-idle',
+      'latency',
+      download ? `latency: keystroke echo while another channel of the connection downloads (median of ${settings.echoes})` : `latency: keystroke echo, connection otherwise idle (median of ${settings.echoes})`,
+      cipher,
+      0,
+    );
+    log(`${result.title} [${cipher}]: ${settings.runs} runs per path`);
+    for (let i = 0; i < settings.runs; i++) {
+      for (const p of order(i, env.directPath, env.proxyPath())) {
+        const r = await measure(p, () => keystrokeEcho(p, cipher, settings.echoes, download, env.tmp));
+        r.seconds = r.extra!.medianMs! / 1000;
+        (p.name === 'direct' ? result.direct : result.proxy).push(r);
+        log(`  run ${i + 1}/${settings.runs} ${p.name.padEnd(6)} median ${fmt(r.extra!.medianMs!, 2)} ms, p90 ${fmt(r.extra!.p90Ms!, 2)} ms${download ? `, download ${fmt(r.extra!.downloadMiBps!, 0)} MiB/s` : ''}`);
+      }
+    }
+    const md = median(result.direct.map((r) => r.seconds)) * 1000;
+    const mp = median(result.proxy.map((r) => r.seconds)) * 1000;
+    log(`  median direct ${fmt(md, 2)} ms, proxy ${fmt(mp, 2)} ms, proxy/direct ${fmt(mp / md, 2)}`);
+    results.cases.push(result);
+  }
 }
 
 async function concurrency(env: BenchEnv, results: Results): Promise<void> {
@@ -608,6 +644,7 @@ async function main(): Promise<void> {
     'relay-floor': relayFloor,
     latency,
     cold: coldLatency,
+    echo,
     concurrency,
     idle,
     loaded,
