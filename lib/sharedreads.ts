@@ -11,6 +11,7 @@
 import net, { type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 
+/** Also the batch of native/socketrelay.c: a batching relay is woken once this much waits. */
 const SHARED_READ_BYTES = 512 * 1024;
 
 let sharedBuffer: Buffer | undefined;
