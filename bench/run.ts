@@ -189,7 +189,9 @@ async function runCase(
 function logMedians(result: CaseResult): void {
   const md = median(result.direct.map((r) => r.seconds));
   const mp = median(result.proxy.map((r) => r.seconds));
-  log(`  median direct ${fmt(md, 3)} s, proxy ${fmt(mp, 3)} s, proxy/direct ${fmt(mp / md, 2)}`);
+  // Latency cases in ms: a keystroke echo is a fraction of one.
+  const [scale, digits, unit] = result.group === 'latency' ? [1000, 2, 'ms'] : [1, 3, 's'];
+  log(`  median direct ${fmt(md * scale, digits)} ${unit}, proxy ${fmt(mp * scale, digits)} ${unit}, proxy/direct ${fmt(mp / md, 2)}`);
 }
 
 function newCase(id: string, group: CaseResult['group'], title: string, cipher: string, bytesPerRun: number): CaseResult {
@@ -313,9 +315,7 @@ async function echo(env: BenchEnv, results: Results): Promise<void> {
         log(`  run ${i + 1}/${settings.runs} ${p.name.padEnd(6)} median ${fmt(r.extra!.medianMs!, 2)} ms, p90 ${fmt(r.extra!.p90Ms!, 2)} ms${download ? `, download ${fmt(r.extra!.downloadMiBps!, 0)} MiB/s` : ''}`);
       }
     }
-    const md = median(result.direct.map((r) => r.seconds)) * 1000;
-    const mp = median(result.proxy.map((r) => r.seconds)) * 1000;
-    log(`  median direct ${fmt(md, 2)} ms, proxy ${fmt(mp, 2)} ms, proxy/direct ${fmt(mp / md, 2)}`);
+    logMedians(result);
     results.cases.push(result);
   }
 }
