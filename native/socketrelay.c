@@ -35,12 +35,13 @@
  * than for every segment sshd or the client writes; each wake-up is a
  * context switch and a write that wakes the other side. A larger mark would
  * only keep bytes waiting (one read per wake-up), a smaller one costs more
- * wake-ups (bench/README.md, "A full read per wake-up"). A timer BATCH_PAUSE_MS after the last read ends it (the
+ * wake-ups. A timer BATCH_PAUSE_MS after the last read ends it (the
  * low-water mark back at 1, and what waits read at once): a pause in the
  * flow never holds bytes back longer than that. Small reads, such as the
  * window adjustments of the direction that follows a bulk one, never
  * start it. The kernel still wakes a reader below the mark when its receive
- * window runs short. bench/README.md, "Fewer wake-ups".
+ * window runs short. bench/README.md, "Fewer wake-ups" and "A full read per
+ * wake-up" (also what it costs a keystroke behind bulk data).
  *
  * A budget per event-loop turn, like lib/turnbudget.ts's: once a turn's
  * BYTES_PER_TURN are read, a readable relay waits in a queue instead of
