@@ -13,7 +13,7 @@ import type { ProxyConfig } from './config.js';
 import { apiUrlOf } from './hub.js';
 import { HostKeyError } from './hostkeys.js';
 import { DEFAULT_PENALTIES, parsePenalties } from './penalties.js';
-import { createLogger } from './logger.js';
+import { createLogger, surviveLostOutput } from './logger.js';
 import { ProxyServer } from './server.js';
 
 /** The repository's keys/ folder: the default KEYDIR. */
@@ -240,6 +240,7 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
   Buffer.poolSize = 0;
   const config = parseArgs(argv);
   const log = createLogger(config.logLevel, config.logFormat);
+  surviveLostOutput(log);
   const server = new ProxyServer(config, log);
   const fail = (message: string) => {
     log.error(`cannot start: ${message}`);

@@ -26,6 +26,23 @@ export function createLogger(level: string, format: LogFormat = 'text'): Logger 
   });
 }
 
+/**
+ * Keeps the daemon serving when its standard output goes away: a log
+ * shipper or `tee` that exited, a closed terminal, a full disk. Node throws
+ * a failed write to stdout (EPIPE) as an uncaught error, so the next log
+ * line would end every session. From then on the log is lost; one line on
+ * stderr says so, if stderr still takes it.
+ */
+export function surviveLostOutput(log: Logger): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (log.silent) return;
+    log.silent = true;
+    process.stderr.write(`jupyter_ssh_proxy: standard output failed (${err.code ?? err.message}): no more log lines; still serving\n`);
+  });
+  // A failed stderr leaves nothing to report it to.
+  process.stderr.on('error', () => {});
+}
+
 /** A listening address as operators type it: `[::]:2222` for IPv6, `127.0.0.1:2222` for IPv4. */
 export function formatListenAddress(address: net.AddressInfo): string {
   return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;

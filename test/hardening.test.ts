@@ -323,6 +323,42 @@ describe('hardening: lifecycle', function () {
     }
   });
 
+  it('keeps serving when its log output goes away, and still stops cleanly', async function () {
+    const proxy = await startProxy(env.hub.url);
+    try {
+      const pid = proxy.child.pid!;
+      const runtimeRoot = '/run/jupyter-ssh-proxy';
+      // Its runtime folder: the one whose owner record names this daemon.
+      const ownFolders = () =>
+        fs.readdirSync(runtimeRoot).filter((name) => {
+          try {
+            return fs.readFileSync(path.join(runtimeRoot, name, 'owner'), 'utf8').startsWith(`${pid} `);
+          } catch {
+            return false;
+          }
+        });
+      expect(ownFolders()).to.have.length(1);
+      const session = ssh(proxy.port, env.user.name, env.token, ['echo started; sleep 3; echo finished'], QUIET);
+      await waitFor(() => proxy.logs().includes('session started'), { timeoutMs: 20_000, what: 'the session' });
+      // Whatever read the daemon's standard output exits (a log shipper, `tee`):
+      // its next log line, in the login below, fails with EPIPE.
+      proxy.child.stdout!.destroy();
+      const after = await ssh(proxy.port, env.user.name, env.token, ['echo ok'], QUIET);
+      expect(after.code, after.stderr).to.equal(0);
+      expect(after.stdout.toString()).to.equal('ok\n');
+      expect(proxy.logs()).to.contain('jupyter_ssh_proxy: standard output failed (EPIPE): no more log lines; still serving');
+      const r = await session;
+      expect(r.code).to.equal(0);
+      expect(r.stdout.toString()).to.equal('started\nfinished\n');
+      expect(proxy.child.exitCode).to.equal(null);
+      proxy.child.kill('SIGTERM');
+      expect(await exitOf(proxy)).to.equal(0);
+      expect(ownFolders()).to.have.length(0);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it('SIGHUP: reloads host keys and the config file without dropping sessions; a bad config keeps the old one', async function () {
     const config = path.join(dir, 'proxy.yaml');
     fs.writeFileSync(config, 'max-auth-tries: 6\n');
