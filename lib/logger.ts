@@ -28,8 +28,8 @@ export function createLogger(level: string, format: LogFormat = 'text'): Logger 
 
 /**
  * Keeps the daemon serving when its standard output goes away: a log
- * shipper or `tee` that exited, a closed terminal, a full disk. Node throws
- * a failed write to stdout (EPIPE) as an uncaught error, so the next log
+ * shipper or `tee` that exited, a closed terminal. Node throws a failed
+ * write to a piped stdout (EPIPE) as an uncaught error, so the next log
  * line would end every session. From then on the log is lost; one line on
  * stderr says so, if stderr still takes it.
  */
