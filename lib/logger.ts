@@ -27,10 +27,11 @@ export function createLogger(level: string, format: LogFormat = 'text'): Logger 
 }
 
 /**
- * Keeps the daemon serving when its standard output goes away: a log
- * shipper or `tee` that exited, a closed terminal. Node throws a failed
- * write to a piped stdout (EPIPE) as an uncaught error, so the next log
- * line would end every session. From then on the log is lost; one line on
+ * Keeps the daemon serving when its standard output fails: a log shipper
+ * or `tee` that exited (EPIPE), a closed terminal, a full disk under a log
+ * file (ENOSPC). Node emits the failed write as an error on process.stdout,
+ * and with no listener that is an uncaught exception: the next log line
+ * would end every session. From then on the log is lost; one line on
  * stderr says so, if stderr still takes it.
  */
 export function surviveLostOutput(log: Logger): void {
