@@ -353,6 +353,35 @@ describe('hardening: lifecycle', function () {
     }
   });
 
+  it('keeps serving when the disk under its log file fills up', async function () {
+    const disk = path.join(dir, 'disk');
+    fs.mkdirSync(disk);
+    const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]);
+    expect(mounted.code, mounted.stderr.toString()).to.equal(0);
+    try {
+      // 16 KiB left: the start-up lines fit, a few logins at debug level do not.
+      fs.writeFileSync(path.join(disk, 'filler'), Buffer.alloc(48 * 1024));
+      const proxy = await startProxy(env.hub.url, [], { stdoutFile: path.join(disk, 'proxy.log') });
+      try {
+        let logins = 0;
+        while (!proxy.logs().includes('jupyter_ssh_proxy: standard output failed (ENOSPC): no more log lines; still serving')) {
+          expect(logins, 'logins before the log filled the disk').to.be.below(100);
+          const r = await ssh(proxy.port, env.user.name, env.token, ['true'], QUIET);
+          expect(r.code, r.stderr).to.equal(0);
+          logins++;
+        }
+        const after = await ssh(proxy.port, env.user.name, env.token, ['echo ok'], QUIET);
+        expect(after.code, after.stderr).to.equal(0);
+        expect(after.stdout.toString()).to.equal('ok\n');
+        expect(proxy.child.exitCode).to.equal(null);
+      } finally {
+        await proxy.stop();
+      }
+    } finally {
+      await run('umount', [disk]);
+    }
+  });
+
   it('SIGHUP: reloads host keys and the config file without dropping sessions; a bad config keeps the old one', async function () {
     const config = path.join(dir, 'proxy.yaml');
     fs.writeFileSync(config, 'max-auth-tries: 6\n');

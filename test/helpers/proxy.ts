@@ -48,6 +48,8 @@ export interface StartProxyOptions {
   commandPrefix?: string[];
   /** Flags for node itself, before the script, e.g. ['--max-semi-space-size=2']. */
   nodeArgs?: string[];
+  /** A file the daemon's stdout is appended to instead of a pipe (stderr stays a pipe); logs() includes it. */
+  stdoutFile?: string;
 }
 
 /**
@@ -65,6 +67,7 @@ export async function startProxy(
     if (ownKeyDir) fs.rmSync(keyDir, { recursive: true, force: true });
   };
   const [command, ...prefixArgs] = [...(options.commandPrefix ?? []), process.execPath];
+  const stdoutFd = options.stdoutFile === undefined ? undefined : fs.openSync(options.stdoutFile, 'a');
   const child = spawn(
     command!,
     [
@@ -85,19 +88,21 @@ export async function startProxy(
       ...(hubUrl === undefined ? [] : [hubUrl]),
     ],
     {
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', stdoutFd ?? 'pipe', 'pipe'],
       env: options.env === undefined ? process.env : { ...process.env, ...options.env },
       detached: options.detached ?? false,
     },
   );
+  if (stdoutFd !== undefined) fs.closeSync(stdoutFd);
   let output = '';
+  const logs = () => (options.stdoutFile === undefined ? output : output + fs.readFileSync(options.stdoutFile, 'utf8'));
   const collect = (chunk: Buffer) => {
     const text = chunk.toString();
     output += text;
     allProxyLogs.push(text);
     options.onOutput?.(text);
   };
-  child.stdout!.on('data', collect);
+  child.stdout?.on('data', collect);
   child.stderr!.on('data', collect);
   let exited = false;
   const exit = new Promise<void>((resolve) => child.once('exit', () => { exited = true; resolve(); }));
@@ -106,8 +111,8 @@ export async function startProxy(
   try {
     port = await waitFor(
       () => {
-        if (exited) throw new Error(`proxy exited during startup:\n${output}`);
-        const m = /listening on [^\s]+:(\d+)/.exec(output);
+        if (exited) throw new Error(`proxy exited during startup:\n${logs()}`);
+        const m = /listening on [^\s]+:(\d+)/.exec(logs());
         return m ? Number(m[1]) : undefined;
       },
       { timeoutMs: 90_000, what: 'the proxy to listen' },
@@ -123,7 +128,7 @@ export async function startProxy(
     port,
     keyDir,
     child,
-    logs: () => output,
+    logs,
     stop: () =>
       (stopped ??= (async () => {
         if (!exited) {
@@ -132,6 +137,8 @@ export async function startProxy(
           await exit;
           clearTimeout(timer);
         }
+        // The secrets check reads every line, the file's too.
+        if (options.stdoutFile !== undefined) allProxyLogs.push(fs.readFileSync(options.stdoutFile, 'utf8'));
         removeKeyDir();
       })()),
   };
