@@ -388,7 +388,10 @@ export class Leg extends EventEmitter implements Backlogged {
     const outFd = socketFd(peer.output);
     const route = relayRoute(this.proto, peer.proto);
     if (inFd === undefined || outFd === undefined || route === undefined) return;
-    this.socketRelay ??= new SocketRelay((code, a, b, c) => this.socketRelayStopped(code, a, b, c));
+    if (this.socketRelay === undefined) {
+      this.socketRelay = new SocketRelay((code, a, b, c) => this.socketRelayStopped(code, a, b, c));
+      if (peer.socketRelay !== undefined) this.socketRelay.pairWith(peer.socketRelay);
+    }
     try {
       this.socketRelay.start(inFd, outFd, route.decipher, route.inSeqno, route.cipher, route.outSeqno, this.direct!.forwardedTypes, this.pending ?? EMPTY, this.pendingBytes);
     } catch {

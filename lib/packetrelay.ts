@@ -69,7 +69,7 @@ interface PacketRelayAddon {
   /** native/socketrelay.c, for lib/socketrelay.ts. */
   SocketRelay: new (onStop: (code: number, a: number | string, b: number, c: number) => void, stats: Float64Array) => NativeSocketRelay;
   setReadBuffer(buffer: Buffer): void;
-  /** [bytes read, packets relayed] by all SocketRelays since start. */
+  /** [bytes read, packets relayed, bulk batches, reply batches] by all SocketRelays since start. */
   socketRelayTotals: Float64Array;
 }
 
@@ -88,6 +88,8 @@ export interface NativeSocketRelay {
   ): void;
   /** Stops; copies the start of a split packet into `pendingOut`; returns output the socket did not take yet. */
   stop(pendingOut: Buffer): Buffer | null;
+  /** `other` relays the connection's other direction: each batches its replies to the other's bulk data. */
+  pair(other: NativeSocketRelay): void;
 }
 
 export const packetRelay = loadAddon<PacketRelayAddon>('packetrelay', 'packet relay');

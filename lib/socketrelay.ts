@@ -72,6 +72,15 @@ export class SocketRelay {
   }
 
   /**
+   * `other` relays the connection's other direction. While either batches
+   * bulk data, the other batches the small packets that answer it (window
+   * adjustments, requests) instead of waking for each (native/socketrelay.c).
+   */
+  pairWith(other: SocketRelay): void {
+    this.native.pair(other.native);
+  }
+
+  /**
    * Stops (if it has not stopped by itself). Copies the start of a split
    * packet into `pendingOut` (stats[Pending] bytes) and returns the output
    * the socket has not taken yet: it must be written before anything else.
@@ -81,10 +90,10 @@ export class SocketRelay {
   }
 }
 
-/** Bytes read, packets relayed, and the times batching began (native/socketrelay.c), by all socket relays since start. */
-export function socketRelayTotals(): { bytesRead: number; relayed: number; batches: number } {
+/** Bytes read, packets relayed, and the times batching of bulk data and of replies to it began (native/socketrelay.c), by all socket relays since start. */
+export function socketRelayTotals(): { bytesRead: number; relayed: number; batches: number; replyBatches: number } {
   const totals = packetRelay.socketRelayTotals;
-  return { bytesRead: totals[0]!, relayed: totals[1]!, batches: totals[2]! };
+  return { bytesRead: totals[0]!, relayed: totals[1]!, batches: totals[2]!, replyBatches: totals[3]! };
 }
 
 /** The range the addon hands back with SocketRelayStop.OtherType. */

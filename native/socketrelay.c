@@ -43,6 +43,18 @@
  * window runs short. bench/README.md, "Fewer wake-ups" and "A full read per
  * wake-up" (also what it costs a keystroke behind bulk data).
  *
+ * The replies to bulk data are batched too: while the other direction of
+ * the connection (the relay's partner, see pair()) batches bulk data, a
+ * small read (window adjustments, sftp requests, acknowledgements) sets
+ * this direction's mark to REPLY_MARK, under the same pause timer. Without
+ * it the daemon woke for every few dozen bytes of them, several thousand
+ * times per GiB, and woke the sender of the bulk data as often. The timer
+ * bounds what a reply waits (BATCH_PAUSE_MS after the last read), and only
+ * a read while the partner batches starts it: small packets wait only while
+ * bulk data streams the other way, and a conversation of small packets
+ * alone (a shell, the requests of an sftp listing) is read as it comes.
+ * bench/README.md, "Batched replies".
+ *
  * A budget per event-loop turn, like lib/turnbudget.ts's: once a turn's
  * BYTES_PER_TURN are read, a readable relay waits in a queue instead of
  * reading, and the queue is served in order at the end of the turn (a
@@ -72,6 +84,12 @@
 /* Batching: a read of BATCH_START bytes starts it; the kernel then wakes the relay once read_cap bytes wait; BATCH_PAUSE_MS without a read ends it. */
 #define BATCH_START (64 * 1024)
 #define BATCH_PAUSE_MS 1
+/* Replies: a read under REPLY_READ_MAX while the partner batches sets the mark to REPLY_MARK (some 25 window adjustments of AES-GCM). */
+#define REPLY_READ_MAX (4 * 1024)
+#define REPLY_MARK 1024
+
+/* A relay's low-water mark: 1, a full read (bulk data), or REPLY_MARK (replies to the partner's bulk data). */
+enum { BATCH_OFF = 0, BATCH_BULK = 1, BATCH_REPLIES = 2 };
 
 /* Why a relay stopped by itself: onStop's first argument. */
 enum { SR_OTHER_TYPE = 1, SR_EOF = 2, SR_READ_ERROR = 3, SR_WRITE_ERROR = 4, SR_PROTOCOL_ERROR = 5 };
@@ -80,7 +98,7 @@ enum { SR_OTHER_TYPE = 1, SR_EOF = 2, SR_READ_ERROR = 3, SR_WRITE_ERROR = 4, SR_
 enum { ST_BYTES_IN = 0, ST_BYTES_OUT = 1, ST_IN_SEQNO = 2, ST_OUT_SEQNO = 3, ST_PENDING = 4, STATS_LENGTH = 16 };
 
 /* Slots of socketRelayTotals (all relays since start). */
-enum { TOTAL_BYTES_READ = 0, TOTAL_RELAYED = 1, TOTAL_BATCHES = 2, TOTALS_LENGTH = 3 };
+enum { TOTAL_BYTES_READ = 0, TOTAL_RELAYED = 1, TOTAL_BATCHES = 2, TOTAL_REPLY_BATCHES = 3, TOTALS_LENGTH = 4 };
 
 typedef struct socket_relay {
   napi_env env;
@@ -101,8 +119,10 @@ typedef struct socket_relay {
   int waiting;
   struct socket_relay *next_waiting;
   unsigned char forwarded[256];
-  /* SO_RCVLOWAT is read_cap on the input socket; the timer that ends it (while running). */
+  /* BATCH_*: the input socket's SO_RCVLOWAT; the timer that ends it (while running). */
   int batching;
+  /* The relay of the connection's other direction (pair()), or NULL. */
+  struct socket_relay *partner;
   uv_timer_t *pause_timer;
   /* The start of a packet split across reads (MAX_WIRE_PACKET bytes while running). */
   unsigned char *pending;
@@ -175,20 +195,26 @@ static void wait_for_turn(socket_relay_t *s) {
 
 /* ---- batching ---------------------------------------------------------- */
 
-/* The input socket's low-water mark: a full read (read_cap) or 1. A socket option, so Node's reads after the relay see it too: teardown ends it. */
-static void set_batching(socket_relay_t *s, int on) {
-  if (s->batching == on) return;
-  const int lowat = on ? (int)read_cap : 1;
+/* The input socket's low-water mark (BATCH_*). A socket option, so Node's reads after the relay see it too: teardown ends it. */
+static void set_batching(socket_relay_t *s, int mode) {
+  if (s->batching == mode) return;
+  const int lowat = mode == BATCH_BULK ? (int)read_cap : mode == BATCH_REPLIES ? REPLY_MARK : 1;
   if (setsockopt(s->in_fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) != 0) return;
-  s->batching = on;
-  if (on) totals[TOTAL_BATCHES]++;
+  s->batching = mode;
+  if (mode == BATCH_BULK) totals[TOTAL_BATCHES]++;
+  if (mode == BATCH_REPLIES) totals[TOTAL_REPLY_BATCHES]++;
+}
+
+/* Whether this relay's small reads are replies to bulk data its partner batches. */
+static int replying_to_bulk(const socket_relay_t *s) {
+  return s->partner != NULL && s->partner->running && s->partner->batching == BATCH_BULK;
 }
 
 /* BATCH_PAUSE_MS without a read: the flow paused. Back to waking for any byte, and read what waits. */
 static void on_pause(uv_timer_t *timer) {
   socket_relay_t *s = timer->data;
   if (s == NULL || !s->running) return;
-  set_batching(s, 0);
+  set_batching(s, BATCH_OFF);
   if (!s->reading) return;
   if (spent >= BYTES_PER_TURN) wait_for_turn(s);
   else read_and_relay(s);
@@ -280,8 +306,9 @@ static void read_and_relay(socket_relay_t *s) {
     return;
   }
   spent += (size_t)n;
-  if ((size_t)n >= BATCH_START) set_batching(s, 1);
-  if (s->batching) uv_timer_start(s->pause_timer, on_pause, BATCH_PAUSE_MS, 0);
+  if ((size_t)n >= BATCH_START) set_batching(s, BATCH_BULK);
+  else if ((size_t)n < REPLY_READ_MAX && s->batching == BATCH_OFF && replying_to_bulk(s)) set_batching(s, BATCH_REPLIES);
+  if (s->batching != BATCH_OFF) uv_timer_start(s->pause_timer, on_pause, BATCH_PAUSE_MS, 0);
   totals[TOTAL_BYTES_READ] += (double)n;
   s->stats[ST_BYTES_IN] += (double)n;
   s->pending_len = 0;
@@ -386,7 +413,7 @@ static void teardown(socket_relay_t *s) {
   s->running = 0;
   unqueue(s);
   s->reading = s->writing = 0;
-  set_batching(s, 0);
+  set_batching(s, BATCH_OFF);
   s->pause_timer->data = NULL;
   uv_close((uv_handle_t *)s->pause_timer, free_handle);
   s->pause_timer = NULL;
@@ -506,7 +533,7 @@ static napi_value method_start(napi_env env, napi_callback_info info) {
   }
   uv_timer_init(loop, s->pause_timer);
   s->pause_timer->data = s;
-  s->batching = 0;
+  s->batching = BATCH_OFF;
   napi_create_reference(env, argv[2], 1, &s->dec_ref);
   napi_create_reference(env, argv[4], 1, &s->enc_ref);
   s->dec = dec;
@@ -553,10 +580,30 @@ static napi_value method_stop(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * pair(other): `other` relays the connection's other direction. Each then
+ * batches its small reads while the other batches bulk data (REPLY_MARK).
+ */
+static napi_value method_pair(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  socket_relay_t *s = this_relay(env, info, &argc, argv);
+  if (s == NULL) return NULL;
+  void *data = NULL;
+  if (argc < 1 || napi_unwrap(env, argv[0], &data) != napi_ok || data == NULL || data == s) return throw_error(env, "SocketRelay.pair: another SocketRelay");
+  socket_relay_t *other = data;
+  if (s->partner != NULL) s->partner->partner = NULL;
+  if (other->partner != NULL) other->partner->partner = NULL;
+  s->partner = other;
+  other->partner = s;
+  return NULL;
+}
+
 static void relay_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   socket_relay_t *s = data;
   /* Never running here: a running relay holds its own object. */
+  if (s->partner != NULL) s->partner->partner = NULL;
   napi_delete_reference(env, s->stats_ref);
   napi_delete_reference(env, s->self);
   free(s->pending);
@@ -612,8 +659,9 @@ void socket_relay_init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
       {"start", NULL, method_start, NULL, NULL, NULL, napi_default_method, NULL},
       {"stop", NULL, method_stop, NULL, NULL, NULL, napi_default_method, NULL},
+      {"pair", NULL, method_pair, NULL, NULL, NULL, napi_default_method, NULL},
   };
-  napi_define_class(env, "SocketRelay", NAPI_AUTO_LENGTH, construct_relay, NULL, 2, methods, &cls);
+  napi_define_class(env, "SocketRelay", NAPI_AUTO_LENGTH, construct_relay, NULL, 3, methods, &cls);
   napi_set_named_property(env, exports, "SocketRelay", cls);
   napi_create_function(env, "setReadBuffer", NAPI_AUTO_LENGTH, set_read_buffer, NULL, &fn);
   napi_set_named_property(env, exports, "setReadBuffer", fn);

@@ -106,6 +106,39 @@ describe('socket relay (lib/socketrelay.ts, native/socketrelay.c)', function () 
     expect(legs.errors).to.deep.equal([]);
   });
 
+  it('batches the small packets that answer bulk data while it streams, and every one arrives, also once the bulk data stops', async function () {
+    const legs = await relayingOnSockets();
+    closers.push(legs.close);
+    // Bulk data keeps streaming from the user (at most 8 MiB ahead of the sshd) while the sshd answers.
+    let next = 300;
+    const pump = setInterval(() => {
+      if (next - legs.atSshd.data.length < 256) {
+        sendNumbered(legs.user, next, next + 16);
+        next += 16;
+      }
+    }, 1);
+    try {
+      const before = socketRelayTotals();
+      await waitFor(() => socketRelayTotals().batches > before.batches || undefined, { timeoutMs: 10_000, intervalMs: 1, what: 'the bulk data batching' });
+      for (let n = 0; n < 100; n++) {
+        legs.sshd.send(numbered(n, 16), OWN_PACKET);
+        await waitFor(() => legs.atUser.data.length > n || undefined, { timeoutMs: 5_000, intervalMs: 1, what: `reply ${n} at the user` });
+      }
+      expect(socketRelayTotals().replyBatches - before.replyBatches, 'reply batches begun').to.be.at.least(1);
+    } finally {
+      clearInterval(pump);
+    }
+    await allArrived(legs.atSshd, next, 'the bulk data at the sshd');
+    expect(legs.atSshd.data).to.deep.equal(range(0, next));
+    // The bulk data has stopped: replies come as they are sent, the last one too.
+    for (let n = 100; n < 110; n++) {
+      legs.sshd.send(numbered(n, 16), OWN_PACKET);
+      await waitFor(() => legs.atUser.data.length > n || undefined, { timeoutMs: 5_000, intervalMs: 1, what: `reply ${n} after the bulk data` });
+    }
+    expect(legs.atUser.data).to.deep.equal(range(0, 110));
+    expect(legs.errors).to.deep.equal([]);
+  });
+
   it('batches the reads of bulk data, and lets nothing wait below the batch size: not after a pause, not once it stops', async function () {
     const legs = await relayedLegs();
     closers.push(legs.close);
