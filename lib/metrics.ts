@@ -88,6 +88,19 @@ export class Metrics {
       Object.assign(this.packetsReported, forwardedPackets, { socketRelay });
     },
   });
+  private readonly batchesReported = { bulk: 0, replies: 0 };
+  readonly socketRelayBatches = new client.Counter({
+    name: 'jupyter_ssh_proxy_socket_relay_batches_total',
+    help: 'Times a socket relay began batching its reads by kind (bulk: bulk data, a full read per wake-up; replies: the small packets that answer bulk data going the other way)',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const { batches, replyBatches } = socketRelayTotals();
+      this.socketRelayBatches.inc({ kind: 'bulk' }, batches - this.batchesReported.bulk);
+      this.socketRelayBatches.inc({ kind: 'replies' }, replyBatches - this.batchesReported.replies);
+      Object.assign(this.batchesReported, { bulk: batches, replies: replyBatches });
+    },
+  });
   readonly channels = new client.Counter({
     name: 'jupyter_ssh_proxy_channels_opened_total',
     help: 'Channels opened through the proxy by type',

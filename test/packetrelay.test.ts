@@ -296,6 +296,35 @@ describe('packet relay loop under real traffic (ssh, daemon, sshd)', function ()
     expect(env.proxy.logs()).to.contain(`packet relay loop on, AES-GCM by ${packetRelay.aesGcmImplementation()}`);
   });
 
+  it('batches a real transfer both ways: the bulk data, and the window adjustments that answer it', async function () {
+    this.timeout(120_000);
+    const batches = async () => {
+      const m = await scrapeMetrics(origin);
+      return {
+        bulk: m.get('jupyter_ssh_proxy_socket_relay_batches_total{kind="bulk"}') ?? 0,
+        replies: m.get('jupyter_ssh_proxy_socket_relay_batches_total{kind="replies"}') ?? 0,
+      };
+    };
+    const before = await batches();
+    const options = ['-o', 'LogLevel=ERROR', '-c', 'aes128-gcm@openssh.com'];
+    // A download: sshd's data batched, the client's window adjustments as replies.
+    const down = await env.ssh([`head -c ${64 * MiB} /dev/urandom | tee >(sha256sum >&2)`], options, { timeoutMs: 100_000 });
+    expect(down.code, down.stderr).to.equal(0);
+    expect(down.stdout.length).to.equal(64 * MiB);
+    expect(down.stderr.split(' ')[0]).to.equal(sha256(down.stdout));
+    const afterDown = await batches();
+    expect(afterDown.bulk - before.bulk, 'bulk batches in the download').to.be.at.least(1);
+    expect(afterDown.replies - before.replies, 'reply batches in the download').to.be.at.least(1);
+    // An upload: the client's data batched, sshd's window adjustments as replies.
+    const data = crypto.randomBytes(64 * MiB);
+    const up = await env.ssh(['sha256sum'], options, { input: data, timeoutMs: 100_000 });
+    expect(up.code, up.stderr).to.equal(0);
+    expect(up.stdout.toString().split(' ')[0]).to.equal(sha256(data));
+    const afterUp = await batches();
+    expect(afterUp.bulk - afterDown.bulk, 'bulk batches in the upload').to.be.at.least(1);
+    expect(afterUp.replies - afterDown.replies, 'reply batches in the upload').to.be.at.least(1);
+  });
+
   for (const cipher of ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr']) {
     const aead = cipher !== 'aes128-ctr';
     it(`moves 16 MiB each way intact with client cipher ${cipher}, ${aead ? 'nearly all of it through the relay loop' : 'all of it through ssh2'}`, async function () {
