@@ -459,15 +459,25 @@ static void stop_with_number(socket_relay_t *s, int code, double a, double b, do
   napi_close_handle_scope(s->env, scope);
 }
 
-static socket_relay_t *this_relay(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
-  napi_value self;
+/* Marks the objects made by construct_relay, so that no other wrapped object passes for one. */
+static const napi_type_tag RELAY_TAG = {0x6a73702d736f636bULL, 0x657472656c6179ULL};
+
+/* The socket_relay_t of `object`, or NULL (an exception pending) if it is not a SocketRelay. */
+static socket_relay_t *unwrap_relay(napi_env env, napi_value object) {
+  bool tagged = false;
   void *data = NULL;
-  napi_get_cb_info(env, info, argc, argv, &self, NULL);
-  if (napi_unwrap(env, self, &data) != napi_ok || data == NULL) {
+  if (napi_check_object_type_tag(env, object, &RELAY_TAG, &tagged) != napi_ok || !tagged || napi_unwrap(env, object, &data) != napi_ok
+      || data == NULL) {
     throw_error(env, "not a SocketRelay");
     return NULL;
   }
   return data;
+}
+
+static socket_relay_t *this_relay(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+  napi_value self;
+  napi_get_cb_info(env, info, argc, argv, &self, NULL);
+  return unwrap_relay(env, self);
 }
 
 static int open_poll(uv_loop_t *loop, socket_relay_t *s, int fd, int *dup_fd, uv_poll_t **poll) {
@@ -589,9 +599,10 @@ static napi_value method_pair(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   socket_relay_t *s = this_relay(env, info, &argc, argv);
   if (s == NULL) return NULL;
-  void *data = NULL;
-  if (argc < 1 || napi_unwrap(env, argv[0], &data) != napi_ok || data == NULL || data == s) return throw_error(env, "SocketRelay.pair: another SocketRelay");
-  socket_relay_t *other = data;
+  if (argc < 1) return throw_error(env, "SocketRelay.pair: another SocketRelay");
+  socket_relay_t *other = unwrap_relay(env, argv[0]);
+  if (other == NULL) return NULL;
+  if (other == s) return throw_error(env, "SocketRelay.pair: another SocketRelay");
   if (s->partner != NULL) s->partner->partner = NULL;
   if (other->partner != NULL) other->partner->partner = NULL;
   s->partner = other;
@@ -633,6 +644,7 @@ static napi_value construct_relay(napi_env env, napi_callback_info info) {
     free(s);
     return throw_error(env, "napi_wrap failed");
   }
+  napi_type_tag_object(env, self, &RELAY_TAG);
   napi_set_named_property(env, self, "onStop", argv[0]);
   napi_create_reference(env, argv[1], 1, &s->stats_ref);
   return self;

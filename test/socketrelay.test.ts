@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { OWN_PACKET, type Leg } from '../lib/leg.js';
 import { MSG } from '../lib/messages.js';
+import { packetRelay, type NativeSocketRelay } from '../lib/packetrelay.js';
 import { socketRelayTotals } from '../lib/socketrelay.js';
 import { nextOutboundSeqno } from '../lib/ssh2internals.js';
 import { numbered, relayedLegs, type Received } from './helpers/legs.js';
@@ -137,6 +138,15 @@ describe('socket relay (lib/socketrelay.ts, native/socketrelay.c)', function () 
     }
     expect(legs.atUser.data).to.deep.equal(range(0, 110));
     expect(legs.errors).to.deep.equal([]);
+  });
+
+  it('pairs a relay only with another SocketRelay', function () {
+    const stats = () => new Float64Array(16);
+    const relay = new packetRelay.SocketRelay(() => {}, stats());
+    const cipher = new packetRelay.AESGCMCipher('aes-128-gcm', Buffer.alloc(16), Buffer.alloc(12));
+    expect(() => relay.pair(cipher as unknown as NativeSocketRelay)).to.throw('not a SocketRelay');
+    expect(() => relay.pair(relay)).to.throw('another SocketRelay');
+    expect(() => relay.pair(new packetRelay.SocketRelay(() => {}, stats()))).not.to.throw();
   });
 
   it('batches the reads of bulk data, and lets nothing wait below the batch size: not after a pause, not once it stops', async function () {
