@@ -26,6 +26,28 @@ export function channelTypeLabel(type: string): string {
   return (CHANNEL_TYPES as readonly string[]).includes(type) ? type : 'other';
 }
 
+/**
+ * A counter of running totals kept elsewhere (the legs', the addon's) and
+ * read when it is scraped: each scrape adds what each total grew by since
+ * the last, so the hot path counts in a plain number.
+ */
+function totalsCounter(registry: client.Registry, name: string, help: string, labelName: string, totals: () => Record<string, number>): client.Counter {
+  const reported = new Map<string, number>();
+  const counter: client.Counter = new client.Counter({
+    name,
+    help,
+    labelNames: [labelName],
+    registers: [registry],
+    collect: () => {
+      for (const [label, total] of Object.entries(totals())) {
+        counter.inc({ [labelName]: label }, total - (reported.get(label) ?? 0));
+        reported.set(label, total);
+      }
+    },
+  });
+  return counter;
+}
+
 export class Metrics {
   readonly registry = new client.Registry();
 
@@ -74,33 +96,23 @@ export class Metrics {
     registers: [this.registry],
     collect: () => this.syncBytes(),
   });
-  private readonly packetsReported = { relayLoop: 0, oneByOne: 0, socketRelay: 0 };
-  readonly packetsForwarded = new client.Counter({
-    name: 'jupyter_ssh_proxy_packets_forwarded_total',
-    help: 'Packets forwarded between the legs by path (socket_relay: the native loop on the sockets; relay_loop: the native loop on reads through Node; ssh2: one by one)',
-    labelNames: ['path'] as const,
-    registers: [this.registry],
-    collect: () => {
-      this.packetsForwarded.inc({ path: 'relay_loop' }, forwardedPackets.relayLoop - this.packetsReported.relayLoop);
-      this.packetsForwarded.inc({ path: 'ssh2' }, forwardedPackets.oneByOne - this.packetsReported.oneByOne);
-      const socketRelay = socketRelayTotals().relayed;
-      this.packetsForwarded.inc({ path: 'socket_relay' }, socketRelay - this.packetsReported.socketRelay);
-      Object.assign(this.packetsReported, forwardedPackets, { socketRelay });
+  readonly packetsForwarded = totalsCounter(
+    this.registry,
+    'jupyter_ssh_proxy_packets_forwarded_total',
+    'Packets forwarded between the legs by path (socket_relay: the native loop on the sockets; relay_loop: the native loop on reads through Node; ssh2: one by one)',
+    'path',
+    () => ({ relay_loop: forwardedPackets.relayLoop, ssh2: forwardedPackets.oneByOne, socket_relay: socketRelayTotals().relayed }),
+  );
+  readonly socketRelayBatches = totalsCounter(
+    this.registry,
+    'jupyter_ssh_proxy_socket_relay_batches_total',
+    'Times a socket relay began batching its reads by kind (bulk: bulk data, a full read per wake-up; replies: the small packets that answer bulk data going the other way)',
+    'kind',
+    () => {
+      const totals = socketRelayTotals();
+      return { bulk: totals.batches, replies: totals.replyBatches };
     },
-  });
-  private readonly batchesReported = { bulk: 0, replies: 0 };
-  readonly socketRelayBatches = new client.Counter({
-    name: 'jupyter_ssh_proxy_socket_relay_batches_total',
-    help: 'Times a socket relay began batching its reads by kind (bulk: bulk data, a full read per wake-up; replies: the small packets that answer bulk data going the other way)',
-    labelNames: ['kind'] as const,
-    registers: [this.registry],
-    collect: () => {
-      const { batches, replyBatches } = socketRelayTotals();
-      this.socketRelayBatches.inc({ kind: 'bulk' }, batches - this.batchesReported.bulk);
-      this.socketRelayBatches.inc({ kind: 'replies' }, replyBatches - this.batchesReported.replies);
-      Object.assign(this.batchesReported, { bulk: batches, replies: replyBatches });
-    },
-  });
+  );
   readonly channels = new client.Counter({
     name: 'jupyter_ssh_proxy_channels_opened_total',
     help: 'Channels opened through the proxy by type',
