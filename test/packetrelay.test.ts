@@ -292,6 +292,21 @@ describe('packet relay loop under real traffic (ssh, daemon, sshd)', function ()
 
   const sha256 = (data: Buffer) => crypto.createHash('sha256').update(data).digest('hex');
 
+  /** `bytes` of random data from sshd to the client, checked by its sha256. */
+  const downloadIntact = async (bytes: number, options: string[]) => {
+    const down = await env.ssh([`head -c ${bytes} /dev/urandom | tee >(sha256sum >&2)`], options, { timeoutMs: 100_000 });
+    expect(down.code, down.stderr).to.equal(0);
+    expect(down.stdout.length).to.equal(bytes);
+    expect(down.stderr.split(' ')[0]).to.equal(sha256(down.stdout));
+  };
+  /** `bytes` of random data from the client to sshd, checked by its sha256. */
+  const uploadIntact = async (bytes: number, options: string[]) => {
+    const data = crypto.randomBytes(bytes);
+    const up = await env.ssh(['sha256sum'], options, { input: data, timeoutMs: 100_000 });
+    expect(up.code, up.stderr).to.equal(0);
+    expect(up.stdout.toString().split(' ')[0]).to.equal(sha256(data));
+  };
+
   it('says in its start-up log that the relay loop is on, and which AES-GCM code it runs', function () {
     expect(env.proxy.logs()).to.contain(`packet relay loop on, AES-GCM by ${packetRelay.aesGcmImplementation()}`);
   });
@@ -308,18 +323,12 @@ describe('packet relay loop under real traffic (ssh, daemon, sshd)', function ()
     const before = await batches();
     const options = ['-o', 'LogLevel=ERROR', '-c', 'aes128-gcm@openssh.com'];
     // A download: sshd's data batched, the client's window adjustments as replies.
-    const down = await env.ssh([`head -c ${64 * MiB} /dev/urandom | tee >(sha256sum >&2)`], options, { timeoutMs: 100_000 });
-    expect(down.code, down.stderr).to.equal(0);
-    expect(down.stdout.length).to.equal(64 * MiB);
-    expect(down.stderr.split(' ')[0]).to.equal(sha256(down.stdout));
+    await downloadIntact(64 * MiB, options);
     const afterDown = await batches();
     expect(afterDown.bulk - before.bulk, 'bulk batches in the download').to.be.at.least(1);
     expect(afterDown.replies - before.replies, 'reply batches in the download').to.be.at.least(1);
     // An upload: the client's data batched, sshd's window adjustments as replies.
-    const data = crypto.randomBytes(64 * MiB);
-    const up = await env.ssh(['sha256sum'], options, { input: data, timeoutMs: 100_000 });
-    expect(up.code, up.stderr).to.equal(0);
-    expect(up.stdout.toString().split(' ')[0]).to.equal(sha256(data));
+    await uploadIntact(64 * MiB, options);
     const afterUp = await batches();
     expect(afterUp.bulk - afterDown.bulk, 'bulk batches in the upload').to.be.at.least(1);
     expect(afterUp.replies - afterDown.replies, 'reply batches in the upload').to.be.at.least(1);
@@ -331,14 +340,8 @@ describe('packet relay loop under real traffic (ssh, daemon, sshd)', function ()
       this.timeout(120_000);
       const before = await forwarded();
       const options = ['-o', 'LogLevel=ERROR', '-c', cipher];
-      const down = await env.ssh([`head -c ${16 * MiB} /dev/urandom | tee >(sha256sum >&2)`], options, { timeoutMs: 100_000 });
-      expect(down.code, down.stderr).to.equal(0);
-      expect(down.stdout.length).to.equal(16 * MiB);
-      expect(down.stderr.split(' ')[0]).to.equal(sha256(down.stdout));
-      const data = crypto.randomBytes(16 * MiB);
-      const up = await env.ssh(['sha256sum'], options, { input: data, timeoutMs: 100_000 });
-      expect(up.code, up.stderr).to.equal(0);
-      expect(up.stdout.toString().split(' ')[0]).to.equal(sha256(data));
+      await downloadIntact(16 * MiB, options);
+      await uploadIntact(16 * MiB, options);
       const after = await forwarded();
       const loop = after.loop - before.loop;
       const sockets = after.sockets - before.sockets;
