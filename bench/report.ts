@@ -33,6 +33,10 @@ export interface CaseSummary {
   /** Median sshd CPU seconds per GiB (direct: the sshd; proxy: the sshd -i behind it). */
   sshdCpuSecondsPerGiB?: { direct: number; proxy: number };
   clientCpuSecondsPerGiB?: { direct: number; proxy: number };
+  /** Median of each run's sshd + client (+ daemon) CPU seconds per GiB: what the whole path costs the machine. */
+  allCpuSecondsPerGiB?: { direct: number; proxy: number };
+  /** Median of each run's sshd + client (+ daemon) CPU seconds ÷ its wall time: how many cores the path kept busy. */
+  coresBusy?: { direct: number; proxy: number };
 }
 
 export interface CpuCost {
@@ -82,6 +86,10 @@ function summarizeCase(c: CaseResult): CaseSummary {
     s.proxyUserCpuSecondsPerGiB = perGiB(c.proxy, (r) => r.cpu.proxyUser ?? 0);
     s.sshdCpuSecondsPerGiB = { direct: perGiB(c.direct, (r) => r.cpu.sshd), proxy: perGiB(c.proxy, (r) => r.cpu.sshd) };
     s.clientCpuSecondsPerGiB = { direct: perGiB(c.direct, (r) => r.cpu.client), proxy: perGiB(c.proxy, (r) => r.cpu.client) };
+    const all = (r: Run) => r.cpu.sshd + r.cpu.client + (r.cpu.proxy ?? 0);
+    s.allCpuSecondsPerGiB = { direct: perGiB(c.direct, all), proxy: perGiB(c.proxy, all) };
+    const busy = (rs: Run[]) => median(rs.map((r) => all(r) / r.seconds));
+    s.coresBusy = { direct: busy(c.direct), proxy: busy(c.proxy) };
   }
   return s;
 }
@@ -143,15 +151,18 @@ export function markdown(r: Results): string {
     out.push(
       'CPU seconds per GiB moved (medians over runs). Proxy daemon = the daemon process only (user + kernel; user space alone in brackets); ' +
         'sshd = the sshd processes and the remote commands they run (a cgroup each: direct = the listener and its per-connection children, ' +
-        'proxy = the `sshd -i` children); client = ssh/sftp (and askpass) and the local head/wc.',
+        'proxy = the `sshd -i` children); client = ssh/sftp (and askpass) and the local head/wc. ' +
+        'All = the three together per run; when the cores are as busy on both paths, the ratio of the times follows the ratio of All ' +
+        '(bench/README.md, "Why the throughput targets are out of reach on 2 cores").',
     );
     out.push('');
-    out.push('| Case | Cipher | Proxy daemon (user) | sshd direct | sshd behind proxy | client direct | client via proxy |');
-    out.push('|---|---|---|---|---|---|---|');
+    out.push('| Case | Cipher | Proxy daemon (user) | sshd direct | sshd behind proxy | client direct | client via proxy | All direct | All via proxy | All: proxy ÷ direct | Cores busy, direct / proxy |');
+    out.push('|---|---|---|---|---|---|---|---|---|---|---|');
     for (const c of bulk) {
       const x = c.summary!;
       out.push(
-        `| ${cell(c.title)} | ${c.cipher.replace('@openssh.com', '')} | ${fmt(x.proxyCpuSecondsPerGiB!, 2)} (${fmt(x.proxyUserCpuSecondsPerGiB!, 2)}) | ${fmt(x.sshdCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.sshdCpuSecondsPerGiB!.proxy, 2)} | ${fmt(x.clientCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.clientCpuSecondsPerGiB!.proxy, 2)} |`,
+        `| ${cell(c.title)} | ${c.cipher.replace('@openssh.com', '')} | ${fmt(x.proxyCpuSecondsPerGiB!, 2)} (${fmt(x.proxyUserCpuSecondsPerGiB!, 2)}) | ${fmt(x.sshdCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.sshdCpuSecondsPerGiB!.proxy, 2)} | ${fmt(x.clientCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.clientCpuSecondsPerGiB!.proxy, 2)} | ` +
+          `${fmt(x.allCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.allCpuSecondsPerGiB!.proxy, 2)} | ${fmt(x.allCpuSecondsPerGiB!.proxy / x.allCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.coresBusy!.direct, 2)} / ${fmt(x.coresBusy!.proxy, 2)} |`,
       );
     }
   }
