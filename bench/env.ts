@@ -29,7 +29,6 @@ export interface SshPath {
   serverCpu(): { daemon?: number; daemonUser?: number; total: number };
   /** The daemon's Prometheus endpoint (proxy path only): its V8 GC counters tell when freed memory has been collected. */
   metricsOrigin?: string;
-  /** `ssh` arguments before the destination; `extra` goes after the fixed options. */
   /** ssh's options; `extra` come first, and ssh keeps the first value it sees of each option. */
   sshArgs(extra?: string[]): string[];
   /** `sftp` arguments before the destination (port spelled -P). */
@@ -47,6 +46,8 @@ export interface BenchEnv {
   tmp: string;
   directPath: SshPath;
   proxyPath(token?: string): SshPath;
+  /** `p` with the client connecting to `port` instead: a delay line in front of its server (bench/delayline.ts). */
+  viaPort(p: SshPath, port: number): SshPath;
   /** False when no cgroup could be made: sshd CPU is then undercounted. */
   cgroups: boolean;
 }
@@ -150,27 +151,31 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     sshOptions(port)
       .map((o) => (o === 'PubkeyAuthentication=no' ? 'PubkeyAuthentication=yes' : o))
       .concat(['-i', direct.clientKey, '-o', 'IdentitiesOnly=yes', '-o', 'PasswordAuthentication=no', '-o', 'KbdInteractiveAuthentication=no', '-o', 'BatchMode=yes']);
-  const directPath: SshPath = {
+  const directAt = (port: number): SshPath => ({
     name: 'direct',
-    port: direct.port,
+    port,
     serverPid: direct.pid,
     serverCpu: serverCpu(direct.pid, directGroup, false),
-    sshArgs: (extra = []) => [...extra, ...directOptions(direct.port), ...QUIET],
-    sftpArgs: (extra = []) => [...withPortFlag(directOptions(direct.port), '-P'), ...QUIET, ...extra],
+    sshArgs: (extra = []) => [...extra, ...directOptions(port), ...QUIET],
+    sftpArgs: (extra = []) => [...withPortFlag(directOptions(port), '-P'), ...QUIET, ...extra],
     destination,
     env: { ...process.env },
-  };
-  const proxyPath = (t = token): SshPath => ({
+  });
+  const proxyAt = (port: number, t: string): SshPath => ({
     name: 'proxy',
-    port: proxy.port,
+    port,
     serverPid: proxy.child.pid!,
     serverCpu: serverCpu(proxy.child.pid!, proxyGroup, true),
     metricsOrigin: metricsAt,
-    sshArgs: (extra = []) => [...extra, ...sshOptions(proxy.port), ...QUIET],
+    sshArgs: (extra = []) => [...extra, ...sshOptions(port), ...QUIET],
     // sftp -b implies BatchMode=yes, which would forbid the token prompt.
-    sftpArgs: (extra = []) => [...withPortFlag(sshOptions(proxy.port), '-P'), ...QUIET, '-o', 'BatchMode=no', ...extra],
+    sftpArgs: (extra = []) => [...withPortFlag(sshOptions(port), '-P'), ...QUIET, '-o', 'BatchMode=no', ...extra],
     destination,
     env: askpassEnv(t),
   });
-  return { hub, user, token, proxy, direct, tmp, directPath, proxyPath, cgroups };
+  const directPath = directAt(direct.port);
+  const proxyPath = (t = token): SshPath => proxyAt(proxy.port, t);
+  const viaPort = (p: SshPath, port: number): SshPath =>
+    p.name === 'direct' ? directAt(port) : { ...proxyAt(port, token), env: p.env };
+  return { hub, user, token, proxy, direct, tmp, directPath, proxyPath, viaPort, cgroups };
 }

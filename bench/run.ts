@@ -30,6 +30,7 @@ import {
   type Run,
 } from './cases.js';
 import { DAEMON_ENV, DAEMON_NODE_ARGS } from '../test/helpers/deployed.js';
+import { startDelayLine } from './delayline.js';
 import { cleanup, onCleanup, setUp, type BenchEnv, type SshPath } from './env.js';
 import { aesGcmMiBps } from './hostspeed.js';
 import { aesGcmPassSecondsPerGiB, measureRelayFloor } from './relayfloor.js';
@@ -46,7 +47,7 @@ import { GiB, MiB, fmt, median } from './stats.js';
  * there and 2.6 s alone), and the profiles would show that state rather
  * than the one the bulk cases measured.
  */
-const ALL_CASES = ['bulk', 'relay-floor', 'latency', 'cold', 'echo', 'concurrency', 'profile', 'idle', 'loaded'] as const;
+const ALL_CASES = ['bulk', 'relay-floor', 'latency', 'cold', 'echo', 'link', 'concurrency', 'profile', 'idle', 'loaded'] as const;
 type CaseGroup = (typeof ALL_CASES)[number];
 const PROFILERS = ['v8', 'perf'] as const;
 type Profiler = (typeof PROFILERS)[number];
@@ -69,6 +70,8 @@ const { values: opts } = parseArgs({
     'latency-runs': { type: 'string' },
     'cold-runs': { type: 'string' },
     echoes: { type: 'string' },
+    'link-ms': { type: 'string', default: '10' },
+    'link-mib': { type: 'string' },
     out: { type: 'string', default: path.join(REPO_ROOT, 'bench') },
     help: { type: 'boolean', default: false },
   },
@@ -95,6 +98,8 @@ if (opts.help) {
   --latency-runs N    ssh true runs per path (default 20)
   --cold-runs N       ssh true runs with a never-seen token (default 10)
   --echoes N          keystroke echoes timed per echo run (default 200)
+  --link-ms N         the link case's one-way delay, each direction (default 10: a 20 ms round trip)
+  --link-mib N        the link case's transfer size (default 256)
   --out DIR           where results.json and results.md go (default bench/)`);
   process.exit(0);
 }
@@ -118,6 +123,8 @@ const settings = {
   latencyRuns: int(opts['latency-runs'], quick ? 10 : 20),
   coldRuns: int(opts['cold-runs'], quick ? 5 : 10),
   echoes: int(opts.echoes, quick ? 50 : 200),
+  linkOneWayMs: Math.max(0, Number(opts['link-ms'])),
+  linkBytes: int(opts['link-mib'], quick ? 64 : 256) * MiB,
 };
 for (const c of settings.cases) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c}; known: ${ALL_CASES.join(',')}`);
 for (const p of settings.profilers) if (!PROFILERS.includes(p)) throw new Error(`unknown profiler ${p}; known: ${PROFILERS.join(',')}`);
@@ -198,21 +205,31 @@ function newCase(id: string, group: CaseResult['group'], title: string, cipher: 
   return { id, group, title, cipher, bytesPerRun, direct: [], proxy: [] };
 }
 
-async function bulk(env: BenchEnv, results: Results): Promise<void> {
-  const bytes = settings.bulkBytes;
-  const size = bytes >= GiB ? `${bytes / GiB} GiB` : `${bytes / MiB} MiB`;
-  // sftp get reads a sparse file (no disk reads); sftp put sends a sparse local file.
-  const remoteName = 'bench-get.bin';
+/**
+ * The sftp cases' files, sparse (no disk reads or writes): `remoteName` in
+ * the user's home for sftp get, `localFile` for sftp put.
+ */
+function sftpFiles(env: BenchEnv, prefix: string, bytes: number): { remoteName: string; localFile: string; remove(): void } {
+  const remoteName = `${prefix}-get.bin`;
   const remoteFile = path.join(env.user.home, remoteName);
   fs.writeFileSync(remoteFile, '');
   fs.truncateSync(remoteFile, bytes);
-  const uid = Number(execFileSync('id', ['-u', env.user.name], { encoding: 'utf8' }).trim());
-  const gid = Number(execFileSync('id', ['-g', env.user.name], { encoding: 'utf8' }).trim());
-  fs.chownSync(remoteFile, uid, gid);
-  onCleanup(() => fs.rmSync(remoteFile, { force: true }));
-  const localFile = path.join(env.tmp, 'put-source.bin');
+  execFileSync('chown', [`${env.user.name}:`, remoteFile]);
+  const localFile = path.join(env.tmp, `${prefix}-put-source.bin`);
   fs.writeFileSync(localFile, '');
   fs.truncateSync(localFile, bytes);
+  const remove = () => {
+    fs.rmSync(remoteFile, { force: true });
+    fs.rmSync(localFile, { force: true });
+  };
+  onCleanup(remove);
+  return { remoteName, localFile, remove };
+}
+
+async function bulk(env: BenchEnv, results: Results): Promise<void> {
+  const bytes = settings.bulkBytes;
+  const size = bytes >= GiB ? `${bytes / GiB} GiB` : `${bytes / MiB} MiB`;
+  const { remoteName, localFile, remove } = sftpFiles(env, 'bench', bytes);
 
   const daemon = env.proxy.child.pid!;
   const before = cpuTimes(daemon);
@@ -246,8 +263,7 @@ async function bulk(env: BenchEnv, results: Results): Promise<void> {
     proxiedGiB: proxied.reduce((a, r) => a + r.bytes, 0) / GiB,
     perRunProxyCpuSeconds: proxied.reduce((a, r) => a + (r.cpu.proxy ?? 0), 0),
   });
-  fs.rmSync(remoteFile, { force: true });
-  fs.rmSync(localFile, { force: true });
+  remove();
 }
 
 /** The least a Node process can spend relaying the bulk cases' packets, for the daemon's CPU per GiB to be read against. */
@@ -318,6 +334,36 @@ async function echo(env: BenchEnv, results: Results): Promise<void> {
     logMedians(result);
     results.cases.push(result);
   }
+}
+
+/**
+ * The bulk cases over a link with latency (a delay line in front of each
+ * server, bench/delayline.ts; first bulk cipher): what users on a real
+ * network see. There a transfer moves at most one channel window (2 MiB in
+ * OpenSSH) per round trip, so any time the daemon holds bytes back (its
+ * batched reads wait up to 1 ms) would show here as a lower rate.
+ */
+async function link(env: BenchEnv, results: Results): Promise<void> {
+  const cipher = settings.ciphers[0]!;
+  const bytes = settings.linkBytes;
+  const rtt = `${fmt(2 * settings.linkOneWayMs, 0)} ms round trip`;
+  const { remoteName, localFile, remove } = sftpFiles(env, 'bench-link', bytes);
+  const lines = await Promise.all([env.directPath, env.proxyPath()].map((p) => startDelayLine(p.port, settings.linkOneWayMs)));
+  onCleanup(() => lines.forEach((l) => l.stop()));
+  const paths = (): [SshPath, SshPath] => [env.viaPort(env.directPath, lines[0]!.port), env.viaPort(env.proxyPath(), lines[1]!.port)];
+  const size = `${bytes / MiB} MiB`;
+  const cases: [string, string, (p: SshPath) => Promise<{ bytes: number }>][] = [
+    ['download', `download ${size} over a ${rtt}`, (p) => download(p, cipher, bytes)],
+    ['upload', `upload ${size} over a ${rtt}`, (p) => upload(p, cipher, bytes)],
+    ['sftp-get', `sftp get ${size} over a ${rtt}`, (p) => sftpGet(p, cipher, bytes, remoteName, env.tmp)],
+    ['sftp-put', `sftp put ${size} over a ${rtt}`, (p) => sftpPut(p, cipher, bytes, localFile, env.user.home, env.tmp)],
+  ];
+  for (const [id, title, body] of cases) {
+    if (!settings.bulk.includes(id)) continue;
+    results.cases.push(await runCase(newCase(`link-${id}/${cipher}`, 'link', title, cipher, bytes), settings.runs, paths, body));
+  }
+  for (const l of lines) l.stop();
+  remove();
 }
 
 async function concurrency(env: BenchEnv, results: Results): Promise<void> {
@@ -633,7 +679,7 @@ async function main(): Promise<void> {
   log('warm-up: first login (starts the Jupyter server)');
   await trueCommand(env.proxyPath());
   await trueCommand(env.directPath);
-  if (settings.cases.some((c) => c === 'bulk' || c === 'concurrency' || c === 'loaded')) {
+  if (settings.cases.some((c) => c === 'bulk' || c === 'link' || c === 'concurrency' || c === 'loaded')) {
     log(`warm-up: a download and an upload per bulk cipher on both paths (V8 compiles the daemon's data path)`);
     await warmUp(env.proxyPath());
     await warmUp(env.directPath);
@@ -645,6 +691,7 @@ async function main(): Promise<void> {
     latency,
     cold: coldLatency,
     echo,
+    link,
     concurrency,
     idle,
     loaded,
