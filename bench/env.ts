@@ -175,7 +175,7 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   });
   const directPath = directAt(direct.port);
   const proxyPath = (t = token): SshPath => proxyAt(proxy.port, t);
-  const viaPort = (p: SshPath, port: number): SshPath =>
-    p.name === 'direct' ? directAt(port) : { ...proxyAt(port, token), env: p.env };
+  // The same user, key or token (env) as `p`, through another port.
+  const viaPort = (p: SshPath, port: number): SshPath => ({ ...(p.name === 'direct' ? directAt(port) : proxyAt(port, token)), env: p.env });
   return { hub, user, token, proxy, direct, tmp, directPath, proxyPath, viaPort, cgroups };
 }

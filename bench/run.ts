@@ -123,9 +123,10 @@ const settings = {
   latencyRuns: int(opts['latency-runs'], quick ? 10 : 20),
   coldRuns: int(opts['cold-runs'], quick ? 5 : 10),
   echoes: int(opts.echoes, quick ? 50 : 200),
-  linkOneWayMs: Math.max(0, Number(opts['link-ms'])),
+  linkOneWayMs: Number(opts['link-ms']),
   linkBytes: int(opts['link-mib'], quick ? 64 : 256) * MiB,
 };
+if (!(settings.linkOneWayMs >= 0)) throw new Error(`--link-ms must be a number of milliseconds, not ${opts['link-ms']}`);
 for (const c of settings.cases) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c}; known: ${ALL_CASES.join(',')}`);
 for (const p of settings.profilers) if (!PROFILERS.includes(p)) throw new Error(`unknown profiler ${p}; known: ${PROFILERS.join(',')}`);
 
