@@ -37,7 +37,7 @@ import { aesGcmPassSecondsPerGiB, measureRelayFloor } from './relayfloor.js';
 import { cpuTimes } from './procfs.js';
 import { formatSummary, summarize, type ProfileSummary } from './profile.js';
 import { formatPerfSummary, perfUnusable, recordPerf, summarizePerf } from './perfprofile.js';
-import { writeReports, type CaseResult, type Results } from './report.js';
+import { REDUCED_NOTE, writeReports, type CaseResult, type Results } from './report.js';
 import { GiB, MiB, fmt, median } from './stats.js';
 
 /**
@@ -669,7 +669,7 @@ async function main(): Promise<void> {
   probeHostSpeed(results, 'at start');
   if (settings.sessionBytes < 100 * MiB || settings.sessions < 100 || settings.idleSessions < 1000 || settings.bulkBytes < GiB || settings.idleRuns < settings.runs) {
     results.notes.push(
-      `Reduced from the full sizes (1 GiB bulk, 100 x 100 MiB parallel, 1,000 idle sessions, every case ${settings.runs} runs): ` +
+      `${REDUCED_NOTE} (1 GiB bulk, 100 x 100 MiB parallel, 1,000 idle sessions, every case ${settings.runs} runs): ` +
         `bulk ${settings.bulkBytes / MiB} MiB, parallel ${settings.sessions} x ${settings.sessionBytes / MiB} MiB, ` +
         `idle ${settings.idleSessions} sessions in ${settings.idleRuns} runs.`,
     );

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { writeReports, type Results } from '../bench/report.js';
+import { REDUCED_NOTE, writeReports, type Results } from '../bench/report.js';
 
 const GiB = 1024 ** 3;
 
@@ -63,5 +63,46 @@ describe('bench report', function () {
     const row = md.split('\n').find((line) => line.startsWith('| download 2 GiB | aes128-gcm | 0.70 (0.25)'));
     expect(row, md).to.be.a('string');
     expect(row).to.match(/\| 1\.60 \| 2\.20 \| 1\.38 \| 1\.60 \/ 1\.10 \|$/);
+  });
+  it("checks issue 5's targets: bulk and parallel throughput, the warm login, the idle daemon's RSS", function () {
+    const r = results();
+    const run = (path: 'direct' | 'proxy', seconds: number, extra?: Record<string, number>) => ({ path, seconds, bytes: 0, cpu: { sshd: 0, client: 0 }, extra });
+    r.cases.push(
+      // Throughput 10 / 11 = 0.909: met.
+      { id: 'parallel-checksums', group: 'concurrency', title: '100 parallel sessions', cipher: 'default', bytesPerRun: GiB, direct: [{ ...run('direct', 10), bytes: GiB }], proxy: [{ ...run('proxy', 11), bytes: GiB }] },
+      // 0.12 / 0.1 = 1.2: not met.
+      { id: 'latency-warm', group: 'latency', title: 'ssh host true', cipher: 'default', bytesPerRun: 0, direct: [run('direct', 0.1)], proxy: [run('proxy', 0.12)] },
+      // The cold login is no target.
+      { id: 'latency-cold', group: 'latency', title: 'ssh host true, cold', cipher: 'default', bytesPerRun: 0, direct: [run('direct', 0.1)], proxy: [run('proxy', 0.5)] },
+      // Median RSS 99 MiB: met.
+      {
+        id: 'idle',
+        group: 'idle',
+        title: '1000 idle sessions',
+        cipher: 'default',
+        bytesPerRun: 0,
+        direct: [run('direct', 20)],
+        proxy: [run('proxy', 21, { daemonRssKb: 98 * 1024 }), run('proxy', 22, { daemonRssKb: 99 * 1024 }), run('proxy', 23, { daemonRssKb: 120 * 1024 })],
+      },
+    );
+    writeReports(r, dir);
+    const written = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8')) as Results;
+    expect(written.targets!.map((t) => [t.case, t.measured, t.met])).to.deep.equal([
+      ['download 2 GiB [aes128-gcm]', '0.500×', false],
+      ['100 parallel sessions', '0.909×', true],
+      ['ssh host true', '1.20×', false],
+      ['1000 idle sessions', '99.0 MiB', true],
+    ]);
+    const md = fs.readFileSync(path.join(dir, 'results.md'), 'utf8');
+    expect(md).to.include("Issue 5's targets: 2 of 4 met in this run");
+    expect(md).to.include('| throughput ≥ 0.9× direct | 100 parallel sessions | 0.909× | yes |');
+    expect(md).to.include('| daemon RSS ≤ 100 MiB | 1000 idle sessions | 99.0 MiB | yes |');
+  });
+
+  it('says when the targets were checked on reduced sizes', function () {
+    const r = results();
+    r.notes.push(`${REDUCED_NOTE} (1 GiB bulk, ...): bulk 128 MiB.`);
+    writeReports(r, dir);
+    expect(fs.readFileSync(path.join(dir, 'results.md'), 'utf8')).to.include("on reduced sizes (see the note at the end): not the issue's figures");
   });
 });
