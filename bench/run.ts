@@ -84,7 +84,7 @@ if (opts.help) {
   --quick             smaller sizes: 128 MiB bulk, 20 x 20 MiB parallel, 100 idle sessions, 10 latency runs
   --cases LIST        any of ${ALL_CASES.join(',')} (default: all)
   --ciphers LIST      client ciphers for the bulk cases (default aes128-gcm@openssh.com,chacha20-poly1305@openssh.com)
-  --bulk LIST         which bulk cases (default download,upload,sftp-get,sftp-put)
+  --bulk LIST         which bulk cases, also in the link case (default download,upload,sftp-get,sftp-put)
   --profile LIST      what the profile case profiles: download, upload (one run per bulk cipher),
                       parallel (one run of the concurrency case, default cipher) (default: all three)
   --profilers LIST    how: v8 (node --cpu-prof: JavaScript functions, wall time), perf (Linux perf:
