@@ -73,8 +73,13 @@ export interface Results {
   /** From Linux perf (absent in runs without it): the daemon's CPU time by kind. */
   perfProfiles?: { what: string; cipher: string; seconds: number; bytes: number; daemonCpuSeconds: number; summary: PerfSummary }[];
   notes: string[];
-  /** Filled in by writeReports from the cases. */
+  /** checkTargets of the cases, written into results.json by writeReports for readers of the JSON. */
   targets?: TargetCheck[];
+}
+
+/** The median of one of the runs' extra figures, over the runs that have it. */
+function medianExtra(runs: Run[], key: string): number {
+  return median(runs.map((x) => x.extra?.[key] ?? NaN).filter((v) => !Number.isNaN(v)));
 }
 
 /** How the note of a run on reduced sizes begins (bench/run.ts). */
@@ -101,7 +106,7 @@ export function checkTargets(r: Results): TargetCheck[] {
     } else if (c.id === 'latency-warm') {
       checks.push({ target: `time ≤ ${LATENCY_TARGET}× direct`, case: name(c), measured: `${fmt(s.ratio, 2)}×`, met: s.ratio <= LATENCY_TARGET });
     } else if (c.group === 'idle') {
-      const rssMiB = median(c.proxy.map((x) => x.extra?.daemonRssKb ?? NaN).filter((v) => !Number.isNaN(v))) / 1024;
+      const rssMiB = medianExtra(c.proxy, 'daemonRssKb') / 1024;
       checks.push({ target: `daemon RSS ≤ ${IDLE_RSS_TARGET_MIB} MiB`, case: name(c), measured: `${fmt(rssMiB, 1)} MiB`, met: rssMiB <= IDLE_RSS_TARGET_MIB });
     }
   }
@@ -187,13 +192,13 @@ export function markdown(r: Results): string {
       `| ${cell(c.title)} | ${c.cipher.replace('@openssh.com', '')} | ${value(c, 'direct')} | ${value(c, 'proxy')} | ${fmt(c.summary!.ratio, 2)} | ${cpu === undefined ? '' : fmt(cpu, 2)} | ${range(c, 'direct')} | ${range(c, 'proxy')} |`,
     );
   }
-  const targets = r.targets ?? checkTargets(r);
+  const targets = checkTargets(r);
   if (targets.length > 0) {
     out.push('');
     const reduced = r.notes.some((n) => n.startsWith(REDUCED_NOTE));
     out.push(
       `Issue 5's targets: ${targets.filter((t) => t.met).length} of ${targets.length} met in this run (medians, as above)` +
-        `${reduced ? ', on reduced sizes (see the note at the end): not the issue\'s figures' : ''}.`,
+        `${reduced ? ", on reduced sizes (see the note at the end): not the issue's figures" : ''}.`,
     );
     out.push('');
     out.push('| Target | Case | Measured | Met |');
@@ -255,7 +260,7 @@ export function markdown(r: Results): string {
     if (daemon !== undefined) out.push(`| the daemon, aes128-gcm download above | ${fmt(daemon, 2)} | |`);
   }
   // Over the runs that have the figure (a probe without a banner, or a results.json from before the figure, has NaN).
-  const e = (rs: Run[], k: string) => median(rs.map((x) => x.extra?.[k] ?? NaN).filter((v) => !Number.isNaN(v)));
+  const e = medianExtra;
   const parallel = r.cases.find((c) => c.group === 'concurrency' && c.proxy.some((x) => x.extra?.bannerProbes !== undefined));
   if (parallel) {
     out.push('');
