@@ -210,7 +210,15 @@ function newCase(id: string, group: CaseResult['group'], title: string, cipher: 
  * The sftp cases' files, sparse (no disk reads or writes): `remoteName` in
  * the user's home for sftp get, `localFile` for sftp put.
  */
-function sftpFiles(env: BenchEnv, prefix: string, bytes: number): { remoteName: string; localFile: string; remove(): void } {
+interface SftpFiles {
+  remoteName: string;
+  localFile: string;
+  /** Deletes both (also at cleanup). */
+  remove(): void;
+}
+
+/** Makes the SftpFiles for a case group, named after `prefix`. */
+function sftpFiles(env: BenchEnv, prefix: string, bytes: number): SftpFiles {
   const remoteName = `${prefix}-get.bin`;
   const remoteFile = path.join(env.user.home, remoteName);
   fs.writeFileSync(remoteFile, '');
@@ -227,25 +235,38 @@ function sftpFiles(env: BenchEnv, prefix: string, bytes: number): { remoteName: 
   return { remoteName, localFile, remove };
 }
 
+interface BulkTransfer {
+  id: 'download' | 'upload' | 'sftp-get' | 'sftp-put';
+  what: string;
+  /** The command it times, for the title ('' for sftp). */
+  command: string;
+  run(p: SshPath): Promise<{ bytes: number }>;
+}
+
+/** The bulk transfers --bulk selects, of `bytes` each with `cipher` (the bulk and link cases). */
+function bulkTransfers(env: BenchEnv, files: SftpFiles, cipher: string, bytes: number): BulkTransfer[] {
+  const all: BulkTransfer[] = [
+    { id: 'download', what: 'download', command: "ssh host 'head -c N /dev/zero' > wc -c", run: (p) => download(p, cipher, bytes) },
+    { id: 'upload', what: 'upload', command: "head -c N /dev/zero piped to ssh host 'wc -c'", run: (p) => upload(p, cipher, bytes) },
+    { id: 'sftp-get', what: 'sftp get', command: '', run: (p) => sftpGet(p, cipher, bytes, files.remoteName, env.tmp) },
+    { id: 'sftp-put', what: 'sftp put', command: '', run: (p) => sftpPut(p, cipher, bytes, files.localFile, env.user.home, env.tmp) },
+  ];
+  return all.filter((t) => settings.bulk.includes(t.id));
+}
+
 async function bulk(env: BenchEnv, results: Results): Promise<void> {
   const bytes = settings.bulkBytes;
   const size = bytes >= GiB ? `${bytes / GiB} GiB` : `${bytes / MiB} MiB`;
-  const { remoteName, localFile, remove } = sftpFiles(env, 'bench', bytes);
+  const files = sftpFiles(env, 'bench', bytes);
 
   const daemon = env.proxy.child.pid!;
   const before = cpuTimes(daemon);
   const paths = (): [SshPath, SshPath] => [env.directPath, env.proxyPath()];
   for (const cipher of settings.ciphers) {
     const c0 = cpuTimes(daemon);
-    const cases: [string, string, (p: SshPath) => Promise<{ bytes: number }>][] = [
-      ['download', `download ${size}: ssh host 'head -c N /dev/zero' > wc -c`, (p) => download(p, cipher, bytes)],
-      ['upload', `upload ${size}: head -c N /dev/zero piped to ssh host 'wc -c'`, (p) => upload(p, cipher, bytes)],
-      ['sftp-get', `sftp get ${size}`, (p) => sftpGet(p, cipher, bytes, remoteName, env.tmp)],
-      ['sftp-put', `sftp put ${size}`, (p) => sftpPut(p, cipher, bytes, localFile, env.user.home, env.tmp)],
-    ];
-    for (const [id, title, body] of cases) {
-      if (!settings.bulk.includes(id)) continue;
-      results.cases.push(await runCase(newCase(`${id}/${cipher}`, 'bulk', title, cipher, bytes), settings.runs, paths, body));
+    for (const t of bulkTransfers(env, files, cipher, bytes)) {
+      const title = `${t.what} ${size}${t.command ? `: ${t.command}` : ''}`;
+      results.cases.push(await runCase(newCase(`${t.id}/${cipher}`, 'bulk', title, cipher, bytes), settings.runs, paths, t.run));
     }
     const c1 = cpuTimes(daemon);
     const proxied = results.cases.filter((c) => c.group === 'bulk' && c.cipher === cipher).flatMap((c) => c.proxy);
@@ -264,7 +285,7 @@ async function bulk(env: BenchEnv, results: Results): Promise<void> {
     proxiedGiB: proxied.reduce((a, r) => a + r.bytes, 0) / GiB,
     perRunProxyCpuSeconds: proxied.reduce((a, r) => a + (r.cpu.proxy ?? 0), 0),
   });
-  remove();
+  files.remove();
 }
 
 /** The least a Node process can spend relaying the bulk cases' packets, for the daemon's CPU per GiB to be read against. */
@@ -348,23 +369,16 @@ async function link(env: BenchEnv, results: Results): Promise<void> {
   const cipher = settings.ciphers[0]!;
   const bytes = settings.linkBytes;
   const rtt = `${fmt(2 * settings.linkOneWayMs, 0)} ms round trip`;
-  const { remoteName, localFile, remove } = sftpFiles(env, 'bench-link', bytes);
+  const files = sftpFiles(env, 'bench-link', bytes);
   const lines = await Promise.all([env.directPath, env.proxyPath()].map((p) => startDelayLine(p.port, settings.linkOneWayMs)));
   onCleanup(() => lines.forEach((l) => l.stop()));
   const paths = (): [SshPath, SshPath] => [env.viaPort(env.directPath, lines[0]!.port), env.viaPort(env.proxyPath(), lines[1]!.port)];
   const size = `${bytes / MiB} MiB`;
-  const cases: [string, string, (p: SshPath) => Promise<{ bytes: number }>][] = [
-    ['download', `download ${size} over a ${rtt}`, (p) => download(p, cipher, bytes)],
-    ['upload', `upload ${size} over a ${rtt}`, (p) => upload(p, cipher, bytes)],
-    ['sftp-get', `sftp get ${size} over a ${rtt}`, (p) => sftpGet(p, cipher, bytes, remoteName, env.tmp)],
-    ['sftp-put', `sftp put ${size} over a ${rtt}`, (p) => sftpPut(p, cipher, bytes, localFile, env.user.home, env.tmp)],
-  ];
-  for (const [id, title, body] of cases) {
-    if (!settings.bulk.includes(id)) continue;
-    results.cases.push(await runCase(newCase(`link-${id}/${cipher}`, 'link', title, cipher, bytes), settings.runs, paths, body));
+  for (const t of bulkTransfers(env, files, cipher, bytes)) {
+    results.cases.push(await runCase(newCase(`link-${t.id}/${cipher}`, 'link', `${t.what} ${size} over a ${rtt}`, cipher, bytes), settings.runs, paths, t.run));
   }
   for (const l of lines) l.stop();
-  remove();
+  files.remove();
 }
 
 async function concurrency(env: BenchEnv, results: Results): Promise<void> {
