@@ -1,5 +1,6 @@
 /**
- * What each leg offers in key exchange: modern algorithms only, no
+ * What each leg offers in key exchange: modern algorithms only (the defaults,
+ * which an operator may narrow on the client leg), no
  * compression (the relay forwards payloads as they are decrypted, so neither
  * leg may compress), and strict KEX (the Terrapin fix) on both legs.
  */
@@ -53,17 +54,75 @@ export const SERVER_SIG_ALGS = [
   'rsa-sha2-256',
 ];
 
-function offer(kex: string[], serverHostKey: string[]): AlgorithmOffer {
-  const direction = () => ({ cipher: [...CIPHERS], mac: [...MACS], compress: ['none'], lang: [] });
+/** All host key algorithms the proxy can sign with, given a key of the right type. */
+export const HOST_KEY_ALGORITHMS = ['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'rsa-sha2-512', 'rsa-sha2-256'];
+
+/**
+ * What the proxy offers clients, as the operator chose it (`--kex-algorithms`,
+ * `--ciphers`, `--macs`, `--host-key-algorithms`). The upstream leg is not
+ * the operator's concern: it always offers the full lists, AES-GCM first.
+ */
+export interface ClientLegAlgorithms {
+  kex: string[];
+  ciphers: string[];
+  macs: string[];
+  hostKey: string[];
+}
+
+/** The flag that sets each list, named after its sshd_config option. */
+export const CLIENT_LEG_FLAGS = {
+  kex: 'kex-algorithms',
+  ciphers: 'ciphers',
+  macs: 'macs',
+  hostKey: 'host-key-algorithms',
+} as const satisfies Record<keyof ClientLegAlgorithms, string>;
+
+export const DEFAULT_CLIENT_LEG: ClientLegAlgorithms = { kex: KEX, ciphers: CIPHERS, macs: MACS, hostKey: HOST_KEY_ALGORITHMS };
+
+/** OpenSSH's wildcard match (`*` and `?`) of one name against one pattern. */
+function matches(name: string, pattern: string): boolean {
+  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  return re.test(name);
+}
+
+/**
+ * Resolves an algorithm list in sshd_config's syntax against `defaults`, the
+ * way OpenSSH's kex_assemble_names does: a list replaces the defaults,
+ * `+list` appends to them, `-list` removes from them and `^list` puts its
+ * names first. Names may hold `*` and `?` wildcards. Every name or pattern
+ * must match an algorithm the proxy supports (`defaults`: nothing else is run
+ * or tested), and something must be left. Throws a one-line reason.
+ */
+export function resolveAlgorithmList(spec: string, defaults: readonly string[], what: string): string[] {
+  const head = spec[0];
+  const prefixed = head === '+' || head === '-' || head === '^';
+  const patterns = (prefixed ? spec.slice(1) : spec).split(',').map((p) => p.trim());
+  if (patterns.some((p) => p === '')) throw new Error(`${what} must be a comma-separated list of names, got "${spec}"`);
+  for (const p of patterns) {
+    if (!defaults.some((name) => matches(name, p))) throw new Error(`${what}: ${p} is not supported; choose from ${defaults.join(',')}`);
+  }
+  const picked = (names: readonly string[]) => names.filter((name) => patterns.some((p) => matches(name, p)));
+  const kept = (names: readonly string[]) => names.filter((name) => !patterns.some((p) => matches(name, p)));
+  let list: string[];
+  if (head === '-') list = kept(defaults);
+  else if (head === '^') list = [...picked(defaults), ...kept(defaults)];
+  else if (head === '+') list = [...defaults];
+  else list = patterns.flatMap((p) => defaults.filter((name) => matches(name, p))).filter((name, i, all) => all.indexOf(name) === i);
+  if (list.length === 0) throw new Error(`${what} "${spec}" leaves nothing to offer`);
+  return list;
+}
+
+function offer(kex: string[], serverHostKey: string[], ciphers: readonly string[], macs: readonly string[]): AlgorithmOffer {
+  const direction = () => ({ cipher: [...ciphers], mac: [...macs], compress: ['none'], lang: [] });
   return { kex, serverHostKey, cs: direction(), sc: direction() };
 }
 
-/** The offer of the proxy as an SSH server, for exactly the host key algorithms it has keys for. */
-export function serverOffer(hostKeyAlgos: string[]): KexInitOffer {
-  return buildOffer(offer([...KEX, 'kex-strict-s-v00@openssh.com'], hostKeyAlgos));
+/** The offer of the proxy as an SSH server, for exactly the host key algorithms it signs with (the operator's choice of those its keys allow). */
+export function serverOffer(hostKeyAlgos: string[], choice: Omit<ClientLegAlgorithms, 'hostKey'> = DEFAULT_CLIENT_LEG): KexInitOffer {
+  return buildOffer(offer([...choice.kex, 'kex-strict-s-v00@openssh.com'], hostKeyAlgos, choice.ciphers, choice.macs));
 }
 
 /** The offer of the proxy as an SSH client towards the internal sshd, whose ed25519 host key it pins. */
 export function clientOffer(): KexInitOffer {
-  return buildOffer(offer([...KEX, 'ext-info-c', 'kex-strict-c-v00@openssh.com'], ['ssh-ed25519']));
+  return buildOffer(offer([...KEX, 'ext-info-c', 'kex-strict-c-v00@openssh.com'], ['ssh-ed25519'], CIPHERS, MACS));
 }

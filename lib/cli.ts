@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import yaml from 'js-yaml';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { CLIENT_LEG_FLAGS, DEFAULT_CLIENT_LEG, resolveAlgorithmList, type ClientLegAlgorithms } from './algorithms.js';
 import type { ProxyConfig } from './config.js';
 import { apiUrlOf } from './hub.js';
 import { HostKeyError } from './hostkeys.js';
@@ -33,10 +34,37 @@ function parseMaxStartups(spec: string): { start: number; rate: number; full: nu
   return { start, rate, full: Math.max(full, start + 1) };
 }
 
+/** The client leg's algorithm lists from their flags' values. */
+function resolveAlgorithms(args: Record<(typeof CLIENT_LEG_FLAGS)[keyof ClientLegAlgorithms], string>): ClientLegAlgorithms {
+  const resolved = { ...DEFAULT_CLIENT_LEG };
+  for (const [key, flag] of Object.entries(CLIENT_LEG_FLAGS) as [keyof ClientLegAlgorithms, keyof typeof args][]) {
+    const spec = args[flag];
+    if (spec === '') throw new Error(`--${flag} needs a list of algorithms`);
+    resolved[key] = resolveAlgorithmList(spec, DEFAULT_CLIENT_LEG[key], `--${flag}`);
+  }
+  return resolved;
+}
+
+/**
+ * Joins `--ciphers -NAME` into `--ciphers=-NAME`, as sshd_config's
+ * `Ciphers -NAME` reads; yargs would take -NAME for short flags.
+ */
+function joinAlgorithmRemovals(argv: string[]): string[] {
+  const flags = new Set(Object.values(CLIENT_LEG_FLAGS).map((flag) => `--${flag}`));
+  const joined: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const next = argv[i + 1];
+    if (flags.has(argv[i]!) && next?.startsWith('-') && !next.startsWith('--')) joined.push(`${argv[i]}=${argv[++i]}`);
+    else joined.push(argv[i]!);
+  }
+  return joined;
+}
+
 /** Flag groups for --help, in the order operators look for them. */
 const GROUPS = {
   listen: 'Listening:',
   keys: 'Keys:',
+  algorithms: 'Algorithms offered to clients (sshd_config syntax: a list, or +, - or ^ and a list; * and ? match):',
   hub: 'JupyterHub:',
   upstream: 'Upstream (the internal sshd):',
   limits: 'Limits:',
@@ -66,7 +94,7 @@ function readConfigFile(file: string): Record<string, unknown> {
  * (a SIGHUP reload) it throws instead, and the daemon goes on.
  */
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, throwOnError = false): ProxyConfig {
-  const parser = yargs(argv)
+  const parser = yargs(joinAlgorithmRemovals(argv))
     .scriptName('jupyter_ssh_proxy')
     .usage(
       '$0 [options] [URL]\n\nSSH reverse proxy for JupyterHub. URL is the Hub\'s public URL, e.g. http://127.0.0.1:8000.\n' +
@@ -80,6 +108,20 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       type: 'string',
       default: DEFAULT_KEYDIR,
       describe: 'Host key folder (sshd file names; missing keys are generated 0600)',
+    })
+    .option('kex-algorithms', { group: GROUPS.algorithms, type: 'string', default: DEFAULT_CLIENT_LEG.kex.join(','), describe: 'Key exchange algorithms (KexAlgorithms)' })
+    .option('ciphers', {
+      group: GROUPS.algorithms,
+      type: 'string',
+      default: DEFAULT_CLIENT_LEG.ciphers.join(','),
+      describe: 'Ciphers (Ciphers). A client picks its first choice that is offered; OpenSSH clients prefer chacha20-poly1305, then AES-CTR: --ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com gives them AES-GCM, the cheapest for the proxy',
+    })
+    .option('macs', { group: GROUPS.algorithms, type: 'string', default: DEFAULT_CLIENT_LEG.macs.join(','), describe: 'MACs for ciphers that are not AEAD (MACs)' })
+    .option('host-key-algorithms', {
+      group: GROUPS.algorithms,
+      type: 'string',
+      default: DEFAULT_CLIENT_LEG.hostKey.join(','),
+      describe: 'Host key signature algorithms, of those the keys allow (HostKeyAlgorithms)',
     })
     .option('hub-timeout', { group: GROUPS.hub, type: 'number', default: 10, describe: 'Seconds before a Hub API request is abandoned' })
     .option('hub-ca', { group: GROUPS.hub, type: 'string', describe: 'CA certificate file for a Hub with a private CA' })
@@ -151,6 +193,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
         throw new Error('--metrics-port must be 0-65535');
       }
       parseMaxStartups(a['max-startups']);
+      resolveAlgorithms(a);
       if (a['per-source-penalties'] !== 'no') {
         try {
           parsePenalties(a['per-source-penalties'], a['per-source-netblock-size'], a['per-source-penalty-exempt-list'], 1);
@@ -190,6 +233,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
     ip: args.ip,
     port: args.port,
     keyDir: path.resolve(args.keydir),
+    algorithms: resolveAlgorithms(args),
     hubApiUrl: url ? apiUrlOf(url) : env.JUPYTERHUB_API_URL!,
     tokenPage: page('hub/token'),
     homePage: page('hub/home'),

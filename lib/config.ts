@@ -1,3 +1,4 @@
+import type { ClientLegAlgorithms } from './algorithms.js';
 import type { PenaltyConfig } from './penalties.js';
 
 /** The daemon's settings, as the CLI resolves them. */
@@ -6,6 +7,8 @@ export interface ProxyConfig {
   ip: string;
   port: number;
   keyDir: string;
+  /** What clients may negotiate (--kex-algorithms, --ciphers, --macs, --host-key-algorithms). */
+  algorithms: ClientLegAlgorithms;
   /** The Hub's REST API root, e.g. http://127.0.0.1:8000/hub/api */
   hubApiUrl: string;
   /** The Hub's page for tokens, shown to users. */

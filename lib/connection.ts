@@ -14,8 +14,8 @@ import { OWN_PACKET } from './leg.js';
 import type { Logger } from './logger.js';
 import { DISCONNECT_REASON, bannerPayload, disconnectPayload, extInfoPayload } from './messages.js';
 import { Relay } from './relay.js';
-import { replaceServerExtInfo, type KexInitOffer, type ParsedKey } from './ssh2internals.js';
-import { SERVER_SIG_ALGS } from './algorithms.js';
+import { replaceServerExtInfo, unmatchedAlgorithmList, type KexInitOffer, type ParsedKey } from './ssh2internals.js';
+import { CLIENT_LEG_FLAGS, SERVER_SIG_ALGS } from './algorithms.js';
 import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
 import { HubUnavailableError } from './hub.js';
 import { ServerStarter, ServerUnavailableError } from './servers.js';
@@ -130,7 +130,15 @@ export class Connection {
     this.client.on(
       'error',
       this.guard('client error', (err: Error) => {
-        if (this.phase !== 'relay') this.malformed = true;
+        const unmatched = unmatchedAlgorithmList(err);
+        if (unmatched !== undefined) {
+          // Not malformed: the client speaks SSH but accepts nothing offered
+          // (an operator's narrowed list, or an old client); OpenSSH logs it too.
+          this.refusal = 'no_matching_algorithm';
+          this.log('info', `key exchange failed: the client accepts none of --${CLIENT_LEG_FLAGS[unmatched]} (${err.message})`);
+        } else if (this.phase !== 'relay') {
+          this.malformed = true;
+        }
         this.close(`client protocol error: ${err.message}`);
       }),
     );

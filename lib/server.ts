@@ -5,12 +5,12 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { hostKeyAlgorithms, clientOffer, serverOffer } from './algorithms.js';
+import { CLIENT_LEG_FLAGS, DEFAULT_CLIENT_LEG, hostKeyAlgorithms, clientOffer, serverOffer } from './algorithms.js';
 import { activeAllocator } from './allocator.js';
 import { HubAuthorizer } from './authorizer.js';
 import { FAILED_TOKEN_CACHE_MS, IDENT, type ProxyConfig } from './config.js';
 import { Connection, type ConnectionSettings } from './connection.js';
-import { loadHostKeys } from './hostkeys.js';
+import { HostKeyError, loadHostKeys } from './hostkeys.js';
 import { HubClient } from './hub.js';
 import { LocalSshdUpstream } from './localsshd.js';
 import { ServerStarter } from './servers.js';
@@ -104,7 +104,16 @@ export class ProxyServer {
     const { keys, generated } = loadHostKeys(config.keyDir);
     for (const file of generated) this.log.info(`generated host key ${file}`);
     const hostKeys: Record<string, ParsedKey> = {};
-    for (const { key } of keys) for (const algo of hostKeyAlgorithms(key.type)) hostKeys[algo] ??= key;
+    const signable = keys.flatMap(({ key }) => hostKeyAlgorithms(key.type).map((algo) => ({ algo, key })));
+    for (const { algo, key } of signable) if (config.algorithms.hostKey.includes(algo)) hostKeys[algo] ??= key;
+    if (Object.keys(hostKeys).length === 0) {
+      const available = [...new Set(signable.map(({ algo }) => algo))].join(',');
+      throw new HostKeyError(`--host-key-algorithms ${config.algorithms.hostKey.join(',')} matches none of the host keys in ${config.keyDir}, which sign with ${available}`);
+    }
+
+    for (const [key, list] of Object.entries(config.algorithms) as [keyof typeof DEFAULT_CLIENT_LEG, string[]][]) {
+      if (list.join() !== DEFAULT_CLIENT_LEG[key].join()) this.log.info(`--${CLIENT_LEG_FLAGS[key]}: offering clients ${list.join(',')}`);
+    }
 
     const upstream = new LocalSshdUpstream({
       sshdPath: config.sshdPath,
@@ -131,7 +140,7 @@ export class ProxyServer {
     return {
       ident: IDENT,
       hostKeys,
-      serverOffer: serverOffer(Object.keys(hostKeys)),
+      serverOffer: serverOffer(Object.keys(hostKeys), config.algorithms),
       clientOffer: clientOffer(),
       authorizer: new HubAuthorizer(hub, {
         separator: config.separator,

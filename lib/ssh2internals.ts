@@ -9,6 +9,7 @@
  */
 import { createPrivateKey, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
+import type { ClientLegAlgorithms } from './algorithms.js';
 import { fillRandom, takePacketBuffer } from './packetbuffers.js';
 import { cipherClasses, isNativeCipher, isNativeDecipher, type NativeCipher, type NativeDecipher } from './packetrelay.js';
 
@@ -234,6 +235,22 @@ function releaseKexState(proto: RawProtocol): void {
 /** Builds an offer once; see NOTES: ssh2 mutates plain offer objects. */
 export function buildOffer(offer: AlgorithmOffer): KexInitOffer {
   return new kexModule.KexInit(offer);
+}
+
+/** The list each of ssh2's "Handshake failed: no matching ..." errors names (kex.js handleKexInit). */
+const UNMATCHED_LISTS: Record<string, keyof ClientLegAlgorithms> = {
+  'key exchange algorithm': 'kex',
+  'host key format': 'hostKey',
+  'C->S cipher': 'ciphers',
+  'S->C cipher': 'ciphers',
+  'C->S MAC': 'macs',
+  'S->C MAC': 'macs',
+};
+
+/** Which of the offered lists the peer shares nothing with, when `err` is ssh2's key exchange finding no match. */
+export function unmatchedAlgorithmList(err: Error): keyof ClientLegAlgorithms | undefined {
+  const match = /^Handshake failed: no matching (.+)$/.exec(err.message);
+  return match ? UNMATCHED_LISTS[match[1]!] : undefined;
 }
 
 /**

@@ -322,6 +322,72 @@ describe('proxy core: host keys', function () {
   });
 });
 
+describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algorithms, --host-key-algorithms)', function () {
+  // sshd_config's syntax; a removal given apart from its flag, as Ciphers -NAME reads.
+  // OpenSSH clients prefer chacha20-poly1305, then the CTR modes, then AES-GCM.
+  const env = useEnv({
+    proxyArgs: [
+      '--ciphers', '-chacha20-poly1305@openssh.com,aes*-ctr',
+      '--kex-algorithms=-ecdh-sha2-*',
+      '--host-key-algorithms', 'ssh-ed25519,rsa-sha2-512',
+      '--metrics-ip', '127.0.0.1', '--metrics-port', '0',
+    ],
+  });
+
+  it('gives a default OpenSSH client AES-GCM once chacha20-poly1305 and the CTR modes are removed', async function () {
+    const r = await env.ssh(['echo ok'], ['-v']);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.toString()).to.equal('ok\n');
+    expect(r.stderr).to.contain('kex: algorithm: curve25519-sha256');
+    expect(r.stderr).to.contain('kex: host key algorithm: ssh-ed25519');
+    expect(r.stderr).to.contain('kex: server->client cipher: aes128-gcm@openssh.com');
+    expect(r.stderr).to.contain('kex: client->server cipher: aes128-gcm@openssh.com');
+  });
+
+  for (const [what, options, reason, flag] of [
+    ['cipher', ['-c', 'chacha20-poly1305@openssh.com,aes128-ctr'], 'no matching cipher found', 'ciphers'],
+    ['key exchange', ['-o', 'KexAlgorithms=ecdh-sha2-nistp256'], 'no matching key exchange method found', 'kex-algorithms'],
+    ['host key algorithm', ['-o', 'HostKeyAlgorithms=ecdsa-sha2-nistp256,rsa-sha2-256'], 'no matching host key type found', 'host-key-algorithms'],
+  ] as const) {
+    it(`refuses a client that accepts only a removed ${what}, with OpenSSH's reason, logs which flag, and serves the next`, async function () {
+      const logged = env.proxy.logs().length;
+      const refused = await env.ssh(['true'], [...options]);
+      expect(refused.code).to.equal(255);
+      expect(refused.stderr).to.contain(reason);
+      await waitFor(() => env.proxy.logs().slice(logged).match(/info: \[\w+ [\d.:]+\] key exchange failed: the client accepts none of --(\S+) \(Handshake failed: no matching /)?.[1], {
+        timeoutMs: 5_000,
+        what: 'the info line',
+      }).then((logFlag) => expect(logFlag).to.equal(flag));
+      const next = await env.ssh(['echo next'], QUIET);
+      expect(next.code, next.stderr).to.equal(0);
+      expect(next.stdout.toString()).to.equal('next\n');
+    });
+  }
+
+  it('counts such a client as a refusal for no matching algorithm', async function () {
+    const origin = await waitFor(() => metricsOrigin(env.proxy.logs()), { timeoutMs: 10_000, what: 'the metrics address in the log' });
+    const refusals = async () => (await scrapeMetrics(origin)).get('jupyter_ssh_proxy_refusals_total{reason="no_matching_algorithm"}') ?? 0;
+    const before = await refusals();
+    const refused = await env.ssh(['true'], ['-c', 'chacha20-poly1305@openssh.com']);
+    expect(refused.code).to.equal(255);
+    await waitFor(async () => (await refusals()) === before + 1 || undefined, { timeoutMs: 5_000, what: 'the refusal counted' });
+  });
+
+  it('serves only the host keys of the algorithms offered (ssh-keyscan)', async function () {
+    const r = await run('ssh-keyscan', ['-p', String(env.proxy.port), '-t', 'ed25519,ecdsa,rsa', '127.0.0.1']);
+    const types = r.stdout.toString().trim().split('\n').map((l) => l.split(' ')[1]).sort();
+    expect(types).to.deep.equal(['ssh-ed25519', 'ssh-rsa']);
+  });
+
+  it('logs each list that differs from the defaults', function () {
+    const logs = env.proxy.logs();
+    expect(logs).to.contain('--ciphers: offering clients aes128-gcm@openssh.com,aes256-gcm@openssh.com\n');
+    expect(logs).to.contain('--kex-algorithms: offering clients curve25519-sha256,curve25519-sha256@libssh.org,diffie-hellman-group16-sha512,');
+    expect(logs).to.contain('--host-key-algorithms: offering clients ssh-ed25519,rsa-sha2-512');
+    expect(logs).to.not.contain('--macs: offering');
+  });
+});
+
 describe('proxy core: rekeying on both legs', function () {
   const env = useEnv({ proxyArgs: ['--sshd-option', 'RekeyLimit=1M', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
 

@@ -428,6 +428,35 @@ describe('hardening: lifecycle', function () {
     }
   });
 
+  it('SIGHUP: new connections get the reloaded algorithm lists, a session open before keeps its cipher', async function () {
+    const config = path.join(dir, 'proxy.yaml');
+    fs.writeFileSync(config, 'ciphers: chacha20-poly1305@openssh.com\n');
+    const proxy = await startProxy(env.hub.url, ['--config', config]);
+    const chacha = ['-c', 'chacha20-poly1305@openssh.com'];
+    try {
+      const session = ssh(proxy.port, env.user.name, env.token, ['echo started; sleep 3; echo survived'], [...QUIET, ...chacha]);
+      await waitFor(() => proxy.logs().includes('session started'), { timeoutMs: 20_000, what: 'the session' });
+      fs.writeFileSync(config, 'ciphers: aes256-gcm@openssh.com\nhost-key-algorithms: ssh-ed25519\n');
+      proxy.child.kill('SIGHUP');
+      await waitFor(() => proxy.logs().includes('configuration and host keys reloaded'), { timeoutMs: 10_000, what: 'the reload' });
+      expect(proxy.logs()).to.contain('--ciphers: offering clients aes256-gcm@openssh.com\n');
+
+      const refused = await ssh(proxy.port, env.user.name, env.token, ['true'], chacha);
+      expect(refused.code).to.equal(255);
+      expect(refused.stderr).to.contain('no matching cipher found. Their offer: aes256-gcm@openssh.com');
+      const rsa = await ssh(proxy.port, env.user.name, env.token, ['true'], ['-o', 'HostKeyAlgorithms=rsa-sha2-512']);
+      expect(rsa.stderr).to.contain('no matching host key type found. Their offer: ssh-ed25519');
+      const aes = await ssh(proxy.port, env.user.name, env.token, ['echo ok'], ['-v']);
+      expect(aes.code, aes.stderr).to.equal(0);
+      expect(aes.stderr).to.contain('kex: server->client cipher: aes256-gcm@openssh.com');
+      const r = await session;
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout.toString()).to.equal('started\nsurvived\n');
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it('SIGHUP with an unreadable host key keeps the old keys', async function () {
     const proxy = await startProxy(env.hub.url);
     try {

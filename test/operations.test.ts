@@ -146,6 +146,19 @@ describe('operations: configuration', function () {
     expect(config.tokenPage).to.equal('https://hub.example.org/hub/token');
   });
 
+  it('reads the algorithm flags in sshd_config syntax, a removal given apart or joined with =', function () {
+    const apart = parseArgs(['--ciphers', '-chacha20-poly1305@openssh.com', '--macs', '^hmac-sha2-512*', 'http://hub.example']);
+    expect(apart.algorithms.ciphers).to.not.include('chacha20-poly1305@openssh.com');
+    expect(apart.algorithms.ciphers[0]).to.equal('aes128-gcm@openssh.com');
+    expect(apart.algorithms.macs.slice(0, 2)).to.deep.equal(['hmac-sha2-512-etm@openssh.com', 'hmac-sha2-512']);
+    const joined = parseArgs(['--kex-algorithms=-ecdh-*,diffie-*', '--host-key-algorithms=ssh-ed25519', 'http://hub.example']);
+    expect(joined.algorithms.kex).to.deep.equal(['curve25519-sha256', 'curve25519-sha256@libssh.org']);
+    expect(joined.algorithms.hostKey).to.deep.equal(['ssh-ed25519']);
+    expect(joined.algorithms.ciphers, 'the default').to.include('chacha20-poly1305@openssh.com');
+    process.env.JUPYTER_SSH_PROXY_CIPHERS = 'aes256-gcm@openssh.com';
+    expect(parseArgs(['http://hub.example']).algorithms.ciphers).to.deep.equal(['aes256-gcm@openssh.com']);
+  });
+
   const invalid: [string[], RegExp][] = [
     [['--port', '70000'], /--port must be 0-65535/],
     [['--max-auth-tries', '0'], /--max-auth-tries must be a positive integer/],
@@ -154,6 +167,11 @@ describe('operations: configuration', function () {
     [['--unix-user', 'jupyter'], /--unix-user must contain \{username\}/],
     [['--log-level', 'loud'], /log-level.*Invalid values|Invalid values[\s\S]*log-level/],
     [['--bogus-flag'], /Unknown arguments?: bogus-flag/],
+    [['--ciphers', 'aes128-cbc'], /--ciphers: aes128-cbc is not supported; choose from aes128-gcm@openssh.com,/],
+    [['--kex-algorithms=-*'], /--kex-algorithms "-\*" leaves nothing to offer/],
+    [['--macs='], /--macs needs a list of algorithms/],
+    // The keys generated into the fresh KEYDIR are ed25519, ecdsa P-256 and RSA.
+    [['--host-key-algorithms', 'ecdsa-sha2-nistp384'], /cannot start: --host-key-algorithms ecdsa-sha2-nistp384 matches none of the host keys in .*, which sign with ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256/],
     [[], /Give the JupyterHub URL/],
   ];
   for (const [args, message] of invalid) {
@@ -163,7 +181,8 @@ describe('operations: configuration', function () {
       delete env.JUPYTERHUB_API_URL;
       const r = await run(process.execPath, [BIN, '-k', dir, ...args, ...url], { env });
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.match(message);
+      // Flag errors go to stderr; errors found when loading (host keys) are logged.
+      expect(r.stderr + r.stdout).to.match(message);
       expect(r.stderr).to.not.contain('Options:'); // a reason, not the whole help
     });
   }

@@ -31,10 +31,12 @@ import {
   sendPayload,
   sendPayloadBypassingKex,
   strictKex,
+  unmatchedAlgorithmList,
+  type KexInitOffer,
   type ParsedKey,
   type Protocol,
 } from '../lib/ssh2internals.js';
-import { SERVER_SIG_ALGS, clientOffer, hostKeyAlgorithms, serverOffer } from '../lib/algorithms.js';
+import { DEFAULT_CLIENT_LEG, SERVER_SIG_ALGS, clientOffer, hostKeyAlgorithms, serverOffer, type ClientLegAlgorithms } from '../lib/algorithms.js';
 import { waitFor } from './helpers/wait.js';
 
 const require = createRequire(import.meta.url);
@@ -152,6 +154,8 @@ interface Pair {
 interface PairOptions {
   /** Replace the server's EXT_INFO (as the daemon does); default true. */
   replaceExtInfo?: boolean;
+  /** The server's offer; default the daemon's, for the pair's ed25519 host key. */
+  serverOffer?: KexInitOffer;
 }
 
 function makePair(options: PairOptions = {}): Pair {
@@ -229,7 +233,7 @@ function makePair(options: PairOptions = {}): Pair {
   server.proto = createProtocol({
     ...common(server),
     server: true,
-    offer: serverOffer(hostKeyAlgorithms(hostKey.type)),
+    offer: options.serverOffer ?? serverOffer(hostKeyAlgorithms(hostKey.type)),
     hostKeys: { [hostKey.type]: hostKey },
   });
   client.proto = createProtocol({
@@ -312,6 +316,31 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
       dependencies: Record<string, string>;
     };
     expect(pkg.dependencies.ssh2, 'package.json must pin ssh2 exactly').to.equal(SSH2_VERSION);
+  });
+
+  // The daemon logs which flag's list a client shares nothing with, and does
+  // not count it as malformed input: it reads that from ssh2's error message.
+  // The server offers here what the daemon's client offer lacks.
+  const unmatched: [keyof ClientLegAlgorithms, string[], Partial<ClientLegAlgorithms>][] = [
+    ['kex', ['ssh-ed25519'], { kex: ['diffie-hellman-group14-sha1'] }],
+    ['hostKey', ['ecdsa-sha2-nistp256'], {}],
+    ['ciphers', ['ssh-ed25519'], { ciphers: ['aes128-cbc'] }],
+    ['macs', ['ssh-ed25519'], { ciphers: ['aes128-ctr'], macs: ['hmac-sha1'] }],
+  ];
+  for (const [list, hostKeyAlgos, choice] of unmatched) {
+    it(`names the ${list} list when a key exchange finds nothing in common there (unmatchedAlgorithmList)`, async () => {
+      pair = makePair({ serverOffer: serverOffer(hostKeyAlgos, { ...DEFAULT_CLIENT_LEG, ...choice }) });
+      pair.server.proto.start?.();
+      pair.client.proto.start?.();
+      await until(() => pair!.server.errors.length > 0, 'the failed key exchange');
+      // (Later parses only report the instance unusable.)
+      expect(unmatchedAlgorithmList(pair.server.errors[0]!), pair.server.errors.join('; ')).to.equal(list);
+    });
+  }
+
+  it('names no list for other errors', () => {
+    expect(unmatchedAlgorithmList(new Error('Handshake failed: signature verification failed'))).to.equal(undefined);
+    expect(unmatchedAlgorithmList(new Error('Bad packet length'))).to.equal(undefined);
   });
 
   it("takes parseKey and generateKeyPairSync from the files ssh2's utils export, without loading ssh2's index", () => {
