@@ -79,6 +79,11 @@ export const CLIENT_LEG_FLAGS = {
 
 export const DEFAULT_CLIENT_LEG: ClientLegAlgorithms = { kex: KEX, ciphers: CIPHERS, macs: MACS, hostKey: HOST_KEY_ALGORITHMS };
 
+/** The AES-GCM ciphers of `ciphers`: what --prefer-aes-gcm switches clients to. */
+export function aesGcmCiphers(ciphers: readonly string[]): string[] {
+  return ciphers.filter((c) => /^aes\d+-gcm@openssh\.com$/.test(c));
+}
+
 /** OpenSSH's wildcard match (`*` and `?`) of one name against one pattern. */
 function matches(name: string, pattern: string): boolean {
   const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
@@ -120,6 +125,21 @@ function offer(kex: string[], serverHostKey: string[], ciphers: readonly string[
 /** The offer of the proxy as an SSH server, for exactly the host key algorithms it signs with (the operator's choice of those its keys allow). */
 export function serverOffer(hostKeyAlgos: string[], choice: Omit<ClientLegAlgorithms, 'hostKey'> = DEFAULT_CLIENT_LEG): KexInitOffer {
   return buildOffer(offer([...choice.kex, 'kex-strict-s-v00@openssh.com'], hostKeyAlgos, choice.ciphers, choice.macs));
+}
+
+/**
+ * What --prefer-aes-gcm needs: the AES-GCM ciphers the operator allows, and
+ * the server offer with only those, for the key exchange that switches a
+ * client to one of them.
+ */
+export interface AesGcmSwitch {
+  ciphers: readonly string[];
+  offer: KexInitOffer;
+}
+
+export function aesGcmSwitch(hostKeyAlgos: string[], choice: Omit<ClientLegAlgorithms, 'hostKey'>): AesGcmSwitch {
+  const ciphers = aesGcmCiphers(choice.ciphers);
+  return { ciphers, offer: serverOffer(hostKeyAlgos, { ...choice, ciphers }) };
 }
 
 /** The offer of the proxy as an SSH client towards the internal sshd, whose ed25519 host key it pins. */

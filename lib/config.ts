@@ -9,6 +9,8 @@ export interface ProxyConfig {
   keyDir: string;
   /** What clients may negotiate (--kex-algorithms, --ciphers, --macs, --host-key-algorithms). */
   algorithms: ClientLegAlgorithms;
+  /** Switch clients that offer AES-GCM to it when they move bulk data (--prefer-aes-gcm). */
+  preferAesGcm: boolean;
   /** The Hub's REST API root, e.g. http://127.0.0.1:8000/hub/api */
   hubApiUrl: string;
   /** The Hub's page for tokens, shown to users. */

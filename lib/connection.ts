@@ -12,10 +12,10 @@ import type { Authorizer, LoginTarget } from './authorizer.js';
 import { Leg } from './leg.js';
 import { OWN_PACKET } from './leg.js';
 import type { Logger } from './logger.js';
-import { DISCONNECT_REASON, bannerPayload, disconnectPayload, extInfoPayload } from './messages.js';
+import { DISCONNECT_REASON, bannerPayload, disconnectPayload, extInfoPayload, parseKexInitCiphers } from './messages.js';
 import { Relay } from './relay.js';
-import { replaceServerExtInfo, unmatchedAlgorithmList, type KexInitOffer, type ParsedKey } from './ssh2internals.js';
-import { CLIENT_LEG_FLAGS, SERVER_SIG_ALGS } from './algorithms.js';
+import { negotiatedCipher, replaceServerExtInfo, unmatchedAlgorithmList, type KexInitOffer, type ParsedKey } from './ssh2internals.js';
+import { CLIENT_LEG_FLAGS, SERVER_SIG_ALGS, type AesGcmSwitch } from './algorithms.js';
 import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
 import { HubUnavailableError } from './hub.js';
 import { ServerStarter, ServerUnavailableError } from './servers.js';
@@ -45,6 +45,8 @@ export interface ConnectionSettings {
   ident: string;
   hostKeys: Record<string, ParsedKey>;
   serverOffer: KexInitOffer;
+  /** With --prefer-aes-gcm: how a client that offers AES-GCM is switched to it once it moves bulk data. */
+  aesGcmSwitch?: AesGcmSwitch;
   clientOffer: KexInitOffer;
   authorizer: Authorizer;
   servers: ServerStarter;
@@ -88,6 +90,8 @@ export class Connection {
   /** Authentication requests received and not yet answered. */
   private queuedAuthSteps = 0;
   private malformed = false;
+  /** With --prefer-aes-gcm: the client's first KEXINIT offered an AES-GCM cipher allowed (noteClientCiphers). */
+  private clientOffersAesGcm = false;
   /** Serializes authentication requests: replies must keep their order. */
   private authChain: Promise<void> = Promise.resolve();
   private pendingKeyboardLogin?: string;
@@ -111,6 +115,7 @@ export class Connection {
       maxQueuedBytes: settings.maxQueuedBytes,
       protocol: {
         server: true,
+        onFirstKexInit: settings.aesGcmSwitch && this.guard('client KEXINIT', (payload: Buffer) => this.noteClientCiphers(payload, settings.aesGcmSwitch!)),
         ident: settings.ident,
         offer: settings.serverOffer,
         hostKeys: settings.hostKeys,
@@ -419,6 +424,7 @@ export class Connection {
       }),
     });
     relay.start();
+    this.switchToAesGcmForBulk();
     this.unwatch = this.settings.watches.watch(this.target!, this.watchToken!, {
       traffic: () => this.client.bytesIn + this.client.bytesOut,
       onStopped: this.guard('server watch', (message: string) => {
@@ -427,6 +433,39 @@ export class Connection {
       }),
     });
     this.log('info', `session started: unix user ${this.upstreamConn!.username}`);
+  }
+
+  /** Whether the client's first KEXINIT offers, both ways, an AES-GCM cipher the operator allows. */
+  private noteClientCiphers(payload: Buffer, aesGcm: AesGcmSwitch): void {
+    const lists = parseKexInitCiphers(payload);
+    this.clientOffersAesGcm = lists !== undefined && [lists.cs, lists.sc].every((list) => list.some((c) => aesGcm.ciphers.includes(c)));
+  }
+
+  /**
+   * With --prefer-aes-gcm, a client that chose another cipher but offered
+   * AES-GCM is switched to it by a key exchange of the proxy's own, offering
+   * only AES-GCM, once either direction relays bulk data: interactive
+   * sessions never pay for the extra exchange.
+   */
+  private switchToAesGcmForBulk(): void {
+    const aesGcm = this.settings.aesGcmSwitch;
+    if (aesGcm === undefined || !this.clientOffersAesGcm || aesGcm.ciphers.includes(negotiatedCipher(this.client.proto) ?? '')) return;
+    const legs = [this.client, this.upstreamLeg!];
+    const onBulk = () => {
+      for (const leg of legs) leg.off('bulk', onBulk);
+      // After this turn: the leg that emits is starting its socket relay.
+      setImmediate(
+        this.guard('AES-GCM switch', () => {
+          if (this.phase !== 'relay') return;
+          const from = negotiatedCipher(this.client.proto);
+          // In a key exchange the client started: at the next bulk data.
+          if (!this.client.rekeyWith(aesGcm.offer)) return this.switchToAesGcmForBulk();
+          this.log('debug', `bulk data: switching the client leg from ${from} to AES-GCM`);
+          this.settings.metrics.aesGcmSwitches.inc();
+        }),
+      );
+    };
+    for (const leg of legs) leg.on('bulk', onBulk);
   }
 
   private endBecauseUpstream(why: string): void {

@@ -32,12 +32,14 @@ import {
   nextOutboundSeqno,
   parseOnePacket,
   relayLoopAvailable,
+  rekeyWithOffer,
   relayRoute,
   releaseMessageHandlers,
   type RelayRoute,
   sendPayload,
   sendPayloadBypassingKex,
   strictKex,
+  type KexInitOffer,
   type Protocol,
   type ProtocolConfig,
 } from './ssh2internals.js';
@@ -185,7 +187,8 @@ export interface LegOptions {
 export type PayloadHandler = (payload: Buffer, seqno: number) => boolean;
 
 /**
- * Events: 'handshake' (first key exchange done), 'congested' / 'drained' (the
+ * Events: 'handshake' (first key exchange done), 'bulk' (this leg's input
+ * began to be relayed on the sockets), 'congested' / 'drained' (the
  * output buffer filled / emptied), 'error' (protocol or stream failure, with
  * an Error), 'end' (the input stream ended).
  */
@@ -405,6 +408,7 @@ export class Leg extends EventEmitter implements Backlogged {
     peer.feeder = this;
     peer.feederStats = this.socketRelay.stats;
     this.input.pause();
+    this.emit('bulk');
   }
 
   /**
@@ -494,6 +498,18 @@ export class Leg extends EventEmitter implements Backlogged {
     if (tag !== OWN_PACKET) forwardedPackets.oneByOne++;
     this.sent.record(nextOutboundSeqno(this.proto), tag);
     sendPayload(this.proto, payload);
+  }
+
+  /**
+   * Starts a key exchange of this leg's own, offering `offer` from now on;
+   * what is sent meanwhile is queued as in any key exchange. False, and
+   * nothing done, while a key exchange runs.
+   */
+  rekeyWith(offer: KexInitOffer): boolean {
+    if (this.done || inKeyExchange(this.proto)) return false;
+    this.beforeSsh2();
+    rekeyWithOffer(this.proto, offer);
+    return true;
   }
 
   /** Sends a payload at once, even during a key exchange (DISCONNECT only). */

@@ -106,3 +106,22 @@ export function parseGlobalRequest(payload: Buffer): { name: string; wantReply: 
   if (5 + len + 1 > payload.length) return undefined;
   return { name: payload.toString('latin1', 5, 5 + len), wantReply: payload[5 + len] !== 0 };
 }
+
+/**
+ * The cipher lists of a KEXINIT payload (RFC 4253 §7.1: after the message
+ * type and a 16-byte cookie, the name-lists of key exchange and host key
+ * algorithms, then the ciphers client-to-server and server-to-client);
+ * undefined if malformed.
+ */
+export function parseKexInitCiphers(payload: Buffer): { cs: string[]; sc: string[] } | undefined {
+  const lists: string[][] = [];
+  let p = 17;
+  while (lists.length < 4) {
+    if (p + 4 > payload.length) return undefined;
+    const len = payload.readUInt32BE(p);
+    if (p + 4 + len > payload.length) return undefined;
+    lists.push(len === 0 ? [] : payload.toString('latin1', p + 4, p + 4 + len).split(','));
+    p += 4 + len;
+  }
+  return { cs: lists[2]!, sc: lists[3]! };
+}

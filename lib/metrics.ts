@@ -119,6 +119,11 @@ export class Metrics {
     labelNames: ['type'] as const,
     registers: [this.registry],
   });
+  readonly aesGcmSwitches = new client.Counter({
+    name: 'jupyter_ssh_proxy_aes_gcm_switches_total',
+    help: 'Client legs switched to AES-GCM for bulk data (--prefer-aes-gcm)',
+    registers: [this.registry],
+  });
   readonly refusals = new client.Counter({
     name: 'jupyter_ssh_proxy_refusals_total',
     help: 'Connections ended before a session by reason',

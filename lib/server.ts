@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { CLIENT_LEG_FLAGS, DEFAULT_CLIENT_LEG, hostKeyAlgorithms, clientOffer, serverOffer } from './algorithms.js';
+import { CLIENT_LEG_FLAGS, DEFAULT_CLIENT_LEG, aesGcmSwitch, hostKeyAlgorithms, clientOffer, serverOffer } from './algorithms.js';
 import { activeAllocator } from './allocator.js';
 import { HubAuthorizer } from './authorizer.js';
 import { FAILED_TOKEN_CACHE_MS, IDENT, type ProxyConfig } from './config.js';
@@ -141,6 +141,7 @@ export class ProxyServer {
       ident: IDENT,
       hostKeys,
       serverOffer: serverOffer(Object.keys(hostKeys), config.algorithms),
+      aesGcmSwitch: config.preferAesGcm ? aesGcmSwitch(Object.keys(hostKeys), config.algorithms) : undefined,
       clientOffer: clientOffer(),
       authorizer: new HubAuthorizer(hub, {
         separator: config.separator,

@@ -10,6 +10,7 @@
 import { createPrivateKey, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { ClientLegAlgorithms } from './algorithms.js';
+import { MSG } from './messages.js';
 import { fillRandom, takePacketBuffer } from './packetbuffers.js';
 import { cipherClasses, isNativeCipher, isNativeDecipher, type NativeCipher, type NativeDecipher } from './packetrelay.js';
 
@@ -146,7 +147,9 @@ interface RawProtocol extends Protocol {
   _cipher: { outSeqno: number; _dead?: boolean; _instance?: unknown };
   _kexinit: Buffer | undefined;
   _handlers: Record<string, unknown>;
-  _kex: { remoteExtInfoEnabled?: boolean; sessionID?: Buffer; negotiated?: unknown } | undefined;
+  _kex: { remoteExtInfoEnabled?: boolean; sessionID?: Buffer; negotiated?: { cs?: { cipher?: string } } } | undefined;
+  _offer: KexInitOffer;
+  rekey(): void;
   _strictMode: boolean | undefined;
   _identRaw: Buffer;
   _remoteIdentRaw: Buffer | undefined;
@@ -173,12 +176,30 @@ export interface ProtocolConfig {
   onWrite: (data: Buffer) => void;
   onError: (err: Error) => void;
   onHandshakeComplete: () => void;
+  /** Shown the peer's first KEXINIT (its algorithm lists) before ssh2 handles it. */
+  onFirstKexInit?: (payload: Buffer) => void;
 }
 
 export function createProtocol(config: ProtocolConfig): Protocol {
-  const onHandshakeComplete = config.onHandshakeComplete;
+  const { onHandshakeComplete, onFirstKexInit } = config;
   const proto: RawProtocol = new ProtocolClass({
     ...config,
+    // ssh2 calls onHeader once the peer's identification line is read, right
+    // after it made the first (null) decipher, whose payloads go to the key
+    // exchange and not through _onPayload (Protocol.js, kex.js onKEXPayload).
+    onHeader:
+      onFirstKexInit &&
+      (() => {
+        const decipher = proto._decipher!;
+        const onKexPayload = decipher._onPayload;
+        decipher._onPayload = (payload: Buffer) => {
+          if (payload[0] === MSG.KEXINIT) {
+            decipher._onPayload = onKexPayload;
+            onFirstKexInit(payload);
+          }
+          return onKexPayload(payload);
+        };
+      }),
     onHandshakeComplete: () => {
       releaseKexState(proto);
       proto._remoteIdentRaw = internIdent(proto._remoteIdentRaw);
@@ -235,6 +256,23 @@ function releaseKexState(proto: RawProtocol): void {
 /** Builds an offer once; see NOTES: ssh2 mutates plain offer objects. */
 export function buildOffer(offer: AlgorithmOffer): KexInitOffer {
   return new kexModule.KexInit(offer);
+}
+
+/**
+ * Starts a key exchange from this side with `offer` in place of the offer the
+ * Protocol was made with, which it keeps for later key exchanges (kex.js
+ * kexinit reads `_offer` each time). Nothing may be sent meanwhile but what
+ * ssh2 sends itself: the caller queues the rest until the exchange completes.
+ */
+export function rekeyWithOffer(proto: Protocol, offer: KexInitOffer): void {
+  const raw = proto as RawProtocol;
+  raw._offer = offer;
+  raw.rekey();
+}
+
+/** The client-to-server cipher the last key exchange chose; undefined before the first one completes. */
+export function negotiatedCipher(proto: Protocol): string | undefined {
+  return (proto as RawProtocol)._kex?.negotiated?.cs?.cipher;
 }
 
 /** The list each of ssh2's "Handshake failed: no matching ..." errors names (kex.js handleKexInit). */

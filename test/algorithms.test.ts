@@ -1,6 +1,7 @@
 // The client leg's algorithm lists in sshd_config's syntax (lib/algorithms.ts).
 import { expect } from 'chai';
 import { CIPHERS, KEX, resolveAlgorithmList } from '../lib/algorithms.js';
+import { parseKexInitCiphers } from '../lib/messages.js';
 
 describe('algorithms: resolving sshd_config lists', function () {
   it('replaces the defaults with a plain list, in its order', function () {
@@ -54,4 +55,26 @@ describe('algorithms: resolving sshd_config lists', function () {
       expect(() => resolveAlgorithmList(spec, CIPHERS, '--ciphers')).to.throw(reason);
     });
   }
+});
+
+describe('algorithms: the cipher lists of a KEXINIT (parseKexInitCiphers)', function () {
+  const nameList = (names: string) => {
+    const b = Buffer.alloc(4 + names.length);
+    b.writeUInt32BE(names.length);
+    b.write(names, 4, 'latin1');
+    return b;
+  };
+  const kexinit = Buffer.concat([Buffer.from([20]), Buffer.alloc(16), ...['curve25519-sha256', 'ssh-ed25519', 'aes128-ctr,aes128-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'hmac-sha2-256'].map(nameList)]);
+
+  it('reads both directions', function () {
+    expect(parseKexInitCiphers(kexinit)).to.deep.equal({ cs: ['aes128-ctr', 'aes128-gcm@openssh.com'], sc: ['chacha20-poly1305@openssh.com'] });
+  });
+
+  it('gives undefined for a payload cut short or a length past its end', function () {
+    const cutAt = 17 + 4 + 17 + 4 + 11 + 4 + 10;
+    expect(parseKexInitCiphers(kexinit.subarray(0, cutAt))).to.equal(undefined);
+    const lying = Buffer.from(kexinit);
+    lying.writeUInt32BE(0xffffff, 17);
+    expect(parseKexInitCiphers(lying)).to.equal(undefined);
+  });
 });

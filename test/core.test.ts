@@ -388,6 +388,76 @@ describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algori
   });
 });
 
+describe('proxy core: --prefer-aes-gcm', function () {
+  const env = useEnv({ proxyArgs: ['--prefer-aes-gcm', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
+  const switches = async () =>
+    (await scrapeMetrics(await waitFor(() => metricsOrigin(env.proxy.logs()), { timeoutMs: 10_000, what: 'the metrics address' }))).get(
+      'jupyter_ssh_proxy_aes_gcm_switches_total',
+    ) ?? 0;
+  /** The ciphers each key exchange of `ssh -v` chose, in order. */
+  const kexCiphers = (stderr: string) => [...stderr.matchAll(/kex: server->client cipher: (\S+)/g)].map((m) => m[1]);
+
+  for (const direction of ['download', 'upload'] as const) {
+    it(`switches a default OpenSSH client from chacha20-poly1305 to AES-GCM once it moves bulk data (${direction}, 64 MiB intact)`, async function () {
+      const before = await switches();
+      const data = crypto.randomBytes(64 * 1024 * 1024);
+      // stderr: the hash of what arrived, then the hash of what was sent.
+      const command = direction === 'download' ? 'head -c 67108864 /dev/urandom | tee >(sha256sum >&2)' : 'sha256sum >&2';
+      const r = await env.ssh([command], ['-v'], { input: direction === 'upload' ? data : Buffer.alloc(0) });
+      expect(r.code, r.stderr).to.equal(0);
+      expect(kexCiphers(r.stderr)).to.deep.equal(['chacha20-poly1305@openssh.com', 'aes128-gcm@openssh.com']);
+      const hashes = r.stderr.split('\n').filter((l) => /^[0-9a-f]{64} {2}-$/.test(l)).map((l) => l.split(' ')[0]);
+      expect(hashes, 'the checksum').to.deep.equal([sha256(direction === 'download' ? r.stdout : data)]);
+      if (direction === 'download') expect(r.stdout.length).to.equal(64 * 1024 * 1024);
+      expect(await switches()).to.equal(before + 1);
+    });
+  }
+
+  it('switches while the client rekeys every MiB itself, both directions at once intact', async function () {
+    const data = crypto.randomBytes(48 * 1024 * 1024);
+    const r = await env.ssh(['sha256sum >&2; head -c 50331648 /dev/urandom | tee >(sha256sum >&2)'], ['-v', '-o', 'RekeyLimit=1M'], { input: data });
+    expect(r.code, r.stderr).to.equal(0);
+    const ciphers = kexCiphers(r.stderr);
+    expect(ciphers[0]).to.equal('chacha20-poly1305@openssh.com');
+    expect(ciphers.length, 'key exchanges').to.be.greaterThan(20);
+    expect(ciphers.slice(-10), 'after the switch').to.deep.equal(Array(10).fill('aes128-gcm@openssh.com'));
+    const hashes = r.stderr.split('\n').filter((l) => /^[0-9a-f]{64} {2}-$/.test(l)).map((l) => l.split(' ')[0]);
+    expect(hashes, 'upload, then download checksum').to.deep.equal([sha256(data), sha256(r.stdout)]);
+    expect(r.stdout.length).to.equal(48 * 1024 * 1024);
+  });
+
+  it('switches an sftp client, files intact both ways', async function () {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-aesgcm-'));
+    try {
+      const local = path.join(dir, 'up.bin');
+      fs.writeFileSync(local, crypto.randomBytes(32 * 1024 * 1024));
+      const remote = `aesgcm-${process.pid}.bin`;
+      const batch = path.join(dir, 'batch');
+      fs.writeFileSync(batch, `put ${local} ${remote}\nget ${remote} ${path.join(dir, 'down.bin')}\nrm ${remote}\n`);
+      const r = await run('sftp', [...fileCopyOptions(env.proxy.port), '-v', '-o', 'BatchMode=no', '-b', batch, `${env.user.name}@127.0.0.1`], {
+        env: askpassEnv(env.token),
+      });
+      expect(r.code, r.stderr.toString()).to.equal(0);
+      expect(kexCiphers(r.stderr.toString())).to.deep.equal(['chacha20-poly1305@openssh.com', 'aes128-gcm@openssh.com']);
+      expect(sha256File(path.join(dir, 'down.bin'))).to.equal(sha256File(local));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('leaves an interactive session and a client that does not offer AES-GCM alone', async function () {
+    const before = await switches();
+    const small = await env.ssh(['echo small'], ['-v']);
+    expect(small.code, small.stderr).to.equal(0);
+    expect(kexCiphers(small.stderr)).to.deep.equal(['chacha20-poly1305@openssh.com']);
+    const chachaOnly = await env.ssh(['head -c 16777216 /dev/zero'], ['-v', '-c', 'chacha20-poly1305@openssh.com']);
+    expect(chachaOnly.code, chachaOnly.stderr).to.equal(0);
+    expect(chachaOnly.stdout.length).to.equal(16 * 1024 * 1024);
+    expect(kexCiphers(chachaOnly.stderr)).to.deep.equal(['chacha20-poly1305@openssh.com']);
+    expect(await switches()).to.equal(before);
+  });
+});
+
 describe('proxy core: rekeying on both legs', function () {
   const env = useEnv({ proxyArgs: ['--sshd-option', 'RekeyLimit=1M', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
 

@@ -170,6 +170,7 @@ describe('operations: configuration', function () {
     [['--ciphers', 'aes128-cbc'], /--ciphers: aes128-cbc is not supported; choose from aes128-gcm@openssh.com,/],
     [['--kex-algorithms=-*'], /--kex-algorithms "-\*" leaves nothing to offer/],
     [['--macs='], /--macs needs a list of algorithms/],
+    [['--prefer-aes-gcm', '--ciphers', 'chacha20-poly1305@openssh.com'], /--prefer-aes-gcm needs an AES-GCM cipher in --ciphers/],
     // The keys generated into the fresh KEYDIR are ed25519, ecdsa P-256 and RSA.
     [['--host-key-algorithms', 'ecdsa-sha2-nistp384'], /cannot start: --host-key-algorithms ecdsa-sha2-nistp384 matches none of the host keys in .*, which sign with ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256/],
     [[], /Give the JupyterHub URL/],

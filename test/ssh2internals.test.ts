@@ -31,12 +31,15 @@ import {
   sendPayload,
   sendPayloadBypassingKex,
   strictKex,
+  negotiatedCipher,
+  rekeyWithOffer,
   unmatchedAlgorithmList,
   type KexInitOffer,
   type ParsedKey,
   type Protocol,
 } from '../lib/ssh2internals.js';
-import { DEFAULT_CLIENT_LEG, SERVER_SIG_ALGS, clientOffer, hostKeyAlgorithms, serverOffer, type ClientLegAlgorithms } from '../lib/algorithms.js';
+import { parseKexInitCiphers } from '../lib/messages.js';
+import { CIPHERS, DEFAULT_CLIENT_LEG, SERVER_SIG_ALGS, clientOffer, hostKeyAlgorithms, serverOffer, type ClientLegAlgorithms } from '../lib/algorithms.js';
 import { waitFor } from './helpers/wait.js';
 
 const require = createRequire(import.meta.url);
@@ -154,6 +157,8 @@ interface Pair {
 interface PairOptions {
   /** Replace the server's EXT_INFO (as the daemon does); default true. */
   replaceExtInfo?: boolean;
+  /** Passed to the server's createProtocol. */
+  onFirstKexInit?: (payload: Buffer) => void;
   /** The server's offer; default the daemon's, for the pair's ed25519 host key. */
   serverOffer?: KexInitOffer;
 }
@@ -234,6 +239,7 @@ function makePair(options: PairOptions = {}): Pair {
     ...common(server),
     server: true,
     offer: options.serverOffer ?? serverOffer(hostKeyAlgorithms(hostKey.type)),
+    onFirstKexInit: options.onFirstKexInit,
     hostKeys: { [hostKey.type]: hostKey },
   });
   client.proto = createProtocol({
@@ -514,6 +520,33 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     expect(nextOutboundSeqno(client.proto)).to.equal((out + 5) >>> 0);
     // The addon's ciphers went in before ssh2's crypto module loaded.
     expect(relayLoopAvailable).to.equal(true);
+    noErrors(pair);
+  });
+
+  it("shows the server the client's first KEXINIT, and that one only (createProtocol onFirstKexInit)", async () => {
+    const seen: Buffer[] = [];
+    pair = makePair({ onFirstKexInit: (payload) => seen.push(Buffer.from(payload)) });
+    await handshake(pair);
+    rekey(pair.client.proto);
+    await until(() => pair!.server.handshakes === 2 && pair!.client.handshakes === 2, 'the rekey');
+    expect(seen).to.have.length(1);
+    expect(seen[0]![0]).to.equal(MSG_KEXINIT);
+    expect(parseKexInitCiphers(seen[0]!), 'the client offer').to.deep.equal({ cs: CIPHERS, sc: CIPHERS });
+  });
+
+  it("switches the cipher with a key exchange of the server's own and another offer, kept for the next one (rekeyWithOffer, negotiatedCipher)", async () => {
+    pair = makePair();
+    const { server, client } = pair;
+    await handshake(pair);
+    expect(negotiatedCipher(server.proto)).to.equal('aes128-gcm@openssh.com');
+    rekeyWithOffer(server.proto, serverOffer(['ssh-ed25519'], { ...DEFAULT_CLIENT_LEG, ciphers: ['chacha20-poly1305@openssh.com'] }));
+    await until(() => server.handshakes === 2 && client.handshakes === 2, 'the server-started key exchange');
+    expect(negotiatedCipher(server.proto)).to.equal('chacha20-poly1305@openssh.com');
+    expect(negotiatedCipher(client.proto)).to.equal('chacha20-poly1305@openssh.com');
+    rekey(client.proto);
+    await until(() => server.handshakes === 3 && client.handshakes === 3, 'the client-started key exchange');
+    expect(negotiatedCipher(server.proto), 'the new offer stays').to.equal('chacha20-poly1305@openssh.com');
+    await roundTrip(pair);
     noErrors(pair);
   });
 
