@@ -389,7 +389,8 @@ describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algori
 });
 
 describe('proxy core: --prefer-aes-gcm', function () {
-  const env = useEnv({ proxyArgs: ['--prefer-aes-gcm', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
+  // sshd rekeys every 2 MiB meanwhile: the upstream leg's exchanges overlap the switch.
+  const env = useEnv({ proxyArgs: ['--prefer-aes-gcm', '--sshd-option', 'RekeyLimit=2M', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
   const switches = async () =>
     (await scrapeMetrics(await waitFor(() => metricsOrigin(env.proxy.logs()), { timeoutMs: 10_000, what: 'the metrics address' }))).get(
       'jupyter_ssh_proxy_aes_gcm_switches_total',
@@ -413,7 +414,7 @@ describe('proxy core: --prefer-aes-gcm', function () {
     });
   }
 
-  it('switches while the client rekeys every MiB itself, both directions at once intact', async function () {
+  it('switches while the client rekeys every MiB itself and sshd every 2 MiB, both directions at once intact', async function () {
     const data = crypto.randomBytes(48 * 1024 * 1024);
     const r = await env.ssh(['sha256sum >&2; head -c 50331648 /dev/urandom | tee >(sha256sum >&2)'], ['-v', '-o', 'RekeyLimit=1M'], { input: data });
     expect(r.code, r.stderr).to.equal(0);
