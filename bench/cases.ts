@@ -82,10 +82,15 @@ function check(ok: boolean, what: string, detail: string): void {
 
 const BULK_TIMEOUT_MS = 15 * 60_000;
 
+/** ssh's option for `cipher`: none for 'default', which leaves the client its own list. */
+function cipherOption(cipher: string): string[] {
+  return cipher === 'default' ? [] : ['-c', cipher];
+}
+
 /** `ssh host 'head -c N /dev/zero'` into `wc -c` locally. */
 export async function download(p: SshPath, cipher: string, bytes: number): Promise<{ bytes: number }> {
   const wc = spawnTracked('wc', ['-c'], { stdio: ['pipe', 'pipe', 'ignore'] });
-  const ssh = spawnTracked('ssh', [...p.sshArgs(['-c', cipher]), p.destination, `head -c ${bytes} /dev/zero`], {
+  const ssh = spawnTracked('ssh', [...p.sshArgs(cipherOption(cipher)), p.destination, `head -c ${bytes} /dev/zero`], {
     stdio: ['ignore', wc.stdin!, 'pipe'],
     env: p.env,
   });
@@ -99,7 +104,7 @@ export async function download(p: SshPath, cipher: string, bytes: number): Promi
 /** `head -c N /dev/zero | ssh host 'wc -c'`: the remote count proves every byte arrived. */
 export async function upload(p: SshPath, cipher: string, bytes: number): Promise<{ bytes: number }> {
   const head = spawnTracked('head', ['-c', String(bytes), '/dev/zero'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const ssh = spawnTracked('ssh', [...p.sshArgs(['-c', cipher]), p.destination, 'wc -c'], {
+  const ssh = spawnTracked('ssh', [...p.sshArgs(cipherOption(cipher)), p.destination, 'wc -c'], {
     stdio: [head.stdout!, 'pipe', 'pipe'],
     env: p.env,
   });
@@ -112,7 +117,7 @@ export async function upload(p: SshPath, cipher: string, bytes: number): Promise
 
 async function sftpBatch(p: SshPath, cipher: string, batch: string, batchFile: string): Promise<void> {
   fs.writeFileSync(batchFile, batch);
-  const sftp = spawnTracked('sftp', [...p.sftpArgs(['-c', cipher]), '-b', batchFile, p.destination], {
+  const sftp = spawnTracked('sftp', [...p.sftpArgs(cipherOption(cipher)), '-b', batchFile, p.destination], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: p.env,
   });

@@ -48,8 +48,17 @@ export interface BenchEnv {
   proxyPath(token?: string): SshPath;
   /** `p` with the client connecting to `port` instead: a delay line in front of its server (bench/delayline.ts). */
   viaPort(p: SshPath, port: number): SshPath;
+  /** Another daemon, started with `flags` added, and the path through it: for cases that measure a flag. */
+  proxyWithFlags(flags: string[]): Promise<{ path: SshPath; stop(): Promise<void> }>;
   /** False when no cgroup could be made: sshd CPU is then undercounted. */
   cgroups: boolean;
+}
+
+/** A proxy daemon the bench started, with its metrics address and CPU accounting group. */
+interface BenchDaemon {
+  proxy: ProxyProcess;
+  metricsAt: string;
+  group: CpuGroup | undefined;
 }
 
 /** A cgroup for `pid` and its future children, removed at cleanup. */
@@ -125,23 +134,27 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   // kernel's autogroups share CPU between sessions first, and in the bench's
   // session the daemon shared one share with every ssh client
   // (bench/README.md, "The daemon's session").
-  const proxy = await startProxy(hub.url, ['--max-startups', '2000', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'], {
-    logLevel: 'info',
-    nodeArgs: DAEMON_NODE_ARGS,
-    env: DAEMON_ENV,
-    detached: true,
-  });
-  onCleanup(() => proxy.stop());
-  const metricsAt = metricsOrigin(proxy.logs());
-  if (!metricsAt) throw new Error(`the daemon did not log its metrics address:\n${proxy.logs()}`);
-  const proxyGroup = accountingGroup('jsp-bench-proxy', proxy.child.pid!);
-  log(`proxy daemon pid ${proxy.child.pid} on port ${proxy.port}`);
+  const startDaemon = async (group: string, flags: string[]): Promise<BenchDaemon> => {
+    const proxy = await startProxy(hub.url, ['--max-startups', '2000', '--metrics-ip', '127.0.0.1', '--metrics-port', '0', ...flags], {
+      logLevel: 'info',
+      nodeArgs: DAEMON_NODE_ARGS,
+      env: DAEMON_ENV,
+      detached: true,
+    });
+    onCleanup(() => proxy.stop());
+    const metricsAt = metricsOrigin(proxy.logs());
+    if (!metricsAt) throw new Error(`the daemon did not log its metrics address:\n${proxy.logs()}`);
+    log(`proxy daemon pid ${proxy.child.pid} on port ${proxy.port}${flags.length > 0 ? ` with ${flags.join(' ')}` : ''}`);
+    return { proxy, metricsAt, group: accountingGroup(group, proxy.child.pid!) };
+  };
+  const daemon = await startDaemon('jsp-bench-proxy', []);
+  const { proxy } = daemon;
 
   const direct = await startDirectSshd();
   onCleanup(() => direct.stop());
   const directGroup = accountingGroup('jsp-bench-direct', direct.pid);
   log(`direct sshd pid ${direct.pid} on port ${direct.port} (${direct.dir})`);
-  const cgroups = proxyGroup !== undefined && directGroup !== undefined;
+  const cgroups = daemon.group !== undefined && directGroup !== undefined;
   if (!cgroups) log('warning: no cgroup for CPU accounting; sshd CPU will be undercounted');
 
   const destination = `${user.name}@127.0.0.1`;
@@ -161,12 +174,12 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     destination,
     env: { ...process.env },
   });
-  const proxyAt = (port: number, t: string): SshPath => ({
+  const proxyAt = (port: number, t: string, d = daemon): SshPath => ({
     name: 'proxy',
     port,
-    serverPid: proxy.child.pid!,
-    serverCpu: serverCpu(proxy.child.pid!, proxyGroup, true),
-    metricsOrigin: metricsAt,
+    serverPid: d.proxy.child.pid!,
+    serverCpu: serverCpu(d.proxy.child.pid!, d.group, true),
+    metricsOrigin: d.metricsAt,
     sshArgs: (extra = []) => [...extra, ...sshOptions(port), ...QUIET],
     // sftp -b implies BatchMode=yes, which would forbid the token prompt.
     sftpArgs: (extra = []) => [...withPortFlag(sshOptions(port), '-P'), ...QUIET, '-o', 'BatchMode=no', ...extra],
@@ -177,5 +190,10 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   const proxyPath = (t = token): SshPath => proxyAt(proxy.port, t);
   // The same user, key or token (env) as `p`, through another port.
   const viaPort = (p: SshPath, port: number): SshPath => ({ ...(p.name === 'direct' ? directAt(port) : proxyAt(port, token)), env: p.env });
-  return { hub, user, token, proxy, direct, tmp, directPath, proxyPath, viaPort, cgroups };
+  let otherDaemons = 0;
+  const proxyWithFlags = async (flags: string[]) => {
+    const other = await startDaemon(`jsp-bench-proxy-${++otherDaemons}`, flags);
+    return { path: proxyAt(other.proxy.port, token, other), stop: () => other.proxy.stop() };
+  };
+  return { hub, user, token, proxy, direct, tmp, directPath, proxyPath, viaPort, proxyWithFlags, cgroups };
 }

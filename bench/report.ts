@@ -9,7 +9,7 @@ import { GiB, MiB, fmt, max, median, min, spreadPercent } from './stats.js';
 
 export interface CaseResult {
   id: string;
-  group: 'bulk' | 'link' | 'latency' | 'concurrency' | 'idle' | 'loaded';
+  group: 'bulk' | 'link' | 'latency' | 'concurrency' | 'clients' | 'idle' | 'loaded';
   title: string;
   /** Client-leg cipher forced with -c, or 'default'. */
   cipher: string;
@@ -173,7 +173,10 @@ export function markdown(r: Results): string {
   out.push(`- when: ${r.startedAt} – ${r.finishedAt || '(unfinished)'}`);
   out.push(`- machine: ${m.cpu}, ${m.cores} cores, ${String(m.memoryGiB)} GiB, Linux ${String(m.kernel)}; CPU flags ${(m.cpuFlags as string[]).join(' ')}`);
   out.push(`- ${m.openssh}; Node ${m.node}${m.daemonNodeArgs ? ` (daemon run as \`${m.daemonEnv ? `${m.daemonEnv} ` : ''}node ${m.daemonNodeArgs}\`)` : ''}; ssh2 ${m.ssh2} (native crypto binding ${m.ssh2NativeBinding ? 'built' : 'missing'})`);
-  out.push(`- client-leg cipher: as in the Cipher column (\`-c\`, same on both paths); "default" = ${String(m.clientDefaultCipher)}`);
+  out.push(
+    `- client-leg cipher: as in the Cipher column (\`-c\`, same on both paths); "default" = ${String(m.clientDefaultCipher)}, ` +
+      "except through the clients cases' daemon (--prefer-aes-gcm), which switches the default client to AES-GCM once it moves bulk data",
+  );
   out.push(`- upstream leg (proxy → sshd -i): ${String(m.upstreamCipher)}`);
   const s = r.settings;
   out.push(`- runs per case and path: ${String(s.runs)} (idle: ${String(s.idleRuns)}, latency: ${String(s.latencyRuns)}, cold: ${String(s.coldRuns)}), direct and proxy alternating`);
@@ -205,7 +208,7 @@ export function markdown(r: Results): string {
     out.push('|---|---|---|---|');
     for (const t of targets) out.push(`| ${t.target} | ${cell(t.case)} | ${t.measured} | ${t.met ? 'yes' : 'no'} |`);
   }
-  const bulk = r.cases.filter((c) => c.group === 'bulk' || c.group === 'concurrency');
+  const bulk = r.cases.filter((c) => c.group === 'bulk' || c.group === 'concurrency' || c.group === 'clients');
   if (bulk.length > 0) {
     out.push('');
     out.push(

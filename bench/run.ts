@@ -47,7 +47,7 @@ import { GiB, MiB, fmt, median } from './stats.js';
  * there and 2.6 s alone), and the profiles would show that state rather
  * than the one the bulk cases measured.
  */
-const ALL_CASES = ['bulk', 'relay-floor', 'latency', 'cold', 'echo', 'link', 'concurrency', 'profile', 'idle', 'loaded'] as const;
+const ALL_CASES = ['bulk', 'relay-floor', 'latency', 'cold', 'echo', 'link', 'concurrency', 'clients', 'profile', 'idle', 'loaded'] as const;
 type CaseGroup = (typeof ALL_CASES)[number];
 const PROFILERS = ['v8', 'perf'] as const;
 type Profiler = (typeof PROFILERS)[number];
@@ -381,26 +381,54 @@ async function link(env: BenchEnv, results: Results): Promise<void> {
   files.remove();
 }
 
-async function concurrency(env: BenchEnv, results: Results): Promise<void> {
+/** The parallel sessions' data: a random file and its digest, removed by `remove`. */
+function parallelData(env: BenchEnv): { file: string; digest: string; title: string; total: number; remove(): void } {
   const file = path.join(env.tmp, 'session-data.bin');
   log(`writing ${settings.sessionBytes / MiB} MiB of random data for the parallel sessions`);
   const digest = randomFile(file, settings.sessionBytes);
-  const total = settings.sessions * settings.sessionBytes;
+  const title = `${settings.sessions} parallel sessions x ${settings.sessionBytes / MiB} MiB piped into remote sha256, verified`;
+  return { file, digest, title, total: settings.sessions * settings.sessionBytes, remove: () => fs.rmSync(file, { force: true }) };
+}
+
+async function concurrency(env: BenchEnv, results: Results): Promise<void> {
+  const data = parallelData(env);
   results.cases.push(
     await runCase(
-      newCase(
-        'parallel-checksums',
-        'concurrency',
-        `${settings.sessions} parallel sessions x ${settings.sessionBytes / MiB} MiB piped into remote sha256, verified`,
-        'default',
-        total,
-      ),
+      newCase('parallel-checksums', 'concurrency', data.title, 'default', data.total),
       settings.runs,
       () => [env.directPath, env.proxyPath()],
-      (p) => countingGcs(p, () => parallelChecksums(p, settings.sessions, file, settings.sessionBytes, digest)),
+      (p) => countingGcs(p, () => parallelChecksums(p, settings.sessions, data.file, settings.sessionBytes, data.digest)),
     ),
   );
-  fs.rmSync(file, { force: true });
+  data.remove();
+}
+
+/**
+ * What OpenSSH's default client gets (no -c on either path) from a daemon
+ * run with --prefer-aes-gcm: directly it uses chacha20-poly1305, its first
+ * choice; through that daemon, AES-GCM once it moves bulk data. The lever's
+ * effect for users, not one of the issue's targets, which keep one cipher on
+ * both paths.
+ */
+async function clients(env: BenchEnv, results: Results): Promise<void> {
+  const prefer = await env.proxyWithFlags(['--prefer-aes-gcm']);
+  const bytes = settings.bulkBytes;
+  log('warm-up: a download and an upload through the --prefer-aes-gcm daemon');
+  await download(prefer.path, 'default', bytes);
+  await upload(prefer.path, 'default', bytes);
+  const paths = (): [SshPath, SshPath] => [env.directPath, prefer.path];
+  const what = "OpenSSH's default client, proxy with --prefer-aes-gcm";
+  const size = bytes >= GiB ? `${bytes / GiB} GiB` : `${bytes / MiB} MiB`;
+  results.cases.push(await runCase(newCase('clients-download', 'clients', `download ${size}, ${what}`, 'default', bytes), settings.runs, paths, (p) => download(p, 'default', bytes)));
+  results.cases.push(await runCase(newCase('clients-upload', 'clients', `upload ${size}, ${what}`, 'default', bytes), settings.runs, paths, (p) => upload(p, 'default', bytes)));
+  const data = parallelData(env);
+  results.cases.push(
+    await runCase(newCase('clients-parallel', 'clients', `${data.title}, ${what}`, 'default', data.total), settings.runs, paths, (p) =>
+      parallelChecksums(p, settings.sessions, data.file, settings.sessionBytes, data.digest),
+    ),
+  );
+  data.remove();
+  await prefer.stop();
 }
 
 /** settleDaemon's answer for the log: seconds waited, or that no full GC came. */
@@ -708,6 +736,7 @@ async function main(): Promise<void> {
     echo,
     link,
     concurrency,
+    clients,
     idle,
     loaded,
     profile,

@@ -72,6 +72,8 @@ describe('bench report', function () {
       { id: 'parallel-checksums', group: 'concurrency', title: '100 parallel sessions', cipher: 'default', bytesPerRun: GiB, direct: [{ ...run('direct', 10), bytes: GiB }], proxy: [{ ...run('proxy', 11), bytes: GiB }] },
       // 0.12 / 0.1 = 1.2: not met.
       { id: 'latency-warm', group: 'latency', title: 'ssh host true', cipher: 'default', bytesPerRun: 0, direct: [run('direct', 0.1)], proxy: [run('proxy', 0.12)] },
+      // A clients case is no target: its two paths use different ciphers.
+      { id: 'clients-download', group: 'clients', title: "download, OpenSSH's default client", cipher: 'default', bytesPerRun: GiB, direct: [{ ...run('direct', 10), bytes: GiB }], proxy: [{ ...run('proxy', 30), bytes: GiB }] },
       // The cold login is no target.
       { id: 'latency-cold', group: 'latency', title: 'ssh host true, cold', cipher: 'default', bytesPerRun: 0, direct: [run('direct', 0.1)], proxy: [run('proxy', 0.5)] },
       // Median RSS 99 MiB: met.
