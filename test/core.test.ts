@@ -397,6 +397,8 @@ describe('proxy core: --prefer-aes-gcm', function () {
     ) ?? 0;
   /** The ciphers each key exchange of `ssh -v` chose, in order. */
   const kexCiphers = (stderr: string) => [...stderr.matchAll(/kex: server->client cipher: (\S+)/g)].map((m) => m[1]);
+  /** The hashes the remote `sha256sum >&2` printed among ssh -v's lines, in order. */
+  const remoteHashes = (stderr: string) => [...stderr.matchAll(/^([0-9a-f]{64}) {2}-$/gm)].map((m) => m[1]);
 
   for (const direction of ['download', 'upload'] as const) {
     it(`switches a default OpenSSH client from chacha20-poly1305 to AES-GCM once it moves bulk data (${direction}, 64 MiB intact)`, async function () {
@@ -407,8 +409,7 @@ describe('proxy core: --prefer-aes-gcm', function () {
       const r = await env.ssh([command], ['-v'], { input: direction === 'upload' ? data : Buffer.alloc(0) });
       expect(r.code, r.stderr).to.equal(0);
       expect(kexCiphers(r.stderr)).to.deep.equal(['chacha20-poly1305@openssh.com', 'aes128-gcm@openssh.com']);
-      const hashes = r.stderr.split('\n').filter((l) => /^[0-9a-f]{64} {2}-$/.test(l)).map((l) => l.split(' ')[0]);
-      expect(hashes, 'the checksum').to.deep.equal([sha256(direction === 'download' ? r.stdout : data)]);
+      expect(remoteHashes(r.stderr), 'the checksum').to.deep.equal([sha256(direction === 'download' ? r.stdout : data)]);
       if (direction === 'download') expect(r.stdout.length).to.equal(64 * 1024 * 1024);
       expect(await switches()).to.equal(before + 1);
     });
@@ -422,8 +423,7 @@ describe('proxy core: --prefer-aes-gcm', function () {
     expect(ciphers[0]).to.equal('chacha20-poly1305@openssh.com');
     expect(ciphers.length, 'key exchanges').to.be.greaterThan(20);
     expect(ciphers.slice(-10), 'after the switch').to.deep.equal(Array(10).fill('aes128-gcm@openssh.com'));
-    const hashes = r.stderr.split('\n').filter((l) => /^[0-9a-f]{64} {2}-$/.test(l)).map((l) => l.split(' ')[0]);
-    expect(hashes, 'upload, then download checksum').to.deep.equal([sha256(data), sha256(r.stdout)]);
+    expect(remoteHashes(r.stderr), 'upload, then download checksum').to.deep.equal([sha256(data), sha256(r.stdout)]);
     expect(r.stdout.length).to.equal(48 * 1024 * 1024);
   });
 
