@@ -444,8 +444,9 @@ export class Connection {
   /**
    * With --prefer-aes-gcm, a client that chose another cipher but offered
    * AES-GCM is switched to it by a key exchange of the proxy's own, offering
-   * only AES-GCM, once either direction relays bulk data: interactive
-   * sessions never pay for the extra exchange.
+   * only AES-GCM, once either direction reads bulk data: interactive
+   * sessions never pay for the extra exchange. A client on AES-CTR gains
+   * most: its packets take ssh2's way, never the relay loop's.
    */
   private switchToAesGcmForBulk(): void {
     const aesGcm = this.settings.aesGcmSwitch;

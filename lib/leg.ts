@@ -187,8 +187,8 @@ export interface LegOptions {
 export type PayloadHandler = (payload: Buffer, seqno: number) => boolean;
 
 /**
- * Events: 'handshake' (first key exchange done), 'bulk' (this leg's input
- * began to be relayed on the sockets), 'congested' / 'drained' (the
+ * Events: 'handshake' (first key exchange done), 'bulk' (a read of bulk
+ * data, 32 KiB or more, came through Node), 'congested' / 'drained' (the
  * output buffer filled / emptied), 'error' (protocol or stream failure, with
  * an Error), 'end' (the input stream ended).
  */
@@ -408,7 +408,6 @@ export class Leg extends EventEmitter implements Backlogged {
     peer.feeder = this;
     peer.feederStats = this.socketRelay.stats;
     this.input.pause();
-    this.emit('bulk');
   }
 
   /**
@@ -654,7 +653,13 @@ export class Leg extends EventEmitter implements Backlogged {
     // The other direction on the sockets: this one carries what comes back
     // (window adjustments, acknowledgements), small reads that cost a
     // JavaScript turn each in Node and nothing to speak of in the addon.
-    if (chunk.length >= SOCKET_RELAY_MIN_READ || this.direct?.peer.onSockets) this.relayOnSockets();
+    if (chunk.length >= SOCKET_RELAY_MIN_READ) {
+      // Bulk data, also where a cipher that is not AEAD keeps it off the sockets.
+      this.emit('bulk');
+      this.relayOnSockets();
+    } else if (this.direct?.peer.onSockets) {
+      this.relayOnSockets();
+    }
   }
 
   /**

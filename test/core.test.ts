@@ -427,6 +427,17 @@ describe('proxy core: --prefer-aes-gcm', function () {
     expect(r.stdout.length).to.equal(48 * 1024 * 1024);
   });
 
+  it('switches a client that chose AES-CTR (as PuTTY and paramiko do) and offers AES-GCM, both directions intact', async function () {
+    const data = crypto.randomBytes(32 * 1024 * 1024);
+    const r = await env.ssh(['sha256sum >&2; head -c 33554432 /dev/urandom | tee >(sha256sum >&2)'], ['-v', '-c', 'aes128-ctr,aes128-gcm@openssh.com'], {
+      input: data,
+    });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(kexCiphers(r.stderr)).to.deep.equal(['aes128-ctr', 'aes128-gcm@openssh.com']);
+    expect(remoteHashes(r.stderr), 'upload, then download checksum').to.deep.equal([sha256(data), sha256(r.stdout)]);
+    expect(r.stdout.length).to.equal(32 * 1024 * 1024);
+  });
+
   it('switches an sftp client, files intact both ways', async function () {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-aesgcm-'));
     try {
