@@ -175,7 +175,7 @@ export function markdown(r: Results): string {
   out.push(`- ${m.openssh}; Node ${m.node}${m.daemonNodeArgs ? ` (daemon run as \`${m.daemonEnv ? `${m.daemonEnv} ` : ''}node ${m.daemonNodeArgs}\`)` : ''}; ssh2 ${m.ssh2} (native crypto binding ${m.ssh2NativeBinding ? 'built' : 'missing'})`);
   out.push(
     `- client-leg cipher: as in the Cipher column (\`-c\`, same on both paths); "default" = ${String(m.clientDefaultCipher)}, ` +
-      "except through the clients cases' daemon (--prefer-aes-gcm), which switches the default client to AES-GCM once it moves bulk data",
+      "except through the clients cases' daemon (--prefer-aes-gcm all), which switches the default client to AES-GCM once it moves bulk data",
   );
   out.push(`- upstream leg (proxy → sshd -i): ${String(m.upstreamCipher)}`);
   const s = r.settings;

@@ -127,19 +127,31 @@ export function serverOffer(hostKeyAlgos: string[], choice: Omit<ClientLegAlgori
   return buildOffer(offer([...choice.kex, 'kex-strict-s-v00@openssh.com'], hostKeyAlgos, choice.ciphers, choice.macs));
 }
 
+/** Which clients --prefer-aes-gcm switches: those on AES-CTR (the default), those on any other cipher, or none. */
+export type PreferAesGcm = 'ctr' | 'all' | 'no';
+
 /**
- * What --prefer-aes-gcm needs: the AES-GCM ciphers the operator allows, and
- * the server offer with only those, for the key exchange that switches a
- * client to one of them.
+ * What --prefer-aes-gcm needs: which clients it switches, the AES-GCM
+ * ciphers the operator allows, and the server offer with only those, for the
+ * key exchange that switches a client to one of them.
  */
 export interface AesGcmSwitch {
+  from: Exclude<PreferAesGcm, 'no'>;
   ciphers: readonly string[];
   offer: KexInitOffer;
 }
 
-export function aesGcmSwitch(hostKeyAlgos: string[], choice: Omit<ClientLegAlgorithms, 'hostKey'>): AesGcmSwitch {
+/** The switch for `prefer`; undefined when it is 'no' or no AES-GCM cipher is allowed. */
+export function aesGcmSwitch(hostKeyAlgos: string[], choice: Omit<ClientLegAlgorithms, 'hostKey'>, prefer: PreferAesGcm): AesGcmSwitch | undefined {
   const ciphers = aesGcmCiphers(choice.ciphers);
-  return { ciphers, offer: serverOffer(hostKeyAlgos, { ...choice, ciphers }) };
+  if (prefer === 'no' || ciphers.length === 0) return undefined;
+  return { from: prefer, ciphers, offer: serverOffer(hostKeyAlgos, { ...choice, ciphers }) };
+}
+
+/** Whether `s` switches a client that negotiated `cipher` (and offered AES-GCM). */
+export function switchesFrom(s: AesGcmSwitch, cipher: string): boolean {
+  if (s.ciphers.includes(cipher)) return false;
+  return s.from === 'all' || /^aes\d+-ctr$/.test(cipher);
 }
 
 /** The offer of the proxy as an SSH client towards the internal sshd, whose ed25519 host key it pins. */

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import yaml from 'js-yaml';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { CLIENT_LEG_FLAGS, DEFAULT_CLIENT_LEG, aesGcmCiphers, resolveAlgorithmList, type ClientLegAlgorithms } from './algorithms.js';
+import { CLIENT_LEG_FLAGS, DEFAULT_CLIENT_LEG, aesGcmCiphers, resolveAlgorithmList, type ClientLegAlgorithms, type PreferAesGcm } from './algorithms.js';
 import type { ProxyConfig } from './config.js';
 import { apiUrlOf } from './hub.js';
 import { HostKeyError } from './hostkeys.js';
@@ -125,11 +125,13 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
     })
     .option('prefer-aes-gcm', {
       group: GROUPS.algorithms,
-      type: 'boolean',
-      default: false,
+      type: 'string',
+      choices: ['ctr', 'all', 'no'],
+      default: 'ctr',
       describe:
-        'Switch a client that offers AES-GCM to it once it moves bulk data (one more key exchange), though it prefers chacha20-poly1305: ' +
-        'less CPU for the proxy and for clients with AES instructions; clients without them (a Raspberry Pi 4) are slower with AES-GCM',
+        'Switch a client that offers AES-GCM to it once it moves bulk data (one more key exchange): ctr, one that chose AES-CTR (PuTTY, paramiko), ' +
+        'which the proxy relays packet by packet; all, also one that chose chacha20-poly1305 (OpenSSH): less CPU for the proxy and for clients ' +
+        'with AES instructions, but clients without them (a Raspberry Pi 4) are slower with AES-GCM; no, never',
     })
     .option('hub-timeout', { group: GROUPS.hub, type: 'number', default: 10, describe: 'Seconds before a Hub API request is abandoned' })
     .option('hub-ca', { group: GROUPS.hub, type: 'string', describe: 'CA certificate file for a Hub with a private CA' })
@@ -202,7 +204,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       }
       parseMaxStartups(a['max-startups']);
       const { ciphers } = resolveAlgorithms(a);
-      if (a['prefer-aes-gcm'] && aesGcmCiphers(ciphers).length === 0) throw new Error('--prefer-aes-gcm needs an AES-GCM cipher in --ciphers');
+      if (a['prefer-aes-gcm'] === 'all' && aesGcmCiphers(ciphers).length === 0) throw new Error('--prefer-aes-gcm all needs an AES-GCM cipher in --ciphers');
       if (a['per-source-penalties'] !== 'no') {
         try {
           parsePenalties(a['per-source-penalties'], a['per-source-netblock-size'], a['per-source-penalty-exempt-list'], 1);
@@ -243,7 +245,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
     port: args.port,
     keyDir: path.resolve(args.keydir),
     algorithms: resolveAlgorithms(args),
-    preferAesGcm: args['prefer-aes-gcm'],
+    preferAesGcm: args['prefer-aes-gcm'] as PreferAesGcm,
     hubApiUrl: url ? apiUrlOf(url) : env.JUPYTERHUB_API_URL!,
     tokenPage: page('hub/token'),
     homePage: page('hub/home'),

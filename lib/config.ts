@@ -1,4 +1,4 @@
-import type { ClientLegAlgorithms } from './algorithms.js';
+import type { ClientLegAlgorithms, PreferAesGcm } from './algorithms.js';
 import type { PenaltyConfig } from './penalties.js';
 
 /** The daemon's settings, as the CLI resolves them. */
@@ -9,8 +9,8 @@ export interface ProxyConfig {
   keyDir: string;
   /** What clients may negotiate (--kex-algorithms, --ciphers, --macs, --host-key-algorithms). */
   algorithms: ClientLegAlgorithms;
-  /** Switch clients that offer AES-GCM to it when they move bulk data (--prefer-aes-gcm). */
-  preferAesGcm: boolean;
+  /** Which clients that offer AES-GCM are switched to it when they move bulk data (--prefer-aes-gcm). */
+  preferAesGcm: PreferAesGcm;
   /** The Hub's REST API root, e.g. http://127.0.0.1:8000/hub/api */
   hubApiUrl: string;
   /** The Hub's page for tokens, shown to users. */

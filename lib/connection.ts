@@ -15,7 +15,7 @@ import type { Logger } from './logger.js';
 import { DISCONNECT_REASON, bannerPayload, disconnectPayload, extInfoPayload, parseKexInitCiphers } from './messages.js';
 import { Relay } from './relay.js';
 import { negotiatedCipher, replaceServerExtInfo, unmatchedAlgorithmList, type KexInitOffer, type ParsedKey } from './ssh2internals.js';
-import { CLIENT_LEG_FLAGS, SERVER_SIG_ALGS, type AesGcmSwitch } from './algorithms.js';
+import { CLIENT_LEG_FLAGS, SERVER_SIG_ALGS, switchesFrom, type AesGcmSwitch } from './algorithms.js';
 import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
 import { HubUnavailableError } from './hub.js';
 import { ServerStarter, ServerUnavailableError } from './servers.js';
@@ -45,7 +45,7 @@ export interface ConnectionSettings {
   ident: string;
   hostKeys: Record<string, ParsedKey>;
   serverOffer: KexInitOffer;
-  /** With --prefer-aes-gcm: how a client that offers AES-GCM is switched to it once it moves bulk data. */
+  /** Unless --prefer-aes-gcm is no: how a client that offers AES-GCM is switched to it once it moves bulk data. */
   aesGcmSwitch?: AesGcmSwitch;
   clientOffer: KexInitOffer;
   authorizer: Authorizer;
@@ -90,7 +90,7 @@ export class Connection {
   /** Authentication requests received and not yet answered. */
   private queuedAuthSteps = 0;
   private malformed = false;
-  /** With --prefer-aes-gcm: the client's first KEXINIT offered an AES-GCM cipher allowed (noteClientCiphers). */
+  /** The client's first KEXINIT offered an AES-GCM cipher allowed (noteClientCiphers; unless --prefer-aes-gcm is no). */
   private clientOffersAesGcm = false;
   /** Serializes authentication requests: replies must keep their order. */
   private authChain: Promise<void> = Promise.resolve();
@@ -442,15 +442,15 @@ export class Connection {
   }
 
   /**
-   * With --prefer-aes-gcm, a client that chose another cipher but offered
-   * AES-GCM is switched to it by a key exchange of the proxy's own, offering
-   * only AES-GCM, once either direction reads bulk data: interactive
-   * sessions never pay for the extra exchange. A client on AES-CTR gains
-   * most: its packets take ssh2's way, never the relay loop's.
+   * A client that chose AES-CTR (or with --prefer-aes-gcm all, any other
+   * cipher) but offered AES-GCM is switched to it by a key exchange of the
+   * proxy's own, offering only AES-GCM, once either direction reads bulk
+   * data: interactive sessions never pay for the extra exchange. A client on
+   * AES-CTR gains most: its packets take ssh2's way, never the relay loop's.
    */
   private switchToAesGcmForBulk(): void {
     const aesGcm = this.settings.aesGcmSwitch;
-    if (aesGcm === undefined || !this.clientOffersAesGcm || aesGcm.ciphers.includes(negotiatedCipher(this.client.proto) ?? '')) return;
+    if (aesGcm === undefined || !this.clientOffersAesGcm || !switchesFrom(aesGcm, negotiatedCipher(this.client.proto) ?? '')) return;
     const legs = [this.client, this.upstreamLeg!];
     const onBulk = () => {
       for (const leg of legs) leg.off('bulk', onBulk);

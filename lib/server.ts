@@ -141,7 +141,7 @@ export class ProxyServer {
       ident: IDENT,
       hostKeys,
       serverOffer: serverOffer(Object.keys(hostKeys), config.algorithms),
-      aesGcmSwitch: config.preferAesGcm ? aesGcmSwitch(Object.keys(hostKeys), config.algorithms) : undefined,
+      aesGcmSwitch: aesGcmSwitch(Object.keys(hostKeys), config.algorithms, config.preferAesGcm),
       clientOffer: clientOffer(),
       authorizer: new HubAuthorizer(hub, {
         separator: config.separator,

@@ -388,17 +388,45 @@ describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algori
   });
 });
 
-describe('proxy core: --prefer-aes-gcm', function () {
+/** The ciphers each key exchange of `ssh -v` chose, in order. */
+function kexCiphers(stderr: string): string[] {
+  return [...stderr.matchAll(/kex: server->client cipher: (\S+)/g)].map((m) => m[1]!);
+}
+
+/** The hashes a remote `sha256sum >&2` printed among ssh -v's lines, in order. */
+function remoteHashes(stderr: string): string[] {
+  return [...stderr.matchAll(/^([0-9a-f]{64}) {2}-$/gm)].map((m) => m[1]!);
+}
+
+describe('proxy core: AES-GCM for clients on AES-CTR (--prefer-aes-gcm ctr, the default)', function () {
+  const env = useEnv();
+
+  it('switches a client that chose AES-CTR (as PuTTY and paramiko do) and offers AES-GCM once it moves bulk data, both directions intact', async function () {
+    const data = crypto.randomBytes(32 * 1024 * 1024);
+    const r = await env.ssh(['sha256sum >&2; head -c 33554432 /dev/urandom | tee >(sha256sum >&2)'], ['-v', '-c', 'aes128-ctr,aes128-gcm@openssh.com'], {
+      input: data,
+    });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(kexCiphers(r.stderr)).to.deep.equal(['aes128-ctr', 'aes128-gcm@openssh.com']);
+    expect(remoteHashes(r.stderr), 'upload, then download checksum').to.deep.equal([sha256(data), sha256(r.stdout)]);
+    expect(r.stdout.length).to.equal(32 * 1024 * 1024);
+  });
+
+  it('leaves a client on chacha20-poly1305 alone', async function () {
+    const r = await env.ssh(['head -c 16777216 /dev/zero'], ['-v']);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.length).to.equal(16 * 1024 * 1024);
+    expect(kexCiphers(r.stderr)).to.deep.equal(['chacha20-poly1305@openssh.com']);
+  });
+});
+
+describe('proxy core: --prefer-aes-gcm all', function () {
   // sshd rekeys every 2 MiB meanwhile: the upstream leg's exchanges overlap the switch.
-  const env = useEnv({ proxyArgs: ['--prefer-aes-gcm', '--sshd-option', 'RekeyLimit=2M', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
+  const env = useEnv({ proxyArgs: ['--prefer-aes-gcm', 'all', '--sshd-option', 'RekeyLimit=2M', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
   const switches = async () =>
     (await scrapeMetrics(await waitFor(() => metricsOrigin(env.proxy.logs()), { timeoutMs: 10_000, what: 'the metrics address' }))).get(
       'jupyter_ssh_proxy_aes_gcm_switches_total',
     ) ?? 0;
-  /** The ciphers each key exchange of `ssh -v` chose, in order. */
-  const kexCiphers = (stderr: string) => [...stderr.matchAll(/kex: server->client cipher: (\S+)/g)].map((m) => m[1]);
-  /** The hashes the remote `sha256sum >&2` printed among ssh -v's lines, in order. */
-  const remoteHashes = (stderr: string) => [...stderr.matchAll(/^([0-9a-f]{64}) {2}-$/gm)].map((m) => m[1]);
 
   for (const direction of ['download', 'upload'] as const) {
     it(`switches a default OpenSSH client from chacha20-poly1305 to AES-GCM once it moves bulk data (${direction}, 64 MiB intact)`, async function () {
@@ -425,17 +453,6 @@ describe('proxy core: --prefer-aes-gcm', function () {
     expect(ciphers.slice(-10), 'after the switch').to.deep.equal(Array(10).fill('aes128-gcm@openssh.com'));
     expect(remoteHashes(r.stderr), 'upload, then download checksum').to.deep.equal([sha256(data), sha256(r.stdout)]);
     expect(r.stdout.length).to.equal(48 * 1024 * 1024);
-  });
-
-  it('switches a client that chose AES-CTR (as PuTTY and paramiko do) and offers AES-GCM, both directions intact', async function () {
-    const data = crypto.randomBytes(32 * 1024 * 1024);
-    const r = await env.ssh(['sha256sum >&2; head -c 33554432 /dev/urandom | tee >(sha256sum >&2)'], ['-v', '-c', 'aes128-ctr,aes128-gcm@openssh.com'], {
-      input: data,
-    });
-    expect(r.code, r.stderr).to.equal(0);
-    expect(kexCiphers(r.stderr)).to.deep.equal(['aes128-ctr', 'aes128-gcm@openssh.com']);
-    expect(remoteHashes(r.stderr), 'upload, then download checksum').to.deep.equal([sha256(data), sha256(r.stdout)]);
-    expect(r.stdout.length).to.equal(32 * 1024 * 1024);
   });
 
   it('switches an sftp client, files intact both ways', async function () {

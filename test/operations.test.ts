@@ -155,6 +155,8 @@ describe('operations: configuration', function () {
     expect(joined.algorithms.kex).to.deep.equal(['curve25519-sha256', 'curve25519-sha256@libssh.org']);
     expect(joined.algorithms.hostKey).to.deep.equal(['ssh-ed25519']);
     expect(joined.algorithms.ciphers, 'the default').to.include('chacha20-poly1305@openssh.com');
+    expect(joined.preferAesGcm, 'the default').to.equal('ctr');
+    expect(parseArgs(['--prefer-aes-gcm', 'no', '--ciphers', 'chacha20-poly1305@openssh.com', 'http://hub.example']).preferAesGcm).to.equal('no');
     process.env.JUPYTER_SSH_PROXY_CIPHERS = 'aes256-gcm@openssh.com';
     expect(parseArgs(['http://hub.example']).algorithms.ciphers).to.deep.equal(['aes256-gcm@openssh.com']);
   });
@@ -170,7 +172,8 @@ describe('operations: configuration', function () {
     [['--ciphers', 'aes128-cbc'], /--ciphers: aes128-cbc is not supported; choose from aes128-gcm@openssh.com,/],
     [['--kex-algorithms=-*'], /--kex-algorithms "-\*" leaves nothing to offer/],
     [['--macs='], /--macs needs a list of algorithms/],
-    [['--prefer-aes-gcm', '--ciphers', 'chacha20-poly1305@openssh.com'], /--prefer-aes-gcm needs an AES-GCM cipher in --ciphers/],
+    [['--prefer-aes-gcm', 'all', '--ciphers', 'chacha20-poly1305@openssh.com'], /--prefer-aes-gcm all needs an AES-GCM cipher in --ciphers/],
+    [['--prefer-aes-gcm', 'yes'], /prefer-aes-gcm[\s\S]*Choices: "ctr", "all", "no"/],
     // The keys generated into the fresh KEYDIR are ed25519, ecdsa P-256 and RSA.
     [['--host-key-algorithms', 'ecdsa-sha2-nistp384'], /cannot start: --host-key-algorithms ecdsa-sha2-nistp384 matches none of the host keys in .*, which sign with ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256/],
     [[], /Give the JupyterHub URL/],
