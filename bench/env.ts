@@ -48,10 +48,21 @@ export interface BenchEnv {
   proxyPath(token?: string): SshPath;
   /** `p` with the client connecting to `port` instead: a delay line in front of its server (bench/delayline.ts). */
   viaPort(p: SshPath, port: number): SshPath;
-  /** Another daemon, started with `flags` added, and the path through it: for cases that measure a flag. */
-  proxyWithFlags(flags: string[]): Promise<{ path: SshPath; stop(): Promise<void> }>;
+  /**
+   * Another daemon with the main one's host keys (no RSA key generation),
+   * started with `flags` and node's `nodeArgs` added, and the path through
+   * it: for cases that measure a flag, and for the profiles.
+   */
+  extraDaemon(options: { flags?: string[]; nodeArgs?: string[] }): Promise<ExtraDaemon>;
   /** False when no cgroup could be made: sshd CPU is then undercounted. */
   cgroups: boolean;
+}
+
+export interface ExtraDaemon {
+  pid: number;
+  path: SshPath;
+  /** SIGTERM and wait for the exit (node writes a --cpu-prof file on the way out). */
+  stop(): Promise<void>;
 }
 
 /** A proxy daemon the bench started, with its metrics address and CPU accounting group. */
@@ -134,10 +145,11 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   // kernel's autogroups share CPU between sessions first, and in the bench's
   // session the daemon shared one share with every ssh client
   // (bench/README.md, "The daemon's session").
-  const startDaemon = async (group: string, flags: string[]): Promise<BenchDaemon> => {
+  const startDaemon = async (group: string, flags: string[], nodeArgs: string[] = [], keyDir?: string): Promise<BenchDaemon> => {
     const proxy = await startProxy(hub.url, ['--max-startups', '2000', '--metrics-ip', '127.0.0.1', '--metrics-port', '0', ...flags], {
       logLevel: 'info',
-      nodeArgs: DAEMON_NODE_ARGS,
+      nodeArgs: [...DAEMON_NODE_ARGS, ...nodeArgs],
+      keyDir,
       env: DAEMON_ENV,
       detached: true,
     });
@@ -190,10 +202,12 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   const proxyPath = (t = token): SshPath => proxyAt(proxy.port, t);
   // The same user, key or token (env) as `p`, through another port.
   const viaPort = (p: SshPath, port: number): SshPath => ({ ...(p.name === 'direct' ? directAt(port) : proxyAt(port, token)), env: p.env });
-  let otherDaemons = 0;
-  const proxyWithFlags = async (flags: string[]) => {
-    const other = await startDaemon(`jsp-bench-proxy-${++otherDaemons}`, flags);
-    return { path: proxyAt(other.proxy.port, token, other), stop: () => other.proxy.stop() };
+  let extraDaemons = 0;
+  const extraDaemon = async ({ flags = [], nodeArgs = [] }: { flags?: string[]; nodeArgs?: string[] }): Promise<ExtraDaemon> => {
+    const keyDir = fs.mkdtempSync(path.join(tmp, 'daemon-keys-'));
+    for (const f of fs.readdirSync(proxy.keyDir)) fs.copyFileSync(path.join(proxy.keyDir, f), path.join(keyDir, f));
+    const other = await startDaemon(`jsp-bench-proxy-${++extraDaemons}`, flags, nodeArgs, keyDir);
+    return { pid: other.proxy.child.pid!, path: proxyAt(other.proxy.port, token, other), stop: () => other.proxy.stop() };
   };
-  return { hub, user, token, proxy, direct, tmp, directPath, proxyPath, viaPort, proxyWithFlags, cgroups };
+  return { hub, user, token, proxy, direct, tmp, directPath, proxyPath, viaPort, extraDaemon, cgroups };
 }

@@ -4,15 +4,14 @@
 // (a real JupyterHub, a real unix user, the real OpenSSH client), running
 // each case on both paths alternately, and writes bench/results.json and
 // bench/results.md. See bench/README.md.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { createToken } from '../test/helpers/hub.js';
-import { BIN, REPO_ROOT } from '../test/helpers/proxy.js';
-import { waitFor } from '../test/helpers/wait.js';
+import { REPO_ROOT } from '../test/helpers/proxy.js';
 import {
   download,
   countingGcs,
@@ -411,7 +410,7 @@ async function concurrency(env: BenchEnv, results: Results): Promise<void> {
  * both paths.
  */
 async function clients(env: BenchEnv, results: Results): Promise<void> {
-  const prefer = await env.proxyWithFlags(['--prefer-aes-gcm', 'all']);
+  const prefer = await env.extraDaemon({ flags: ['--prefer-aes-gcm', 'all'] });
   const bytes = settings.bulkBytes;
   log('warm-up: a download and an upload through the --prefer-aes-gcm all daemon');
   await download(prefer.path, 'default', bytes);
@@ -531,57 +530,6 @@ async function warmUp(p: SshPath): Promise<void> {
   }
 }
 
-/** A daemon of the profile case's own, started with `nodeArgs`. */
-interface ProfiledDaemon {
-  pid: number;
-  path: SshPath;
-  /** Ends it (SIGTERM: --cpu-prof writes its file on the way out). */
-  stop(): Promise<void>;
-}
-
-async function startProfiledDaemon(env: BenchEnv, nodeArgs: string[]): Promise<ProfiledDaemon> {
-  // The main daemon's host keys: no RSA key generation in the profile.
-  const keyDir = fs.mkdtempSync(path.join(env.tmp, 'profile-keys-'));
-  for (const f of fs.readdirSync(env.proxy.keyDir)) fs.copyFileSync(path.join(env.proxy.keyDir, f), path.join(keyDir, f));
-  const child: ChildProcess = spawn(
-    process.execPath,
-    // --max-startups as the bench's daemon has it (bench/env.ts): the parallel case logs in 100 at once.
-    [...DAEMON_NODE_ARGS, ...nodeArgs, BIN, '--ip', '127.0.0.1', '-p', '0', '-k', keyDir, '--log-level', 'info', '--max-startups', '2000', env.hub.url],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...DAEMON_ENV } },
-  );
-  let output = '';
-  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async () => {
-    child.kill('SIGTERM');
-    await exited;
-    fs.rmSync(keyDir, { recursive: true, force: true });
-  };
-  onCleanup(() => {
-    child.kill('SIGKILL');
-  });
-  try {
-    const port = await waitFor(() => /listening on [^\s]+:(\d+)/.exec(output)?.[1], { timeoutMs: 30_000, what: 'the profiled daemon' });
-    const base = env.proxyPath();
-    const pid = child.pid!;
-    const p: SshPath = {
-      ...base,
-      port: Number(port),
-      serverPid: pid,
-      serverCpu: () => {
-        const t = cpuTimes(pid);
-        return { daemon: t.self, daemonUser: t.user, total: t.self + t.children };
-      },
-      sshArgs: (extra = []) => base.sshArgs(extra).map((a, i, all) => (all[i - 1] === '-p' ? port : a)),
-    };
-    return { pid, path: p, stop };
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-}
-
 /**
  * Profiles each transfer --profile selects (download and upload once per bulk
  * cipher; the concurrency case once, with its default cipher), once per
@@ -631,7 +579,7 @@ async function profile(env: BenchEnv, results: Results): Promise<void> {
 
 async function profileWith(profiler: Profiler, env: BenchEnv, results: Results, dir: string, transfers: Profiled[]): Promise<void> {
   const before = new Set(fs.readdirSync(dir));
-  const daemon = await startProfiledDaemon(env, profiler === 'v8' ? ['--cpu-prof', '--cpu-prof-dir', dir] : []);
+  const daemon = await env.extraDaemon({ nodeArgs: profiler === 'v8' ? ['--cpu-prof', '--cpu-prof-dir', dir] : [] });
   const p = daemon.path;
   const windows: { transfer: Profiled; window: { fromUs: number; toUs: number } }[] = [];
   try {
