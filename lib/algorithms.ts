@@ -4,7 +4,8 @@
  * compression (the relay forwards payloads as they are decrypted, so neither
  * leg may compress), and strict KEX (the Terrapin fix) on both legs.
  */
-import { buildOffer, type AlgorithmOffer, type KexInitOffer } from './ssh2internals.js';
+import { MLKEM768X25519_SHA256 } from './hybridkex.js';
+import { buildOffer, hybridKeyExchangeInstalled, type AlgorithmOffer, type KexInitOffer } from './ssh2internals.js';
 
 export const KEX = [
   'curve25519-sha256',
@@ -16,6 +17,14 @@ export const KEX = [
   'diffie-hellman-group18-sha512',
   'diffie-hellman-group14-sha256',
 ];
+
+/**
+ * The client leg's key exchange methods: the post-quantum hybrid first, which
+ * OpenSSH's client prefers since 9.9 (10.1 and later warn on every
+ * connection without one), where ssh2 runs it (lib/ssh2internals.ts). The
+ * upstream leg stays on KEX: the proxy runs the hybrid as a server only.
+ */
+export const CLIENT_LEG_KEX = hybridKeyExchangeInstalled ? [MLKEM768X25519_SHA256, ...KEX] : KEX;
 
 /**
  * Cipher order. On the upstream leg the proxy is the client, so its first
@@ -77,7 +86,7 @@ export const CLIENT_LEG_FLAGS = {
   hostKey: 'host-key-algorithms',
 } as const satisfies Record<keyof ClientLegAlgorithms, string>;
 
-export const DEFAULT_CLIENT_LEG: ClientLegAlgorithms = { kex: KEX, ciphers: CIPHERS, macs: MACS, hostKey: HOST_KEY_ALGORITHMS };
+export const DEFAULT_CLIENT_LEG: ClientLegAlgorithms = { kex: CLIENT_LEG_KEX, ciphers: CIPHERS, macs: MACS, hostKey: HOST_KEY_ALGORITHMS };
 
 /** The AES-GCM ciphers of `ciphers`: what --prefer-aes-gcm switches clients to. */
 export function aesGcmCiphers(ciphers: readonly string[]): string[] {

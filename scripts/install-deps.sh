@@ -5,10 +5,13 @@
 #                                    the native addons with)
 #   scripts/install-deps.sh --test   plus what the test suite drives (JupyterHub,
 #                                    the OpenSSH client tools, Xvfb for X11, curl,
-#                                    openssl for the bench's host-speed probe)
+#                                    openssl for the bench's host-speed probe), and
+#                                    where the system's ssh has no ML-KEM key
+#                                    exchange (Debian 12's 9.2), the ssh client of
+#                                    bookworm-backports unpacked in $PQ_SSH_ROOT
 #   scripts/install-deps.sh --bench  plus Linux perf (the benchmark's CPU profiles)
 # then the npm packages (npm ci builds dist/, the process starter addon and
-# ssh2's native crypto binding).
+# ssh2's native crypto binding, and patch-package applies patches/).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -38,6 +41,34 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
+# The post-quantum key exchange test needs an ssh with mlkem768x25519-sha256
+# (OpenSSH 9.9 and later). Only unpacked, next to the system's own 9.2,
+# which every other test and the benchmark use.
+PQ_SSH_ROOT=/opt/jupyter-ssh-proxy-test/openssh-client
+case "${1:-}" in
+  --test | --bench)
+    if ! ssh -Q kex | grep -qx mlkem768x25519-sha256 && [ ! -x "$PQ_SSH_ROOT/usr/bin/ssh" ]; then
+      if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: run as root to unpack a newer ssh client in $PQ_SSH_ROOT" >&2
+        exit 1
+      fi
+      backports="$(. /etc/os-release && echo "$VERSION_CODENAME")-backports"
+      if ! grep -rqs "$backports" /etc/apt/sources.list /etc/apt/sources.list.d; then
+        echo "install-deps: adding $backports to apt's sources (nothing is installed from it)"
+        echo "deb http://deb.debian.org/debian $backports main" > /etc/apt/sources.list.d/$backports.list
+      fi
+      echo "install-deps: unpacking openssh-client from $backports in $PQ_SSH_ROOT"
+      apt-get update -qq
+      download=$(mktemp -d)
+      chown _apt "$download" 2>/dev/null || true # apt-get download fetches as the _apt user
+      (cd "$download" && apt-get download -qq "openssh-client/$backports")
+      mkdir -p "$PQ_SSH_ROOT"
+      dpkg-deb -x "$download"/openssh-client_*.deb "$PQ_SSH_ROOT"
+      rm -rf "$download"
+    fi
+    ;;
+esac
+
 # Reinstall node_modules only when the lockfile changed; always rebuild dist/.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
@@ -48,5 +79,7 @@ else
   if [ ! -f build/Release/processstarter.node ] || [ ! -f build/Release/packetrelay.node ] || [ -n "$stale" ] || [ -n "$missing" ]; then
     npm run --silent install
   fi
+  # A checkout that pulled a new patch of a dependency (patches/).
+  npx --no-install patch-package >/dev/null
   npm run --silent build
 fi

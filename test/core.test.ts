@@ -10,7 +10,7 @@ import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
 import { createHubUser, createToken } from './helpers/hub.js';
 import { startProxy } from './helpers/proxy.js';
-import { askpassEnv, run, ssh, sshOptions } from './helpers/ssh.js';
+import { PQ_SSH_CLIENT, askpassEnv, run, ssh, sshOptions } from './helpers/ssh.js';
 import { createUnixUser } from './helpers/unixuser.js';
 import { childrenNamed } from './helpers/procs.js';
 import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
@@ -328,7 +328,7 @@ describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algori
   const env = useEnv({
     proxyArgs: [
       '--ciphers', '-chacha20-poly1305@openssh.com,aes*-ctr',
-      '--kex-algorithms=-ecdh-sha2-*',
+      '--kex-algorithms=-ecdh-sha2-*,mlkem*',
       '--host-key-algorithms', 'ssh-ed25519,rsa-sha2-512',
       '--metrics-ip', '127.0.0.1', '--metrics-port', '0',
     ],
@@ -342,6 +342,13 @@ describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algori
     expect(r.stderr).to.contain('kex: host key algorithm: ssh-ed25519');
     expect(r.stderr).to.contain('kex: server->client cipher: aes128-gcm@openssh.com');
     expect(r.stderr).to.contain('kex: client->server cipher: aes128-gcm@openssh.com');
+  });
+
+  it('gives a client that prefers ML-KEM curve25519-sha256 once mlkem768x25519-sha256 is removed', async function () {
+    const r = await env.ssh(['true'], ['-v'], { client: PQ_SSH_CLIENT });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stderr).to.contain('kex: algorithm: curve25519-sha256');
+    expect(r.stderr).to.not.contain('mlkem768x25519-sha256');
   });
 
   for (const [what, options, reason, flag] of [
@@ -385,6 +392,45 @@ describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algori
     expect(logs).to.contain('--kex-algorithms: offering clients curve25519-sha256,curve25519-sha256@libssh.org,diffie-hellman-group16-sha512,');
     expect(logs).to.contain('--host-key-algorithms: offering clients ssh-ed25519,rsa-sha2-512');
     expect(logs).to.not.contain('--macs: offering');
+  });
+});
+
+describe('proxy core: post-quantum key exchange (mlkem768x25519-sha256)', function () {
+  const env = useEnv();
+
+  /** The key exchange method of each key exchange `ssh -v` ran, in order. */
+  const kexMethods = (stderr: string) => [...stderr.matchAll(/kex: algorithm: (\S+)/g)].map((m) => m[1]!);
+
+  it("gives OpenSSH 9.9 and later their first choice, also in every rekey of a transfer, which arrives intact", async function () {
+    const version = await run(PQ_SSH_CLIENT, ['-V']);
+    expect(version.stderr, `${PQ_SSH_CLIENT}: scripts/install-deps.sh --test unpacks OpenSSH 10 from bookworm-backports`).to.match(/^OpenSSH_(9\.9|[1-9]\d\.)/);
+    const data = crypto.randomBytes(6 * 1024 * 1024);
+    const r = await env.ssh(['sha256sum >&2; echo done'], ['-v', '-o', 'RekeyLimit=1M'], { client: PQ_SSH_CLIENT, input: data });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.toString()).to.equal('done\n');
+    expect(remoteHashes(r.stderr)).to.deep.equal([sha256(data)]);
+    const methods = kexMethods(r.stderr);
+    expect(methods.length, 'key exchanges: the first and the rekeys every MiB').to.be.at.least(4);
+    expect(new Set(methods)).to.deep.equal(new Set(['mlkem768x25519-sha256']));
+  });
+
+  it('runs it again in the key exchange of its own that moves a client on AES-CTR to AES-GCM (--prefer-aes-gcm ctr)', async function () {
+    const r = await env.ssh(['head -c 16777216 /dev/zero'], ['-v', '-c', 'aes128-ctr,aes128-gcm@openssh.com'], { client: PQ_SSH_CLIENT });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.equals(Buffer.alloc(16 * 1024 * 1024))).to.equal(true);
+    expect(kexCiphers(r.stderr)).to.deep.equal(['aes128-ctr', 'aes128-gcm@openssh.com']);
+    expect(kexMethods(r.stderr)).to.deep.equal(['mlkem768x25519-sha256', 'mlkem768x25519-sha256']);
+  });
+
+  it("gives Debian 12's OpenSSH 9.2, which has no ML-KEM, curve25519-sha256", async function () {
+    const r = await env.ssh(['echo ok'], ['-v']);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.toString()).to.equal('ok\n');
+    expect(kexMethods(r.stderr)).to.deep.equal(['curve25519-sha256']);
+  });
+
+  it('says so in the start-up line', function () {
+    expect(env.proxy.logs()).to.match(/packet relay loop .*, mlkem768x25519-sha256 offered\n/);
   });
 });
 

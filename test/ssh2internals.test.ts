@@ -20,6 +20,7 @@ import {
   cryptoReady,
   fastPacketCiphers,
   generateKeyPair,
+  hybridKeyExchangeInstalled,
   inKeyExchange,
   installedSsh2Version,
   interceptPayloads,
@@ -38,6 +39,7 @@ import {
   type ParsedKey,
   type Protocol,
 } from '../lib/ssh2internals.js';
+import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import { parseKexInitCiphers } from '../lib/messages.js';
 import { CIPHERS, DEFAULT_CLIENT_LEG, SERVER_SIG_ALGS, clientOffer, hostKeyAlgorithms, serverOffer, type ClientLegAlgorithms } from '../lib/algorithms.js';
 import { waitFor } from './helpers/wait.js';
@@ -814,6 +816,147 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
           decipher.free();
         }
       });
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+/** An unencrypted SSH packet, as before the first NEWKEYS (RFC 4253 §6). */
+function plainPacket(payload: Buffer): Buffer {
+  let padding = 8 - ((4 + 1 + payload.length) % 8);
+  if (padding < 4) padding += 8;
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(1 + payload.length + padding);
+  head[4] = padding;
+  return Buffer.concat([head, payload, Buffer.alloc(padding)]);
+}
+
+/** The payloads of the unencrypted packets in `data`, from `start`. */
+function plainPayloads(data: Buffer, start: number): Buffer[] {
+  const payloads: Buffer[] = [];
+  for (let p = start; p + 5 <= data.length; ) {
+    const length = data.readUInt32BE(p);
+    payloads.push(data.subarray(p + 5, p + 4 + length - data[p + 4]!));
+    p += 4 + length;
+  }
+  return payloads;
+}
+
+/** The SSH strings of `payload` after its message number. */
+function sshStrings(payload: Buffer): Buffer[] {
+  const strings: Buffer[] = [];
+  for (let p = 1; p + 4 <= payload.length; ) {
+    const length = payload.readUInt32BE(p);
+    strings.push(payload.subarray(p + 4, p + 4 + length));
+    p += 4 + length;
+  }
+  return strings;
+}
+
+describe('ssh2 internals contract: mlkem768x25519-sha256 (patches/ssh2+1.17.0.patch)', function () {
+  const MSG_KEX_ECDH_INIT = 30;
+  const MSG_KEX_ECDH_REPLY = 31;
+  const CLIENT_IDENT = 'SSH-2.0-jsp-contract-mlkem';
+
+  /** A server Protocol that has read a client's ident line, a KEXINIT for mlkem768x25519-sha256 only, and KEX_ECDH_INIT with `clientPublic`. */
+  function serverAnswering(clientPublic: Buffer) {
+    const hostKey = parseKey(generateKeyPair('ed25519').private);
+    if (hostKey instanceof Error) throw hostKey;
+    const written: Buffer[] = [];
+    const errors: Error[] = [];
+    const proto = createProtocol({
+      server: true,
+      ident: 'jsp-contract-server',
+      offer: serverOffer(['ssh-ed25519']),
+      hostKeys: { [hostKey.type]: hostKey },
+      messageHandlers: {},
+      onWrite: (data: Buffer) => written.push(Buffer.from(data)),
+      onError: (err: Error) => errors.push(err),
+      onHandshakeComplete: () => {},
+    });
+    proto.start?.();
+    const nameList = (names: string) => sshString(names);
+    const clientKexInit = Buffer.concat([
+      Buffer.of(MSG_KEXINIT),
+      crypto.randomBytes(16),
+      ...['mlkem768x25519-sha256,kex-strict-c-v00@openssh.com', 'ssh-ed25519', 'aes128-gcm@openssh.com', 'aes128-gcm@openssh.com', 'hmac-sha2-256', 'hmac-sha2-256', 'none', 'none', '', ''].map(nameList),
+      Buffer.alloc(5),
+    ]);
+    const input = Buffer.concat([
+      Buffer.from(`${CLIENT_IDENT}\r\n`),
+      plainPacket(clientKexInit),
+      plainPacket(Buffer.concat([Buffer.of(MSG_KEX_ECDH_INIT), sshString(clientPublic)])),
+    ]);
+    try {
+      proto.parse(input, 0, input.length);
+    } catch (err) {
+      errors.push(err as Error);
+    }
+    const output = Buffer.concat(written);
+    const identEnd = output.indexOf('\r\n') + 2;
+    return {
+      hostKey,
+      errors,
+      clientKexInit,
+      serverIdent: output.subarray(0, identEnd - 2),
+      payloads: plainPayloads(output, identEnd),
+      close: () => proto.cleanup(),
+    };
+  }
+
+  it('is installed: ssh2 makes the added key exchange, and the client leg offers it first', () => {
+    const added = (require('ssh2/lib/protocol/kex.js') as { ADDED_KEY_EXCHANGES?: unknown }).ADDED_KEY_EXCHANGES;
+    expect(added, 'kex.js exports no ADDED_KEY_EXCHANGES: patch-package did not apply patches/ssh2+1.17.0.patch').to.be.an.instanceOf(Map);
+    expect([...(added as Map<string, unknown>).keys()]).to.deep.equal(['mlkem768x25519-sha256']);
+    expect(hybridKeyExchangeInstalled).to.equal(true);
+    expect(DEFAULT_CLIENT_LEG.kex[0]).to.equal('mlkem768x25519-sha256');
+    expect(clientOffer(), 'the upstream leg').to.not.satisfy((o: unknown) => JSON.stringify(o).includes('mlkem'));
+  });
+
+  it("answers KEX_ECDH_INIT with the ciphertext and its X25519 key, and signs the draft's exchange hash, K hashed as a string", () => {
+    const kem = ml_kem768.keygen();
+    const x25519 = crypto.generateKeyPairSync('x25519');
+    const clientX25519 = x25519.publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
+    const clientPublic = Buffer.concat([kem.publicKey, clientX25519]);
+    const server = serverAnswering(clientPublic);
+    try {
+      expect(server.errors.map(String)).to.deep.equal([]);
+      const [serverKexInit, reply] = server.payloads;
+      expect(serverKexInit![0]).to.equal(MSG_KEXINIT);
+      expect(reply![0]).to.equal(MSG_KEX_ECDH_REPLY);
+      const [hostKeyBlob, serverPublic, signature] = sshStrings(reply!);
+      expect(hostKeyBlob!.equals(server.hostKey.getPublicSSH())).to.equal(true);
+      expect(serverPublic!.length).to.equal(1088 + 32);
+
+      // The client's side of the draft (draft-ietf-sshm-mlkem-hybrid-kex):
+      // K = SHA-256(ML-KEM secret || X25519 secret), and H over K as a string.
+      const kemSecret = ml_kem768.decapsulate(serverPublic!.subarray(0, 1088), kem.secretKey);
+      const serverX25519 = crypto.createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b656e032100', 'hex'), serverPublic!.subarray(1088)]), format: 'der', type: 'spki' });
+      const ecdhSecret = crypto.diffieHellman({ privateKey: x25519.privateKey, publicKey: serverX25519 });
+      const k = crypto.createHash('sha256').update(kemSecret).update(ecdhSecret).digest();
+      const h = crypto
+        .createHash('sha256')
+        .update(Buffer.concat([CLIENT_IDENT, server.serverIdent, server.clientKexInit, serverKexInit!, hostKeyBlob!, clientPublic, serverPublic!, k].map((b) => sshString(b))))
+        .digest();
+      const [sigType, sig] = sshStrings(Buffer.concat([Buffer.of(0), signature!]));
+      expect(sigType!.toString()).to.equal('ssh-ed25519');
+      expect(server.hostKey.verify(h, sig!), 'the signature over H').to.equal(true);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('fails the key exchange, with the reason, on a client key of the wrong size', () => {
+    const server = serverAnswering(crypto.randomBytes(100));
+    try {
+      expect(server.errors.map(String).join('; ')).to.contain("mlkem768x25519-sha256: the client's public key has 100 bytes, not 1216");
+      const disconnect = server.payloads.find((p) => p[0] === MSG_DISCONNECT);
+      expect(disconnect, 'a DISCONNECT').to.not.equal(undefined);
+      expect(disconnect!.readUInt32BE(1), 'SSH_DISCONNECT_KEY_EXCHANGE_FAILED').to.equal(3);
+      expect(server.payloads.some((p) => p[0] === MSG_KEX_ECDH_REPLY), 'no reply').to.equal(false);
+    } finally {
+      server.close();
     }
   });
 });

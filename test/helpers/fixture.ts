@@ -3,7 +3,7 @@
 import { createHubUser, createToken, startHub, type Hub, type HubOptions } from './hub.js';
 import { startProxy, type ProxyProcess, type StartProxyOptions } from './proxy.js';
 import { createUnixUser, type UnixUser } from './unixuser.js';
-import { ssh, type RunOptions, type RunResult } from './ssh.js';
+import { ssh, type RunResult, type SshRunOptions } from './ssh.js';
 
 export interface Env {
   hub: Hub;
@@ -11,7 +11,7 @@ export interface Env {
   token: string;
   proxy: ProxyProcess;
   /** ssh through the proxy as the fixture user. */
-  ssh(command: string[], extra?: string[], options?: RunOptions): Promise<RunResult>;
+  ssh(command: string[], extra?: string[], options?: SshRunOptions): Promise<RunResult>;
 }
 
 export interface EnvOptions {

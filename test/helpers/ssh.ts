@@ -77,6 +77,18 @@ export function run(cmd: string, args: string[], options: RunOptions = {}): Prom
   });
 }
 
+/**
+ * An ssh with mlkem768x25519-sha256 (OpenSSH 9.9 and later): the system's
+ * where it has it, else the one `scripts/install-deps.sh --test` unpacks from
+ * bookworm-backports (Debian 12's own is 9.2).
+ */
+export const PQ_SSH_CLIENT = ['/opt/jupyter-ssh-proxy-test/openssh-client/usr/bin/ssh'].find((file) => fs.existsSync(file)) ?? 'ssh';
+
+export interface SshRunOptions extends RunOptions {
+  /** The ssh to run; the system's unless given. */
+  client?: string;
+}
+
 /** `ssh -p PORT [extra] user@127.0.0.1 command`, with the token from askpass. */
 export function ssh(
   port: number,
@@ -84,9 +96,9 @@ export function ssh(
   token: string,
   command: string[],
   extra: string[] = [],
-  options: RunOptions = {},
+  options: SshRunOptions = {},
 ): Promise<RunResult> {
-  return run('ssh', [...sshOptions(port), ...extra, `${user}@127.0.0.1`, ...command], {
+  return run(options.client ?? 'ssh', [...sshOptions(port), ...extra, `${user}@127.0.0.1`, ...command], {
     ...options,
     env: askpassEnv(token, options.env),
   });
