@@ -14,7 +14,7 @@ import { OWN_PACKET } from './leg.js';
 import type { Logger } from './logger.js';
 import { DISCONNECT_REASON, bannerPayload, disconnectPayload, extInfoPayload, parseKexInitCiphers } from './messages.js';
 import { Relay } from './relay.js';
-import { negotiatedCipher, replaceServerExtInfo, unmatchedAlgorithmList, type KexInitOffer, type ParsedKey } from './ssh2internals.js';
+import { negotiatedCipher, negotiatedKex, replaceServerExtInfo, unmatchedAlgorithmList, type KexInitOffer, type ParsedKey } from './ssh2internals.js';
 import { CLIENT_LEG_FLAGS, SERVER_SIG_ALGS, switchesFrom, type AesGcmSwitch } from './algorithms.js';
 import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
 import { HubUnavailableError } from './hub.js';
@@ -262,7 +262,7 @@ export class Connection {
     if (this.phase !== 'auth') return;
     if (decision.ok) {
       const { target } = decision;
-      this.log('info', `login accepted: user=${login} server=${target.hubUser}/${target.server} owner=${decision.owner} method=${method}`);
+      this.log('info', `login accepted: user=${login} server=${target.hubUser}/${target.server} owner=${decision.owner} method=${method} kex=${negotiatedKex(this.client.proto) ?? '?'}`);
       this.phase = 'upstream';
       this.target = target;
       this.watchToken = this.settings.serviceToken ?? token;

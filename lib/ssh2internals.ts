@@ -152,7 +152,7 @@ interface RawProtocol extends Protocol {
   _cipher: { outSeqno: number; _dead?: boolean; _instance?: unknown };
   _kexinit: Buffer | undefined;
   _handlers: Record<string, unknown>;
-  _kex: { remoteExtInfoEnabled?: boolean; sessionID?: Buffer; negotiated?: { cs?: { cipher?: string } } } | undefined;
+  _kex: { remoteExtInfoEnabled?: boolean; sessionID?: Buffer; negotiated?: { kex?: string; cs?: { cipher?: string } } } | undefined;
   _offer: KexInitOffer;
   rekey(): void;
   _strictMode: boolean | undefined;
@@ -330,6 +330,11 @@ export function rekeyWithOffer(proto: Protocol, offer: KexInitOffer): void {
   const raw = proto as RawProtocol;
   raw._offer = offer;
   raw.rekey();
+}
+
+/** The key exchange method the last key exchange ran; undefined before the first one completes. */
+export function negotiatedKex(proto: Protocol): string | undefined {
+  return (proto as RawProtocol)._kex?.negotiated?.kex;
 }
 
 /** The client-to-server cipher the last key exchange chose; undefined before the first one completes. */

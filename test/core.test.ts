@@ -429,8 +429,11 @@ describe('proxy core: post-quantum key exchange (mlkem768x25519-sha256)', functi
     expect(kexMethods(r.stderr)).to.deep.equal(['curve25519-sha256']);
   });
 
-  it('says so in the start-up line', function () {
-    expect(env.proxy.logs()).to.match(/packet relay loop .*, mlkem768x25519-sha256 offered\n/);
+  it('says so in the start-up line, and logs each login with its key exchange method', function () {
+    const logs = env.proxy.logs();
+    expect(logs).to.match(/packet relay loop .*, mlkem768x25519-sha256 offered\n/);
+    const logins = [...logs.matchAll(/login accepted: .* kex=(\S+)\n/g)].map((m) => m[1]);
+    expect(logins).to.include.members(['mlkem768x25519-sha256', 'curve25519-sha256']);
   });
 });
 

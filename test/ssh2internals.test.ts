@@ -33,6 +33,7 @@ import {
   sendPayloadBypassingKex,
   strictKex,
   negotiatedCipher,
+  negotiatedKex,
   rekeyWithOffer,
   unmatchedAlgorithmList,
   type KexInitOffer,
@@ -536,11 +537,13 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     expect(parseKexInitCiphers(seen[0]!), 'the client offer').to.deep.equal({ cs: CIPHERS, sc: CIPHERS });
   });
 
-  it("switches the cipher with a key exchange of the server's own and another offer, kept for the next one (rekeyWithOffer, negotiatedCipher)", async () => {
+  it("switches the cipher with a key exchange of the server's own and another offer, kept for the next one (rekeyWithOffer, negotiatedCipher, negotiatedKex)", async () => {
     pair = makePair();
     const { server, client } = pair;
+    expect(negotiatedKex(server.proto), 'before the first key exchange').to.equal(undefined);
     await handshake(pair);
     expect(negotiatedCipher(server.proto)).to.equal('aes128-gcm@openssh.com');
+    expect(negotiatedKex(server.proto)).to.equal('curve25519-sha256');
     rekeyWithOffer(server.proto, serverOffer(['ssh-ed25519'], { ...DEFAULT_CLIENT_LEG, ciphers: ['chacha20-poly1305@openssh.com'] }));
     await until(() => server.handshakes === 2 && client.handshakes === 2, 'the server-started key exchange');
     expect(negotiatedCipher(server.proto)).to.equal('chacha20-poly1305@openssh.com');
