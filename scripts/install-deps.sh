@@ -4,8 +4,9 @@
 #                                    intel-ipsec-mb on x86-64, and what node-gyp builds
 #                                    the native addons with)
 #   scripts/install-deps.sh --test   plus what the test suite drives (JupyterHub,
-#                                    the OpenSSH client tools, Xvfb for X11, curl,
-#                                    openssl for the bench's host-speed probe), and
+#                                    the OpenSSH client tools, PuTTY's tools, paramiko,
+#                                    Xvfb for X11, curl, openssl for the bench's
+#                                    host-speed probe), and
 #                                    where the system's ssh has no ML-KEM key
 #                                    exchange (Debian 12's 9.2), the ssh client of
 #                                    bookworm-backports unpacked in $PQ_SSH_ROOT
@@ -21,7 +22,7 @@ if [ "$(dpkg --print-architecture)" = amd64 ]; then
   packages="$packages libipsec-mb-dev"
 fi
 case "${1:-}" in
-  --test | --bench) packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync openssl" ;;
+  --test | --bench) packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync openssl putty-tools python3-paramiko" ;;
 esac
 if [ "${1:-}" = "--bench" ]; then
   packages="$packages linux-perf"
