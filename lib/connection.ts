@@ -262,7 +262,9 @@ export class Connection {
     if (this.phase !== 'auth') return;
     if (decision.ok) {
       const { target } = decision;
-      this.log('info', `login accepted: user=${login} server=${target.hubUser}/${target.server} owner=${decision.owner} method=${method} kex=${negotiatedKex(this.client.proto) ?? '?'}`);
+      const kex = negotiatedKex(this.client.proto) ?? 'unknown';
+      this.log('info', `login accepted: user=${login} server=${target.hubUser}/${target.server} owner=${decision.owner} method=${method} kex=${kex}`);
+      this.settings.metrics.loginKeyExchanges.inc({ method: kex });
       this.phase = 'upstream';
       this.target = target;
       this.watchToken = this.settings.serviceToken ?? token;

@@ -119,6 +119,12 @@ export class Metrics {
     labelNames: ['type'] as const,
     registers: [this.registry],
   });
+  readonly loginKeyExchanges = new client.Counter({
+    name: 'jupyter_ssh_proxy_login_key_exchanges_total',
+    help: 'Accepted logins by the key exchange method of the client connection (mlkem768x25519-sha256 is post-quantum)',
+    labelNames: ['method'] as const,
+    registers: [this.registry],
+  });
   readonly aesGcmSwitches = new client.Counter({
     name: 'jupyter_ssh_proxy_aes_gcm_switches_total',
     help: 'Client legs switched to AES-GCM for bulk data (--prefer-aes-gcm)',

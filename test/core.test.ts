@@ -396,7 +396,7 @@ describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algori
 });
 
 describe('proxy core: post-quantum key exchange (mlkem768x25519-sha256)', function () {
-  const env = useEnv();
+  const env = useEnv({ proxyArgs: ['--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
 
   /** The key exchange method of each key exchange `ssh -v` ran, in order. */
   const kexMethods = (stderr: string) => [...stderr.matchAll(/kex: algorithm: (\S+)/g)].map((m) => m[1]!);
@@ -429,11 +429,17 @@ describe('proxy core: post-quantum key exchange (mlkem768x25519-sha256)', functi
     expect(kexMethods(r.stderr)).to.deep.equal(['curve25519-sha256']);
   });
 
-  it('says so in the start-up line, and logs each login with its key exchange method', function () {
-    const logs = env.proxy.logs();
-    expect(logs).to.match(/packet relay loop .*, mlkem768x25519-sha256 offered\n/);
-    const logins = [...logs.matchAll(/login accepted: .* kex=(\S+)\n/g)].map((m) => m[1]);
-    expect(logins).to.include.members(['mlkem768x25519-sha256', 'curve25519-sha256']);
+  it('says so in the start-up line, and logs and counts each login with its key exchange method', async function () {
+    expect(env.proxy.logs()).to.match(/packet relay loop .*, mlkem768x25519-sha256 offered\n/);
+    const origin = metricsOrigin(env.proxy.logs())!;
+    const counted = async (method: string) => (await scrapeMetrics(origin)).get(`jupyter_ssh_proxy_login_key_exchanges_total{method="${method}"}`) ?? 0;
+    const before = { pq: await counted('mlkem768x25519-sha256'), classic: await counted('curve25519-sha256') };
+    const logged = env.proxy.logs().length;
+    for (const client of [PQ_SSH_CLIENT, 'ssh']) expect((await env.ssh(['true'], QUIET, { client })).code).to.equal(0);
+    const logins = [...env.proxy.logs().slice(logged).matchAll(/login accepted: .* kex=(\S+)\n/g)].map((m) => m[1]!);
+    expect(logins.sort()).to.deep.equal(['curve25519-sha256', 'mlkem768x25519-sha256']);
+    expect(await counted('mlkem768x25519-sha256')).to.equal(before.pq + 1);
+    expect(await counted('curve25519-sha256')).to.equal(before.classic + 1);
   });
 });
 
