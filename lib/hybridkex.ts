@@ -33,13 +33,14 @@ export interface HybridServerReply {
 
 /**
  * The server's answer to a client's mlkem768x25519-sha256 KEX_ECDH_INIT
- * payload. Throws, with a reason fit for the log, on a key of the wrong size,
- * an ML-KEM key that FIPS 203's modulus check rejects, or an X25519 key that
- * gives an all-zero secret (as OpenSSH refuses it).
+ * payload. Throws on a key of the wrong size, an ML-KEM key that FIPS 203's
+ * modulus check rejects, or an X25519 key that gives an all-zero secret (as
+ * OpenSSH refuses it), with a reason for the log, where ssh2 puts "Error
+ * while computing DH secret (mlkem768x25519-sha256)" before it.
  */
 export function mlkem768x25519ServerReply(clientPublic: Buffer): HybridServerReply {
   if (clientPublic.length !== MLKEM768_PUBLIC_KEY_BYTES + X25519_KEY_BYTES) {
-    throw new Error(`${MLKEM768X25519_SHA256}: the client's public key has ${clientPublic.length} bytes, not ${MLKEM768_PUBLIC_KEY_BYTES + X25519_KEY_BYTES}`);
+    throw new Error(`the client's key (ML-KEM-768 and X25519) has ${clientPublic.length} bytes, not ${MLKEM768_PUBLIC_KEY_BYTES + X25519_KEY_BYTES}`);
   }
   const { cipherText, sharedSecret: kemSecret } = ml_kem768.encapsulate(clientPublic.subarray(0, MLKEM768_PUBLIC_KEY_BYTES));
 
@@ -62,5 +63,5 @@ function x25519Secret(privateKey: KeyObject, publicKey: KeyObject): Buffer {
   } catch {
     // OpenSSL 3 refuses an all-zero secret itself, saying only "failed during derivation".
   }
-  throw new Error(`${MLKEM768X25519_SHA256}: the client's X25519 key gives an all-zero secret`);
+  throw new Error("the client's X25519 key gives an all-zero secret");
 }

@@ -36,7 +36,7 @@ describe('mlkem768x25519-sha256, the server side (lib/hybridkex.ts)', () => {
 
   it('refuses a key of the wrong size', () => {
     const { clientPublic } = clientKeys();
-    expect(() => mlkem768x25519ServerReply(clientPublic.subarray(1))).to.throw("mlkem768x25519-sha256: the client's public key has 1215 bytes, not 1216");
+    expect(() => mlkem768x25519ServerReply(clientPublic.subarray(1))).to.throw("the client's key (ML-KEM-768 and X25519) has 1215 bytes, not 1216");
     expect(() => mlkem768x25519ServerReply(Buffer.concat([clientPublic, Buffer.of(0)]))).to.throw('has 1217 bytes');
   });
 
@@ -51,6 +51,6 @@ describe('mlkem768x25519-sha256, the server side (lib/hybridkex.ts)', () => {
   it('refuses an X25519 key that gives an all-zero secret (a point of small order)', () => {
     const { clientPublic } = clientKeys();
     clientPublic.fill(0, 1184);
-    expect(() => mlkem768x25519ServerReply(clientPublic)).to.throw("mlkem768x25519-sha256: the client's X25519 key gives an all-zero secret");
+    expect(() => mlkem768x25519ServerReply(clientPublic)).to.throw("the client's X25519 key gives an all-zero secret");
   });
 });

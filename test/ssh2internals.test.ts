@@ -953,7 +953,7 @@ describe('ssh2 internals contract: mlkem768x25519-sha256 (patches/ssh2+1.17.0.pa
   it('fails the key exchange, with the reason, on a client key of the wrong size', () => {
     const server = serverAnswering(crypto.randomBytes(100));
     try {
-      expect(server.errors.map(String).join('; ')).to.contain("mlkem768x25519-sha256: the client's public key has 100 bytes, not 1216");
+      expect(server.errors.map(String).join('; ')).to.contain("Error while computing DH secret (mlkem768x25519-sha256): the client's key (ML-KEM-768 and X25519) has 100 bytes, not 1216");
       const disconnect = server.payloads.find((p) => p[0] === MSG_DISCONNECT);
       expect(disconnect, 'a DISCONNECT').to.not.equal(undefined);
       expect(disconnect!.readUInt32BE(1), 'SSH_DISCONNECT_KEY_EXCHANGE_FAILED').to.equal(3);
