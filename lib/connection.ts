@@ -32,8 +32,13 @@ function printable(text: string): string {
   return clean.length > 64 ? `${clean.slice(0, 64)}...` : clean;
 }
 
-/** The server's EXT_INFO payload, the same for every connection: one buffer, not one kept per session. */
-const EXT_INFO = extInfoPayload(SERVER_SIG_ALGS);
+/**
+ * The server's EXT_INFO payload, the same for every connection: one buffer,
+ * not one kept per session. `ping@openssh.com` lets OpenSSH 9.5 and later
+ * hide the timing of keystrokes among chaff PINGs (ObscureKeystrokeTiming);
+ * the relay answers them on the client leg, whatever sshd's version.
+ */
+const EXT_INFO = extInfoPayload({ 'server-sig-algs': SERVER_SIG_ALGS.join(','), 'ping@openssh.com': '0' });
 
 /** Authentication requests a client may have waiting at once (it should wait for each answer). */
 const MAX_QUEUED_AUTH_STEPS = 8;

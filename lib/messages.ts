@@ -29,6 +29,9 @@ export const MSG = {
   REQUEST_FAILURE: 82,
   CHANNEL_OPEN: 90,
   CHANNEL_OPEN_CONFIRMATION: 91,
+  /** OpenSSH's transport-level ping and its reply (PROTOCOL, "ping@openssh.com"). */
+  PING: 192,
+  PONG: 193,
 } as const;
 
 export const DISCONNECT_REASON = {
@@ -81,19 +84,27 @@ export function bannerPayload(message: string): Buffer {
   return payload;
 }
 
-/** Builds an EXT_INFO payload announcing `server-sig-algs` (RFC 8308 §3.1). */
-export function extInfoPayload(serverSigAlgs: readonly string[]): Buffer {
-  const name = Buffer.from('server-sig-algs');
-  const value = Buffer.from(serverSigAlgs.join(','));
-  const payload = Buffer.alloc(1 + 4 + 4 + name.length + 4 + value.length);
-  let p = 0;
-  payload[p++] = MSG.EXT_INFO;
-  payload.writeUInt32BE(1, p); p += 4;
-  payload.writeUInt32BE(name.length, p); p += 4;
-  name.copy(payload, p); p += name.length;
-  payload.writeUInt32BE(value.length, p); p += 4;
-  value.copy(payload, p);
+/** Builds an EXT_INFO payload (RFC 8308 §2.3) with these extensions, in order. */
+export function extInfoPayload(extensions: Record<string, string>): Buffer {
+  const fields = Object.entries(extensions).flatMap(([name, value]) => [Buffer.from(name), Buffer.from(value)]);
+  const payload = Buffer.alloc(1 + 4 + fields.reduce((sum, field) => sum + 4 + field.length, 0));
+  payload[0] = MSG.EXT_INFO;
+  payload.writeUInt32BE(fields.length / 2, 1);
+  let p = 5;
+  for (const field of fields) {
+    payload.writeUInt32BE(field.length, p);
+    field.copy(payload, p + 4);
+    p += 4 + field.length;
+  }
   return payload;
+}
+
+/** The PONG that answers a PING payload: the same data (PROTOCOL, "ping@openssh.com"); undefined if the PING is malformed. */
+export function pongPayload(ping: Buffer): Buffer | undefined {
+  if (ping.length < 5 || 5 + ping.readUInt32BE(1) !== ping.length) return undefined;
+  const pong = Buffer.from(ping);
+  pong[0] = MSG.PONG;
+  return pong;
 }
 
 /**

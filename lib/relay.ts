@@ -6,7 +6,7 @@
  */
 import type { Leg } from './leg.js';
 import { OWN_PACKET, seqnoOfTag, sourceTag } from './leg.js';
-import { MSG, parseDisconnect, parseGlobalRequest, unimplementedPayload } from './messages.js';
+import { MSG, parseDisconnect, parseGlobalRequest, pongPayload, unimplementedPayload } from './messages.js';
 
 /**
  * The largest channel packet either leg accepts: ssh2 rejects inbound packets
@@ -66,6 +66,17 @@ ROUTES[MSG.IGNORE] = consume;
 ROUTES[MSG.DEBUG] = consume;
 // EXT_INFO describes one leg's transport; it means nothing on the other.
 ROUTES[MSG.EXT_INFO] = consume;
+
+// A PING is for the hop it came over: the proxy answers it there (the
+// client's chaff while it obscures keystroke timing, which sshd before 9.5
+// would not know), and PONGs answer nothing the proxy sent.
+ROUTES[MSG.PING] = (relay, from, _to, payload) => {
+  const pong = pongPayload(payload);
+  if (pong === undefined) relay.hooks.fail(from, new Error('malformed PING'));
+  else from.send(pong, OWN_PACKET);
+  return true;
+};
+ROUTES[MSG.PONG] = consume;
 
 ROUTES[MSG.DISCONNECT] = (relay, from, to, payload) => {
   const parsed = parseDisconnect(payload);

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
 import { createHubUser, createToken } from './helpers/hub.js';
 import { startProxy } from './helpers/proxy.js';
-import { PQ_SSH_CLIENT, askpassEnv, run, ssh, sshOptions } from './helpers/ssh.js';
+import { RECENT_SSH_CLIENT, askpassEnv, run, ssh, sshOptions } from './helpers/ssh.js';
 import { createUnixUser } from './helpers/unixuser.js';
 import { childrenNamed } from './helpers/procs.js';
 import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
@@ -345,7 +345,7 @@ describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algori
   });
 
   it('gives a client that prefers ML-KEM curve25519-sha256 once mlkem768x25519-sha256 is removed', async function () {
-    const r = await env.ssh(['true'], ['-v'], { client: PQ_SSH_CLIENT });
+    const r = await env.ssh(['true'], ['-v'], { client: RECENT_SSH_CLIENT });
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stderr).to.contain('kex: algorithm: curve25519-sha256');
     expect(r.stderr).to.not.contain('mlkem768x25519-sha256');
@@ -402,10 +402,10 @@ describe('proxy core: post-quantum key exchange (mlkem768x25519-sha256)', functi
   const kexMethods = (stderr: string) => [...stderr.matchAll(/kex: algorithm: (\S+)/g)].map((m) => m[1]!);
 
   it("gives OpenSSH 9.9 and later their first choice, also in every rekey of a transfer, which arrives intact", async function () {
-    const version = await run(PQ_SSH_CLIENT, ['-V']);
-    expect(version.stderr, `${PQ_SSH_CLIENT}: scripts/install-deps.sh --test unpacks OpenSSH 10 from bookworm-backports`).to.match(/^OpenSSH_(9\.9|[1-9]\d\.)/);
+    const version = await run(RECENT_SSH_CLIENT, ['-V']);
+    expect(version.stderr, `${RECENT_SSH_CLIENT}: scripts/install-deps.sh --test unpacks OpenSSH 10 from bookworm-backports`).to.match(/^OpenSSH_(9\.9|[1-9]\d\.)/);
     const data = crypto.randomBytes(6 * 1024 * 1024);
-    const r = await env.ssh(['sha256sum >&2; echo done'], ['-v', '-o', 'RekeyLimit=1M'], { client: PQ_SSH_CLIENT, input: data });
+    const r = await env.ssh(['sha256sum >&2; echo done'], ['-v', '-o', 'RekeyLimit=1M'], { client: RECENT_SSH_CLIENT, input: data });
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.toString()).to.equal('done\n');
     expect(remoteHashes(r.stderr)).to.deep.equal([sha256(data)]);
@@ -415,7 +415,7 @@ describe('proxy core: post-quantum key exchange (mlkem768x25519-sha256)', functi
   });
 
   it('runs it again in the key exchange of its own that moves a client on AES-CTR to AES-GCM (--prefer-aes-gcm ctr)', async function () {
-    const r = await env.ssh(['head -c 16777216 /dev/zero'], ['-v', '-c', 'aes128-ctr,aes128-gcm@openssh.com'], { client: PQ_SSH_CLIENT });
+    const r = await env.ssh(['head -c 16777216 /dev/zero'], ['-v', '-c', 'aes128-ctr,aes128-gcm@openssh.com'], { client: RECENT_SSH_CLIENT });
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.equals(Buffer.alloc(16 * 1024 * 1024))).to.equal(true);
     expect(kexCiphers(r.stderr)).to.deep.equal(['aes128-ctr', 'aes128-gcm@openssh.com']);
@@ -435,11 +435,43 @@ describe('proxy core: post-quantum key exchange (mlkem768x25519-sha256)', functi
     const counted = async (method: string) => (await scrapeMetrics(origin)).get(`jupyter_ssh_proxy_login_key_exchanges_total{method="${method}"}`) ?? 0;
     const before = { pq: await counted('mlkem768x25519-sha256'), classic: await counted('curve25519-sha256') };
     const logged = env.proxy.logs().length;
-    for (const client of [PQ_SSH_CLIENT, 'ssh']) expect((await env.ssh(['true'], QUIET, { client })).code).to.equal(0);
+    for (const client of [RECENT_SSH_CLIENT, 'ssh']) expect((await env.ssh(['true'], QUIET, { client })).code).to.equal(0);
     const logins = [...env.proxy.logs().slice(logged).matchAll(/login accepted: .* kex=(\S+)\n/g)].map((m) => m[1]!);
     expect(logins.sort()).to.deep.equal(['curve25519-sha256', 'mlkem768x25519-sha256']);
     expect(await counted('mlkem768x25519-sha256')).to.equal(before.pq + 1);
     expect(await counted('curve25519-sha256')).to.equal(before.classic + 1);
+  });
+});
+
+describe('proxy core: keystroke timing obfuscation (ping@openssh.com, OpenSSH 9.5 and later)', function () {
+  const env = useEnv();
+
+  it('lets the client hide its keystrokes among chaff PINGs, which the proxy answers, while the session works', async function () {
+    const typed = 'hello\n';
+    let echoed = '';
+    const r = await env.ssh(['cat'], ['-tt', '-vvv'], {
+      client: RECENT_SSH_CLIENT,
+      onSpawn: (child) => {
+        child.stdout!.on('data', (chunk: Buffer) => (echoed += chunk.toString()));
+        void (async () => {
+          // One keystroke at a time, each after the echo of the one before.
+          for (const [i, key] of [...typed].entries()) {
+            await waitFor(() => echoed.replace(/\r/g, '').length >= i || undefined, { timeoutMs: 10_000, what: `the echo of keystroke ${i}` });
+            child.stdin!.write(key);
+          }
+          await waitFor(() => echoed.includes('hello\r\nhello') || undefined, { timeoutMs: 10_000, what: "cat's answer" });
+          child.stdin!.write('\x04');
+        })().catch((err: Error) => {
+          echoed += `\n${err.message}`;
+          child.kill();
+        });
+      },
+    });
+    expect(r.code, `${echoed}\n${r.stderr}`).to.equal(0);
+    expect(r.stderr).to.match(/obfuscate_keystroke_timing: starting: interval ~\d+ms/);
+    const chaff = [...r.stderr.matchAll(/obfuscate_keystroke_timing: stopping: .*\((\d+) chaff packets sent\)/g)].map((m) => Number(m[1]));
+    expect(chaff.reduce((a, b) => a + b, 0), 'chaff packets').to.be.greaterThan(0);
+    expect(r.stderr).to.not.match(/UNIMPLEMENTED|Received disconnect/);
   });
 });
 

@@ -32,6 +32,8 @@ const MSG = {
   CHANNEL_CLOSE: 97,
   CHANNEL_REQUEST: 98,
   CHANNEL_SUCCESS: 99,
+  PING: 192,
+  PONG: 193,
 } as const;
 
 const WAIT_MS = 15_000;
@@ -98,6 +100,8 @@ class RawClient {
   readonly proto: Protocol;
   /** Every payload received after USERAUTH_SUCCESS, in order. */
   readonly received: Received[] = [];
+  /** The server's EXT_INFO, as received. */
+  extInfo: Buffer | undefined;
   authenticated = false;
   authenticatedAt = 0;
   closed = false;
@@ -135,6 +139,7 @@ class RawClient {
       },
     });
     interceptPayloads(this.proto, (payload, seqno) => {
+      if (payload[0] === 7) this.extInfo = Buffer.from(payload);
       // Before auth and for key exchange, ssh2 does the work.
       if (!this.authenticated || (payload[0]! >= 20 && payload[0]! <= 49)) return false;
       this.received.push({ type: payload[0]!, seqno, payload: Buffer.from(payload) });
@@ -287,6 +292,34 @@ describe('relay at the packet level (raw client, real daemon, hub and sshd)', fu
     await waitFor(() => client.closed, { timeoutMs: WAIT_MS, what: 'the daemon to close the connection' });
     expect(client.ofType(MSG.DISCONNECT), 'exactly one DISCONNECT').to.have.length(1);
     expect(env.proxy.logs()).to.include('upstream disconnect 2: Invalid ssh2 packet type: 200');
+  });
+
+  it('announces ping@openssh.com and answers every PING itself with a PONG of the same data, in order', async () => {
+    const client = await connect();
+    expect(client.extInfo?.toString('latin1'), 'EXT_INFO').to.match(/ping@openssh\.com\0\0\0\x010/);
+    const before = client.received.length;
+    const data = ['PING!', '', 'x'.repeat(2000)];
+    for (const d of data) client.send(Buffer.concat([Buffer.of(MSG.PING), sshString(d)]));
+    const pongs = await client.waitFor((r) => {
+      const got = r.slice(before).filter((x) => x.type === MSG.PONG);
+      return got.length >= data.length ? got : undefined;
+    }, 'the PONGs');
+    expect(pongs.map((x) => new Reader(x.payload).string())).to.deep.equal(data);
+    await client.barrier();
+    // Nothing else came back, and sshd (9.2, which has no PING) never saw one.
+    expect(client.received.slice(before).filter((x) => x.type !== MSG.UNIMPLEMENTED).map((x) => x.type)).to.deep.equal(data.map(() => MSG.PONG));
+    expect(env.proxy.logs()).to.not.match(/type 192/);
+    expect(client.errors).to.deep.equal([]);
+  });
+
+  it('disconnects a client that sends a malformed PING, with the reason', async () => {
+    const client = await connect();
+    client.send(Buffer.concat([Buffer.of(MSG.PING), u32(100), Buffer.from('short')]));
+    const disconnect = await client.waitFor((r) => r.find((x) => x.type === MSG.DISCONNECT), 'DISCONNECT');
+    const reader = new Reader(disconnect.payload);
+    expect(reader.u32(), 'SSH_DISCONNECT_PROTOCOL_ERROR').to.equal(2);
+    expect(reader.string()).to.equal('Protocol error: malformed PING');
+    await waitFor(() => client.closed, { timeoutMs: WAIT_MS, what: 'the daemon to close the connection' });
   });
 
   it('gives a global request with want_reply exactly one reply', async () => {

@@ -78,11 +78,12 @@ export function run(cmd: string, args: string[], options: RunOptions = {}): Prom
 }
 
 /**
- * An ssh with mlkem768x25519-sha256 (OpenSSH 9.9 and later): the system's
- * where it has it, else the one `scripts/install-deps.sh --test` unpacks from
- * bookworm-backports (Debian 12's own is 9.2).
+ * An ssh of OpenSSH 9.9 or later, with mlkem768x25519-sha256 and keystroke
+ * timing obfuscation: the system's where it has them, else the one
+ * `scripts/install-deps.sh --test` unpacks from bookworm-backports (Debian
+ * 12's own is 9.2).
  */
-export const PQ_SSH_CLIENT = ['/opt/jupyter-ssh-proxy-test/openssh-client/usr/bin/ssh'].find((file) => fs.existsSync(file)) ?? 'ssh';
+export const RECENT_SSH_CLIENT = ['/opt/jupyter-ssh-proxy-test/openssh-client/usr/bin/ssh'].find((file) => fs.existsSync(file)) ?? 'ssh';
 
 export interface SshRunOptions extends RunOptions {
   /** The ssh to run; the system's unless given. */
