@@ -1,6 +1,7 @@
-// Clients other than OpenSSH's, through the real daemon into the real sshd:
-// PuTTY (Debian 12's 0.78: plink, pscp, psftp) and paramiko (Debian 12's
-// 2.12, what Python tools and Ansible's paramiko connection use). Both pick
+// Clients other than Debian 12's OpenSSH 9.2, through the real daemon into
+// the real sshd: OpenSSH 10.0's sftp and scp, PuTTY (Debian 12's 0.78:
+// plink, pscp, psftp) and paramiko (Debian 12's 2.12, what Python tools and
+// Ansible's paramiko connection use). PuTTY and paramiko pick
 // AES-CTR first; PuTTY also offers AES-GCM, paramiko does not, so one is
 // switched to AES-GCM (--prefer-aes-gcm ctr, the default) and the other
 // stays on AES-CTR with an HMAC, the relay's packet-by-packet path.
@@ -11,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { useEnv } from './helpers/fixture.js';
-import { run, type RunOptions, type RunResult } from './helpers/ssh.js';
+import { RECENT_SSH_CLIENT, askpassEnv, fileCopyOptions, run, type RunOptions, type RunResult } from './helpers/ssh.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Debian's python3, which has python3-paramiko (a python3 earlier on PATH may not). */
@@ -20,6 +21,35 @@ const DEBIAN_PYTHON = '/usr/bin/python3';
 function sha256(data: Buffer): string {
   return crypto.createHash('sha256').update(data).digest('hex');
 }
+
+describe('other clients: the sftp and scp of OpenSSH 9.9 or later', function () {
+  const env = useEnv();
+
+  it('puts and gets a file with sftp, and copies it both ways with scp (which speaks SFTP)', async function () {
+    const bin = path.dirname(RECENT_SSH_CLIENT);
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-openssh-'));
+    try {
+      const data = crypto.randomBytes(8 * 1024 * 1024);
+      const local = path.join(tmp, 'data.bin');
+      fs.writeFileSync(local, data);
+      // -S: their own ssh, not the system's.
+      const options = ['-S', RECENT_SSH_CLIENT, ...fileCopyOptions(env.proxy.port)];
+      const remote = `${env.user.name}@127.0.0.1`;
+      const runOptions = { env: askpassEnv(env.token) };
+      const batch = `put ${local} sftp.bin\nget sftp.bin ${local}.sftp\nrm sftp.bin\n`;
+      const sftp = await run(path.join(bin, 'sftp'), [...options, '-o', 'BatchMode=no', '-b', '-', remote], { ...runOptions, input: batch });
+      expect(sftp.code, sftp.stderr).to.equal(0);
+      expect(sha256(fs.readFileSync(`${local}.sftp`))).to.equal(sha256(data));
+      const up = await run(path.join(bin, 'scp'), [...options, local, `${remote}:scp.bin`], runOptions);
+      expect(up.code, up.stderr).to.equal(0);
+      const down = await run(path.join(bin, 'scp'), [...options, `${remote}:scp.bin`, `${local}.scp`], runOptions);
+      expect(down.code, down.stderr).to.equal(0);
+      expect(sha256(fs.readFileSync(`${local}.scp`))).to.equal(sha256(data));
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('other clients: PuTTY (plink, pscp, psftp)', function () {
   const env = useEnv();

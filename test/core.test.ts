@@ -10,7 +10,7 @@ import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
 import { createHubUser, createToken } from './helpers/hub.js';
 import { startProxy } from './helpers/proxy.js';
-import { RECENT_SSH_CLIENT, askpassEnv, run, ssh, sshOptions } from './helpers/ssh.js';
+import { RECENT_SSH_CLIENT, askpassEnv, fileCopyOptions, run, ssh, sshOptions } from './helpers/ssh.js';
 import { createUnixUser } from './helpers/unixuser.js';
 import { childrenNamed } from './helpers/procs.js';
 import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
@@ -24,13 +24,6 @@ function sha256(data: Buffer | string): string {
 
 function sha256File(file: string): string {
   return sha256(fs.readFileSync(file));
-}
-
-/** sftp and scp spell the port -P. */
-function fileCopyOptions(port: number): string[] {
-  const options = sshOptions(port);
-  options[options.indexOf('-p')] = '-P';
-  return options;
 }
 
 function shellQuote(arg: string): string {

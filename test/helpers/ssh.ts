@@ -24,6 +24,13 @@ export function sshOptions(port: number): string[] {
   ];
 }
 
+/** sshOptions for sftp and scp, which spell the port -P. */
+export function fileCopyOptions(port: number): string[] {
+  const options = sshOptions(port);
+  options[options.indexOf('-p')] = '-P';
+  return options;
+}
+
 /** Environment that feeds `token` to ssh's prompts. */
 export function askpassEnv(token: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return {
