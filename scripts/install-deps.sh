@@ -9,7 +9,7 @@
 #                                    host-speed probe), and
 #                                    where the system's ssh has no ML-KEM key
 #                                    exchange (Debian 12's 9.2), the ssh client of
-#                                    bookworm-backports unpacked in $PQ_SSH_ROOT
+#                                    bookworm-backports unpacked in $RECENT_SSH_ROOT
 #   scripts/install-deps.sh --bench  plus Linux perf (the benchmark's CPU profiles)
 # then the npm packages (npm ci builds dist/, the process starter addon and
 # ssh2's native crypto binding, and patch-package applies patches/).
@@ -42,15 +42,16 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
-# The post-quantum key exchange test needs an ssh with mlkem768x25519-sha256
-# (OpenSSH 9.9 and later). Only unpacked, next to the system's own 9.2,
-# which every other test and the benchmark use.
-PQ_SSH_ROOT=/opt/jupyter-ssh-proxy-test/openssh-client
+# The tests of the post-quantum key exchange, keystroke timing obfuscation
+# and the newer sftp and scp need OpenSSH 9.9 or later (test/helpers/ssh.ts,
+# RECENT_SSH_CLIENT). Only unpacked, next to the system's own 9.2, which
+# every other test and the benchmark use.
+RECENT_SSH_ROOT=/opt/jupyter-ssh-proxy-test/openssh-client
 case "${1:-}" in
   --test | --bench)
-    if ! ssh -Q kex | grep -qx mlkem768x25519-sha256 && [ ! -x "$PQ_SSH_ROOT/usr/bin/ssh" ]; then
+    if ! ssh -Q kex | grep -qx mlkem768x25519-sha256 && [ ! -x "$RECENT_SSH_ROOT/usr/bin/ssh" ]; then
       if [ "$(id -u)" != 0 ]; then
-        echo "install-deps: run as root to unpack a newer ssh client in $PQ_SSH_ROOT" >&2
+        echo "install-deps: run as root to unpack a newer ssh client in $RECENT_SSH_ROOT" >&2
         exit 1
       fi
       backports="$(. /etc/os-release && echo "$VERSION_CODENAME")-backports"
@@ -58,13 +59,13 @@ case "${1:-}" in
         echo "install-deps: adding $backports to apt's sources (nothing is installed from it)"
         echo "deb http://deb.debian.org/debian $backports main" > /etc/apt/sources.list.d/$backports.list
       fi
-      echo "install-deps: unpacking openssh-client from $backports in $PQ_SSH_ROOT"
+      echo "install-deps: unpacking openssh-client from $backports in $RECENT_SSH_ROOT"
       apt-get update -qq
       download=$(mktemp -d)
       chown _apt "$download" 2>/dev/null || true # apt-get download fetches as the _apt user
       (cd "$download" && apt-get download -qq "openssh-client/$backports")
-      mkdir -p "$PQ_SSH_ROOT"
-      dpkg-deb -x "$download"/openssh-client_*.deb "$PQ_SSH_ROOT"
+      mkdir -p "$RECENT_SSH_ROOT"
+      dpkg-deb -x "$download"/openssh-client_*.deb "$RECENT_SSH_ROOT"
       rm -rf "$download"
     fi
     ;;
