@@ -495,6 +495,13 @@ export class Leg extends EventEmitter implements Backlogged {
       return;
     }
     if (tag !== OWN_PACKET) forwardedPackets.oneByOne++;
+    else if (this.output.writableLength > this.maxQueuedBytes) {
+      // The proxy's own answers to what this leg sent (PONG, UNIMPLEMENTED):
+      // backpressure pauses the other leg, never this one, so a peer that
+      // writes and never reads would pile them up in the daemon's memory.
+      this.fail(new Error(`the ${this.name} leaves more than ${this.maxQueuedBytes} bytes of answers unread`));
+      return;
+    }
     this.sent.record(nextOutboundSeqno(this.proto), tag);
     sendPayload(this.proto, payload);
   }

@@ -222,7 +222,8 @@ describe('relay at the packet level (raw client, real daemon, hub and sshd)', fu
   this.timeout(90_000);
   // sshd's debug log (through the daemon's debug log) shows what reached it.
   // The flag after it ends --sshd-option's list of values.
-  const env = useEnv({ proxyArgs: ['--sshd-option', 'LogLevel=DEBUG', '--max-auth-tries', '6'] });
+  const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+  const env = useEnv({ proxyArgs: ['--sshd-option', 'LogLevel=DEBUG', '--max-auth-tries', '6', '--max-queued-bytes', String(MAX_QUEUED_BYTES)] });
   const clients: RawClient[] = [];
 
   async function connect(): Promise<RawClient> {
@@ -320,6 +321,30 @@ describe('relay at the packet level (raw client, real daemon, hub and sshd)', fu
     expect(reader.u32(), 'SSH_DISCONNECT_PROTOCOL_ERROR').to.equal(2);
     expect(reader.string()).to.equal('Protocol error: malformed PING');
     await waitFor(() => client.closed, { timeoutMs: WAIT_MS, what: 'the daemon to close the connection' });
+  });
+
+  it('closes a client that sends PINGs but never reads the PONGs, before their bytes pass --max-queued-bytes', async () => {
+    const client = await connect();
+    client.socket.pause();
+    const ping = Buffer.concat([Buffer.of(MSG.PING), sshString(Buffer.alloc(30_000))]);
+    // The kernel's socket buffers on both sides take some megabytes first;
+    // then every PONG would stay in the daemon's memory.
+    const logged = env.proxy.logs().length;
+    const closedLine = /client protocol error: the client leaves more than 8388608 bytes of answers unread/;
+    let sent = 0;
+    await waitFor(
+      async () => {
+        if (closedLine.test(env.proxy.logs().slice(logged))) return true;
+        if (sent > 20 * MAX_QUEUED_BYTES) throw new Error(`${sent} bytes of PINGs sent and the connection is still open`);
+        for (let i = 0; i < 64; i++) client.send(ping);
+        sent += 64 * ping.length;
+        await new Promise((resolve) => setImmediate(resolve));
+        return undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 1, what: 'the daemon to close the connection' },
+    );
+    const next = await connect();
+    expect(next.authenticated, 'the daemon serves the next client').to.equal(true);
   });
 
   it('gives a global request with want_reply exactly one reply', async () => {
