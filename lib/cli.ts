@@ -166,7 +166,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
     .option('runtime-dir', { group: GROUPS.upstream, type: 'string', default: '/run/jupyter-ssh-proxy', describe: 'Where the internal sshd configuration and keys are written' })
     .option('max-auth-tries', { group: GROUPS.limits, type: 'number', default: 6, describe: 'Token attempts per connection' })
     .option('login-grace-time', { group: GROUPS.limits, type: 'number', default: 120, describe: 'Seconds a client has to log in' })
-    .option('max-queued-bytes', { group: GROUPS.limits, type: 'number', default: 64 * 1024 * 1024, describe: "Per-connection cap on bytes held while a leg rekeys, and on the proxy's own answers a client leaves unread" })
+    .option('max-queued-bytes', { group: GROUPS.limits, type: 'number', default: 64 * 1024 * 1024, describe: 'Per-connection cap on bytes held while a leg rekeys' })
     .option('max-sessions', { group: GROUPS.limits, type: 'number', default: 4096, describe: 'Connections at most; more are refused' })
     .option('max-startups', {
       group: GROUPS.limits,

@@ -69,6 +69,18 @@ const SERVER_ONLY = new Set<number>([
  */
 const MAX_BACKLOG_BYTES = 256 * 1024;
 
+/**
+ * Unsent output beyond which a leg stops reading its own stream until the
+ * output drains, as sshd stops reading a client that has too much output
+ * waiting. Backpressure between the legs bounds what the relay forwards,
+ * but not the answers to a leg's own packets (PONG, UNIMPLEMENTED, ssh2's
+ * refusal of every GLOBAL_REQUEST before login): without this, a peer that
+ * writes and never reads piles them up in the memory every user shares
+ * (~400 bytes per small write in Node's stream; 800,000 global requests
+ * before login grew the daemon by 300 MiB).
+ */
+const MAX_UNREAD_OUTPUT_BYTES = 256 * 1024;
+
 /** The leg a stream belongs to, for the listeners all legs share. */
 const LEG = Symbol('leg');
 type LegStream = (Readable | Writable) & { [LEG]?: Leg };
@@ -226,6 +238,8 @@ export class Leg extends EventEmitter implements Backlogged {
   private done = false;
   /** Input paused because the other leg's output is congested (relay backpressure). */
   private congested = false;
+  /** Input paused because this leg's own output holds more than MAX_UNREAD_OUTPUT_BYTES. */
+  private outputFull = false;
   /** Chunks received after the turn's budget was spent, in order (see turnbudget.ts). */
   private backlog: Buffer[] = [];
   private backlogBytes = 0;
@@ -334,7 +348,17 @@ export class Leg extends EventEmitter implements Backlogged {
   }
 
   private static onOutputDrain(this: LegStream): void {
-    this[LEG]!.emit('drained');
+    const leg = this[LEG]!;
+    if (leg.outputFull) {
+      leg.outputFull = false;
+      if (leg.backlog.length === 0 && leg.mayRead()) leg.input.resume();
+    }
+    leg.emit('drained');
+  }
+
+  /** Whether nothing holds this leg's input back: the other leg's output, its own, or the socket relay reading it. */
+  private mayRead(): boolean {
+    return !this.done && !this.congested && !this.outputFull && !this.onSockets;
   }
 
   start(): void {
@@ -440,7 +464,7 @@ export class Leg extends EventEmitter implements Backlogged {
     } else {
       releasePacketBuffer(pending);
     }
-    if (!this.done && !this.congested) this.input.resume();
+    if (this.mayRead()) this.input.resume();
   }
 
   /** The socket relay stopped by itself (SocketRelayStop says why). */
@@ -495,13 +519,6 @@ export class Leg extends EventEmitter implements Backlogged {
       return;
     }
     if (tag !== OWN_PACKET) forwardedPackets.oneByOne++;
-    else if (this.output.writableLength > this.maxQueuedBytes) {
-      // The proxy's own answers to what this leg sent (PONG, UNIMPLEMENTED):
-      // backpressure pauses the other leg, never this one, so a peer that
-      // writes and never reads would pile them up in the daemon's memory.
-      this.fail(new Error(`the ${this.name} leaves more than ${this.maxQueuedBytes} bytes of answers unread`));
-      return;
-    }
     this.sent.record(nextOutboundSeqno(this.proto), tag);
     sendPayload(this.proto, payload);
   }
@@ -539,7 +556,7 @@ export class Leg extends EventEmitter implements Backlogged {
   resume(): void {
     this.congested = false;
     // Over its bound, the backlog pauses the input again at the next chunk (receive).
-    if (!this.onSockets) this.input.resume();
+    if (this.mayRead()) this.input.resume();
   }
 
   /** Processes backlogged chunks while this turn's budget lasts; true if some are left. */
@@ -558,7 +575,7 @@ export class Leg extends EventEmitter implements Backlogged {
     if (this.done) return false;
     if (this.backlog.length > 0) return true;
     if (this.endAfterBacklog) this.finish('end');
-    else if (!this.congested && !this.onSockets) this.input.resume();
+    else if (this.mayRead()) this.input.resume();
     return false;
   }
 
@@ -810,6 +827,10 @@ export class Leg extends EventEmitter implements Backlogged {
     this.sentBytes += data.length;
     const release = this.recycles && isRecycled(data) ? () => releasePacketBuffer(data) : undefined;
     if (!this.output.write(data, release)) this.emit('congested');
+    if (!this.outputFull && this.output.writableLength > MAX_UNREAD_OUTPUT_BYTES) {
+      this.outputFull = true;
+      this.input.pause();
+    }
   }
 
   private handshakeComplete(): void {

@@ -104,11 +104,13 @@ class RawClient {
   extInfo: Buffer | undefined;
   authenticated = false;
   authenticatedAt = 0;
+  /** The first key exchange completed. */
+  handshaken = false;
   closed = false;
   readonly errors: string[] = [];
   private barriers = 0;
 
-  /** `attempts` > 1 pipelines that many password requests without waiting for answers. */
+  /** `attempts` > 1 pipelines that many password requests without waiting for answers; 0 never logs in. */
   constructor(port: number, user: string, token: string, hostKey: Buffer, attempts = 1) {
     this.socket = net.connect(port, '127.0.0.1');
     this.socket.setNoDelay(true);
@@ -135,6 +137,7 @@ class RawClient {
       },
       onError: (err) => this.errors.push(`protocol error: ${err.message}`),
       onHandshakeComplete: () => {
+        this.handshaken = true;
         if (!this.authenticated) this.proto.service('ssh-userauth');
       },
     });
@@ -222,8 +225,7 @@ describe('relay at the packet level (raw client, real daemon, hub and sshd)', fu
   this.timeout(90_000);
   // sshd's debug log (through the daemon's debug log) shows what reached it.
   // The flag after it ends --sshd-option's list of values.
-  const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
-  const env = useEnv({ proxyArgs: ['--sshd-option', 'LogLevel=DEBUG', '--max-auth-tries', '6', '--max-queued-bytes', String(MAX_QUEUED_BYTES)] });
+  const env = useEnv({ proxyArgs: ['--sshd-option', 'LogLevel=DEBUG', '--max-auth-tries', '6'] });
   const clients: RawClient[] = [];
 
   async function connect(): Promise<RawClient> {
@@ -323,28 +325,62 @@ describe('relay at the packet level (raw client, real daemon, hub and sshd)', fu
     await waitFor(() => client.closed, { timeoutMs: WAIT_MS, what: 'the daemon to close the connection' });
   });
 
-  it('closes a client that sends PINGs but never reads the PONGs, before their bytes pass --max-queued-bytes', async () => {
-    const client = await connect();
+  it('stops reading a client that reads none of its answers, before login too, and holds little for it', async () => {
+    // Before login ssh2 refuses every GLOBAL_REQUEST, and nothing paused a
+    // client that sends them and never reads: 800,000 of them grew the
+    // daemon by 300 MiB. After login the proxy answers PINGs the same way.
+    const pub = fs.readFileSync(path.join(env.proxy.keyDir, 'ssh_host_ed25519_key.pub'), 'utf8');
+    const key = parseKey(pub);
+    if (key instanceof Error) throw key;
+    const client = new RawClient(env.proxy.port, env.user.name, env.token, key.getPublicSSH(), 0);
+    clients.push(client);
+    await waitFor(() => client.handshaken || undefined, { timeoutMs: WAIT_MS, what: 'the key exchange' });
+    const daemonRss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${env.proxy.child.pid}/status`, 'utf8'))![1]) * 1024;
+    const rssBefore = daemonRss();
     client.socket.pause();
-    const ping = Buffer.concat([Buffer.of(MSG.PING), sshString(Buffer.alloc(30_000))]);
-    // The kernel's socket buffers on both sides take some megabytes first;
-    // then every PONG would stay in the daemon's memory.
-    const logged = env.proxy.logs().length;
-    const closedLine = /client protocol error: the client leaves more than 8388608 bytes of answers unread/;
+    const request = globalRequest('x'.repeat(20), true);
+    // Past the kernel's socket buffers on both sides (some MB), the client's
+    // own buffer grows only once the daemon has stopped reading.
     let sent = 0;
     await waitFor(
       async () => {
-        if (closedLine.test(env.proxy.logs().slice(logged))) return true;
-        if (sent > 20 * MAX_QUEUED_BYTES) throw new Error(`${sent} bytes of PINGs sent and the connection is still open`);
-        for (let i = 0; i < 64; i++) client.send(ping);
-        sent += 64 * ping.length;
+        if (client.socket.writableLength > 8 * 1024 * 1024) return true;
+        if (sent > 1_000_000) throw new Error(`the daemon still reads after ${sent} requests`);
+        for (let i = 0; i < 2048; i++) client.send(request);
+        sent += 2048;
         await new Promise((resolve) => setImmediate(resolve));
         return undefined;
       },
-      { timeoutMs: 60_000, intervalMs: 1, what: 'the daemon to close the connection' },
+      { timeoutMs: 60_000, intervalMs: 1, what: 'the daemon to stop reading' },
     );
-    const next = await connect();
-    expect(next.authenticated, 'the daemon serves the next client').to.equal(true);
+    expect(daemonRss() - rssBefore, 'the daemon RSS grew by (bytes)').to.be.below(64 * 1024 * 1024);
+  });
+
+  it('stops reading a client that sends PINGs and reads no PONGs, and answers them all once it reads', async () => {    const client = await connect();
+    client.socket.pause();
+    const ping = Buffer.concat([Buffer.of(MSG.PING), sshString(Buffer.alloc(1000))]);
+    const before = client.received.length;
+    // Past the kernel's socket buffers on both sides (~20 MB here), the
+    // client's own buffer grows only once the daemon has stopped reading;
+    // a daemon that read on would hold every PONG in its memory.
+    let sent = 0;
+    await waitFor(
+      async () => {
+        if (client.socket.writableLength > 16 * 1024 * 1024) return true;
+        if (sent * ping.length > 128 * 1024 * 1024) throw new Error(`the daemon still reads after ${sent} PINGs`);
+        for (let i = 0; i < 256; i++) client.send(ping);
+        sent += 256;
+        await new Promise((resolve) => setImmediate(resolve));
+        return undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 1, what: 'the daemon to stop reading' },
+    );
+    client.socket.resume();
+    await client.waitFor((r) => (r.length - before >= sent ? true : undefined), `${sent} PONGs`);
+    const answers = client.received.slice(before);
+    expect(answers.length).to.equal(sent);
+    expect(answers.every((x) => x.type === MSG.PONG && x.payload.length === ping.length)).to.equal(true);
+    expect(client.closed).to.equal(false);
   });
 
   it('gives a global request with want_reply exactly one reply', async () => {
