@@ -69,17 +69,28 @@ const SERVER_ONLY = new Set<number>([
  */
 const MAX_BACKLOG_BYTES = 256 * 1024;
 
-/**
- * Unsent output beyond which a leg stops reading its own stream until the
- * output drains, as sshd stops reading a client that has too much output
- * waiting. Backpressure between the legs bounds what the relay forwards,
- * but not the answers to a leg's own packets (PONG, UNIMPLEMENTED, ssh2's
- * refusal of every GLOBAL_REQUEST before login): without this, a peer that
- * writes and never reads piles them up in the memory every user shares
- * (~400 bytes per small write in Node's stream; 800,000 global requests
- * before login grew the daemon by 300 MiB).
+/*
+ * Backpressure between the legs bounds what the relay forwards, but not the
+ * answers to a leg's own packets (PONG, UNIMPLEMENTED, ssh2's refusal of
+ * every GLOBAL_REQUEST before login): a peer that writes and never reads
+ * would pile them up in the memory every user shares, ~400 bytes per small
+ * write in Node's stream (800,000 global requests before login grew the
+ * daemon by 300 MiB). Two bounds:
+ *
+ * Before the relay takes over, a leg carries only such answers, and it
+ * stops reading its stream while more than MAX_UNREAD_OUTPUT_BYTES of its
+ * output wait, as sshd stops reading a client with too much output waiting.
+ * Not after: with bulk data both ways, two ends that each stop reading
+ * while their output waits can wait for each other for ever.
+ *
+ * After, a peer that leaves MAX_WRITES_WHILE_FULL writes unread in a row
+ * (the output never drained in between) is not reading: the leg fails. In
+ * that time backpressure stops the other leg at the first full write, so
+ * forwarded data adds at most what was read already, a read and the
+ * backlog (~1.3 MiB; ~40,000 packets at the smallest).
  */
 const MAX_UNREAD_OUTPUT_BYTES = 256 * 1024;
+const MAX_WRITES_WHILE_FULL = 65536;
 
 /** The leg a stream belongs to, for the listeners all legs share. */
 const LEG = Symbol('leg');
@@ -238,8 +249,10 @@ export class Leg extends EventEmitter implements Backlogged {
   private done = false;
   /** Input paused because the other leg's output is congested (relay backpressure). */
   private congested = false;
-  /** Input paused because this leg's own output holds more than MAX_UNREAD_OUTPUT_BYTES. */
+  /** Input paused because this leg's own output holds more than MAX_UNREAD_OUTPUT_BYTES (before the relay). */
   private outputFull = false;
+  /** Writes since the output last drained, made while it was over its high-water mark. */
+  private writesWhileFull = 0;
   /** Chunks received after the turn's budget was spent, in order (see turnbudget.ts). */
   private backlog: Buffer[] = [];
   private backlogBytes = 0;
@@ -349,6 +362,7 @@ export class Leg extends EventEmitter implements Backlogged {
 
   private static onOutputDrain(this: LegStream): void {
     const leg = this[LEG]!;
+    leg.writesWhileFull = 0;
     if (leg.outputFull) {
       leg.outputFull = false;
       if (leg.backlog.length === 0 && leg.mayRead()) leg.input.resume();
@@ -827,9 +841,13 @@ export class Leg extends EventEmitter implements Backlogged {
     this.sentBytes += data.length;
     const release = this.recycles && isRecycled(data) ? () => releasePacketBuffer(data) : undefined;
     if (!this.output.write(data, release)) this.emit('congested');
-    if (!this.outputFull && this.output.writableLength > MAX_UNREAD_OUTPUT_BYTES) {
-      this.outputFull = true;
-      this.input.pause();
+    if (this.handler === undefined) {
+      if (!this.outputFull && this.output.writableLength > MAX_UNREAD_OUTPUT_BYTES) {
+        this.outputFull = true;
+        this.input.pause();
+      }
+    } else if (this.output.writableNeedDrain && ++this.writesWhileFull > MAX_WRITES_WHILE_FULL) {
+      this.fail(new Error(`the ${this.name} reads nothing: ${MAX_WRITES_WHILE_FULL} packets wait unsent`));
     }
   }
 
