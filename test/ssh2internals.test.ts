@@ -40,9 +40,9 @@ import {
   type ParsedKey,
   type Protocol,
 } from '../lib/ssh2internals.js';
-import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import { parseKexInitCiphers } from '../lib/messages.js';
 import { CIPHERS, DEFAULT_CLIENT_LEG, SERVER_SIG_ALGS, clientOffer, hostKeyAlgorithms, serverOffer, type ClientLegAlgorithms } from '../lib/algorithms.js';
+import { mlkemClient } from './helpers/mlkemclient.js';
 import { waitFor } from './helpers/wait.js';
 
 const require = createRequire(import.meta.url);
@@ -918,10 +918,8 @@ describe('ssh2 internals contract: mlkem768x25519-sha256 (patches/ssh2+1.17.0.pa
   });
 
   it("answers KEX_ECDH_INIT with the ciphertext and its X25519 key, and signs the draft's exchange hash, K hashed as a string", () => {
-    const kem = ml_kem768.keygen();
-    const x25519 = crypto.generateKeyPairSync('x25519');
-    const clientX25519 = x25519.publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
-    const clientPublic = Buffer.concat([kem.publicKey, clientX25519]);
+    const client = mlkemClient();
+    const { clientPublic } = client;
     const server = serverAnswering(clientPublic);
     try {
       expect(server.errors.map(String)).to.deep.equal([]);
@@ -934,10 +932,7 @@ describe('ssh2 internals contract: mlkem768x25519-sha256 (patches/ssh2+1.17.0.pa
 
       // The client's side of the draft (draft-ietf-sshm-mlkem-hybrid-kex):
       // K = SHA-256(ML-KEM secret || X25519 secret), and H over K as a string.
-      const kemSecret = ml_kem768.decapsulate(serverPublic!.subarray(0, 1088), kem.secretKey);
-      const serverX25519 = crypto.createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b656e032100', 'hex'), serverPublic!.subarray(1088)]), format: 'der', type: 'spki' });
-      const ecdhSecret = crypto.diffieHellman({ privateKey: x25519.privateKey, publicKey: serverX25519 });
-      const k = crypto.createHash('sha256').update(kemSecret).update(ecdhSecret).digest();
+      const k = client.sharedSecret(serverPublic!);
       const h = crypto
         .createHash('sha256')
         .update(Buffer.concat([CLIENT_IDENT, server.serverIdent, server.clientKexInit, serverKexInit!, hostKeyBlob!, clientPublic, serverPublic!, k].map((b) => sshString(b))))
