@@ -1,6 +1,6 @@
 // lib/hybridkex.ts, the server's half of mlkem768x25519-sha256, against a
-// client's half written from the draft (test/helpers/mlkemclient.ts). The whole exchange with the real
-// OpenSSH client is in core.test.ts.
+// client's half written from the draft (test/helpers/mlkemclient.ts). The
+// whole exchange with the real OpenSSH client is in core.test.ts.
 import { expect } from 'chai';
 import { mlkem768x25519ServerReply } from '../lib/hybridkex.js';
 import { mlkemClient } from './helpers/mlkemclient.js';
