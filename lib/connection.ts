@@ -453,7 +453,8 @@ export class Connection {
    * cipher) but offered AES-GCM is switched to it by a key exchange of the
    * proxy's own, offering only AES-GCM, once either direction reads bulk
    * data: interactive sessions never pay for the extra exchange. A client on
-   * AES-CTR gains most: its packets take ssh2's way, never the relay loop's.
+   * AES-CTR gains most: its HMAC costs the daemon two to four times the CPU
+   * of AES-GCM.
    */
   private switchToAesGcmForBulk(): void {
     const aesGcm = this.settings.aesGcmSwitch;

@@ -113,8 +113,8 @@ export function seqnoOfTag(leg: Leg, tag: number): number | undefined {
   return epoch === leg.epoch ? tag - epoch * EPOCH_FACTOR : undefined;
 }
 
-/** The largest packet on the wire, length and tag included (ssh2 takes bodies up to 35000 bytes). */
-const MAX_WIRE_PACKET = 4 + 35_000 + 16;
+/** The largest packet on the wire, length and MAC included (ssh2 takes bodies up to 35000 bytes; HMAC-SHA-512 is 64). */
+const MAX_WIRE_PACKET = 4 + 35_000 + 64;
 
 /**
  * Relay output or a backlogged read below this gets a buffer of its own
@@ -659,20 +659,20 @@ export class Leg extends EventEmitter implements Backlogged {
 
   /**
    * `shared`: `chunk` lies in the shared read buffer and must not be kept.
-   * `decryptedBody`: the first packet is decrypted in place already, with
-   * this body length (what a socket relay hands back).
+   * `decryptedPacket`: the first packet, this many bytes on the wire, is
+   * decrypted in place already (what a socket relay hands back).
    */
-  private process(chunk: Buffer, shared = false, decryptedBody = 0): void {
+  private process(chunk: Buffer, shared = false, decryptedPacket = 0): void {
     this.budget.charge(chunk.length);
     // The socket relay counted what it hands back when it read it.
-    if (decryptedBody === 0) this.receivedBytes += chunk.length;
+    if (decryptedPacket === 0) this.receivedBytes += chunk.length;
     // Batch what one chunk produces on the other leg into few writes.
     const peer = this.peerOutput;
     peer?.cork();
     this.parsing = true;
     try {
       if (this.direct !== undefined) {
-        this.relayChunk(chunk, this.direct.peer, shared, decryptedBody);
+        this.relayChunk(chunk, this.direct.peer, shared, decryptedPacket);
       } else {
         if (shared) this.proto.parse(Buffer.from(chunk), 0, chunk.length);
         else this.proto.parse(chunk, 0, chunk.length);
@@ -692,7 +692,7 @@ export class Leg extends EventEmitter implements Backlogged {
     // (window adjustments, acknowledgements), small reads that cost a
     // JavaScript turn each in Node and nothing to speak of in the addon.
     if (chunk.length >= SOCKET_RELAY_MIN_READ) {
-      // Bulk data, also where a cipher that is not AEAD keeps it off the sockets.
+      // Bulk data, also where a cipher the addon does not take keeps it off the sockets.
       this.emit('bulk');
       this.relayOnSockets();
     } else if (this.direct?.peer.onSockets) {
@@ -702,16 +702,16 @@ export class Leg extends EventEmitter implements Backlogged {
 
   /**
    * Takes a chunk through the relay loop where a route to the peer exists,
-   * and through ssh2 one packet at a time where not (a cipher that is not
-   * AEAD, the peer in a key exchange, or ssh2 holding part of a packet).
+   * and through ssh2 one packet at a time where not (a cipher the addon does
+   * not take, the peer in a key exchange, or ssh2 holding part of a packet).
    */
-  private relayChunk(chunk: Buffer, peer: Leg, shared: boolean, decryptedBody: number): void {
+  private relayChunk(chunk: Buffer, peer: Leg, shared: boolean, decryptedPacket: number): void {
     let p = 0;
     let end = chunk.length;
-    if (decryptedBody > 0) {
+    if (decryptedPacket > 0) {
       // Handed back by the socket relay: no split packet is held then.
-      this.dispatch(chunk.subarray(5, 4 + decryptedBody - chunk[4]!), true);
-      p = 4 + decryptedBody + 16;
+      this.dispatchDecrypted(chunk, 0, true);
+      p = decryptedPacket;
     } else if (this.pending !== undefined) {
       const route = peer.done ? undefined : relayRoute(this.proto, peer.proto);
       if (route === undefined) {
@@ -794,15 +794,19 @@ export class Leg extends EventEmitter implements Backlogged {
         case Stop.OutputFull:
           p = next;
           continue;
-        case Stop.OtherType: {
-          const bodyLength = relayResult[ResultSlot.BodyLength]!;
-          this.dispatch(buf.subarray(next + 5, next + 4 + bodyLength - buf[next + 4]!), reused);
-          return next + 4 + bodyLength + 16;
-        }
+        case Stop.OtherType:
+          this.dispatchDecrypted(buf, next, reused);
+          return relayResult[ResultSlot.After]!;
         default:
           return -next - 1;
       }
     }
+  }
+
+  /** Hands the payload of the packet the relay loop decrypted in place at `buf[start]` (its length in the clear) to ssh2. */
+  private dispatchDecrypted(buf: Buffer, start: number, reused: boolean): void {
+    const bodyLength = buf.readUInt32BE(start);
+    this.dispatch(buf.subarray(start + 5, start + 4 + bodyLength - buf[start + 4]!), reused);
   }
 
   /** Hands a payload the relay loop decrypted to ssh2; `reused`: it lies in a buffer that is reused. */

@@ -18,10 +18,11 @@ import { randomFillSync } from 'node:crypto';
 
 /**
  * Size of a recycled buffer: the largest packet either leg sends. ssh2 takes
- * inbound packets up to 35000 bytes; with length, padding and tag, a packet
- * forwarded as-is is never larger than this. Larger ones get their own buffer.
+ * inbound packets up to 35000 bytes; with length, padding and a MAC of up to
+ * 64 bytes, a packet forwarded as-is is never larger than this. Larger ones
+ * get their own buffer.
  */
-const BLOCK_BYTES = 35_000 + 64;
+const BLOCK_BYTES = 35_000 + 128;
 
 /**
  * Smaller packets get their own buffer (Node pools those below 4 KiB): a

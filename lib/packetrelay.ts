@@ -1,6 +1,7 @@
 /**
- * The packet relay addon (native/packetrelay.c): AEAD ciphers that stand in
- * for those of ssh2's binding, and a loop that relays channel packets from
+ * The packet relay addon (native/packetrelay.c): ciphers that stand in for
+ * those of ssh2's binding (AES-GCM, ChaCha20-Poly1305, AES-CTR with HMAC),
+ * and a loop that relays channel packets from
  * one leg's socket chunk to the other leg's cipher without a JavaScript call
  * per packet. lib/ssh2internals.ts installs the ciphers into ssh2;
  * lib/leg.ts runs the loop. native/socketrelay.c runs the same loop on the
@@ -23,7 +24,7 @@ export interface NativeDecipher {
 export const enum Stop {
   /** Every whole packet is done: the chunk ends, or ends inside a packet. */
   End = 0,
-  /** A packet of a type not relayed unchanged, decrypted in place for the caller. */
+  /** A packet of a type not relayed unchanged, decrypted in place for the caller (its length field in the clear). */
   OtherType = 1,
   /** The output buffer cannot take the next packet. */
   OutputFull = 2,
@@ -38,8 +39,8 @@ export const enum ResultSlot {
   /** Packets relayed by this call. */
   Relayed = 2,
   Stopped = 3,
-  /** For Stop.OtherType: the body length of that packet (decrypted in place after its length). */
-  BodyLength = 4,
+  /** For Stop.OtherType: where the packet after that one starts. */
+  After = 4,
 }
 
 interface PacketRelayAddon {
@@ -47,6 +48,8 @@ interface PacketRelayAddon {
   AESGCMDecipher: new (name: string, key: Buffer, iv: Buffer) => NativeDecipher;
   ChaChaPolyCipher: new (keys: Buffer) => NativeCipher;
   ChaChaPolyDecipher: new (keys: Buffer) => NativeDecipher;
+  CtrHmacCipher: new (name: string, key: Buffer, iv: Buffer, digest: string, macKey: Buffer, etm: boolean) => NativeCipher;
+  CtrHmacDecipher: new (name: string, key: Buffer, iv: Buffer, digest: string, macKey: Buffer, etm: boolean, macActualLength: number) => NativeDecipher;
   relay(
     chunk: Buffer,
     start: number,
@@ -94,7 +97,7 @@ export interface NativeSocketRelay {
 
 export const packetRelay = loadAddon<PacketRelayAddon>('packetrelay', 'packet relay');
 
-/** The cipher classes by the names ssh2's binding exports them under. */
+/** The AEAD cipher classes by the names ssh2's binding exports them under. */
 export const cipherClasses = {
   AESGCMCipher: packetRelay.AESGCMCipher,
   AESGCMDecipher: packetRelay.AESGCMDecipher,
@@ -102,10 +105,32 @@ export const cipherClasses = {
   ChaChaPolyDecipher: packetRelay.ChaChaPolyDecipher,
 } as const;
 
+/** The AES-CTR with HMAC classes, for ssh2's GenericCipher and GenericDecipher where they take the algorithms (ctrHmacTakes). */
+export const ctrHmacClasses = { GenericCipher: packetRelay.CtrHmacCipher, GenericDecipher: packetRelay.CtrHmacDecipher } as const;
+
+const CTR_CIPHERS = new Set(['aes-128-ctr', 'aes-192-ctr', 'aes-256-ctr']);
+const HMAC_DIGEST_LENGTHS = new Map([
+  ['sha1', 20],
+  ['sha256', 32],
+  ['sha512', 64],
+]);
+
+/**
+ * Whether the AES-CTR classes take a cipher and HMAC, by the OpenSSL names
+ * ssh2 passes them under (CIPHER_INFO's and MAC_INFO's sslName), and for a
+ * decipher the MAC length on the wire: only whole MACs (no hmac-*-96).
+ * ssh2's own classes keep the rest (CBC modes, MD5, truncated MACs), which
+ * the proxy does not offer.
+ */
+export function ctrHmacTakes(cipher: string, digest: string, macLength?: number): boolean {
+  const length = HMAC_DIGEST_LENGTHS.get(digest);
+  return CTR_CIPHERS.has(cipher) && length !== undefined && (macLength === undefined || macLength === length);
+}
+
 export function isNativeCipher(value: unknown): value is NativeCipher {
-  return value instanceof packetRelay.AESGCMCipher || value instanceof packetRelay.ChaChaPolyCipher;
+  return value instanceof packetRelay.AESGCMCipher || value instanceof packetRelay.ChaChaPolyCipher || value instanceof packetRelay.CtrHmacCipher;
 }
 
 export function isNativeDecipher(value: unknown): value is NativeDecipher {
-  return value instanceof packetRelay.AESGCMDecipher || value instanceof packetRelay.ChaChaPolyDecipher;
+  return value instanceof packetRelay.AESGCMDecipher || value instanceof packetRelay.ChaChaPolyDecipher || value instanceof packetRelay.CtrHmacDecipher;
 }

@@ -13,7 +13,7 @@ import type { ClientLegAlgorithms } from './algorithms.js';
 import { MLKEM768X25519_SHA256, mlkem768x25519ServerReply } from './hybridkex.js';
 import { MSG } from './messages.js';
 import { fillRandom, takePacketBuffer } from './packetbuffers.js';
-import { cipherClasses, isNativeCipher, isNativeDecipher, type NativeCipher, type NativeDecipher } from './packetrelay.js';
+import { cipherClasses, ctrHmacClasses, ctrHmacTakes, isNativeCipher, isNativeDecipher, type NativeCipher, type NativeDecipher } from './packetrelay.js';
 
 const require = createRequire(import.meta.url);
 
@@ -28,7 +28,7 @@ const SSH2_CRYPTO = require.resolve('ssh2/lib/protocol/crypto.js');
 const SSH2_BINDING = 'ssh2/lib/protocol/crypto/build/Release/sshcrypto.node';
 
 /**
- * Puts the packet relay addon's AEAD ciphers in place of ssh2's own, so that
+ * Puts the packet relay addon's ciphers in place of ssh2's own, so that
  * ssh2 and the relay loop (lib/leg.ts) share one cipher state per direction.
  * ssh2's crypto.js copies the binding's classes once, as it loads; so this
  * must run before anything loads it, and does (this module loads ssh2's
@@ -38,8 +38,27 @@ const SSH2_BINDING = 'ssh2/lib/protocol/crypto/build/Release/sshcrypto.node';
  */
 function installRelayCiphers(binding: Record<string, unknown> | undefined): boolean {
   if (binding === undefined || require.cache[SSH2_CRYPTO] !== undefined) return false;
-  Object.assign(binding, cipherClasses);
+  Object.assign(binding, cipherClasses, {
+    GenericCipher: ctrHmacOrSsh2(ctrHmacClasses.GenericCipher, binding.GenericCipher as Constructor),
+    GenericDecipher: ctrHmacOrSsh2(ctrHmacClasses.GenericDecipher, binding.GenericDecipher as Constructor),
+  });
   return true;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- ssh2 passes its own arguments through
+type Constructor = new (...args: any[]) => object;
+
+/**
+ * ssh2's GenericCipher or GenericDecipher: the addon's class for what it
+ * takes (AES-CTR with a whole HMAC), ssh2's own for the rest. ssh2 calls
+ * it with `new` and the arguments (cipher name, key, IV, digest name, MAC
+ * key, encrypt-then-MAC, and for a decipher the MAC length on the wire).
+ */
+function ctrHmacOrSsh2(ours: Constructor, ssh2s: Constructor): Constructor {
+  return function GenericCipherOrDecipher(...args: unknown[]) {
+    const [cipher, , , digest, , , macLength] = args;
+    return ctrHmacTakes(String(cipher), String(digest), macLength as number | undefined) ? new ours(...args) : new ssh2s(...args);
+  } as unknown as Constructor;
 }
 
 function loadSsh2Binding(): Record<string, unknown> | undefined {
@@ -52,8 +71,9 @@ function loadSsh2Binding(): Record<string, unknown> | undefined {
 
 const ssh2Binding = loadSsh2Binding();
 
-/** ssh2's own AEAD cipher classes, as its binding had them (for the contract test that compares the two). */
-export const ssh2BindingCiphers: Partial<typeof cipherClasses> = ssh2Binding === undefined ? {} : Object.fromEntries(Object.keys(cipherClasses).map((name) => [name, ssh2Binding[name]]));
+/** ssh2's own cipher classes, as its binding had them (for the contract test that compares the two). */
+export const ssh2BindingCiphers: Partial<typeof cipherClasses & typeof ctrHmacClasses> =
+  ssh2Binding === undefined ? {} : Object.fromEntries([...Object.keys(cipherClasses), ...Object.keys(ctrHmacClasses)].map((name) => [name, ssh2Binding[name]]));
 
 const relayCiphersInstalled = installRelayCiphers(ssh2Binding);
 
@@ -128,10 +148,11 @@ interface RawCipher {
 }
 
 /**
- * An inbound cipher of ssh2 (crypto.js). Its AEAD classes keep a packet that
+ * An inbound cipher of ssh2 (crypto.js). Its classes keep a packet that
  * arrived in pieces in these fields (AES-GCM: `_lenBytes`, `_pktLen`,
  * `_packet`, `_tagPos`; ChaCha20-Poly1305: `_lenPos` instead of `_lenBytes`,
- * `_macPos` instead of `_tagPos`).
+ * `_macPos` instead of `_tagPos`; the generic one: `_blockPos` instead of
+ * `_lenBytes`, `_macPos`).
  */
 interface RawDecipher {
   inSeqno: number;
@@ -142,6 +163,7 @@ interface RawDecipher {
   _pktLen?: number;
   _lenBytes?: number;
   _lenPos?: number;
+  _blockPos?: number;
 }
 
 /** The private fields this module relies on. */
@@ -149,7 +171,8 @@ interface RawProtocol extends Protocol {
   _onPayload: (payload: Buffer) => unknown;
   _onHandshakeComplete: (...args: unknown[]) => void;
   _decipher: RawDecipher | undefined;
-  _cipher: { outSeqno: number; _dead?: boolean; _instance?: unknown };
+  /** `_macLen`, `_macActualLen`: the generic cipher's MAC length, and what it sends of it. */
+  _cipher: { outSeqno: number; _dead?: boolean; _instance?: unknown; _macLen?: number; _macActualLen?: number };
   _kexinit: Buffer | undefined;
   _handlers: Record<string, unknown>;
   _kex: { remoteExtInfoEnabled?: boolean; sessionID?: Buffer; negotiated?: { kex?: string; cs?: { cipher?: string } } } | undefined;
@@ -434,17 +457,19 @@ const route: RelayRoute = { decipher: undefined as unknown as NativeDecipher, in
 
 /**
  * The route for packets from `from` to `to`, if the relay loop can take them
- * now: both ciphers are the addon's (an AEAD cipher negotiated and the
- * addon's classes installed), `from` holds no part of a packet, and `to` is
- * not in a key exchange (ssh2 would queue what it sends).
+ * now: both ciphers are the addon's (a cipher it has negotiated and the
+ * addon's classes installed), `to` sends whole MACs (the addon's cipher
+ * object cannot tell a truncated one, which ssh2 cuts), `from` holds no part
+ * of a packet, and `to` is not in a key exchange (ssh2 would queue what it
+ * sends).
  */
 export function relayRoute(from: Protocol, to: Protocol): RelayRoute | undefined {
   const decipher = (from as RawProtocol)._decipher;
   const peer = to as RawProtocol;
   const cipher = peer._cipher;
   if (peer._kexinit !== undefined || decipher === undefined || cipher._dead === true) return undefined;
-  if (!isNativeDecipher(decipher._instance) || !isNativeCipher(cipher._instance)) return undefined;
-  if (decipher._pktLen !== 0 || decipher._packet !== null || (decipher._lenBytes ?? decipher._lenPos) !== 0) return undefined;
+  if (!isNativeDecipher(decipher._instance) || !isNativeCipher(cipher._instance) || cipher._macActualLen !== cipher._macLen) return undefined;
+  if (decipher._pktLen !== 0 || decipher._packet !== null || (decipher._lenBytes ?? decipher._lenPos ?? decipher._blockPos) !== 0) return undefined;
   route.decipher = decipher._instance;
   route.inSeqno = decipher.inSeqno;
   route.cipher = cipher._instance;

@@ -1,5 +1,5 @@
 /*
- * The AEAD ciphers of both legs, and the loop that relays channel packets
+ * The ciphers of both legs, and the loop that relays channel packets
  * from one leg to the other without a JavaScript call per packet.
  *
  * The ciphers are drop-in replacements for those of ssh2's own binding
@@ -7,7 +7,11 @@
  * bytes on the wire; test/packetrelay.test.ts compares them). lib/ssh2internals.ts
  * hands them to ssh2 in place of its own, so that ssh2 (key exchange,
  * authentication, the packets the relay forwards one by one) and relay()
- * below advance one and the same cipher state.
+ * below advance one and the same cipher state. Besides the AEAD ciphers
+ * they cover what the proxy offers of ssh2's generic ones: AES-CTR with
+ * HMAC-SHA-1/256/512 at full length, encrypt-and-MAC or encrypt-then-MAC
+ * (clients without AES-GCM: paramiko, older JSch and PuTTY). ssh2's own
+ * class keeps any other (lib/ssh2internals.ts).
  *
  * relay() takes a socket chunk of one leg, at a packet boundary, and for each
  * whole packet in it: decrypts it into the output buffer, and if its message
@@ -46,6 +50,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #ifdef HAVE_IPSEC_MB
@@ -57,17 +62,29 @@
 #define POLY1305_KEYLEN 32
 #define GCM_IV_LEN 12
 
-typedef enum { KIND_GCM, KIND_CHACHA } kind_t;
+#define CTR_BLOCK 16
+
+typedef enum { KIND_GCM, KIND_CHACHA, KIND_CTR_HMAC } kind_t;
 
 struct aead {
   kind_t kind;
   int encrypt;
-  unsigned block; /* padding block: 16 for AES-GCM, 8 for ChaCha20-Poly1305 */
-  EVP_CIPHER_CTX *main;   /* AES-GCM, or ChaCha20 with the main key */
+  unsigned block;   /* padding block: 16 for AES, 8 for ChaCha20-Poly1305 */
+  unsigned mac_len; /* the tag or MAC after each packet */
+  /* Bytes of the length field that count towards the block multiple: 4 where
+     the cipher covers it (AES-CTR encrypt-and-MAC), 0 where it is additional
+     data or in the clear. */
+  unsigned length_in_blocks;
+  int etm;                /* AES-CTR: encrypt-then-MAC */
+  EVP_CIPHER_CTX *main;   /* AES-GCM, ChaCha20 with the main key, or AES-CTR */
   EVP_CIPHER_CTX *pktlen; /* ChaCha20 with the length key */
-  EVP_MAC *mac;           /* Poly1305 */
+  EVP_MAC *mac;           /* Poly1305, or HMAC */
   EVP_MAC_CTX *mac_ctx;
   unsigned char enc_length[4]; /* ChaCha decipher: the encrypted length of the packet in hand */
+  /* AES-CTR: the counter block where the next packet starts. Kept here, and
+     set on `main` for each packet, so that reading a packet's length before
+     the whole packet is in (relay_packets) does not move the stream on. */
+  unsigned char ctr[CTR_BLOCK];
 #ifdef HAVE_IPSEC_MB
   /* AES-GCM on intel-ipsec-mb instead of `main`: the expanded key and hash keys (64-byte aligned), and the next IV. */
   struct gcm_key_data *gcm_keys;
@@ -137,6 +154,7 @@ static const char *gcm_init(aead_t *a, const char *name, const unsigned char *ke
   if ((int)key_len != EVP_CIPHER_key_length(cipher)) return "Invalid keys length";
   a->kind = KIND_GCM;
   a->block = 16;
+  a->mac_len = TAG_LEN;
 #ifdef HAVE_IPSEC_MB
   if (use_imb) {
     if ((a->gcm_keys = aligned_alloc(64, sizeof *a->gcm_keys)) == NULL) return "out of memory";
@@ -161,6 +179,7 @@ static const char *chacha_init(aead_t *a, const unsigned char *keys, size_t keys
   if (keys_len != 64) return "Invalid keys length";
   a->kind = KIND_CHACHA;
   a->block = 8;
+  a->mac_len = TAG_LEN;
   if ((a->pktlen = EVP_CIPHER_CTX_new()) == NULL || (a->main = EVP_CIPHER_CTX_new()) == NULL
       || (a->mac = EVP_MAC_fetch(NULL, "POLY1305", "provider=default")) == NULL
       || (a->mac_ctx = EVP_MAC_CTX_new(a->mac)) == NULL
@@ -200,6 +219,77 @@ static int chacha_tag(aead_t *a, uint32_t seqno, const unsigned char *p1, size_t
   return ok;
 }
 
+static uint32_t read_u32(const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void write_u32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24);
+  p[1] = (unsigned char)(v >> 16);
+  p[2] = (unsigned char)(v >> 8);
+  p[3] = (unsigned char)v;
+}
+
+/* The HMAC digests taken, by the names ssh2 passes (its MAC_INFO sslName). */
+static const char *const HMAC_DIGESTS[] = {"sha1", "sha256", "sha512"};
+
+/* AES-CTR with HMAC, as ssh2's GenericCipher/GenericDecipher take them: (cipher name, key, IV, digest name, MAC key, encrypt-then-MAC). */
+static const char *ctr_hmac_init(aead_t *a, const char *name, const unsigned char *key, size_t key_len, const unsigned char *iv, size_t iv_len,
+                                 const char *digest, const unsigned char *mac_key, size_t mac_key_len, int etm) {
+  const EVP_CIPHER *cipher = EVP_get_cipherbyname(name);
+  if (cipher == NULL || (cipher != EVP_aes_128_ctr() && cipher != EVP_aes_192_ctr() && cipher != EVP_aes_256_ctr())) return "Invalid AES CTR cipher name";
+  if (iv_len != CTR_BLOCK) return "Invalid IV length";
+  if ((int)key_len != EVP_CIPHER_key_length(cipher)) return "Invalid keys length";
+  size_t d = 0;
+  while (d < sizeof HMAC_DIGESTS / sizeof *HMAC_DIGESTS && strcmp(digest, HMAC_DIGESTS[d]) != 0) d++;
+  if (d == sizeof HMAC_DIGESTS / sizeof *HMAC_DIGESTS) return "Invalid MAC name";
+  a->kind = KIND_CTR_HMAC;
+  a->block = CTR_BLOCK;
+  a->etm = etm;
+  a->length_in_blocks = etm ? 0 : 4;
+  memcpy(a->ctr, iv, CTR_BLOCK);
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)HMAC_DIGESTS[d], 0), OSSL_PARAM_construct_end()};
+  if ((a->main = EVP_CIPHER_CTX_new()) == NULL || EVP_EncryptInit_ex(a->main, cipher, NULL, key, iv) != 1
+      || (a->mac = EVP_MAC_fetch(NULL, "HMAC", "provider=default")) == NULL || (a->mac_ctx = EVP_MAC_CTX_new(a->mac)) == NULL
+      || EVP_MAC_init(a->mac_ctx, mac_key, mac_key_len, params) != 1)
+    return "OpenSSL: AES-CTR with HMAC set-up failed";
+  a->mac_len = (unsigned)EVP_MAC_CTX_get_mac_size(a->mac_ctx);
+  return a->mac_len <= MAX_MAC_LEN ? NULL : "Invalid MAC name";
+}
+
+/* RFC 4344 §4: the counter is the IV read as one big-endian number, one step per block. */
+static void ctr_advance(aead_t *a, uint32_t bytes) {
+  uint64_t carry = bytes / CTR_BLOCK;
+  for (int i = CTR_BLOCK - 1; i >= 0 && carry != 0; i--) {
+    carry += a->ctr[i];
+    a->ctr[i] = (unsigned char)carry;
+    carry >>= 8;
+  }
+}
+
+/* AES-CTR of `len` bytes from the start of the next packet's stream; the counter stays (ctr_advance() moves it). */
+static int ctr_from_packet_start(aead_t *a, unsigned char *out, const unsigned char *in, uint32_t len) {
+  int outlen = 0;
+  return EVP_EncryptInit_ex(a->main, NULL, NULL, NULL, a->ctr) == 1 && EVP_EncryptUpdate(a->main, out, &outlen, in, (int)len) == 1 && outlen == (int)len;
+}
+
+/* The HMAC of the sequence number and `p1`, `p2` (RFC 4253 §6.4). */
+static int hmac(aead_t *a, uint32_t seqno, const unsigned char *p1, size_t l1, const unsigned char *p2, size_t l2, unsigned char *mac) {
+  unsigned char seq[4];
+  size_t mac_len = 0;
+  write_u32(seq, seqno);
+  /* No key: the context starts again from the one it has. */
+  return EVP_MAC_init(a->mac_ctx, NULL, 0, NULL) == 1 && EVP_MAC_update(a->mac_ctx, seq, sizeof seq) == 1 && EVP_MAC_update(a->mac_ctx, p1, l1) == 1
+         && (l2 == 0 || EVP_MAC_update(a->mac_ctx, p2, l2) == 1) && EVP_MAC_final(a->mac_ctx, mac, &mac_len, a->mac_len) == 1
+         && mac_len == a->mac_len;
+}
+
+/* The bytes AES-CTR covers of a packet with this body length: a whole number of blocks, else 0. */
+static uint32_t ctr_covered(const aead_t *a, uint32_t body_len) {
+  const uint32_t covered = a->length_in_blocks + body_len;
+  return covered % CTR_BLOCK == 0 ? covered : 0;
+}
+
 #ifdef HAVE_IPSEC_MB
 /* RFC 5647 §7.1: the invocation counter, the IV's last 8 bytes, counts packets (big-endian). */
 static void gcm_next_iv(unsigned char iv[GCM_IV_LEN]) {
@@ -217,9 +307,21 @@ static void imb_gcm(aead_t *a, int encrypt, unsigned char *out, const unsigned c
 }
 #endif
 
-/* Encrypts `uint32 length, body (length bytes), room for the tag` in place. */
+/* Encrypts `uint32 length, body (length bytes), room for the tag or MAC` in place. */
 static const char *aead_encrypt(aead_t *a, unsigned char *packet, uint32_t body_len, uint32_t seqno) {
   int outlen = 0;
+  if (a->kind == KIND_CTR_HMAC) {
+    const uint32_t covered = ctr_covered(a, body_len);
+    unsigned char *mac = packet + 4 + body_len;
+    unsigned char *start = packet + 4 - a->length_in_blocks;
+    if (covered == 0) return "AES-CTR: a packet of part of a block";
+    /* Encrypt-then-MAC covers the ciphertext, encrypt-and-MAC the plaintext. */
+    if (a->etm ? !ctr_from_packet_start(a, start, start, covered) || !hmac(a, seqno, packet, 4 + body_len, NULL, 0, mac)
+               : !hmac(a, seqno, packet, 4 + body_len, NULL, 0, mac) || !ctr_from_packet_start(a, start, start, covered))
+      return "OpenSSL: AES-CTR with HMAC encryption failed";
+    ctr_advance(a, covered);
+    return NULL;
+  }
   if (a->kind == KIND_GCM) {
 #ifdef HAVE_IPSEC_MB
     if (a->gcm_keys != NULL) {
@@ -254,7 +356,7 @@ static uint32_t chacha_length(aead_t *a, const unsigned char *enc_length, uint32
   return (uint32_t)plain[0] << 24 | (uint32_t)plain[1] << 16 | (uint32_t)plain[2] << 8 | plain[3];
 }
 
-/* Decrypts and authenticates a packet's body (the bytes after the length) into `out`: `body` itself, or memory that does not overlap it. */
+/* AEAD only: decrypts and authenticates a packet's body (the bytes after the length) into `out`: `body` itself, or memory that does not overlap it. */
 static const char *aead_decrypt(aead_t *a, unsigned char *out, const unsigned char *body, uint32_t body_len, uint32_t seqno, const unsigned char *tag) {
   int outlen = 0;
   if (a->kind == KIND_GCM) {
@@ -280,6 +382,51 @@ static const char *aead_decrypt(aead_t *a, unsigned char *out, const unsigned ch
   if (CRYPTO_memcmp(expected, tag, TAG_LEN) != 0) return "Invalid MAC";
   if (!chacha_stream(a->main, seqno, 1, out, body, (int)body_len)) return "OpenSSL: ChaCha20 failed";
   return NULL;
+}
+
+/* AES-CTR only: the packet length from the first block of a packet, the stream left where it is. */
+static uint32_t ctr_length(aead_t *a, const unsigned char *packet, const char **error) {
+  unsigned char plain[4];
+  if (a->etm) return read_u32(packet);
+  if (!ctr_from_packet_start(a, plain, packet, sizeof plain)) {
+    *error = "OpenSSL: AES-CTR failed";
+    return 0;
+  }
+  return read_u32(plain);
+}
+
+/*
+ * AES-CTR with HMAC: decrypts and checks the body of a packet, `body_len`
+ * bytes from `in` into `out` (`in` itself, or not overlapping it), given
+ * its length field in the clear and its MAC. Encrypt-and-MAC: the stream
+ * has just decrypted the length (ctr_from_packet_start over those 4 bytes).
+ */
+static const char *ctr_hmac_decrypt(aead_t *a, unsigned char *out, const unsigned char *in, uint32_t body_len, uint32_t seqno, const unsigned char length[4],
+                                    const unsigned char *mac) {
+  unsigned char expected[MAX_MAC_LEN];
+  int outlen = 0;
+  const uint32_t covered = ctr_covered(a, body_len);
+  if (covered == 0) return "Bad packet length";
+  if (a->etm) {
+    if (!hmac(a, seqno, length, 4, in, body_len, expected)) return "OpenSSL: HMAC failed";
+    if (CRYPTO_memcmp(expected, mac, a->mac_len) != 0) return "Invalid MAC";
+    if (!ctr_from_packet_start(a, out, in, body_len)) return "OpenSSL: AES-CTR failed";
+  } else {
+    if (EVP_EncryptUpdate(a->main, out, &outlen, in, (int)body_len) != 1 || outlen != (int)body_len) return "OpenSSL: AES-CTR failed";
+    if (!hmac(a, seqno, length, 4, out, body_len, expected)) return "OpenSSL: HMAC failed";
+    if (CRYPTO_memcmp(expected, mac, a->mac_len) != 0) return "Invalid MAC";
+  }
+  ctr_advance(a, covered);
+  return NULL;
+}
+
+/* Decrypts and authenticates a whole packet on the wire (`in`: length, body, tag or MAC), its body into out + 4 (not overlapping `in`). */
+static const char *decrypt_packet(aead_t *a, unsigned char *out, const unsigned char *in, uint32_t body_len, uint32_t seqno) {
+  if (a->kind != KIND_CTR_HMAC) return aead_decrypt(a, out + 4, in + 4, body_len, seqno, in + 4 + body_len);
+  unsigned char length[4];
+  if (a->etm) memcpy(length, in, sizeof length);
+  else if (!ctr_from_packet_start(a, length, in, sizeof length)) return "OpenSSL: AES-CTR failed";
+  return ctr_hmac_decrypt(a, out + 4, in + 4, body_len, seqno, length, in + 4 + body_len);
 }
 
 /* ---- N-API plumbing ---------------------------------------------------- */
@@ -324,28 +471,52 @@ int get_u32(napi_env env, napi_value value, uint32_t *out) {
   return napi_get_value_uint32(env, value, out) == napi_ok;
 }
 
-/* new (AESGCMCipher|AESGCMDecipher)(name, key, iv) or new (ChaChaPolyCipher|ChaChaPolyDecipher)(keys) */
+/* Constructor flags: bit 0 a cipher (else a decipher), then the kind. */
+enum { CLASS_ENCRYPT = 1, CLASS_CHACHA = 2, CLASS_CTR_HMAC = 4 };
+
+/*
+ * new (AESGCMCipher|AESGCMDecipher)(name, key, iv),
+ * new (ChaChaPolyCipher|ChaChaPolyDecipher)(keys),
+ * new CtrHmacCipher(name, key, iv, digest, macKey, etm),
+ * new CtrHmacDecipher(name, key, iv, digest, macKey, etm, macActualLen)
+ */
 static napi_value construct(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], self;
+  size_t argc = 7;
+  napi_value argv[7], self;
   void *flags;
   napi_get_cb_info(env, info, &argc, argv, &self, &flags);
   const intptr_t f = (intptr_t)flags;
   aead_t *a = calloc(1, sizeof *a);
   if (a == NULL) return throw_error(env, "out of memory");
-  a->encrypt = (int)(f & 1);
+  a->encrypt = (int)(f & CLASS_ENCRYPT);
   const char *error;
-  unsigned char *key, *iv;
-  size_t key_len, iv_len;
-  if (f & 2) {
+  unsigned char *key, *iv, *mac_key;
+  size_t key_len, iv_len, mac_key_len;
+  char name[32], digest[16];
+  bool etm = false;
+  uint32_t mac_actual_len = 0;
+  if (f & CLASS_CHACHA) {
     error = argc >= 1 && get_buffer(env, argv[0], &key, &key_len) ? chacha_init(a, key, key_len) : "Missing/Invalid keys";
+  } else if (argc < 3 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, NULL) != napi_ok) {
+    error = "Missing/Invalid OpenSSL cipher name";
+  } else if (!get_buffer(env, argv[1], &key, &key_len)) {
+    error = "Missing/Invalid key";
+  } else if (!get_buffer(env, argv[2], &iv, &iv_len)) {
+    error = "Missing/Invalid iv";
+  } else if (!(f & CLASS_CTR_HMAC)) {
+    error = gcm_init(a, name, key, key_len, iv, iv_len);
+  } else if (argc < 6 || napi_get_value_string_utf8(env, argv[3], digest, sizeof digest, NULL) != napi_ok) {
+    error = "Missing/Invalid HMAC name";
+  } else if (!get_buffer(env, argv[4], &mac_key, &mac_key_len)) {
+    error = "Missing/Invalid HMAC key";
+  } else if (napi_get_value_bool(env, argv[5], &etm) != napi_ok) {
+    error = "Missing/Invalid HMAC ETM flag";
+  } else if (!a->encrypt && (argc < 7 || !get_u32(env, argv[6], &mac_actual_len))) {
+    error = "Missing/Invalid HMAC length";
   } else {
-    char name[32];
-    size_t name_len = 0;
-    if (argc < 3 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len) != napi_ok) error = "Missing/Invalid OpenSSL cipher name";
-    else if (!get_buffer(env, argv[1], &key, &key_len)) error = "Missing/Invalid key";
-    else if (!get_buffer(env, argv[2], &iv, &iv_len)) error = "Missing/Invalid iv";
-    else error = gcm_init(a, name, key, key_len, iv, iv_len);
+    error = ctr_hmac_init(a, name, key, key_len, iv, iv_len, digest, mac_key, mac_key_len, etm);
+    /* Truncated MACs (hmac-*-96) are not among those taken: ssh2's class keeps them. */
+    if (error == NULL && !a->encrypt && mac_actual_len != a->mac_len) error = "Invalid HMAC length";
   }
   if (error != NULL || napi_wrap(env, self, a, aead_finalize, NULL, NULL) != napi_ok) {
     aead_clear(a);
@@ -364,7 +535,7 @@ static napi_value method_free(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* AES-GCM: encrypt(packet); ChaCha20-Poly1305: encrypt(packet, seqno). `packet` = length, body, room for the tag. */
+/* AES-GCM: encrypt(packet); the others: encrypt(packet, seqno). `packet` = length, body, room for the tag or MAC. */
 static napi_value method_encrypt(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2], self;
@@ -374,9 +545,9 @@ static napi_value method_encrypt(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, &self, NULL);
   aead_t *a = unwrap(env, self, 1);
   if (a == NULL) return NULL;
-  if (argc < 1 || !get_buffer(env, argv[0], &packet, &len) || len < 4 + TAG_LEN) return throw_error(env, "Missing/Invalid packet");
-  if (a->kind == KIND_CHACHA && (argc < 2 || !get_u32(env, argv[1], &seqno))) return throw_error(env, "Missing/Invalid sequence number");
-  const char *error = aead_encrypt(a, packet, (uint32_t)(len - 4 - TAG_LEN), seqno);
+  if (argc < 1 || !get_buffer(env, argv[0], &packet, &len) || len < 4 + a->mac_len) return throw_error(env, "Missing/Invalid packet");
+  if (a->kind != KIND_GCM && (argc < 2 || !get_u32(env, argv[1], &seqno))) return throw_error(env, "Missing/Invalid sequence number");
+  const char *error = aead_encrypt(a, packet, (uint32_t)(len - 4 - a->mac_len), seqno);
   return error ? throw_error(env, error) : NULL;
 }
 
@@ -399,10 +570,28 @@ static napi_value method_decrypt_len(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* AES-GCM: decrypt(body, length, tag); ChaCha20-Poly1305: decrypt(body, tag, seqno). In place; throws on a bad tag. */
+/*
+ * AES-CTR, ssh2's way: decryptBlock(block) decrypts the packet's first 4
+ * bytes, the length (encrypt-and-MAC only); decrypt(body, seqno, length, mac)
+ * the rest, in place. ssh2's GenericDecipherBinding calls them in that order.
+ */
+static napi_value method_decrypt_block(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], self;
+  unsigned char *block;
+  size_t len;
+  napi_get_cb_info(env, info, &argc, argv, &self, NULL);
+  aead_t *a = unwrap(env, self, 0);
+  if (a == NULL) return NULL;
+  if (a->kind != KIND_CTR_HMAC || a->etm) return throw_error(env, "decryptBlock is for AES-CTR encrypt-and-MAC");
+  if (argc < 1 || !get_buffer(env, argv[0], &block, &len) || len != 4) return throw_error(env, "Invalid block length");
+  return ctr_from_packet_start(a, block, block, (uint32_t)len) ? NULL : throw_error(env, "OpenSSL: AES-CTR failed");
+}
+
+/* AES-GCM: decrypt(body, length, tag); ChaCha20-Poly1305: decrypt(body, tag, seqno); AES-CTR: above. In place; throws on a bad tag or MAC. */
 static napi_value method_decrypt(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], self;
+  size_t argc = 4;
+  napi_value argv[4], self;
   unsigned char *body, *tag;
   size_t body_len, tag_len;
   uint32_t length = 0, seqno = 0;
@@ -410,6 +599,15 @@ static napi_value method_decrypt(napi_env env, napi_callback_info info) {
   aead_t *a = unwrap(env, self, 0);
   if (a == NULL) return NULL;
   if (argc < 3 || !get_buffer(env, argv[0], &body, &body_len)) return throw_error(env, "Missing/Invalid packet");
+  if (a->kind == KIND_CTR_HMAC) {
+    unsigned char *first;
+    size_t first_len;
+    if (argc < 4 || !get_u32(env, argv[1], &seqno) || !get_buffer(env, argv[2], &first, &first_len) || first_len != 4
+        || !get_buffer(env, argv[3], &tag, &tag_len) || tag_len != a->mac_len)
+      return throw_error(env, "Missing/Invalid arguments");
+    const char *error = ctr_hmac_decrypt(a, body, body, (uint32_t)body_len, seqno, first, tag);
+    return error ? throw_error(env, error) : NULL;
+  }
   if (a->kind == KIND_GCM) {
     if (!get_u32(env, argv[1], &length) || length > body_len || !get_buffer(env, argv[2], &tag, &tag_len) || tag_len != TAG_LEN)
       return throw_error(env, "Missing/Invalid arguments");
@@ -438,23 +636,24 @@ static int fill_random(unsigned char *out, size_t len) {
   return 1;
 }
 
-static uint32_t read_u32(const unsigned char *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void write_u32(unsigned char *p, uint32_t v) {
-  p[0] = (unsigned char)(v >> 24);
-  p[1] = (unsigned char)(v >> 16);
-  p[2] = (unsigned char)(v >> 8);
-  p[3] = (unsigned char)v;
-}
-
 /* The body length of the packet whose 4 length bytes are at `bytes`, checked as ssh2 does; sets *error if bad. */
 static uint32_t body_length(aead_t *dec, const unsigned char *bytes, uint32_t seqno, const char **error) {
-  const uint32_t len = dec->kind == KIND_GCM ? read_u32(bytes) : chacha_length(dec, bytes, seqno, error);
-  if (*error == NULL
-      && (dec->kind == KIND_GCM ? (len + 20 > MAX_PACKET_SIZE || len < 16 || (len & 15) != 0) : (len > MAX_PACKET_SIZE || len < 8 || (len & 7) != 0)))
-    *error = "Bad packet length";
+  uint32_t len;
+  int bad;
+  switch (dec->kind) {
+    case KIND_GCM:
+      len = read_u32(bytes);
+      bad = len + 20 > MAX_PACKET_SIZE || len < 16 || (len & 15) != 0;
+      break;
+    case KIND_CHACHA:
+      len = chacha_length(dec, bytes, seqno, error);
+      bad = len > MAX_PACKET_SIZE || len < 8 || (len & 7) != 0;
+      break;
+    default:
+      len = ctr_length(dec, bytes, error);
+      bad = len > MAX_PACKET_SIZE || len < 5 || ctr_covered(dec, len) == 0;
+  }
+  if (*error == NULL && bad) *error = "Bad packet length";
   return len;
 }
 
@@ -471,14 +670,15 @@ const char *relay_packets(unsigned char *chunk, size_t start, size_t end, aead_t
   uint32_t relayed = 0;
   int stop = STOP_END;
   const char *error = NULL;
-  result->body_len = 0;
+  result->after = 0;
   while (end - p >= 4) {
     const uint32_t seqno = in_seqno + relayed;
     const uint32_t len = body_length(dec, chunk + p, seqno, &error);
     if (error) return error;
-    if (end - p < 4 + (size_t)len + TAG_LEN) break; /* incomplete: the caller keeps it */
+    const size_t wire = 4 + (size_t)len + dec->mac_len;
+    if (end - p < wire) break; /* incomplete: the caller keeps it */
     /* The re-framed packet is at most one padding block longer. */
-    if (out_len - o < 4 + (size_t)len + enc->block + TAG_LEN) {
+    if (out_len - o < 4 + (size_t)len + enc->block + enc->mac_len) {
       stop = STOP_OUTPUT_FULL;
       break;
     }
@@ -487,26 +687,29 @@ const char *relay_packets(unsigned char *chunk, size_t start, size_t end, aead_t
     /* Decrypted straight into the output packet: the payload has the same
        place in both frames (after the padding length byte), so it is not
        copied, and only the padding changes. */
-    if ((error = aead_decrypt(dec, packet + 4, body, len, seqno, body + len)) != NULL) return error;
+    if ((error = decrypt_packet(dec, packet, chunk + p, len, seqno)) != NULL) return error;
     const uint32_t padding = packet[4];
     if (padding + 1 > len) return "Bad padding length";
     const uint32_t payload_len = len - padding - 1;
     if (payload_len == 0 || !forwarded[packet[5]]) {
-      memcpy(body, packet + 4, len); /* the caller dispatches it from the chunk, as if decrypted in place */
+      /* The caller dispatches it from the chunk, as if decrypted in place. */
+      write_u32(chunk + p, len);
+      memcpy(body, packet + 4, len);
       stop = STOP_OTHER_TYPE;
-      result->body_len = len;
+      result->after = p + wire;
       break;
     }
-    /* RFC 4253 §6: at least 4 bytes of padding, all but the length a multiple of the block. */
-    uint32_t out_padding = enc->block - ((1 + payload_len) & (enc->block - 1));
+    /* RFC 4253 §6: at least 4 bytes of padding; the body, and the length
+       where the cipher covers it, a multiple of the block. */
+    uint32_t out_padding = enc->block - ((enc->length_in_blocks + 1 + payload_len) & (enc->block - 1));
     if (out_padding < 4) out_padding += enc->block;
     const uint32_t out_body = 1 + payload_len + out_padding;
     write_u32(packet, out_body);
     packet[4] = (unsigned char)out_padding;
     if (!fill_random(packet + 5 + payload_len, out_padding)) return "OpenSSL: no random bytes";
     if ((error = aead_encrypt(enc, packet, out_body, out_seqno + relayed)) != NULL) return error;
-    o += 4 + out_body + TAG_LEN;
-    p += 4 + len + TAG_LEN;
+    o += 4 + out_body + enc->mac_len;
+    p += wire;
     relayed++;
   }
   result->next = p;
@@ -522,7 +725,8 @@ const char *relay_packets(unsigned char *chunk, size_t start, size_t end, aead_t
  *   result (Float64Array): [0] where the chunk's next packet starts,
  *     [1] the end of the output written, [2] packets relayed,
  *     [3] why it stopped (STOP_*), and for STOP_OTHER_TYPE:
- *     [4] that packet's body length (decrypted in place at [0] + 4).
+ *     [4] where the packet after that one starts (that one is decrypted
+ *     in place at [0], its length field in the clear).
  */
 static napi_value relay(napi_env env, napi_callback_info info) {
   size_t argc = 11;
@@ -553,20 +757,22 @@ static napi_value relay(napi_env env, napi_callback_info info) {
   result[1] = (double)r.out_end;
   result[2] = r.relayed;
   result[3] = r.stop;
-  if (r.stop == STOP_OTHER_TYPE) result[4] = r.body_len;
+  if (r.stop == STOP_OTHER_TYPE) result[4] = (double)r.after;
   return NULL;
 }
 
 /* ---- module ------------------------------------------------------------ */
 
 static napi_value define(napi_env env, const char *name, intptr_t flags) {
+  const int encrypt = flags & CLASS_ENCRYPT;
   napi_property_descriptor methods[] = {
       {"free", NULL, method_free, NULL, NULL, NULL, napi_default_method, NULL},
-      {(flags & 1) ? "encrypt" : "decrypt", NULL, (flags & 1) ? method_encrypt : method_decrypt, NULL, NULL, NULL, napi_default_method, NULL},
-      {"decryptLen", NULL, method_decrypt_len, NULL, NULL, NULL, napi_default_method, NULL},
+      {encrypt ? "encrypt" : "decrypt", NULL, encrypt ? method_encrypt : method_decrypt, NULL, NULL, NULL, napi_default_method, NULL},
+      /* Deciphers only, as in ssh2's binding: ChaCha20-Poly1305 reads the length apart, AES-CTR the first block. */
+      {(flags & CLASS_CHACHA) ? "decryptLen" : "decryptBlock", NULL, (flags & CLASS_CHACHA) ? method_decrypt_len : method_decrypt_block, NULL, NULL, NULL,
+       napi_default_method, NULL},
   };
-  /* decryptLen exists for the ChaCha20-Poly1305 decipher only, as in ssh2's binding. */
-  const size_t count = (flags & 3) == 2 ? 3 : 2;
+  const size_t count = !encrypt && (flags & (CLASS_CHACHA | CLASS_CTR_HMAC)) ? 3 : 2;
   napi_value cls;
   napi_define_class(env, name, NAPI_AUTO_LENGTH, construct, (void *)flags, count, methods, &cls);
   return cls;
@@ -623,10 +829,12 @@ static napi_value use_aes_gcm(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
-  napi_set_named_property(env, exports, "AESGCMCipher", define(env, "AESGCMCipher", 1));
+  napi_set_named_property(env, exports, "AESGCMCipher", define(env, "AESGCMCipher", CLASS_ENCRYPT));
   napi_set_named_property(env, exports, "AESGCMDecipher", define(env, "AESGCMDecipher", 0));
-  napi_set_named_property(env, exports, "ChaChaPolyCipher", define(env, "ChaChaPolyCipher", 1 | 2));
-  napi_set_named_property(env, exports, "ChaChaPolyDecipher", define(env, "ChaChaPolyDecipher", 2));
+  napi_set_named_property(env, exports, "ChaChaPolyCipher", define(env, "ChaChaPolyCipher", CLASS_ENCRYPT | CLASS_CHACHA));
+  napi_set_named_property(env, exports, "ChaChaPolyDecipher", define(env, "ChaChaPolyDecipher", CLASS_CHACHA));
+  napi_set_named_property(env, exports, "CtrHmacCipher", define(env, "CtrHmacCipher", CLASS_ENCRYPT | CLASS_CTR_HMAC));
+  napi_set_named_property(env, exports, "CtrHmacDecipher", define(env, "CtrHmacDecipher", CLASS_CTR_HMAC));
   napi_create_function(env, "relay", NAPI_AUTO_LENGTH, relay, NULL, &fn);
   napi_set_named_property(env, exports, "relay", fn);
   napi_create_function(env, "quickAck", NAPI_AUTO_LENGTH, quick_ack, NULL, &fn);

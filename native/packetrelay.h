@@ -12,11 +12,14 @@
 
 /* ssh2's limit for inbound packets (crypto.js MAX_PACKET_SIZE). */
 #define MAX_PACKET_SIZE 35000
+/* The tag of the AEAD ciphers. */
 #define TAG_LEN 16
-/* The largest packet on the wire: length, body, tag. */
-#define MAX_WIRE_PACKET (4 + MAX_PACKET_SIZE + TAG_LEN)
+/* The longest MAC after a packet: HMAC-SHA-512's. */
+#define MAX_MAC_LEN 64
+/* The largest packet on the wire: length, body, tag or MAC. */
+#define MAX_WIRE_PACKET (4 + MAX_PACKET_SIZE + MAX_MAC_LEN)
 
-/* An AEAD cipher or decipher of one leg (opaque outside packetrelay.c). */
+/* A cipher or decipher of one leg: AES-GCM, ChaCha20-Poly1305, or AES-CTR with HMAC (opaque outside packetrelay.c). */
 typedef struct aead aead_t;
 
 /* Why relay_packets() stopped. */
@@ -28,7 +31,9 @@ typedef struct {
   size_t out_end;    /* the end of the output written */
   uint32_t relayed;  /* packets relayed */
   int stop;          /* STOP_* */
-  uint32_t body_len; /* STOP_OTHER_TYPE: that packet's body length (decrypted in place at next + 4) */
+  /* STOP_OTHER_TYPE: where the packet after that one starts. That packet is
+     decrypted in place, its length field the body length in the clear. */
+  size_t after;
 } relay_result_t;
 
 const char *relay_packets(unsigned char *chunk, size_t start, size_t end, aead_t *dec, uint32_t in_seqno, aead_t *enc, uint32_t out_seqno,

@@ -21,7 +21,8 @@
  * It stops, and calls its onStop callback (code, a, b, c), at:
  * - a packet of a type not forwarded unchanged: SR_OTHER_TYPE, with the
  *   range of the shared read buffer [a, b) that starts with that packet
- *   (decrypted in place, body length c) and holds the rest of the read;
+ *   (decrypted in place, its length field in the clear, c bytes on the
+ *   wire) and holds the rest of the read;
  * - the end of the input (SR_EOF), a read or write error (SR_READ_ERROR,
  *   SR_WRITE_ERROR, a = -errno), a protocol error (SR_PROTOCOL_ERROR, a =
  *   the message: "Invalid MAC", "Bad packet length", ...).
@@ -339,7 +340,7 @@ static void read_and_relay(socket_relay_t *s) {
       continue;
     }
     if (r.stop == STOP_OTHER_TYPE) {
-      stop_with_number(s, SR_OTHER_TYPE, (double)r.next, (double)end, r.body_len);
+      stop_with_number(s, SR_OTHER_TYPE, (double)r.next, (double)end, (double)(r.after - r.next));
       return;
     }
     s->pending_len = end - r.next;

@@ -4,7 +4,7 @@
 // Ansible's paramiko connection use). PuTTY and paramiko pick
 // AES-CTR first; PuTTY also offers AES-GCM, paramiko does not, so one is
 // switched to AES-GCM (--prefer-aes-gcm ctr, the default) and the other
-// stays on AES-CTR with an HMAC, the relay's packet-by-packet path.
+// stays on AES-CTR with an HMAC, which the relay loop takes too.
 import { expect } from 'chai';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -12,7 +12,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { useEnv } from './helpers/fixture.js';
+import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
 import { RECENT_SSH_CLIENT, askpassEnv, fileCopyOptions, run, type RunOptions, type RunResult } from './helpers/ssh.js';
+import { waitFor } from './helpers/wait.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Debian's python3, which has python3-paramiko (a python3 earlier on PATH may not). */
@@ -108,10 +110,17 @@ describe('other clients: PuTTY (plink, pscp, psftp)', function () {
 });
 
 describe('other clients: paramiko', function () {
-  const env = useEnv();
+  const env = useEnv({ proxyArgs: ['--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
 
-  it('checks the host key, logs in with the token, runs commands, uploads and round-trips a file over SFTP, on AES-CTR with an HMAC', async function () {
+  it('checks the host key, logs in with the token, runs commands, uploads and round-trips a file over SFTP, on AES-CTR with an HMAC, through the relay loop', async function () {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-paramiko-'));
+    const origin = await waitFor(() => metricsOrigin(env.proxy.logs()), { timeoutMs: 10_000, what: 'the metrics address in the log' });
+    const forwarded = async () => {
+      const m = await scrapeMetrics(origin);
+      const count = (name: string) => m.get(`jupyter_ssh_proxy_packets_forwarded_total{path="${name}"}`) ?? 0;
+      return { loop: count('relay_loop') + count('socket_relay'), ssh2: count('ssh2') };
+    };
+    const before = await forwarded();
     try {
       const knownHosts = path.join(tmp, 'known_hosts');
       const hostKey = fs.readFileSync(path.join(env.proxy.keyDir, 'ssh_host_ed25519_key.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
@@ -130,6 +139,12 @@ describe('other clients: paramiko', function () {
       expect(seen.cipher).to.deep.equal(['aes128-ctr', 'aes128-ctr']);
       expect(seen.cipherAfter).to.deep.equal(['aes128-ctr', 'aes128-ctr']);
       expect(seen.mac).to.deep.equal(['hmac-sha2-256', 'hmac-sha2-256']);
+      // 24 MiB of channel data in packets of up to 32 KiB, nearly all of it relayed by the addon.
+      const after = await forwarded();
+      const loop = after.loop - before.loop;
+      const oneByOne = after.ssh2 - before.ssh2;
+      expect(loop, `packets through the relay loop (${oneByOne} through ssh2)`).to.be.greaterThan(500);
+      expect(loop / (loop + oneByOne), 'share of the relay loop').to.be.greaterThan(0.8);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }

@@ -41,6 +41,7 @@ import {
   type Protocol,
 } from '../lib/ssh2internals.js';
 import { parseKexInitCiphers } from '../lib/messages.js';
+import { ctrHmacClasses } from '../lib/packetrelay.js';
 import { CIPHERS, DEFAULT_CLIENT_LEG, SERVER_SIG_ALGS, clientOffer, hostKeyAlgorithms, serverOffer, type ClientLegAlgorithms } from '../lib/algorithms.js';
 import { mlkemClient } from './helpers/mlkemclient.js';
 import { waitFor } from './helpers/wait.js';
@@ -480,8 +481,16 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     expect(seen, 'the interceptor still saw both').to.deep.equal([seqno, seqno + 1]);
   });
 
-  it('runs the relay loop\'s ssh2 side: the addon\'s ciphers after a key exchange, one packet at a time, split packets, dispatch, sequence numbers', async () => {
-    pair = makePair();
+  // The daemon's first choice, the other AEAD, and AES-CTR with HMAC both ways (the length decrypted apart or in the clear).
+  const relayCiphers: [string, string][] = [
+    ['aes128-gcm@openssh.com', 'hmac-sha2-256-etm@openssh.com'],
+    ['chacha20-poly1305@openssh.com', 'hmac-sha2-256-etm@openssh.com'],
+    ['aes128-ctr', 'hmac-sha2-256'],
+    ['aes256-ctr', 'hmac-sha2-512-etm@openssh.com'],
+  ];
+  for (const [cipher, mac] of relayCiphers) {
+  it(`runs the relay loop's ssh2 side with ${cipher}${cipher.includes('ctr') ? ` and ${mac}` : ''}: the addon's ciphers after a key exchange, one packet at a time, split packets, dispatch, sequence numbers`, async () => {
+    pair = makePair({ serverOffer: serverOffer(['ssh-ed25519'], { ...DEFAULT_CLIENT_LEG, ciphers: [cipher], macs: [mac] }) });
     const { server, client } = pair;
     await handshake(pair);
     await roundTrip(pair);
@@ -507,7 +516,9 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     expect(parseOnePacket(server.proto, chunk, 0, chunk.length), 'stops after the first packet').to.equal(first);
     expect([seen().type, seen().seqno]).to.deep.equal([150, inSeqno]);
     // Part of a packet: ssh2 holds it, and there is no route until it is whole.
-    expect(parseOnePacket(server.proto, chunk, first, first + 10)).to.equal(undefined);
+    expect(parseOnePacket(server.proto, chunk, first, first + 2)).to.equal(undefined);
+    expect(relayRoute(server.proto, client.proto), 'no route while ssh2 holds part of a packet\'s length').to.equal(undefined);
+    expect(parseOnePacket(server.proto, chunk, first + 2, first + 10)).to.equal(undefined);
     expect(relayRoute(server.proto, client.proto), 'no route while ssh2 holds part of a packet').to.equal(undefined);
     expect(parseOnePacket(server.proto, chunk, first + 10, chunk.length)).to.equal(undefined);
     expect([seen().type, seen().seqno]).to.deep.equal([151, (inSeqno + 1) >>> 0]);
@@ -524,6 +535,20 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     // The addon's ciphers went in before ssh2's crypto module loaded.
     expect(relayLoopAvailable).to.equal(true);
     noErrors(pair);
+  });
+  }
+
+  it("keeps ssh2's own generic classes for what the addon's AES-CTR classes do not take (CBC, truncated MACs)", () => {
+    const binding = require('ssh2/lib/protocol/crypto/build/Release/sshcrypto.node') as Record<string, new (...args: unknown[]) => object>;
+    const key = crypto.randomBytes(16);
+    const iv = crypto.randomBytes(16);
+    const macKey = crypto.randomBytes(32);
+    const ours = (o: object) => o instanceof ctrHmacClasses.GenericCipher || o instanceof ctrHmacClasses.GenericDecipher;
+    expect(ours(new binding.GenericCipher!('aes-128-ctr', key, iv, 'sha256', macKey, true))).to.equal(true);
+    expect(ours(new binding.GenericDecipher!('aes-128-ctr', key, iv, 'sha256', macKey, false, 32))).to.equal(true);
+    expect(ours(new binding.GenericCipher!('aes-128-cbc', key, iv, 'sha256', macKey, true)), 'CBC').to.equal(false);
+    expect(ours(new binding.GenericDecipher!('aes-128-ctr', key, iv, 'sha256', macKey, false, 12)), 'hmac-sha2-256-96').to.equal(false);
+    expect(ours(new binding.GenericCipher!('aes-128-ctr', key, iv, 'md5', macKey.subarray(0, 16), false)), 'hmac-md5').to.equal(false);
   });
 
   it("shows the server the client's first KEXINIT, and that one only (createProtocol onFirstKexInit)", async () => {
