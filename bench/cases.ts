@@ -165,6 +165,14 @@ export async function trueCommand(p: SshPath): Promise<{ bytes: number }> {
   return { bytes: 0 };
 }
 
+/** The key exchange method `ssh` with its defaults negotiates on `p` (from `ssh -v`): the report says it, for both paths. */
+export async function keyExchange(p: SshPath): Promise<string> {
+  const ssh = spawnTracked('ssh', [...p.sshArgs(['-v']), p.destination, 'true'], { stdio: ['ignore', 'pipe', 'pipe'], env: p.env });
+  const r = await finished(ssh, 60_000, 'ssh -v true');
+  check(r.code === 0, `${p.name} ssh -v true`, `exit ${r.code ?? r.signal}: ${r.stderr.trim()}`);
+  return /kex: algorithm: (\S+)/.exec(r.stderr)?.[1] ?? 'unknown';
+}
+
 /** How long one echo may take before the case fails (a lost line, not a slow one). */
 const ECHO_TIMEOUT_MS = 10_000;
 

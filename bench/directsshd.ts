@@ -13,11 +13,12 @@ import { freePort, waitFor } from '../test/helpers/wait.js';
 import { descendants } from './procfs.js';
 
 /**
- * The algorithms the proxy offers: the direct sshd offers the same, so that
- * both paths negotiate the same key exchange and, unless -c says otherwise,
- * the same cipher.
+ * The algorithms the proxy offers clients: the direct sshd offers the same
+ * (of the key exchanges, those this OpenSSH has), so that both paths
+ * negotiate the same key exchange and, unless -c says otherwise, the same
+ * cipher.
  */
-import { CIPHERS as PROXY_CIPHERS, KEX as PROXY_KEX, MACS as PROXY_MACS } from '../lib/algorithms.js';
+import { CIPHERS as PROXY_CIPHERS, CLIENT_LEG_KEX as PROXY_KEX, MACS as PROXY_MACS } from '../lib/algorithms.js';
 import { sshdConfig } from '../lib/localsshd.js';
 
 export interface DirectSshd {
@@ -30,12 +31,15 @@ export interface DirectSshd {
   stop(): Promise<void>;
 }
 
+/** The key exchange methods this machine's OpenSSH knows (sshd refuses a KexAlgorithms line with any other). */
+const OPENSSH_KEX = new Set(execFileSync('ssh', ['-Q', 'kex'], { encoding: 'utf8' }).split('\n'));
+
 function config(dir: string): string {
   // The daemon's own sshd settings (the first value of a keyword wins), then
   // what a listening sshd for the bench needs.
   return `${sshdConfig(dir)}# jupyter-ssh-proxy benchmark: the direct path
 HostKeyAlgorithms ssh-ed25519
-KexAlgorithms ${PROXY_KEX.join(',')}
+KexAlgorithms ${PROXY_KEX.filter((kex) => OPENSSH_KEX.has(kex)).join(',')}
 Ciphers ${PROXY_CIPHERS.join(',')}
 MACs ${PROXY_MACS.join(',')}
 # 1,000 sessions are opened 50 at a time: no random early drop.

@@ -4,8 +4,8 @@
  * compression (the relay forwards payloads as they are decrypted, so neither
  * leg may compress), and strict KEX (the Terrapin fix) on both legs.
  */
-import { MLKEM768X25519_SHA256 } from './hybridkex.js';
-import { buildOffer, hybridKeyExchangeInstalled, type AlgorithmOffer, type KexInitOffer } from './ssh2internals.js';
+import { HYBRID_KEY_EXCHANGES } from './hybridkex.js';
+import { buildOffer, hybridKeyExchangesInstalled, type AlgorithmOffer, type KexInitOffer } from './ssh2internals.js';
 
 export const KEX = [
   'curve25519-sha256',
@@ -19,12 +19,13 @@ export const KEX = [
 ];
 
 /**
- * The client leg's key exchange methods: the post-quantum hybrid first, which
- * OpenSSH's client prefers since 9.9 (10.1 and later warn on every
- * connection without one), where ssh2 runs it (lib/ssh2internals.ts). The
- * upstream leg stays on KEX: the proxy runs the hybrid as a server only.
+ * The client leg's key exchange methods: the post-quantum hybrids first
+ * (lib/hybridkex.ts), which OpenSSH's client prefers since 9.0 (10.1 and
+ * later warn on every connection without one), where ssh2 runs them
+ * (lib/ssh2internals.ts). The upstream leg stays on KEX: the proxy runs
+ * the hybrids as a server only.
  */
-export const CLIENT_LEG_KEX = hybridKeyExchangeInstalled ? [MLKEM768X25519_SHA256, ...KEX] : KEX;
+export const CLIENT_LEG_KEX = hybridKeyExchangesInstalled ? [...HYBRID_KEY_EXCHANGES.keys(), ...KEX] : KEX;
 
 /**
  * Cipher order. On the upstream leg the proxy is the client, so its first

@@ -11,7 +11,7 @@ import { HubAuthorizer } from './authorizer.js';
 import { FAILED_TOKEN_CACHE_MS, IDENT, type ProxyConfig } from './config.js';
 import { Connection, type ConnectionSettings } from './connection.js';
 import { HostKeyError, loadHostKeys } from './hostkeys.js';
-import { MLKEM768X25519_SHA256 } from './hybridkex.js';
+import { HYBRID_KEY_EXCHANGES } from './hybridkex.js';
 import { HubClient } from './hub.js';
 import { LocalSshdUpstream } from './localsshd.js';
 import { ServerStarter } from './servers.js';
@@ -22,7 +22,7 @@ import { packetRelay } from './packetrelay.js';
 import { SourcePenalties } from './penalties.js';
 import { collectWhenQuiet } from './quietgc.js';
 import { adoptWithSharedReads } from './sharedreads.js';
-import { cryptoReady, hybridKeyExchangeInstalled, installedSsh2Version, nativeCryptoAvailable, relayLoopAvailable, type ParsedKey } from './ssh2internals.js';
+import { cryptoReady, hybridKeyExchangesInstalled, installedSsh2Version, nativeCryptoAvailable, relayLoopAvailable, type ParsedKey } from './ssh2internals.js';
 
 export class ProxyServer {
   private readonly server: net.Server;
@@ -62,7 +62,7 @@ export class ProxyServer {
       await cryptoReady;
       this.settings = await this.load(this.config);
       this.log.info(
-        `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}, ${activeAllocator()}, packet relay loop ${relayLoopAvailable ? 'on' : 'OFF (needs ssh2\'s native binding, and ssh2 loaded by lib/ssh2internals.ts first)'}, AES-GCM by ${packetRelay.aesGcmImplementation()}, ${hybridKeyExchangeInstalled ? `${MLKEM768X25519_SHA256} offered` : `${MLKEM768X25519_SHA256} NOT offered (ssh2 is not patched: npm ci applies patches/ with patch-package)`}`,
+        `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}, ${activeAllocator()}, packet relay loop ${relayLoopAvailable ? 'on' : 'OFF (needs ssh2\'s native binding, and ssh2 loaded by lib/ssh2internals.ts first)'}, AES-GCM by ${packetRelay.aesGcmImplementation()}, post-quantum key exchange ${hybridKeyExchangesInstalled ? `offered (${[...HYBRID_KEY_EXCHANGES.keys()].join(', ')})` : 'NOT offered (ssh2 is not patched: npm ci applies patches/ with patch-package)'}`,
       );
       if (this.config.metricsPort !== undefined) {
         this.metricsServer = await serveMetrics(this.metrics, this.config.metricsIp, this.config.metricsPort, this.log);

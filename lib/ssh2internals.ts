@@ -10,7 +10,7 @@
 import { createPrivateKey, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { ClientLegAlgorithms } from './algorithms.js';
-import { MLKEM768X25519_SHA256, mlkem768x25519ServerReply } from './hybridkex.js';
+import { HYBRID_KEY_EXCHANGES, hybridServerReply } from './hybridkex.js';
 import { MSG } from './messages.js';
 import { fillRandom, takePacketBuffer } from './packetbuffers.js';
 import { cipherClasses, ctrHmacClasses, ctrHmacTakes, isNativeCipher, isNativeDecipher, type NativeCipher, type NativeDecipher } from './packetrelay.js';
@@ -289,54 +289,57 @@ interface KeyExchange {
 type KeyExchangeClass = new (...args: unknown[]) => KeyExchange;
 
 /**
- * Makes ssh2 run mlkem768x25519-sha256 (lib/hybridkex.ts) as a server. ssh2
- * has no way to add a key exchange method, so patches/ssh2+1.17.0.patch,
- * which patch-package applies after `npm ci`, gives kex.js a map of methods
- * that its createKeyExchange makes for names it does not know. The method
- * here is a subclass of ssh2's Curve25519Exchange: the same messages
- * (KEX_ECDH_INIT and _REPLY) and the same exchange hash, with the hybrid's
- * keys and shared secret. ssh2 hashes K with `hashString`, as the length and
- * the bytes it is given: the mpint's bytes for curve25519, and here the
- * 32-byte digest itself, which is K as an SSH string. Returns false if the
- * patch is missing: the proxy then does not offer the method.
+ * Makes ssh2 run the hybrid key exchanges of lib/hybridkex.ts as a server.
+ * ssh2 has no way to add a key exchange method, so
+ * patches/ssh2+1.17.0.patch, which patch-package applies after `npm ci`,
+ * gives kex.js a map of methods that its createKeyExchange makes for names it
+ * does not know. Each method here is a subclass of ssh2's
+ * Curve25519Exchange: the same messages (KEX_ECDH_INIT and _REPLY) and the
+ * same exchange hash with the method's hash function, with the hybrid's keys
+ * and shared secret. ssh2 hashes K with `hashString`, as the length and the
+ * bytes it is given: the mpint's bytes for curve25519, and here the digest
+ * itself, which is K as an SSH string. Returns false if the patch is
+ * missing: the proxy then offers none of them.
  */
-function installHybridKeyExchange(): boolean {
+function installHybridKeyExchanges(): boolean {
   const added = kexModule.ADDED_KEY_EXCHANGES;
   if (!(added instanceof Map)) return false;
-  let HybridExchange: KeyExchangeClass | undefined;
-  added.set(MLKEM768X25519_SHA256, (Curve25519Exchange, ...args) => {
-    HybridExchange ??= class extends Curve25519Exchange {
-      private serverPublic: Buffer | undefined;
-      constructor(...rest: unknown[]) {
-        super('sha256', ...rest);
-        this.type = MLKEM768X25519_SHA256;
-      }
-      /** The client's key as it came: ssh2's curve25519 strips leading zero bytes, which would change the exchange hash. */
-      convertPublicKey(key: Buffer): Buffer {
-        return key;
-      }
-      computeSecret(clientPublic: Buffer): Buffer | Error {
-        if (!this._protocol._server) return new Error(`${MLKEM768X25519_SHA256} runs on the client leg only, where the proxy is the server`);
-        try {
-          const reply = mlkem768x25519ServerReply(clientPublic);
-          this.serverPublic = reply.serverPublic;
-          return reply.sharedSecret;
-        } catch (err) {
-          return err as Error;
+  for (const [method, { hash }] of HYBRID_KEY_EXCHANGES) {
+    let HybridExchange: KeyExchangeClass | undefined;
+    added.set(method, (Curve25519Exchange, ...args) => {
+      HybridExchange ??= class extends Curve25519Exchange {
+        private serverPublic: Buffer | undefined;
+        constructor(...rest: unknown[]) {
+          super(hash, ...rest);
+          this.type = method;
         }
-      }
-      /** The server's reply; ssh2 asks for it after computeSecret, which makes it. */
-      getPublicKey(): Buffer | undefined {
-        return this.serverPublic;
-      }
-    };
-    return new HybridExchange(...args);
-  });
+        /** The client's key as it came: ssh2's curve25519 strips leading zero bytes, which would change the exchange hash. */
+        convertPublicKey(key: Buffer): Buffer {
+          return key;
+        }
+        computeSecret(clientPublic: Buffer): Buffer | Error {
+          if (!this._protocol._server) return new Error(`${method} runs on the client leg only, where the proxy is the server`);
+          try {
+            const reply = hybridServerReply(method, clientPublic);
+            this.serverPublic = reply.serverPublic;
+            return reply.sharedSecret;
+          } catch (err) {
+            return err as Error;
+          }
+        }
+        /** The server's reply; ssh2 asks for it after computeSecret, which makes it. */
+        getPublicKey(): Buffer | undefined {
+          return this.serverPublic;
+        }
+      };
+      return new HybridExchange(...args);
+    });
+  }
   return true;
 }
 
-/** Whether the proxy can offer mlkem768x25519-sha256 (the ssh2 patch is applied). */
-export const hybridKeyExchangeInstalled: boolean = installHybridKeyExchange();
+/** Whether the proxy can offer the hybrid key exchanges (the ssh2 patch is applied). */
+export const hybridKeyExchangesInstalled: boolean = installHybridKeyExchanges();
 
 /** Builds an offer once; see NOTES: ssh2 mutates plain offer objects. */
 export function buildOffer(offer: AlgorithmOffer): KexInitOffer {

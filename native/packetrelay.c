@@ -66,7 +66,7 @@
 
 typedef enum { KIND_GCM, KIND_CHACHA, KIND_CTR_HMAC } kind_t;
 
-struct aead {
+struct cipher {
   kind_t kind;
   int encrypt;
   unsigned block;   /* padding block: 16 for AES, 8 for ChaCha20-Poly1305 */
@@ -115,7 +115,7 @@ static int use_imb;
 #endif
 
 /* Whether `a` has keys: set up and not freed. */
-static int aead_live(const aead_t *a) {
+static int cipher_live(const cipher_t *a) {
 #ifdef HAVE_IPSEC_MB
   if (a->gcm_keys != NULL) return 1;
 #endif
@@ -128,7 +128,7 @@ static const napi_type_tag DECIPHER_TAG = {0x6a73702d72656c61ULL, 0x796465636970
 
 /* ---- the ciphers ------------------------------------------------------- */
 
-static void aead_clear(aead_t *a) {
+static void cipher_clear(cipher_t *a) {
   EVP_CIPHER_CTX_free(a->main);
   EVP_CIPHER_CTX_free(a->pktlen);
   EVP_MAC_CTX_free(a->mac_ctx);
@@ -147,7 +147,7 @@ static void aead_clear(aead_t *a) {
 }
 
 /* 0 on success, else an error message. */
-static const char *gcm_init(aead_t *a, const char *name, const unsigned char *key, size_t key_len, const unsigned char *iv, size_t iv_len) {
+static const char *gcm_init(cipher_t *a, const char *name, const unsigned char *key, size_t key_len, const unsigned char *iv, size_t iv_len) {
   const EVP_CIPHER *cipher = EVP_get_cipherbyname(name);
   if (cipher == NULL || (cipher != EVP_aes_128_gcm() && cipher != EVP_aes_256_gcm())) return "Invalid AES GCM cipher name";
   if (iv_len != 12) return "Invalid IV length";
@@ -174,7 +174,7 @@ static const char *gcm_init(aead_t *a, const char *name, const unsigned char *ke
   return NULL;
 }
 
-static const char *chacha_init(aead_t *a, const unsigned char *keys, size_t keys_len) {
+static const char *chacha_init(cipher_t *a, const unsigned char *keys, size_t keys_len) {
   const EVP_CIPHER *cipher = EVP_chacha20();
   if (keys_len != 64) return "Invalid keys length";
   a->kind = KIND_CHACHA;
@@ -207,7 +207,7 @@ static int chacha_stream(EVP_CIPHER_CTX *ctx, uint32_t seqno, unsigned char coun
 }
 
 /* The Poly1305 tag over `len` bytes (ChaCha20 block 0 of the sequence number is its key). */
-static int chacha_tag(aead_t *a, uint32_t seqno, const unsigned char *p1, size_t l1, const unsigned char *p2, size_t l2, unsigned char tag[TAG_LEN]) {
+static int chacha_tag(cipher_t *a, uint32_t seqno, const unsigned char *p1, size_t l1, const unsigned char *p2, size_t l2, unsigned char tag[TAG_LEN]) {
   unsigned char polykey[POLY1305_KEYLEN] = {0};
   size_t tag_len = 0;
   int ok = chacha_stream(a->main, seqno, 0, polykey, polykey, sizeof polykey)
@@ -234,7 +234,7 @@ static void write_u32(unsigned char *p, uint32_t v) {
 static const char *const HMAC_DIGESTS[] = {"sha1", "sha256", "sha512"};
 
 /* AES-CTR with HMAC, as ssh2's GenericCipher/GenericDecipher take them: (cipher name, key, IV, digest name, MAC key, encrypt-then-MAC). */
-static const char *ctr_hmac_init(aead_t *a, const char *name, const unsigned char *key, size_t key_len, const unsigned char *iv, size_t iv_len,
+static const char *ctr_hmac_init(cipher_t *a, const char *name, const unsigned char *key, size_t key_len, const unsigned char *iv, size_t iv_len,
                                  const char *digest, const unsigned char *mac_key, size_t mac_key_len, int etm) {
   const EVP_CIPHER *cipher = EVP_get_cipherbyname(name);
   if (cipher == NULL || (cipher != EVP_aes_128_ctr() && cipher != EVP_aes_192_ctr() && cipher != EVP_aes_256_ctr())) return "Invalid AES CTR cipher name";
@@ -258,7 +258,7 @@ static const char *ctr_hmac_init(aead_t *a, const char *name, const unsigned cha
 }
 
 /* RFC 4344 §4: the counter is the IV read as one big-endian number, one step per block. */
-static void ctr_advance(aead_t *a, uint32_t bytes) {
+static void ctr_advance(cipher_t *a, uint32_t bytes) {
   uint64_t carry = bytes / CTR_BLOCK;
   for (int i = CTR_BLOCK - 1; i >= 0 && carry != 0; i--) {
     carry += a->ctr[i];
@@ -268,13 +268,13 @@ static void ctr_advance(aead_t *a, uint32_t bytes) {
 }
 
 /* AES-CTR of `len` bytes from the start of the next packet's stream; the counter stays (ctr_advance() moves it). */
-static int ctr_from_packet_start(aead_t *a, unsigned char *out, const unsigned char *in, uint32_t len) {
+static int ctr_from_packet_start(cipher_t *a, unsigned char *out, const unsigned char *in, uint32_t len) {
   int outlen = 0;
   return EVP_EncryptInit_ex(a->main, NULL, NULL, NULL, a->ctr) == 1 && EVP_EncryptUpdate(a->main, out, &outlen, in, (int)len) == 1 && outlen == (int)len;
 }
 
 /* The HMAC of the sequence number and `p1`, `p2` (RFC 4253 §6.4). */
-static int hmac(aead_t *a, uint32_t seqno, const unsigned char *p1, size_t l1, const unsigned char *p2, size_t l2, unsigned char *mac) {
+static int hmac(cipher_t *a, uint32_t seqno, const unsigned char *p1, size_t l1, const unsigned char *p2, size_t l2, unsigned char *mac) {
   unsigned char seq[4];
   size_t mac_len = 0;
   write_u32(seq, seqno);
@@ -285,7 +285,7 @@ static int hmac(aead_t *a, uint32_t seqno, const unsigned char *p1, size_t l1, c
 }
 
 /* The bytes AES-CTR covers of a packet with this body length: a whole number of blocks, else 0. */
-static uint32_t ctr_covered(const aead_t *a, uint32_t body_len) {
+static uint32_t ctr_covered(const cipher_t *a, uint32_t body_len) {
   const uint32_t covered = a->length_in_blocks + body_len;
   return covered % CTR_BLOCK == 0 ? covered : 0;
 }
@@ -298,7 +298,7 @@ static void gcm_next_iv(unsigned char iv[GCM_IV_LEN]) {
 }
 
 /* AES-GCM of `in` into `out` (may be `in`), the packet length as additional data; `tag` = the tag (encrypt) or the expected tag (decrypt). */
-static void imb_gcm(aead_t *a, int encrypt, unsigned char *out, const unsigned char *in, uint32_t len, const unsigned char length[4], unsigned char tag[TAG_LEN]) {
+static void imb_gcm(cipher_t *a, int encrypt, unsigned char *out, const unsigned char *in, uint32_t len, const unsigned char length[4], unsigned char tag[TAG_LEN]) {
   struct gcm_context_data ctx;
   gcm_enc_dec_fn *run = encrypt ? (a->aes256 ? aes_gcm_enc_256_vaes_avx512 : aes_gcm_enc_128_vaes_avx512)
                                  : (a->aes256 ? aes_gcm_dec_256_vaes_avx512 : aes_gcm_dec_128_vaes_avx512);
@@ -308,7 +308,7 @@ static void imb_gcm(aead_t *a, int encrypt, unsigned char *out, const unsigned c
 #endif
 
 /* Encrypts `uint32 length, body (length bytes), room for the tag or MAC` in place. */
-static const char *aead_encrypt(aead_t *a, unsigned char *packet, uint32_t body_len, uint32_t seqno) {
+static const char *encrypt_packet(cipher_t *a, unsigned char *packet, uint32_t body_len, uint32_t seqno) {
   int outlen = 0;
   if (a->kind == KIND_CTR_HMAC) {
     const uint32_t covered = ctr_covered(a, body_len);
@@ -346,18 +346,18 @@ static const char *aead_encrypt(aead_t *a, unsigned char *packet, uint32_t body_
 }
 
 /* ChaCha only: the packet length from its 4 encrypted bytes, which are kept for the tag. */
-static uint32_t chacha_length(aead_t *a, const unsigned char *enc_length, uint32_t seqno, const char **error) {
+static uint32_t chacha_length(cipher_t *a, const unsigned char *enc_length, uint32_t seqno, const char **error) {
   unsigned char plain[4];
   memcpy(a->enc_length, enc_length, 4);
   if (!chacha_stream(a->pktlen, seqno, 0, plain, enc_length, 4)) {
     *error = "OpenSSL: ChaCha20 failed";
     return 0;
   }
-  return (uint32_t)plain[0] << 24 | (uint32_t)plain[1] << 16 | (uint32_t)plain[2] << 8 | plain[3];
+  return read_u32(plain);
 }
 
 /* AEAD only: decrypts and authenticates a packet's body (the bytes after the length) into `out`: `body` itself, or memory that does not overlap it. */
-static const char *aead_decrypt(aead_t *a, unsigned char *out, const unsigned char *body, uint32_t body_len, uint32_t seqno, const unsigned char *tag) {
+static const char *aead_decrypt(cipher_t *a, unsigned char *out, const unsigned char *body, uint32_t body_len, uint32_t seqno, const unsigned char *tag) {
   int outlen = 0;
   if (a->kind == KIND_GCM) {
     unsigned char lastiv[1];
@@ -385,7 +385,7 @@ static const char *aead_decrypt(aead_t *a, unsigned char *out, const unsigned ch
 }
 
 /* AES-CTR only: the packet length from the first block of a packet, the stream left where it is. */
-static uint32_t ctr_length(aead_t *a, const unsigned char *packet, const char **error) {
+static uint32_t ctr_length(cipher_t *a, const unsigned char *packet, const char **error) {
   unsigned char plain[4];
   if (a->etm) return read_u32(packet);
   if (!ctr_from_packet_start(a, plain, packet, sizeof plain)) {
@@ -401,7 +401,7 @@ static uint32_t ctr_length(aead_t *a, const unsigned char *packet, const char **
  * its length field in the clear and its MAC. Encrypt-and-MAC: the stream
  * has just decrypted the length (ctr_from_packet_start over those 4 bytes).
  */
-static const char *ctr_hmac_decrypt(aead_t *a, unsigned char *out, const unsigned char *in, uint32_t body_len, uint32_t seqno, const unsigned char length[4],
+static const char *ctr_hmac_decrypt(cipher_t *a, unsigned char *out, const unsigned char *in, uint32_t body_len, uint32_t seqno, const unsigned char length[4],
                                     const unsigned char *mac) {
   unsigned char expected[MAX_MAC_LEN];
   int outlen = 0;
@@ -421,7 +421,7 @@ static const char *ctr_hmac_decrypt(aead_t *a, unsigned char *out, const unsigne
 }
 
 /* Decrypts and authenticates a whole packet on the wire (`in`: length, body, tag or MAC), its body into out + 4 (not overlapping `in`). */
-static const char *decrypt_packet(aead_t *a, unsigned char *out, const unsigned char *in, uint32_t body_len, uint32_t seqno) {
+static const char *decrypt_packet(cipher_t *a, unsigned char *out, const unsigned char *in, uint32_t body_len, uint32_t seqno) {
   if (a->kind != KIND_CTR_HMAC) return aead_decrypt(a, out + 4, in + 4, body_len, seqno, in + 4 + body_len);
   unsigned char length[4];
   if (a->etm) memcpy(length, in, sizeof length);
@@ -437,15 +437,15 @@ napi_value throw_error(napi_env env, const char *message) {
   return NULL;
 }
 
-static void aead_finalize(napi_env env, void *data, void *hint) {
+static void cipher_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
-  aead_clear(data);
+  cipher_clear(data);
   free(data);
 }
 
-/* The aead_t of `object` if it is one of ours in `encrypt` direction and not freed; else throws. */
-aead_t *unwrap(napi_env env, napi_value object, int encrypt) {
+/* The cipher_t of `object` if it is one of ours in `encrypt` direction and not freed; else throws. */
+cipher_t *unwrap(napi_env env, napi_value object, int encrypt) {
   bool tagged = false;
   void *data = NULL;
   if (napi_check_object_type_tag(env, object, encrypt ? &CIPHER_TAG : &DECIPHER_TAG, &tagged) != napi_ok || !tagged
@@ -453,8 +453,8 @@ aead_t *unwrap(napi_env env, napi_value object, int encrypt) {
     throw_error(env, encrypt ? "not a packetrelay cipher" : "not a packetrelay decipher");
     return NULL;
   }
-  aead_t *a = data;
-  if (!aead_live(a)) {
+  cipher_t *a = data;
+  if (!cipher_live(a)) {
     throw_error(env, "cipher used after free()");
     return NULL;
   }
@@ -486,7 +486,7 @@ static napi_value construct(napi_env env, napi_callback_info info) {
   void *flags;
   napi_get_cb_info(env, info, &argc, argv, &self, &flags);
   const intptr_t f = (intptr_t)flags;
-  aead_t *a = calloc(1, sizeof *a);
+  cipher_t *a = calloc(1, sizeof *a);
   if (a == NULL) return throw_error(env, "out of memory");
   a->encrypt = (int)(f & CLASS_ENCRYPT);
   const char *error;
@@ -518,8 +518,8 @@ static napi_value construct(napi_env env, napi_callback_info info) {
     /* Truncated MACs (hmac-*-96) are not among those taken: ssh2's class keeps them. */
     if (error == NULL && !a->encrypt && mac_actual_len != a->mac_len) error = "Invalid HMAC length";
   }
-  if (error != NULL || napi_wrap(env, self, a, aead_finalize, NULL, NULL) != napi_ok) {
-    aead_clear(a);
+  if (error != NULL || napi_wrap(env, self, a, cipher_finalize, NULL, NULL) != napi_ok) {
+    cipher_clear(a);
     free(a);
     return throw_error(env, error != NULL ? error : "napi_wrap failed");
   }
@@ -531,7 +531,7 @@ static napi_value method_free(napi_env env, napi_callback_info info) {
   napi_value self;
   void *data = NULL;
   napi_get_cb_info(env, info, NULL, NULL, &self, NULL);
-  if (napi_unwrap(env, self, &data) == napi_ok) aead_clear(data);
+  if (napi_unwrap(env, self, &data) == napi_ok) cipher_clear(data);
   return NULL;
 }
 
@@ -543,11 +543,11 @@ static napi_value method_encrypt(napi_env env, napi_callback_info info) {
   size_t len;
   uint32_t seqno = 0;
   napi_get_cb_info(env, info, &argc, argv, &self, NULL);
-  aead_t *a = unwrap(env, self, 1);
+  cipher_t *a = unwrap(env, self, 1);
   if (a == NULL) return NULL;
   if (argc < 1 || !get_buffer(env, argv[0], &packet, &len) || len < 4 + a->mac_len) return throw_error(env, "Missing/Invalid packet");
   if (a->kind != KIND_GCM && (argc < 2 || !get_u32(env, argv[1], &seqno))) return throw_error(env, "Missing/Invalid sequence number");
-  const char *error = aead_encrypt(a, packet, (uint32_t)(len - 4 - a->mac_len), seqno);
+  const char *error = encrypt_packet(a, packet, (uint32_t)(len - 4 - a->mac_len), seqno);
   return error ? throw_error(env, error) : NULL;
 }
 
@@ -559,7 +559,7 @@ static napi_value method_decrypt_len(napi_env env, napi_callback_info info) {
   size_t len;
   uint32_t seqno;
   napi_get_cb_info(env, info, &argc, argv, &self, NULL);
-  aead_t *a = unwrap(env, self, 0);
+  cipher_t *a = unwrap(env, self, 0);
   if (a == NULL) return NULL;
   if (a->kind != KIND_CHACHA) return throw_error(env, "decryptLen is for ChaCha20-Poly1305");
   if (argc < 2 || !get_buffer(env, argv[0], &bytes, &len) || len != 4 || !get_u32(env, argv[1], &seqno)) return throw_error(env, "Missing/Invalid arguments");
@@ -581,7 +581,7 @@ static napi_value method_decrypt_block(napi_env env, napi_callback_info info) {
   unsigned char *block;
   size_t len;
   napi_get_cb_info(env, info, &argc, argv, &self, NULL);
-  aead_t *a = unwrap(env, self, 0);
+  cipher_t *a = unwrap(env, self, 0);
   if (a == NULL) return NULL;
   if (a->kind != KIND_CTR_HMAC || a->etm) return throw_error(env, "decryptBlock is for AES-CTR encrypt-and-MAC");
   if (argc < 1 || !get_buffer(env, argv[0], &block, &len) || len != 4) return throw_error(env, "Invalid block length");
@@ -596,7 +596,7 @@ static napi_value method_decrypt(napi_env env, napi_callback_info info) {
   size_t body_len, tag_len;
   uint32_t length = 0, seqno = 0;
   napi_get_cb_info(env, info, &argc, argv, &self, NULL);
-  aead_t *a = unwrap(env, self, 0);
+  cipher_t *a = unwrap(env, self, 0);
   if (a == NULL) return NULL;
   if (argc < 3 || !get_buffer(env, argv[0], &body, &body_len)) return throw_error(env, "Missing/Invalid packet");
   if (a->kind == KIND_CTR_HMAC) {
@@ -637,7 +637,7 @@ static int fill_random(unsigned char *out, size_t len) {
 }
 
 /* The body length of the packet whose 4 length bytes are at `bytes`, checked as ssh2 does; sets *error if bad. */
-static uint32_t body_length(aead_t *dec, const unsigned char *bytes, uint32_t seqno, const char **error) {
+static uint32_t body_length(cipher_t *dec, const unsigned char *bytes, uint32_t seqno, const char **error) {
   uint32_t len;
   int bad;
   switch (dec->kind) {
@@ -664,7 +664,7 @@ static uint32_t body_length(aead_t *dec, const unsigned char *bytes, uint32_t se
  * decrypted in place in the chunk. `chunk` and `out` must not overlap.
  * Returns NULL or an error message (the result then says nothing).
  */
-const char *relay_packets(unsigned char *chunk, size_t start, size_t end, aead_t *dec, uint32_t in_seqno, aead_t *enc, uint32_t out_seqno,
+const char *relay_packets(unsigned char *chunk, size_t start, size_t end, cipher_t *dec, uint32_t in_seqno, cipher_t *enc, uint32_t out_seqno,
                                  const unsigned char *forwarded, unsigned char *out, size_t out_start, size_t out_len, relay_result_t *result) {
   size_t p = start, o = out_start;
   uint32_t relayed = 0;
@@ -707,7 +707,7 @@ const char *relay_packets(unsigned char *chunk, size_t start, size_t end, aead_t
     write_u32(packet, out_body);
     packet[4] = (unsigned char)out_padding;
     if (!fill_random(packet + 5 + payload_len, out_padding)) return "OpenSSL: no random bytes";
-    if ((error = aead_encrypt(enc, packet, out_body, out_seqno + relayed)) != NULL) return error;
+    if ((error = encrypt_packet(enc, packet, out_body, out_seqno + relayed)) != NULL) return error;
     o += 4 + out_body + enc->mac_len;
     p += wire;
     relayed++;
@@ -745,9 +745,9 @@ static napi_value relay(napi_env env, napi_callback_info info) {
       || result_type != napi_float64_array || result_len < 5 || end > chunk_len || start > end || out_start > out_len
       || (out < chunk + chunk_len && chunk < out + out_len))
     return throw_error(env, "relay: invalid arguments");
-  aead_t *dec = unwrap(env, argv[3], 0);
+  cipher_t *dec = unwrap(env, argv[3], 0);
   if (dec == NULL) return NULL;
-  aead_t *enc = unwrap(env, argv[5], 1);
+  cipher_t *enc = unwrap(env, argv[5], 1);
   if (enc == NULL) return NULL;
   double *result = result_data;
   relay_result_t r;

@@ -20,7 +20,7 @@
 #define MAX_WIRE_PACKET (4 + MAX_PACKET_SIZE + MAX_MAC_LEN)
 
 /* A cipher or decipher of one leg: AES-GCM, ChaCha20-Poly1305, or AES-CTR with HMAC (opaque outside packetrelay.c). */
-typedef struct aead aead_t;
+typedef struct cipher cipher_t;
 
 /* Why relay_packets() stopped. */
 enum { STOP_END = 0, STOP_OTHER_TYPE = 1, STOP_OUTPUT_FULL = 2 };
@@ -36,11 +36,11 @@ typedef struct {
   size_t after;
 } relay_result_t;
 
-const char *relay_packets(unsigned char *chunk, size_t start, size_t end, aead_t *dec, uint32_t in_seqno, aead_t *enc, uint32_t out_seqno,
+const char *relay_packets(unsigned char *chunk, size_t start, size_t end, cipher_t *dec, uint32_t in_seqno, cipher_t *enc, uint32_t out_seqno,
                           const unsigned char *forwarded, unsigned char *out, size_t out_start, size_t out_len, relay_result_t *result);
 
 /* The cipher (encrypt) or decipher of `object`, if it is one of ours and not freed; else throws and returns NULL. */
-aead_t *unwrap(napi_env env, napi_value object, int encrypt);
+cipher_t *unwrap(napi_env env, napi_value object, int encrypt);
 napi_value throw_error(napi_env env, const char *message);
 int get_buffer(napi_env env, napi_value value, unsigned char **data, size_t *len);
 int get_u32(napi_env env, napi_value value, uint32_t *out);

@@ -110,7 +110,7 @@ typedef struct socket_relay {
   napi_ref stats_ref;
   double *stats;
   napi_ref dec_ref, enc_ref;
-  aead_t *dec, *enc;
+  cipher_t *dec, *enc;
   uint32_t in_seqno, out_seqno;
   int running;
   int in_fd, out_fd;
@@ -515,9 +515,9 @@ static napi_value method_start(napi_env env, napi_callback_info info) {
       || forwarded_len != 256 || !get_buffer(env, argv[7], &pending, &pending_cap) || !get_u32(env, argv[8], &pending_len) || pending_len > pending_cap
       || pending_len > MAX_WIRE_PACKET)
     return throw_error(env, "SocketRelay.start: invalid arguments");
-  aead_t *dec = unwrap(env, argv[2], 0);
+  cipher_t *dec = unwrap(env, argv[2], 0);
   if (dec == NULL) return NULL;
-  aead_t *enc = unwrap(env, argv[4], 1);
+  cipher_t *enc = unwrap(env, argv[4], 1);
   if (enc == NULL) return NULL;
   uv_loop_t *loop;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return throw_error(env, "SocketRelay: no event loop");

@@ -321,7 +321,7 @@ describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algori
   const env = useEnv({
     proxyArgs: [
       '--ciphers', '-chacha20-poly1305@openssh.com,aes*-ctr',
-      '--kex-algorithms=-ecdh-sha2-*,mlkem*',
+      '--kex-algorithms=-ecdh-sha2-*,mlkem*,sntrup*',
       '--host-key-algorithms', 'ssh-ed25519,rsa-sha2-512',
       '--metrics-ip', '127.0.0.1', '--metrics-port', '0',
     ],
@@ -337,11 +337,12 @@ describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algori
     expect(r.stderr).to.contain('kex: client->server cipher: aes128-gcm@openssh.com');
   });
 
-  it('gives a client that prefers ML-KEM curve25519-sha256 once mlkem768x25519-sha256 is removed', async function () {
-    const r = await env.ssh(['true'], ['-v'], { client: RECENT_SSH_CLIENT });
-    expect(r.code, r.stderr).to.equal(0);
-    expect(r.stderr).to.contain('kex: algorithm: curve25519-sha256');
-    expect(r.stderr).to.not.contain('mlkem768x25519-sha256');
+  it('gives clients that prefer a post-quantum method curve25519-sha256 once the hybrids are removed', async function () {
+    for (const client of [RECENT_SSH_CLIENT, 'ssh']) {
+      const r = await env.ssh(['true'], ['-v'], { client });
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stderr, client).to.contain('kex: algorithm: curve25519-sha256');
+    }
   });
 
   for (const [what, options, reason, flag] of [
@@ -388,7 +389,7 @@ describe('proxy core: the algorithms offered to clients (--ciphers, --kex-algori
   });
 });
 
-describe('proxy core: post-quantum key exchange (mlkem768x25519-sha256)', function () {
+describe('proxy core: post-quantum key exchange (mlkem768x25519-sha256, sntrup761x25519-sha512)', function () {
   const env = useEnv({ proxyArgs: ['--metrics-ip', '127.0.0.1', '--metrics-port', '0'] });
 
   /** The key exchange method of each key exchange `ssh -v` ran, in order. */
@@ -415,24 +416,39 @@ describe('proxy core: post-quantum key exchange (mlkem768x25519-sha256)', functi
     expect(kexMethods(r.stderr)).to.deep.equal(['mlkem768x25519-sha256', 'mlkem768x25519-sha256']);
   });
 
-  it("gives Debian 12's OpenSSH 9.2, which has no ML-KEM, curve25519-sha256", async function () {
-    const r = await env.ssh(['echo ok'], ['-v']);
+  it("gives Debian 12's OpenSSH 9.2, which has no ML-KEM, its first choice, sntrup761x25519-sha512, also in every rekey of a transfer, which arrives intact", async function () {
+    const data = crypto.randomBytes(6 * 1024 * 1024);
+    const r = await env.ssh(['sha256sum >&2; echo done'], ['-v', '-o', 'RekeyLimit=1M'], { input: data });
     expect(r.code, r.stderr).to.equal(0);
-    expect(r.stdout.toString()).to.equal('ok\n');
-    expect(kexMethods(r.stderr)).to.deep.equal(['curve25519-sha256']);
+    expect(r.stdout.toString()).to.equal('done\n');
+    expect(remoteHashes(r.stderr)).to.deep.equal([sha256(data)]);
+    const methods = kexMethods(r.stderr);
+    expect(methods.length, 'key exchanges: the first and the rekeys every MiB').to.be.at.least(4);
+    expect(new Set(methods)).to.deep.equal(new Set(['sntrup761x25519-sha512']));
+  });
+
+  it('runs it under the name OpenSSH 9.0 to 9.8 give it, sntrup761x25519-sha512@openssh.com, and for OpenSSH 10 too', async function () {
+    for (const client of ['ssh', RECENT_SSH_CLIENT]) {
+      const r = await env.ssh(['echo ok'], ['-v', '-o', 'KexAlgorithms=sntrup761x25519-sha512@openssh.com'], { client });
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout.toString()).to.equal('ok\n');
+      expect(kexMethods(r.stderr), client).to.deep.equal(['sntrup761x25519-sha512@openssh.com']);
+    }
   });
 
   it('says so in the start-up line, and logs and counts each login with its key exchange method', async function () {
-    expect(env.proxy.logs()).to.match(/packet relay loop .*, mlkem768x25519-sha256 offered\n/);
+    expect(env.proxy.logs()).to.match(/packet relay loop .*, post-quantum key exchange offered \(mlkem768x25519-sha256, sntrup761x25519-sha512, sntrup761x25519-sha512@openssh.com\)\n/);
     const origin = metricsOrigin(env.proxy.logs())!;
     const counted = async (method: string) => (await scrapeMetrics(origin)).get(`jupyter_ssh_proxy_login_key_exchanges_total{method="${method}"}`) ?? 0;
-    const before = { pq: await counted('mlkem768x25519-sha256'), classic: await counted('curve25519-sha256') };
+    const methods = ['mlkem768x25519-sha256', 'sntrup761x25519-sha512', 'curve25519-sha256'];
+    const before = await Promise.all(methods.map(counted));
     const logged = env.proxy.logs().length;
-    for (const client of [RECENT_SSH_CLIENT, 'ssh']) expect((await env.ssh(['true'], QUIET, { client })).code).to.equal(0);
+    for (const [client, options] of [[RECENT_SSH_CLIENT, []], ['ssh', []], ['ssh', ['-o', 'KexAlgorithms=curve25519-sha256']]] as const) {
+      expect((await env.ssh(['true'], [...QUIET, ...options], { client })).code).to.equal(0);
+    }
     const logins = [...env.proxy.logs().slice(logged).matchAll(/login accepted: .* kex=(\S+)\n/g)].map((m) => m[1]!);
-    expect(logins.sort()).to.deep.equal(['curve25519-sha256', 'mlkem768x25519-sha256']);
-    expect(await counted('mlkem768x25519-sha256')).to.equal(before.pq + 1);
-    expect(await counted('curve25519-sha256')).to.equal(before.classic + 1);
+    expect(logins).to.deep.equal(methods);
+    expect(await Promise.all(methods.map(counted))).to.deep.equal(before.map((n) => n + 1));
   });
 });
 

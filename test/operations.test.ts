@@ -152,7 +152,13 @@ describe('operations: configuration', function () {
     expect(apart.algorithms.ciphers[0]).to.equal('aes128-gcm@openssh.com');
     expect(apart.algorithms.macs.slice(0, 2)).to.deep.equal(['hmac-sha2-512-etm@openssh.com', 'hmac-sha2-512']);
     const joined = parseArgs(['--kex-algorithms=-ecdh-*,diffie-*', '--host-key-algorithms=ssh-ed25519', 'http://hub.example']);
-    expect(joined.algorithms.kex).to.deep.equal(['mlkem768x25519-sha256', 'curve25519-sha256', 'curve25519-sha256@libssh.org']);
+    expect(joined.algorithms.kex).to.deep.equal([
+      'mlkem768x25519-sha256',
+      'sntrup761x25519-sha512',
+      'sntrup761x25519-sha512@openssh.com',
+      'curve25519-sha256',
+      'curve25519-sha256@libssh.org',
+    ]);
     expect(joined.algorithms.hostKey).to.deep.equal(['ssh-ed25519']);
     expect(joined.algorithms.ciphers, 'the default').to.include('chacha20-poly1305@openssh.com');
     expect(joined.preferAesGcm, 'the default').to.equal('ctr');

@@ -20,7 +20,7 @@ import {
   cryptoReady,
   fastPacketCiphers,
   generateKeyPair,
-  hybridKeyExchangeInstalled,
+  hybridKeyExchangesInstalled,
   inKeyExchange,
   installedSsh2Version,
   interceptPayloads,
@@ -882,13 +882,13 @@ function sshStrings(payload: Buffer): Buffer[] {
   return strings;
 }
 
-describe('ssh2 internals contract: mlkem768x25519-sha256 (patches/ssh2+1.17.0.patch)', function () {
+describe('ssh2 internals contract: the hybrid key exchanges (patches/ssh2+1.17.0.patch)', function () {
   const MSG_KEX_ECDH_INIT = 30;
   const MSG_KEX_ECDH_REPLY = 31;
   const CLIENT_IDENT = 'SSH-2.0-jsp-contract-mlkem';
 
-  /** A server Protocol that has read a client's ident line, a KEXINIT for mlkem768x25519-sha256 only, and KEX_ECDH_INIT with `clientPublic`. */
-  function serverAnswering(clientPublic: Buffer) {
+  /** A server Protocol that has read a client's ident line, a KEXINIT for `method` only, and KEX_ECDH_INIT with `clientPublic`. */
+  function serverAnswering(clientPublic: Buffer, method = 'mlkem768x25519-sha256') {
     const hostKey = parseKey(generateKeyPair('ed25519').private);
     if (hostKey instanceof Error) throw hostKey;
     const written: Buffer[] = [];
@@ -908,7 +908,7 @@ describe('ssh2 internals contract: mlkem768x25519-sha256 (patches/ssh2+1.17.0.pa
     const clientKexInit = Buffer.concat([
       Buffer.of(MSG_KEXINIT),
       crypto.randomBytes(16),
-      ...['mlkem768x25519-sha256,kex-strict-c-v00@openssh.com', 'ssh-ed25519', 'aes128-gcm@openssh.com', 'aes128-gcm@openssh.com', 'hmac-sha2-256', 'hmac-sha2-256', 'none', 'none', '', ''].map(nameList),
+      ...[`${method},kex-strict-c-v00@openssh.com`, 'ssh-ed25519', 'aes128-gcm@openssh.com', 'aes128-gcm@openssh.com', 'hmac-sha2-256', 'hmac-sha2-256', 'none', 'none', '', ''].map(nameList),
       Buffer.alloc(5),
     ]);
     const input = Buffer.concat([
@@ -933,16 +933,18 @@ describe('ssh2 internals contract: mlkem768x25519-sha256 (patches/ssh2+1.17.0.pa
     };
   }
 
-  it('is installed: ssh2 makes the added key exchange, and the client leg offers it first', () => {
+  const HYBRIDS = ['mlkem768x25519-sha256', 'sntrup761x25519-sha512', 'sntrup761x25519-sha512@openssh.com'];
+
+  it('is installed: ssh2 makes the added key exchanges, and the client leg offers them first', () => {
     const added = (require('ssh2/lib/protocol/kex.js') as { ADDED_KEY_EXCHANGES?: unknown }).ADDED_KEY_EXCHANGES;
     expect(added, 'kex.js exports no ADDED_KEY_EXCHANGES: patch-package did not apply patches/ssh2+1.17.0.patch').to.be.an.instanceOf(Map);
-    expect([...(added as Map<string, unknown>).keys()]).to.deep.equal(['mlkem768x25519-sha256']);
-    expect(hybridKeyExchangeInstalled).to.equal(true);
-    expect(DEFAULT_CLIENT_LEG.kex[0]).to.equal('mlkem768x25519-sha256');
-    expect(clientOffer(), 'the upstream leg').to.not.satisfy((o: unknown) => JSON.stringify(o).includes('mlkem'));
+    expect([...(added as Map<string, unknown>).keys()]).to.deep.equal(HYBRIDS);
+    expect(hybridKeyExchangesInstalled).to.equal(true);
+    expect(DEFAULT_CLIENT_LEG.kex.slice(0, 3)).to.deep.equal(HYBRIDS);
+    expect(clientOffer(), 'the upstream leg').to.not.satisfy((o: unknown) => /mlkem|sntrup/.test(JSON.stringify(o)));
   });
 
-  it("answers KEX_ECDH_INIT with the ciphertext and its X25519 key, and signs the draft's exchange hash, K hashed as a string", () => {
+  it("answers mlkem768x25519-sha256's KEX_ECDH_INIT with the ciphertext and its X25519 key, and signs the draft's exchange hash, K hashed as a string", () => {
     const client = mlkemClient();
     const { clientPublic } = client;
     const server = serverAnswering(clientPublic);
@@ -970,14 +972,34 @@ describe('ssh2 internals contract: mlkem768x25519-sha256 (patches/ssh2+1.17.0.pa
     }
   });
 
-  it('fails the key exchange, with the reason, on a client key of the wrong size', () => {
-    const server = serverAnswering(crypto.randomBytes(100));
+  for (const [method, reason] of [
+    ['mlkem768x25519-sha256', "the client's key (ML-KEM-768 and X25519) has 100 bytes, not 1216"],
+    ['sntrup761x25519-sha512', "the client's key (sntrup761 and X25519) has 100 bytes, not 1190"],
+  ]) {
+    it(`fails the key exchange, with the reason, on a client key of the wrong size (${method})`, () => {
+      const server = serverAnswering(crypto.randomBytes(100), method);
+      try {
+        expect(server.errors.map(String).join('; ')).to.contain(`Error while computing DH secret (${method}): ${reason}`);
+        const disconnect = server.payloads.find((p) => p[0] === MSG_DISCONNECT);
+        expect(disconnect, 'a DISCONNECT').to.not.equal(undefined);
+        expect(disconnect!.readUInt32BE(1), 'SSH_DISCONNECT_KEY_EXCHANGE_FAILED').to.equal(3);
+        expect(server.payloads.some((p) => p[0] === MSG_KEX_ECDH_REPLY), 'no reply').to.equal(false);
+      } finally {
+        server.close();
+      }
+    });
+  }
+
+  it('answers sntrup761x25519-sha512 with the ciphertext, its X25519 key and a signature (K and the SHA-512 exchange hash: the real clients in core.test.ts)', () => {
+    const clientPublic = Buffer.concat([crypto.randomBytes(1158), crypto.generateKeyPairSync('x25519').publicKey.export({ format: 'der', type: 'spki' }).subarray(12)]);
+    const server = serverAnswering(clientPublic, 'sntrup761x25519-sha512');
     try {
-      expect(server.errors.map(String).join('; ')).to.contain("Error while computing DH secret (mlkem768x25519-sha256): the client's key (ML-KEM-768 and X25519) has 100 bytes, not 1216");
-      const disconnect = server.payloads.find((p) => p[0] === MSG_DISCONNECT);
-      expect(disconnect, 'a DISCONNECT').to.not.equal(undefined);
-      expect(disconnect!.readUInt32BE(1), 'SSH_DISCONNECT_KEY_EXCHANGE_FAILED').to.equal(3);
-      expect(server.payloads.some((p) => p[0] === MSG_KEX_ECDH_REPLY), 'no reply').to.equal(false);
+      expect(server.errors.map(String)).to.deep.equal([]);
+      const reply = server.payloads[1]!;
+      expect(reply[0]).to.equal(MSG_KEX_ECDH_REPLY);
+      const [, serverPublic, signature] = sshStrings(reply);
+      expect(serverPublic!.length).to.equal(1039 + 32);
+      expect(sshStrings(Buffer.concat([Buffer.of(0), signature!]))[0]!.toString()).to.equal('ssh-ed25519');
     } finally {
       server.close();
     }
