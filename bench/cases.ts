@@ -165,7 +165,7 @@ export async function trueCommand(p: SshPath): Promise<{ bytes: number }> {
   return { bytes: 0 };
 }
 
-/** The key exchange method `ssh` with its defaults negotiates on `p` (from `ssh -v`): the report says it, for both paths. */
+/** The key exchange method `ssh` negotiates on `p` (from `ssh -v`): the report says it, for both paths. */
 export async function keyExchange(p: SshPath): Promise<string> {
   const ssh = spawnTracked('ssh', [...p.sshArgs(['-v']), p.destination, 'true'], { stdio: ['ignore', 'pipe', 'pipe'], env: p.env });
   const r = await finished(ssh, 60_000, 'ssh -v true');

@@ -178,7 +178,7 @@ export function markdown(r: Results): string {
       "except through the clients cases' daemon (--prefer-aes-gcm all), which switches the default client to AES-GCM once it moves bulk data",
   );
   const kex = m.keyExchange as { direct: string; proxy: string } | undefined;
-  if (kex !== undefined) out.push(`- key exchange (OpenSSH's client, its default order, every case): direct ${kex.direct}, proxy ${kex.proxy}; the upstream leg curve25519-sha256`);
+  if (kex !== undefined) out.push(`- key exchange (every case, \`-o KexAlgorithms\` on both paths, bench/env.ts): direct ${kex.direct}, proxy ${kex.proxy}; the upstream leg curve25519-sha256`);
   out.push(`- upstream leg (proxy → sshd -i): ${String(m.upstreamCipher)}`);
   const s = r.settings;
   out.push(`- runs per case and path: ${String(s.runs)} (idle: ${String(s.idleRuns)}, latency: ${String(s.latencyRuns)}, cold: ${String(s.coldRuns)}), direct and proxy alternating`);

@@ -160,7 +160,7 @@ function machine() {
     ssh2NativeBinding: binding,
     clientDefaultCipher: 'chacha20-poly1305@openssh.com (OpenSSH default order; used by latency, concurrency, idle)',
     upstreamCipher: 'aes128-gcm@openssh.com (the proxy\'s first choice towards sshd -i)',
-    /** What OpenSSH's default client negotiates on each path (measured after set-up). */
+    /** The key exchange each path negotiates (measured after set-up). */
     keyExchange: undefined as { direct: string; proxy: string } | undefined,
   };
 }
@@ -674,7 +674,7 @@ async function main(): Promise<void> {
   await trueCommand(env.proxyPath());
   await trueCommand(env.directPath);
   m.keyExchange = { direct: await keyExchange(env.directPath), proxy: await keyExchange(env.proxyPath()) };
-  log(`key exchange of OpenSSH's default client: direct ${m.keyExchange.direct}, proxy ${m.keyExchange.proxy}`);
+  log(`key exchange: direct ${m.keyExchange.direct}, proxy ${m.keyExchange.proxy}`);
   if (settings.cases.some((c) => c === 'bulk' || c === 'link' || c === 'concurrency' || c === 'loaded')) {
     log(`warm-up: a download and an upload per bulk cipher on both paths (V8 compiles the daemon's data path)`);
     await warmUp(env.proxyPath());
