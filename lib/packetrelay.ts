@@ -1,9 +1,9 @@
 /**
  * The packet relay addon (native/packetrelay.c): ciphers that stand in for
  * those of ssh2's binding (AES-GCM, ChaCha20-Poly1305, AES-CTR with HMAC),
- * and a loop that relays channel packets from
- * one leg's socket chunk to the other leg's cipher without a JavaScript call
- * per packet. lib/ssh2internals.ts installs the ciphers into ssh2;
+ * and a loop that relays channel packets from one leg's socket chunk to the
+ * other leg's cipher without a JavaScript call per packet.
+ * lib/ssh2internals.ts installs the ciphers into ssh2;
  * lib/leg.ts runs the loop. native/socketrelay.c runs the same loop on the
  * sockets themselves (lib/socketrelay.ts). It also has TCP_QUICKACK for
  * lib/quickack.ts. AES-GCM runs on intel-ipsec-mb where the CPU has VAES

@@ -19,7 +19,7 @@ import { sharedReadBuffer } from './sharedreads.js';
 
 /** Why a SocketRelay stopped by itself (native/socketrelay.c SR_*). */
 export const enum SocketRelayStop {
-  /** A packet of another type: [a, b) of the shared read buffer starts with it, decrypted in place (body length c). */
+  /** A packet of another type: [a, b) of the shared read buffer starts with it, decrypted in place (its length field in the clear, c bytes on the wire). */
   OtherType = 1,
   End = 2,
   /** a = -errno */
