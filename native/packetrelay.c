@@ -424,6 +424,9 @@ static const char *ctr_hmac_decrypt(cipher_t *a, unsigned char *out, const unsig
 static const char *decrypt_packet(cipher_t *a, unsigned char *out, const unsigned char *in, uint32_t body_len, uint32_t seqno) {
   if (a->kind != KIND_CTR_HMAC) return aead_decrypt(a, out + 4, in + 4, body_len, seqno, in + 4 + body_len);
   unsigned char length[4];
+  /* Encrypt-and-MAC: the length once more (body_length() read it and left
+     the stream where it was), which puts the stream right after it: one
+     block per packet, and nothing here depends on what ran before. */
   if (a->etm) memcpy(length, in, sizeof length);
   else if (!ctr_from_packet_start(a, length, in, sizeof length)) return "OpenSSL: AES-CTR failed";
   return ctr_hmac_decrypt(a, out + 4, in + 4, body_len, seqno, length, in + 4 + body_len);
