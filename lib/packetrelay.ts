@@ -50,6 +50,14 @@ interface PacketRelayAddon {
   ChaChaPolyDecipher: new (keys: Buffer) => NativeDecipher;
   CtrHmacCipher: new (name: string, key: Buffer, iv: Buffer, digest: string, macKey: Buffer, etm: boolean) => NativeCipher;
   CtrHmacDecipher: new (name: string, key: Buffer, iv: Buffer, digest: string, macKey: Buffer, etm: boolean, macActualLength: number) => NativeDecipher;
+  /**
+   * Whether CtrHmacCipher (no MAC length) or CtrHmacDecipher takes a cipher and
+   * HMAC by the OpenSSL names ssh2 passes (CIPHER_INFO's and MAC_INFO's
+   * sslName), and the MAC length on the wire: whole MACs only. ssh2's own
+   * classes keep the rest (CBC modes, MD5, hmac-*-96), which the proxy does
+   * not offer.
+   */
+  ctrHmacTakes(cipher: string, digest: string, macLength?: number): boolean;
   relay(
     chunk: Buffer,
     start: number,
@@ -105,27 +113,8 @@ export const cipherClasses = {
   ChaChaPolyDecipher: packetRelay.ChaChaPolyDecipher,
 } as const;
 
-/** The AES-CTR with HMAC classes, for ssh2's GenericCipher and GenericDecipher where they take the algorithms (ctrHmacTakes). */
+/** The AES-CTR with HMAC classes, for ssh2's GenericCipher and GenericDecipher where they take the algorithms (packetRelay.ctrHmacTakes). */
 export const ctrHmacClasses = { GenericCipher: packetRelay.CtrHmacCipher, GenericDecipher: packetRelay.CtrHmacDecipher } as const;
-
-const CTR_CIPHERS = new Set(['aes-128-ctr', 'aes-192-ctr', 'aes-256-ctr']);
-const HMAC_DIGEST_LENGTHS = new Map([
-  ['sha1', 20],
-  ['sha256', 32],
-  ['sha512', 64],
-]);
-
-/**
- * Whether the AES-CTR classes take a cipher and HMAC, by the OpenSSL names
- * ssh2 passes them under (CIPHER_INFO's and MAC_INFO's sslName), and for a
- * decipher the MAC length on the wire: only whole MACs (no hmac-*-96).
- * ssh2's own classes keep the rest (CBC modes, MD5, truncated MACs), which
- * the proxy does not offer.
- */
-export function ctrHmacTakes(cipher: string, digest: string, macLength?: number): boolean {
-  const length = HMAC_DIGEST_LENGTHS.get(digest);
-  return CTR_CIPHERS.has(cipher) && length !== undefined && (macLength === undefined || macLength === length);
-}
 
 export function isNativeCipher(value: unknown): value is NativeCipher {
   return value instanceof packetRelay.AESGCMCipher || value instanceof packetRelay.ChaChaPolyCipher || value instanceof packetRelay.CtrHmacCipher;

@@ -13,7 +13,7 @@ import type { ClientLegAlgorithms } from './algorithms.js';
 import { HYBRID_KEY_EXCHANGES, hybridServerReply } from './hybridkex.js';
 import { MSG } from './messages.js';
 import { fillRandom, takePacketBuffer } from './packetbuffers.js';
-import { cipherClasses, ctrHmacClasses, ctrHmacTakes, isNativeCipher, isNativeDecipher, type NativeCipher, type NativeDecipher } from './packetrelay.js';
+import { cipherClasses, ctrHmacClasses, isNativeCipher, isNativeDecipher, packetRelay, type NativeCipher, type NativeDecipher } from './packetrelay.js';
 
 const require = createRequire(import.meta.url);
 
@@ -57,7 +57,7 @@ type Constructor = new (...args: any[]) => object;
 function ctrHmacOrSsh2(ours: Constructor, ssh2s: Constructor): Constructor {
   return function GenericCipherOrDecipher(...args: unknown[]) {
     const [cipher, , , digest, , , macLength] = args;
-    return ctrHmacTakes(String(cipher), String(digest), macLength as number | undefined) ? new ours(...args) : new ssh2s(...args);
+    return packetRelay.ctrHmacTakes(String(cipher), String(digest), macLength as number | undefined) ? new ours(...args) : new ssh2s(...args);
   } as unknown as Constructor;
 }
 

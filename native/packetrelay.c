@@ -230,31 +230,47 @@ static void write_u32(unsigned char *p, uint32_t v) {
   p[3] = (unsigned char)v;
 }
 
-/* The HMAC digests taken, by the names ssh2 passes (its MAC_INFO sslName). */
-static const char *const HMAC_DIGESTS[] = {"sha1", "sha256", "sha512"};
+/* The HMACs taken, by the digest names ssh2 passes (its MAC_INFO sslName), with their whole lengths. */
+static const struct {
+  const char *digest;
+  unsigned mac_len;
+} HMACS[] = {{"sha1", 20}, {"sha256", 32}, {"sha512", 64}};
+
+/*
+ * The HMACS entry if the AES-CTR classes take `name` (an OpenSSL cipher
+ * name) with `digest`, and for a decipher (mac_len >= 0) that MAC length on
+ * the wire: whole MACs only, no hmac-*-96. Else -1: ssh2's own classes keep
+ * those (CBC modes, MD5, truncated MACs), which the proxy does not offer.
+ */
+static int ctr_hmac_takes(const char *name, const char *digest, long mac_len) {
+  const EVP_CIPHER *cipher = EVP_get_cipherbyname(name);
+  if (cipher == NULL || (cipher != EVP_aes_128_ctr() && cipher != EVP_aes_192_ctr() && cipher != EVP_aes_256_ctr())) return -1;
+  for (int d = 0; d < (int)(sizeof HMACS / sizeof *HMACS); d++) {
+    if (strcmp(digest, HMACS[d].digest) == 0) return mac_len < 0 || (unsigned long)mac_len == HMACS[d].mac_len ? d : -1;
+  }
+  return -1;
+}
 
 /* AES-CTR with HMAC, as ssh2's GenericCipher/GenericDecipher take them: (cipher name, key, IV, digest name, MAC key, encrypt-then-MAC). */
 static const char *ctr_hmac_init(cipher_t *a, const char *name, const unsigned char *key, size_t key_len, const unsigned char *iv, size_t iv_len,
-                                 const char *digest, const unsigned char *mac_key, size_t mac_key_len, int etm) {
+                                 const char *digest, long mac_actual_len, const unsigned char *mac_key, size_t mac_key_len, int etm) {
+  const int d = ctr_hmac_takes(name, digest, mac_actual_len);
+  if (d < 0) return "Not an AES-CTR cipher with a whole HMAC";
   const EVP_CIPHER *cipher = EVP_get_cipherbyname(name);
-  if (cipher == NULL || (cipher != EVP_aes_128_ctr() && cipher != EVP_aes_192_ctr() && cipher != EVP_aes_256_ctr())) return "Invalid AES CTR cipher name";
   if (iv_len != CTR_BLOCK) return "Invalid IV length";
   if ((int)key_len != EVP_CIPHER_key_length(cipher)) return "Invalid keys length";
-  size_t d = 0;
-  while (d < sizeof HMAC_DIGESTS / sizeof *HMAC_DIGESTS && strcmp(digest, HMAC_DIGESTS[d]) != 0) d++;
-  if (d == sizeof HMAC_DIGESTS / sizeof *HMAC_DIGESTS) return "Invalid MAC name";
   a->kind = KIND_CTR_HMAC;
   a->block = CTR_BLOCK;
   a->etm = etm;
   a->length_in_blocks = etm ? 0 : 4;
   memcpy(a->ctr, iv, CTR_BLOCK);
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)HMAC_DIGESTS[d], 0), OSSL_PARAM_construct_end()};
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)HMACS[d].digest, 0), OSSL_PARAM_construct_end()};
   if ((a->main = EVP_CIPHER_CTX_new()) == NULL || EVP_EncryptInit_ex(a->main, cipher, NULL, key, iv) != 1
       || (a->mac = EVP_MAC_fetch(NULL, "HMAC", "provider=default")) == NULL || (a->mac_ctx = EVP_MAC_CTX_new(a->mac)) == NULL
       || EVP_MAC_init(a->mac_ctx, mac_key, mac_key_len, params) != 1)
     return "OpenSSL: AES-CTR with HMAC set-up failed";
-  a->mac_len = (unsigned)EVP_MAC_CTX_get_mac_size(a->mac_ctx);
-  return a->mac_len <= MAX_MAC_LEN ? NULL : "Invalid MAC name";
+  a->mac_len = HMACS[d].mac_len;
+  return NULL;
 }
 
 /* RFC 4344 §4: the counter is the IV read as one big-endian number, one step per block. */
@@ -517,9 +533,7 @@ static napi_value construct(napi_env env, napi_callback_info info) {
   } else if (!a->encrypt && (argc < 7 || !get_u32(env, argv[6], &mac_actual_len))) {
     error = "Missing/Invalid HMAC length";
   } else {
-    error = ctr_hmac_init(a, name, key, key_len, iv, iv_len, digest, mac_key, mac_key_len, etm);
-    /* Truncated MACs (hmac-*-96) are not among those taken: ssh2's class keeps them. */
-    if (error == NULL && !a->encrypt && mac_actual_len != a->mac_len) error = "Invalid HMAC length";
+    error = ctr_hmac_init(a, name, key, key_len, iv, iv_len, digest, a->encrypt ? -1 : (long)mac_actual_len, mac_key, mac_key_len, etm);
   }
   if (error != NULL || napi_wrap(env, self, a, cipher_finalize, NULL, NULL) != napi_ok) {
     cipher_clear(a);
@@ -801,6 +815,25 @@ static napi_value quick_ack(napi_env env, napi_callback_info info) {
   return done;
 }
 
+/* ctrHmacTakes(cipherName, digestName[, macLength]): whether CtrHmacCipher (no length) or CtrHmacDecipher takes them (ctr_hmac_takes). */
+static napi_value ctr_hmac_takes_js(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], result;
+  char name[32] = "", digest[16] = "";
+  uint32_t mac_len = 0;
+  napi_valuetype third = napi_undefined;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc >= 3) napi_typeof(env, argv[2], &third);
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, NULL) != napi_ok
+      || napi_get_value_string_utf8(env, argv[1], digest, sizeof digest, NULL) != napi_ok
+      || (third != napi_undefined && !get_u32(env, argv[2], &mac_len))) {
+    napi_throw_type_error(env, NULL, "ctrHmacTakes: (cipher name, digest name[, MAC length])");
+    return NULL;
+  }
+  napi_get_boolean(env, ctr_hmac_takes(name, digest, third == napi_undefined ? -1 : (long)mac_len) >= 0, &result);
+  return result;
+}
+
 /* The AES-GCM code new ciphers get: a name for the start-up log. */
 static napi_value aes_gcm_implementation(napi_env env, napi_callback_info info) {
   (void)info;
@@ -840,6 +873,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "CtrHmacDecipher", define(env, "CtrHmacDecipher", CLASS_CTR_HMAC));
   napi_create_function(env, "relay", NAPI_AUTO_LENGTH, relay, NULL, &fn);
   napi_set_named_property(env, exports, "relay", fn);
+  napi_create_function(env, "ctrHmacTakes", NAPI_AUTO_LENGTH, ctr_hmac_takes_js, NULL, &fn);
+  napi_set_named_property(env, exports, "ctrHmacTakes", fn);
   napi_create_function(env, "quickAck", NAPI_AUTO_LENGTH, quick_ack, NULL, &fn);
   napi_set_named_property(env, exports, "quickAck", fn);
   napi_create_function(env, "useAesGcm", NAPI_AUTO_LENGTH, use_aes_gcm, NULL, &fn);
