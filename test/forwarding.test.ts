@@ -191,16 +191,16 @@ function sha256(data: Buffer): string {
   return crypto.createHash('sha256').update(data).digest('hex');
 }
 
-/** GET http://127.0.0.1:port/urlPath without connection reuse; rejects on any error. */
-function httpGet(port: number, urlPath: string): Promise<{ status: number; body: Buffer }> {
+/** GET http://host:port/urlPath without connection reuse; rejects on any error. */
+function httpGet(host: string, port: number, urlPath: string): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: 10_000 }, (res) => {
+    const req = http.get({ host, port, path: urlPath, agent: false, timeout: 10_000 }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
       res.on('error', reject);
     });
-    req.on('timeout', () => req.destroy(new Error(`GET ${urlPath} on port ${port} timed out`)));
+    req.on('timeout', () => req.destroy(new Error(`GET ${urlPath} on ${host} port ${port} timed out`)));
     req.on('error', reject);
   });
 }
@@ -217,14 +217,42 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
-/** Checks greeting and blob of `server` through `port`, polling until the forward is up. */
-async function expectServedThrough(bg: Background, port: number, server: TestServer, tag: string): Promise<void> {
-  const first = await untilReady(bg, `${server.greeting.trim()} through port ${port}`, () =>
-    httpGet(port, `/${tag}`),
-  );
-  expect(first.status).to.equal(200);
-  expect(first.body.toString()).to.equal(server.greeting);
-  const blob = await httpGet(port, `/blob-${tag}`);
+/**
+ * The addresses a remote forward listens on. Without GatewayPorts sshd binds
+ * "localhost", ::1 and 127.0.0.1. For -R 0 the kernel picks the port on the
+ * first of them, and sshd takes the same port on the other only where it is
+ * free: if a hub or notebook server of another test holds it on 127.0.0.1,
+ * that address leads there (CI once got Jupyter's 302 from it). Such a
+ * forward works if one of them serves the test server.
+ */
+const REMOTE_FORWARD_HOSTS = ['::1', '127.0.0.1'];
+
+/**
+ * Checks greeting and blob of `server` through `port` on one of `hosts`,
+ * polling until the forward is up: a host that refuses counts as "not yet",
+ * and the last answers seen are in the timeout message.
+ */
+async function expectServedThrough(
+  bg: Background,
+  port: number,
+  server: TestServer,
+  tag: string,
+  hosts: string[] = ['127.0.0.1'],
+): Promise<void> {
+  const host = await untilReady(bg, `${server.greeting.trim()} through port ${port}`, async () => {
+    const answers: string[] = [];
+    for (const h of hosts) {
+      try {
+        const r = await httpGet(h, port, `/${tag}`);
+        if (r.status === 200 && r.body.toString() === server.greeting) return h;
+        answers.push(`${h} answered ${r.status} ${JSON.stringify(r.body.toString().slice(0, 80))}`);
+      } catch (err) {
+        answers.push(`${h}: ${(err as Error).message}`);
+      }
+    }
+    throw new Error(answers.join('; '));
+  });
+  const blob = await httpGet(host, port, `/blob-${tag}`);
   expect(blob.status).to.equal(200);
   expect(blob.body.length).to.equal(BLOB_BYTES);
   expect(sha256(blob.body)).to.equal(server.blobSha256);
@@ -303,7 +331,7 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     });
     expect(allocated).to.be.within(1, 65535);
     expect(allocated).to.not.equal(server.port);
-    await expectServedThrough(ssh, allocated, server, 'via-R0');
+    await expectServedThrough(ssh, allocated, server, 'via-R0', REMOTE_FORWARD_HOSTS);
   });
 
   it('-R several at once: each global request reply reaches the right forward', async function () {
@@ -325,8 +353,8 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     });
     expect([...allocated.keys()].sort()).to.deep.equal([b.port, c.port].sort());
     await expectServedThrough(ssh, fixedPort, a, 'via-R-fixed');
-    await expectServedThrough(ssh, allocated.get(b.port)!, b, 'via-R0-b');
-    await expectServedThrough(ssh, allocated.get(c.port)!, c, 'via-R0-c');
+    await expectServedThrough(ssh, allocated.get(b.port)!, b, 'via-R0-b', REMOTE_FORWARD_HOSTS);
+    await expectServedThrough(ssh, allocated.get(c.port)!, c, 'via-R0-c', REMOTE_FORWARD_HOSTS);
   });
 
   it('-D: a SOCKS forward carries curl --socks5-hostname to the server', async function () {
