@@ -229,8 +229,8 @@ const REMOTE_FORWARD_HOSTS = ['::1', '127.0.0.1'];
 
 /**
  * Checks greeting and blob of `server` through `port` on one of `hosts`,
- * polling until the forward is up: a host that refuses counts as "not yet",
- * and the last answers seen are in the timeout message.
+ * polling until one of them serves the greeting (a forward not up yet
+ * refuses); what each host last answered is in the timeout message.
  */
 async function expectServedThrough(
   bg: Background,
