@@ -218,6 +218,26 @@ function accepts(port: number): Promise<boolean> {
 }
 
 /**
+ * Makes sure something listens on host:port for the rest of the test: a
+ * listener of ours, or whoever already holds it. Resolves false where the
+ * address does not exist (a host without IPv6).
+ */
+function holdPort(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer((sock) => sock.destroy());
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE') resolve(true);
+      else if (err.code === 'EADDRNOTAVAIL' || err.code === 'EAFNOSUPPORT') resolve(false);
+      else reject(err);
+    });
+    server.listen({ host, port, exclusive: true }, () => {
+      defer(`listener on ${host} port ${port}`, () => new Promise((done) => server.close(done)));
+      resolve(true);
+    });
+  });
+}
+
+/**
  * The addresses a remote forward listens on. Without GatewayPorts sshd binds
  * "localhost", ::1 and 127.0.0.1. For -R 0 the kernel picks the port on the
  * first of them, and sshd takes the same port on the other only where it is
@@ -439,11 +459,22 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     const local = await run('xdpyinfo', [], { env: { ...process.env, ...xEnv } });
     expect(local.code, local.stderr).to.equal(0);
 
+    // sshd (X11UseLocalhost, X11DisplayOffset 10) takes the first display
+    // whose port it can bind on every loopback address. The suite's hubs and
+    // notebook servers hold ports on 127.0.0.1 alone, and xdpyinfo would
+    // reach one of them if sshd took a display bound on ::1 only. Taking
+    // display 10 on 127.0.0.1 and 11 on ::1 shows that sshd skips both.
+    const hasV6 = await holdPort('::1', 6011);
+    expect(await holdPort('127.0.0.1', 6010)).to.equal(true);
+    if (!hasV6) expect(await holdPort('127.0.0.1', 6011)).to.equal(true);
+
     const res = await env.ssh(['echo "display=$DISPLAY"; xdpyinfo'], ['-X'], { env: xEnv });
     const out = res.stdout.toString();
     expect(res.code, `${out}\n${res.stderr}`).to.equal(0);
-    // sshd's X11 proxy display, e.g. localhost:10.0, not the local one.
-    expect(out).to.match(/^display=localhost:\d+\.0$/m);
+    // sshd's X11 proxy display, e.g. localhost:12.0, not the local one.
+    const remoteDisplay = /^display=localhost:(\d+)\.0$/m.exec(out);
+    expect(remoteDisplay, out).to.not.equal(null);
+    expect(Number(remoteDisplay![1])).to.be.at.least(12);
     expect(out).to.include('name of display:');
     expect(out).to.match(new RegExp(`dimensions:\\s+${X_WIDTH}x${X_HEIGHT} pixels`));
   });
