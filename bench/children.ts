@@ -22,10 +22,6 @@ export function killAllTracked(signal: NodeJS.Signals = 'SIGKILL'): void {
   }
 }
 
-export function trackedCount(): number {
-  return live.size;
-}
-
 export interface Finished {
   code: number | null;
   signal: NodeJS.Signals | null;

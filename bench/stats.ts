@@ -15,10 +15,6 @@ export function max(xs: number[]): number {
   return xs.length ? Math.max(...xs) : NaN;
 }
 
-export function sum(xs: number[]): number {
-  return xs.reduce((a, b) => a + b, 0);
-}
-
 /** (max - min) / median, in percent: a quick noise figure for a handful of runs. */
 export function spreadPercent(xs: number[]): number {
   const m = median(xs);

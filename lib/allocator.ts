@@ -15,9 +15,6 @@
  */
 import fs from 'node:fs';
 
-/** The preload entry, by soname so that the loader finds it on any architecture. */
-export const JEMALLOC = 'libjemalloc.so.2';
-
 /** Variables that tune only the daemon's allocator. */
 const ALLOCATOR_VARIABLES = ['MALLOC_CONF', 'MALLOC_ARENA_MAX'];
 
