@@ -230,7 +230,7 @@ function holdPort(host: string, port: number): Promise<boolean> {
       else if (err.code === 'EADDRNOTAVAIL' || err.code === 'EAFNOSUPPORT') resolve(false);
       else reject(err);
     });
-    server.listen({ host, port, exclusive: true }, () => {
+    server.listen({ host, port }, () => {
       defer(`listener on ${host} port ${port}`, () => new Promise((done) => server.close(done)));
       resolve(true);
     });
