@@ -1,7 +1,7 @@
 // The measurements. Each takes an SshPath, so the same code runs direct and
 // through the proxy; run.ts alternates the two.
 import crypto from 'node:crypto';
-import type { ChildProcess } from 'node:child_process';
+import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,7 +12,7 @@ import { scrapeMetrics } from '../test/helpers/metrics.js';
 import { finished, spawnTracked } from './children.js';
 import type { SshPath } from './env.js';
 import { MiB } from './stats.js';
-import { cpuDelta, cpuTimes, descendants, pssKb, statusKb } from './procfs.js';
+import { cpuDelta, cpuTimes, descendants, processState, pssKb, statusKb } from './procfs.js';
 
 /** One timed run of one case on one path. */
 export interface Run {
@@ -252,6 +252,27 @@ export async function keystrokeEcho(p: SshPath, cipher: string, echoes: number, 
   }
 }
 
+/** How long a batch of clients started stopped may take to reach their stop. */
+const STOPPED_TIMEOUT_MS = 60_000;
+
+/** `cmd args`, started stopped: a shell stops itself and, once continued (SIGCONT), becomes the command. */
+function spawnStopped(cmd: string, args: string[], options: SpawnOptions): ChildProcess {
+  return spawnTracked('sh', ['-c', 'kill -STOP $$ && exec "$@"', 'sh', cmd, ...args], options);
+}
+
+/** Resolves once every child is stopped; rejects if one ended instead, or after `timeoutMs`. */
+async function untilStopped(children: ChildProcess[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ended = children.find((c) => c.exitCode !== null || c.signalCode !== null);
+    if (ended) throw new Error(`a client ended before it was continued: ${ended.exitCode ?? ended.signalCode}`);
+    const running = children.filter((c) => processState(c.pid!) !== 'T').length;
+    if (running === 0) return;
+    if (Date.now() > deadline) throw new Error(`${running} of ${children.length} clients did not stop within ${timeoutMs / 1000} s`);
+    await sleep(10);
+  }
+}
+
 /**
  * `sessions` parallel connections, each piping the same `bytes`-byte random
  * file into a remote `openssl dgst -sha256` (coreutils sha256sum runs at
@@ -260,20 +281,34 @@ export async function keystrokeEcho(p: SshPath, cipher: string, echoes: number, 
  * waits for the server's SSH identification line (see bannerProbe).
  */
 export async function parallelChecksums(p: SshPath, sessions: number, file: string, bytes: number, digest: string): Promise<{ bytes: number; extra: Record<string, number> }> {
-  const started = performance.now();
-  const perSession: number[] = [];
-  const jobs = Array.from({ length: sessions }, async (_, i) => {
+  // Node's spawn returns once its child has exec'd. Started one after the
+  // other, 100 direct clients took 14 s to start, ~140 ms each on cores
+  // already busy with the first sessions (through the proxy, whose logins
+  // queue in one process, 0.9 s), so the case was not 100 sessions at once.
+  // Every client now starts stopped, and the clock starts as all continue.
+  const clients = Array.from({ length: sessions }, (_, i) => {
     const fd = fs.openSync(file, 'r');
-    let ssh;
     try {
       // Node accepts one connection per event-loop turn; before the daemon
       // bounded its turns (lib/turnbudget.ts) the last of 100 simultaneous
       // logins waited up to ~17 s for the banner, close to the helpers' 20 s.
-      ssh = spawnTracked('ssh', [...p.sshArgs(['-o', 'ConnectTimeout=120']), p.destination, 'openssl dgst -sha256 -r'], { stdio: [fd, 'pipe', 'pipe'], env: p.env });
+      const ssh = spawnStopped('ssh', [...p.sshArgs(['-o', 'ConnectTimeout=120']), p.destination, 'openssl dgst -sha256 -r'], { stdio: [fd, 'pipe', 'pipe'], env: p.env });
+      return { ssh, done: finished(ssh, BULK_TIMEOUT_MS, `session ${i}`) };
     } finally {
       fs.closeSync(fd);
     }
-    const r = await finished(ssh, BULK_TIMEOUT_MS, `session ${i}`);
+  });
+  try {
+    await untilStopped(clients.map((c) => c.ssh), STOPPED_TIMEOUT_MS);
+  } catch (err) {
+    for (const { ssh } of clients) ssh.kill('SIGKILL');
+    throw err;
+  }
+  const started = performance.now();
+  for (const { ssh } of clients) ssh.kill('SIGCONT');
+  const perSession: number[] = [];
+  const jobs = clients.map(async ({ done }, i) => {
+    const r = await done;
     perSession.push((performance.now() - started) / 1000);
     check(r.code === 0, `${p.name} session ${i}`, `exit ${r.code ?? r.signal}: ${r.stderr.trim()}`);
     const remote = r.stdout.trim().split(/\s+/)[0];

@@ -63,6 +63,15 @@ interface ProcInfo {
   state: string;
 }
 
+/** A process's state letter from /proc (R, S, T for stopped, Z, ...), or undefined once it is gone. */
+export function processState(pid: number): string | undefined {
+  try {
+    return /^\d+ \(.*\) (\S)/s.exec(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
 export function processes(): ProcInfo[] {
   const found: ProcInfo[] = [];
   for (const entry of fs.readdirSync('/proc')) {
