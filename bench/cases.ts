@@ -30,6 +30,17 @@ export interface Run {
 }
 
 /**
+ * What a case's body reports: the payload bytes, anything case-specific, and
+ * its own clock where the time around the body would include set-up (the
+ * parallel case starts its clients before its clock runs).
+ */
+export interface Moved {
+  bytes: number;
+  extra?: Record<string, number>;
+  seconds?: number;
+}
+
+/**
  * Waits until the server side has no sshd processes (zombies included) left
  * from earlier runs, other than `keep` (those of sessions held open on purpose).
  */
@@ -50,7 +61,7 @@ export async function quiesce(p: SshPath, timeoutMs = 20_000, keep: ReadonlySet<
  */
 export async function measure(
   p: SshPath,
-  body: () => Promise<{ bytes: number; extra?: Record<string, number> }>,
+  body: () => Promise<Moved>,
   settleMs = 20_000,
   keep: ReadonlySet<number> = new Set(),
 ): Promise<Run> {
@@ -58,8 +69,9 @@ export async function measure(
   const server0 = p.serverCpu();
   const client0 = cpuTimes('self');
   const t0 = performance.now();
-  const { bytes, extra } = await body();
-  const seconds = (performance.now() - t0) / 1000;
+  const moved = await body();
+  const seconds = moved.seconds ?? (performance.now() - t0) / 1000;
+  const { bytes, extra } = moved;
   if (!(await quiesce(p, settleMs, keep))) console.warn(`  warning: ${p.name}: sshd processes still alive ${settleMs / 1000} s after the run`);
   const server1 = p.serverCpu();
   const client = cpuDelta(client0, cpuTimes('self')).children;
@@ -280,7 +292,7 @@ async function untilStopped(children: ChildProcess[], timeoutMs: number): Promis
  * must match the local one. Meanwhile a probe measures how long a new client
  * waits for the server's SSH identification line (see bannerProbe).
  */
-export async function parallelChecksums(p: SshPath, sessions: number, file: string, bytes: number, digest: string): Promise<{ bytes: number; extra: Record<string, number> }> {
+export async function parallelChecksums(p: SshPath, sessions: number, file: string, bytes: number, digest: string): Promise<Moved & { extra: Record<string, number> }> {
   // Node's spawn returns once its child has exec'd. Started one after the
   // other, 100 direct clients took 14 s to start, ~140 ms each on cores
   // already busy with the first sessions (through the proxy, whose logins
@@ -329,6 +341,7 @@ export async function parallelChecksums(p: SshPath, sessions: number, file: stri
   const at = (q: number) => waits[Math.min(waits.length - 1, Math.floor(q * waits.length))] ?? NaN;
   return {
     bytes: sessions * bytes,
+    seconds: perSession[perSession.length - 1]!,
     extra: {
       firstDoneSeconds: perSession[0]!,
       lastDoneSeconds: perSession[perSession.length - 1]!,
@@ -590,11 +603,11 @@ export async function idleSessions(
  */
 export async function countingGcs(
   p: SshPath,
-  transfer: () => Promise<{ bytes: number; extra?: Record<string, number> }>,
-): Promise<{ bytes: number; extra: Record<string, number> }> {
+  transfer: () => Promise<Moved>,
+): Promise<Moved & { extra: Record<string, number> }> {
   const gcs = p.metricsOrigin ? await majorGcCount(p.metricsOrigin) : 0;
   const moved = await transfer();
   const extra: Record<string, number> = { ...moved.extra };
   if (p.metricsOrigin) extra.daemonFullGcs = (await majorGcCount(p.metricsOrigin)) - gcs;
-  return { bytes: moved.bytes, extra };
+  return { bytes: moved.bytes, extra, seconds: moved.seconds };
 }

@@ -27,6 +27,7 @@ import {
   sftpPut,
   trueCommand,
   upload,
+  type Moved,
   type Run,
 } from './cases.js';
 import { DAEMON_ENV, DAEMON_NODE_ARGS } from '../test/helpers/deployed.js';
@@ -180,7 +181,7 @@ async function runCase(
   result: CaseResult,
   runs: number,
   paths: () => [SshPath, SshPath],
-  body: (p: SshPath, run: number) => Promise<{ bytes: number; extra?: Record<string, number> }>,
+  body: (p: SshPath, run: number) => Promise<Moved>,
   quiet = false,
 ): Promise<CaseResult> {
   log(`${result.title}${result.cipher ? ` [${result.cipher}]` : ''}: ${runs} runs per path`);
