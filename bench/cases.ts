@@ -54,7 +54,8 @@ export async function quiesce(p: SshPath, timeoutMs = 20_000, keep: ReadonlySet<
 }
 
 /**
- * Times `body` on path `p` and charges CPU: the server process's own time and
+ * Times `body` on path `p` (or takes the body's own clock, `Moved.seconds`)
+ * and charges CPU: the server process's own time and
  * its reaped children's (sshd), and this process's reaped children (clients).
  * Waits for the server side to settle first, so that late sshd exits are
  * counted in the run that caused them.

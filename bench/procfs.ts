@@ -63,26 +63,27 @@ interface ProcInfo {
   state: string;
 }
 
-/** A process's state letter from /proc (R, S, T for stopped, Z, ...), or undefined once it is gone. */
-export function processState(pid: number): string | undefined {
+/** Name, state and parent of a process from /proc, or undefined once it is gone. */
+function processInfo(pid: number): ProcInfo | undefined {
   try {
-    return /^\d+ \(.*\) (\S)/s.exec(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1];
+    const m = /^\d+ \((.*)\) (\S) (\d+)/s.exec(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    return m ? { pid, comm: m[1]!, state: m[2]!, ppid: Number(m[3]) } : undefined;
   } catch {
-    return undefined;
+    return undefined; // exited while we looked
   }
+}
+
+/** A process's state letter (R, S, T for stopped, Z, ...), or undefined once it is gone. */
+export function processState(pid: number): string | undefined {
+  return processInfo(pid)?.state;
 }
 
 export function processes(): ProcInfo[] {
   const found: ProcInfo[] = [];
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    try {
-      const text = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const m = /^\d+ \((.*)\) (\S) (\d+)/s.exec(text);
-      if (m) found.push({ pid: Number(entry), comm: m[1]!, state: m[2]!, ppid: Number(m[3]) });
-    } catch {
-      // exited while we looked
-    }
+    const info = processInfo(Number(entry));
+    if (info) found.push(info);
   }
   return found;
 }
