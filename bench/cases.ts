@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { QUIET_MS } from '../lib/quietgc.js';
 import { scrapeMetrics } from '../test/helpers/metrics.js';
+import { waitFor } from '../test/helpers/wait.js';
 import { finished, spawnTracked } from './children.js';
 import type { SshPath } from './env.js';
 import { MiB } from './stats.js';
@@ -275,15 +276,15 @@ function spawnStopped(cmd: string, args: string[], options: SpawnOptions): Child
 
 /** Resolves once every child is stopped; rejects if one ended instead, or after `timeoutMs`. */
 async function untilStopped(children: ChildProcess[], timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ended = children.find((c) => c.exitCode !== null || c.signalCode !== null);
-    if (ended) throw new Error(`a client ended before it was continued: ${ended.exitCode ?? ended.signalCode}`);
-    const running = children.filter((c) => processState(c.pid!) !== 'T').length;
-    if (running === 0) return;
-    if (Date.now() > deadline) throw new Error(`${running} of ${children.length} clients did not stop within ${timeoutMs / 1000} s`);
-    await sleep(10);
-  }
+  const outcome = await waitFor(
+    () => {
+      const ended = children.find((c) => c.exitCode !== null || c.signalCode !== null);
+      if (ended) return `a client ended before it was continued: ${ended.exitCode ?? ended.signalCode}`;
+      return children.every((c) => processState(c.pid!) === 'T') ? 'stopped' : undefined;
+    },
+    { timeoutMs, intervalMs: 10, what: `${children.length} clients to stop` },
+  );
+  if (outcome !== 'stopped') throw new Error(outcome);
 }
 
 /**
