@@ -73,8 +73,15 @@ interface Background {
 /** Background processes of the current test, for failure reports. */
 let backgrounds: Background[] = [];
 
-async function startBackground(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Background> {
-  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+/** `stdin: 'pipe'` keeps the process's stdin open for the test to write to (`child.stdin`). */
+async function startBackground(
+  name: string,
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  { stdin = 'ignore' }: { stdin?: 'ignore' | 'pipe' } = {},
+): Promise<Background> {
+  const child = spawn(cmd, args, { env, stdio: [stdin, 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
@@ -149,6 +156,7 @@ async function untilReady<T>(
 // a large random blob.
 
 interface TestServer {
+  /** Its TCP port on 127.0.0.1; 0 when it listens on a unix socket. */
   port: number;
   greeting: string;
   blobSha256: string;
@@ -156,7 +164,8 @@ interface TestServer {
   requests: string[];
 }
 
-async function startHttpServer(): Promise<TestServer> {
+/** On 127.0.0.1, or on the unix socket `socketPath` (mode 0666, so that sshd running as the test user may connect). */
+async function startHttpServer(socketPath?: string): Promise<TestServer> {
   const greeting = `hello from ${crypto.randomBytes(8).toString('hex')}\n`;
   const blob = crypto.randomBytes(BLOB_BYTES);
   const requests: string[] = [];
@@ -173,14 +182,16 @@ async function startHttpServer(): Promise<TestServer> {
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    if (socketPath) server.listen(socketPath, () => resolve());
+    else server.listen(0, '127.0.0.1', () => resolve());
   });
+  if (socketPath) fs.chmodSync(socketPath, 0o666);
   defer('HTTP test server', async () => {
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
   });
   return {
-    port: (server.address() as net.AddressInfo).port,
+    port: socketPath ? 0 : (server.address() as net.AddressInfo).port,
     greeting,
     blobSha256: sha256(blob),
     requests,
@@ -191,24 +202,31 @@ function sha256(data: Buffer): string {
   return crypto.createHash('sha256').update(data).digest('hex');
 }
 
-/** GET http://host:port/urlPath without connection reuse; rejects on any error. */
-function httpGet(host: string, port: number, urlPath: string): Promise<{ status: number; body: Buffer }> {
+/** Where an HTTP request goes: a TCP address, or a unix socket. */
+type HttpTarget = { host: string; port: number } | { socketPath: string };
+
+function describeTarget(target: HttpTarget): string {
+  return 'socketPath' in target ? `socket ${target.socketPath}` : `${target.host} port ${target.port}`;
+}
+
+/** GET urlPath from `target` without connection reuse; rejects on any error. */
+function httpGet(target: HttpTarget, urlPath: string): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host, port, path: urlPath, agent: false, timeout: 10_000 }, (res) => {
+    const req = http.get({ ...target, path: urlPath, agent: false, timeout: 10_000 }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
       res.on('error', reject);
     });
-    req.on('timeout', () => req.destroy(new Error(`GET ${urlPath} on ${host} port ${port} timed out`)));
+    req.on('timeout', () => req.destroy(new Error(`GET ${urlPath} on ${describeTarget(target)} timed out`)));
     req.on('error', reject);
   });
 }
 
-/** Resolves true if something accepts TCP connections on 127.0.0.1:port. */
-function accepts(port: number): Promise<boolean> {
+/** Resolves true if something accepts connections on 127.0.0.1:port, or on the unix socket at that path. */
+function accepts(where: number | string): Promise<boolean> {
   return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
+    const sock = typeof where === 'number' ? net.connect({ host: '127.0.0.1', port: where }) : net.connect(where);
     sock.once('connect', () => {
       sock.destroy();
       resolve(true);
@@ -248,31 +266,34 @@ function holdPort(host: string, port: number): Promise<boolean> {
 const REMOTE_FORWARD_HOSTS = ['::1', '127.0.0.1'];
 
 /**
- * Checks greeting and blob of `server` through `port` on one of `hosts`,
- * polling until one of them serves the greeting (a forward not up yet
- * refuses); what each host last answered is in the timeout message.
+ * Checks greeting and blob of `server` through `where`: a port on one of
+ * `hosts`, or a unix socket's path. Polls until one of them serves the
+ * greeting (a forward not up yet refuses); what each last answered is in
+ * the timeout message.
  */
 async function expectServedThrough(
   bg: Background,
-  port: number,
+  where: number | string,
   server: TestServer,
   tag: string,
   hosts: string[] = ['127.0.0.1'],
 ): Promise<void> {
-  const host = await untilReady(bg, `${server.greeting.trim()} through port ${port}`, async () => {
+  const targets: HttpTarget[] = typeof where === 'string' ? [{ socketPath: where }] : hosts.map((host) => ({ host, port: where }));
+  const what = typeof where === 'string' ? `socket ${where}` : `port ${where}`;
+  const target = await untilReady(bg, `${server.greeting.trim()} through ${what}`, async () => {
     const answers: string[] = [];
-    for (const h of hosts) {
+    for (const t of targets) {
       try {
-        const r = await httpGet(h, port, `/${tag}`);
-        if (r.status === 200 && r.body.toString() === server.greeting) return h;
-        answers.push(`${h} answered ${r.status} ${JSON.stringify(r.body.toString().slice(0, 80))}`);
+        const r = await httpGet(t, `/${tag}`);
+        if (r.status === 200 && r.body.toString() === server.greeting) return t;
+        answers.push(`${describeTarget(t)} answered ${r.status} ${JSON.stringify(r.body.toString().slice(0, 80))}`);
       } catch (err) {
-        answers.push(`${h}: ${(err as Error).message}`);
+        answers.push(`${describeTarget(t)}: ${(err as Error).message}`);
       }
     }
     throw new Error(answers.join('; '));
   });
-  const blob = await httpGet(host, port, `/blob-${tag}`);
+  const blob = await httpGet(target, `/blob-${tag}`);
   expect(blob.status).to.equal(200);
   expect(blob.body.length).to.equal(BLOB_BYTES);
   expect(sha256(blob.body)).to.equal(server.blobSha256);
@@ -395,6 +416,95 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     expect(blob.stdout.length).to.equal(BLOB_BYTES);
     expect(sha256(blob.stdout)).to.equal(server.blobSha256);
     expect(server.requests).to.include.members(['/via-D', '/blob-via-D']);
+  });
+
+  it('-L to a unix socket (direct-streamlocal, as VS Code with remoteServerListenOnSocket): a local port leads to a server on a remote socket', async function () {
+    const dir = tempDir('jsp-streamlocal-');
+    // sshd connects to the socket as the test user.
+    fs.chmodSync(dir, 0o755);
+    const socketPath = path.join(dir, 'server.sock');
+    const server = await startHttpServer(socketPath);
+    const localPort = await freePort();
+    const ssh = await startSshN('ssh -L to a socket', ['-L', `127.0.0.1:${localPort}:${socketPath}`]);
+    await expectServedThrough(ssh, localPort, server, 'via-L-socket');
+  });
+
+  it('-R from a unix socket (streamlocal-forward): a socket sshd makes on the remote side leads to the client side', async function () {
+    const server = await startHttpServer();
+    // In the user's home: sshd makes the socket as the test user.
+    const remoteSocket = path.join(env.user.home, `jsp-R-${crypto.randomBytes(4).toString('hex')}.sock`);
+    defer(`remote socket ${remoteSocket}`, () => fsp.rm(remoteSocket, { force: true }));
+    // -v: ssh logs the reply to its streamlocal-forward request.
+    const ssh = await startSshN('ssh -R from a socket', ['-v', '-R', `${remoteSocket}:127.0.0.1:${server.port}`]);
+    await expectServedThrough(ssh, remoteSocket, server, 'via-R-socket');
+    // -2: OpenSSH's port number for a socket (PORT_STREAMLOCAL).
+    const success = `remote forward success for: listen ${remoteSocket}:-2, connect 127.0.0.1:${server.port}`;
+    await untilReady(ssh, 'ssh to log the reply to streamlocal-forward', async () => ssh.output().includes(success));
+    // The socket belonged to the forward: it stops accepting with the connection.
+    await ssh.stop();
+    await waitFor(async () => !(await accepts(remoteSocket)), {
+      timeoutMs: 15_000,
+      what: `remote socket ${remoteSocket} to stop accepting after ssh exited`,
+    });
+  });
+
+  it("VS Code Remote-SSH's way: `ssh -T -D PORT host bash`, a script on stdin, its server reached through the SOCKS port", async function () {
+    // VS Code keeps one such connection open: it sends a script that installs
+    // and starts its server on stdin, reads the server's port from stdout, and
+    // connects to it through the connection's own -D port. Here the server is
+    // Python's http.server, serving a marker and a random blob.
+    const marker = `marker-${crypto.randomBytes(8).toString('hex')}`;
+    const socksPort = await freePort();
+    const ssh = await startBackground(
+      'ssh -T -D bash',
+      'ssh',
+      [...sshOptions(env.proxy.port), '-T', '-D', `127.0.0.1:${socksPort}`, `${env.user.name}@127.0.0.1`, 'bash'],
+      askpassEnv(env.token),
+      { stdin: 'pipe' },
+    );
+    // In braces, so that bash has read the whole script before `cat` reads the rest of stdin.
+    ssh.child.stdin!.write([
+      '{',
+      'set -e',
+      'dir=$(mktemp -d)',
+      'cd "$dir"',
+      `printf %s ${marker} > marker`,
+      `head -c ${BLOB_BYTES} /dev/urandom > blob`,
+      'echo "blob==$(sha256sum blob | cut -d " " -f 1)=="',
+      'python3 -u -m http.server --bind 127.0.0.1 0 &',
+      'server=$!',
+      // As VS Code's script: the server lives as long as the connection's stdin.
+      'cat > /dev/null',
+      'kill "$server"',
+      'cd / && rm -rf "$dir"',
+      '}',
+      '',
+    ].join('\n'));
+    const reported = await untilReady(ssh, 'the script to report its server', async () => {
+      const out = ssh.output();
+      const port = /Serving HTTP on 127\.0\.0\.1 port (\d+)/.exec(out)?.[1];
+      const blobSha256 = /blob==([0-9a-f]{64})==/.exec(out)?.[1];
+      return port && blobSha256 ? { port: Number(port), blobSha256 } : undefined;
+    });
+    const curl = (urlPath: string): Promise<RunResult> =>
+      run('curl', ['-sS', '--fail', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`,
+        `http://127.0.0.1:${reported.port}${urlPath}`], { timeoutMs: 30_000 });
+    const served = await untilReady(ssh, `curl through SOCKS port ${socksPort}`, async () => {
+      const r = await curl('/marker');
+      if (r.code !== 0) throw new Error(`curl exit ${r.code}: ${r.stderr.trim()}`);
+      return r.stdout.toString();
+    });
+    expect(served).to.equal(marker);
+    const blob = await curl('/blob');
+    expect(blob.code, blob.stderr).to.equal(0);
+    expect(blob.stdout.length).to.equal(BLOB_BYTES);
+    expect(sha256(blob.stdout)).to.equal(reported.blobSha256);
+    // The connection's end reaches the script through the proxy: its stdin ends and it stops the server.
+    await ssh.stop();
+    await waitFor(async () => !(await accepts(reported.port)), {
+      timeoutMs: 15_000,
+      what: `the remote server on port ${reported.port} to stop after ssh exited`,
+    });
   });
 
   it('-A: the remote side lists the key held by the local agent', async function () {
