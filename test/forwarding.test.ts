@@ -235,6 +235,20 @@ function accepts(where: number | string): Promise<boolean> {
   });
 }
 
+/** `curl` GET of `url` through the SOCKS port `socksPort`, the host name resolved at the far end (--socks5-hostname). */
+function curlViaSocks(socksPort: number, url: string): Promise<RunResult> {
+  return run('curl', ['-sS', '--fail', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`, url], { timeoutMs: 30_000 });
+}
+
+/** The body of `url` through `socksPort` once the forward is up (polls while `bg` runs). */
+function untilServedViaSocks(bg: Background, socksPort: number, url: string): Promise<string> {
+  return untilReady(bg, `curl of ${url} through SOCKS port ${socksPort}`, async () => {
+    const r = await curlViaSocks(socksPort, url);
+    if (r.code !== 0) throw new Error(`curl exit ${r.code}: ${r.stderr.trim()}`);
+    return r.stdout.toString();
+  });
+}
+
 /**
  * Makes sure something listens on host:port for the rest of the test: a
  * listener of ours, or whoever already holds it. Resolves false where the
@@ -402,16 +416,9 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     const server = await startHttpServer();
     const socksPort = await freePort();
     const ssh = await startSshN('ssh -D', ['-D', `127.0.0.1:${socksPort}`]);
-    const curl = (urlPath: string): Promise<RunResult> =>
-      run('curl', ['-sS', '--fail', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`,
-        `http://127.0.0.1:${server.port}${urlPath}`], { timeoutMs: 30_000 });
-    const greeting = await untilReady(ssh, `curl through SOCKS port ${socksPort}`, async () => {
-      const r = await curl('/via-D');
-      if (r.code !== 0) throw new Error(`curl exit ${r.code}: ${r.stderr.trim()}`);
-      return r.stdout.toString();
-    });
+    const greeting = await untilServedViaSocks(ssh, socksPort, `http://127.0.0.1:${server.port}/via-D`);
     expect(greeting).to.equal(server.greeting);
-    const blob = await curl('/blob-via-D');
+    const blob = await curlViaSocks(socksPort, `http://127.0.0.1:${server.port}/blob-via-D`);
     expect(blob.code, blob.stderr).to.equal(0);
     expect(blob.stdout.length).to.equal(BLOB_BYTES);
     expect(sha256(blob.stdout)).to.equal(server.blobSha256);
@@ -486,16 +493,9 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
       const blobSha256 = /blob==([0-9a-f]{64})==/.exec(out)?.[1];
       return port && blobSha256 ? { port: Number(port), blobSha256 } : undefined;
     });
-    const curl = (urlPath: string): Promise<RunResult> =>
-      run('curl', ['-sS', '--fail', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`,
-        `http://127.0.0.1:${reported.port}${urlPath}`], { timeoutMs: 30_000 });
-    const served = await untilReady(ssh, `curl through SOCKS port ${socksPort}`, async () => {
-      const r = await curl('/marker');
-      if (r.code !== 0) throw new Error(`curl exit ${r.code}: ${r.stderr.trim()}`);
-      return r.stdout.toString();
-    });
+    const served = await untilServedViaSocks(ssh, socksPort, `http://127.0.0.1:${reported.port}/marker`);
     expect(served).to.equal(marker);
-    const blob = await curl('/blob');
+    const blob = await curlViaSocks(socksPort, `http://127.0.0.1:${reported.port}/blob`);
     expect(blob.code, blob.stderr).to.equal(0);
     expect(blob.stdout.length).to.equal(BLOB_BYTES);
     expect(sha256(blob.stdout)).to.equal(reported.blobSha256);
@@ -589,27 +589,32 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     expect(out).to.match(new RegExp(`dimensions:\\s+${X_WIDTH}x${X_HEIGHT} pixels`));
   });
 
-  it('ControlMaster: three concurrent sessions share one proxied connection', async function () {
-    const dir = tempDir('jsp-mux-');
-    const sock = path.join(dir, 'cm');
-    const target = `${env.user.name}@127.0.0.1`;
-    const countLogs = (re: RegExp) => (testLogs().match(re) ?? []).length;
-    // Clients of the master get no token: if one did not use the shared
-    // connection it could not log in and would fail.
+  /**
+   * A ControlMaster connection (`ssh -M -N`), once its control socket
+   * answers, and `mux`, which runs `ssh [args] user@host [command]` over
+   * it. Those clients get no token: one that did not use the shared
+   * connection could not log in and would fail.
+   */
+  async function startControlMaster(): Promise<{ master: Background; mux(args: string[], command?: string[]): Promise<RunResult> }> {
+    const sock = path.join(tempDir('jsp-mux-'), 'cm');
     const muxEnv: NodeJS.ProcessEnv = { ...process.env, SSH_ASKPASS_REQUIRE: 'never' };
     const muxOptions = [...sshOptions(env.proxy.port), '-o', 'BatchMode=yes', '-S', sock];
-
+    const mux = (args: string[], command: string[] = []) => run('ssh', [...muxOptions, ...args, `${env.user.name}@127.0.0.1`, ...command], { env: muxEnv });
     const master = await startSshN('ssh -M', ['-M', '-S', sock, '-o', 'ControlPersist=no']);
     await untilReady(master, 'the control socket', async () => {
-      const r = await run('ssh', [...muxOptions, '-O', 'check', target], { env: muxEnv });
+      const r = await mux(['-O', 'check']);
       if (r.code !== 0) throw new Error(`ssh -O check: ${r.stderr.trim()}`);
       return true;
     });
+    return { master, mux };
+  }
+
+  it('ControlMaster: three concurrent sessions share one proxied connection', async function () {
+    const countLogs = (re: RegExp) => (testLogs().match(re) ?? []).length;
+    const { master, mux } = await startControlMaster();
 
     const markers = [0, 1, 2].map((i) => `session-${i}-${crypto.randomBytes(6).toString('hex')}`);
-    const results = await Promise.all(
-      markers.map((m) => run('ssh', [...muxOptions, '-o', 'ControlMaster=no', target, `echo ${m}; echo "pid=$$"`], { env: muxEnv })),
-    );
+    const results = await Promise.all(markers.map((m) => mux(['-o', 'ControlMaster=no'], [`echo ${m}; echo "pid=$$"`])));
     results.forEach((r, i) => {
       const out = r.stdout.toString();
       expect(r.code, `session ${i}: ${out}\n${r.stderr}`).to.equal(0);
@@ -624,12 +629,36 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     expect(countLogs(/connection from /g)).to.equal(1);
     expect(countLogs(/session started/g)).to.equal(1);
 
-    const exit = await run('ssh', [...muxOptions, '-O', 'exit', target], { env: muxEnv });
+    const exit = await mux(['-O', 'exit']);
     expect(exit.code, exit.stderr).to.equal(0);
     expect(await master.waitExit(15_000), 'master still running after -O exit').to.equal(true);
     await waitFor(() => /session ended after/.test(testLogs()), {
       timeoutMs: 15_000,
       what: 'the proxy to log the end of the shared connection',
     });
+  });
+
+  it('ControlMaster: ssh -O forward adds a remote forward to the live connection, ssh -O cancel takes it away', async function () {
+    const server = await startHttpServer();
+    const remotePort = await freePort();
+    const forward = ['-R', `${remotePort}:127.0.0.1:${server.port}`];
+    const { master, mux } = await startControlMaster();
+
+    const add = await mux(['-O', 'forward', ...forward]);
+    expect(add.code, add.stderr).to.equal(0);
+    await expectServedThrough(master, remotePort, server, 'via-O-forward');
+
+    // cancel-tcpip-forward: a global request of its own, answered by sshd through the proxy.
+    const cancel = await mux(['-O', 'cancel', ...forward]);
+    expect(cancel.code, cancel.stderr).to.equal(0);
+    await waitFor(async () => !(await accepts(remotePort)), {
+      timeoutMs: 15_000,
+      what: `remote port ${remotePort} to close after ssh -O cancel`,
+    });
+    // Only the forward went: the connection still serves sessions.
+    const after = await mux(['-o', 'ControlMaster=no'], ['echo still-here']);
+    expect(after.code, after.stderr).to.equal(0);
+    expect(after.stdout.toString()).to.include('still-here');
+    expect(master.exited(), 'the master exited').to.equal(false);
   });
 });
