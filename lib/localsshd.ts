@@ -71,6 +71,9 @@ AllowStreamLocalForwarding yes
 PermitTunnel no
 PrintMotd no
 UseDNS no
+# What a stock Debian or Ubuntu sshd takes from the client: the user's
+# locale (Debian's and macOS's ssh_config send LANG and LC_*).
+AcceptEnv LANG LC_* COLORTERM NO_COLOR
 # A client that vanished without a FIN or RST (half-open) would hold its
 # session and this sshd for hours; keepalives through the proxy find it.
 ClientAliveInterval 60

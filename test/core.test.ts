@@ -63,6 +63,16 @@ describe('proxy core: commands and sessions', function () {
     expect(r.stderr).to.equal('to-err\n');
   });
 
+  it("passes the client's locale (LANG, LC_*) as a stock Debian sshd does, and no other variable", async function () {
+    // Debian's and macOS's ssh_config send LANG and LC_* (SendEnv); SetEnv sends them the same way.
+    const r = await env.ssh(
+      ['echo "lang=$LANG lc=$LC_JSP_TEST other=${JSP_NOT_ACCEPTED-unset}"'],
+      [...QUIET, '-o', 'SetEnv=LANG=C.UTF-8 LC_JSP_TEST=from-client JSP_NOT_ACCEPTED=x'],
+    );
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.toString()).to.equal('lang=C.UTF-8 lc=from-client other=unset\n');
+  });
+
   it('streams stdin in (16 MiB, checksum intact)', async function () {
     const data = crypto.randomBytes(16 * 1024 * 1024);
     const r = await env.ssh(['sha256sum'], QUIET, { input: data });
