@@ -70,6 +70,10 @@ AllowAgentForwarding yes
 AllowStreamLocalForwarding yes
 PermitTunnel no
 PrintMotd no
+# Every login reaches this sshd from the proxy: its "Last login: ... from"
+# line would always name the loopback address, which tells a user nothing
+# about who logged in (the proxy logs each login with its real source).
+PrintLastLog no
 UseDNS no
 # What a stock Debian or Ubuntu sshd takes from the client: the user's
 # locale (Debian's and macOS's ssh_config send LANG and LC_*).

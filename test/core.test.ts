@@ -117,6 +117,17 @@ describe('proxy core: commands and sessions', function () {
     expect(out).to.match(/^33 77\r?$/m);
   });
 
+  it('prints no "Last login: ... from 127.0.0.1" at an interactive login (every login reaches sshd from the proxy)', async function () {
+    // The second login is the one sshd would have a last login for.
+    for (let i = 0; i < 2; i++) {
+      const r = await env.ssh([], [...QUIET, '-tt'], { input: 'echo "login-$((6 * 7))"; exit\n' });
+      expect(r.code, r.stderr).to.equal(0);
+      const out = r.stdout.toString();
+      expect(out).to.include('login-42');
+      expect(out).to.not.match(/Last login/i);
+    }
+  });
+
   it('sftp puts and gets a 100 MB random file intact', async function () {
     this.timeout(120_000);
     const local = path.join(tmp, 'up.bin');
