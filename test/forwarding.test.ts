@@ -360,6 +360,18 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     await expectServedThrough(ssh, localPort, server, 'via-L');
   });
 
+  it('-W (what ProxyJump runs): stdin and stdout lead to a server on the remote side', async function () {
+    const server = await startHttpServer();
+    const r = await env.ssh([], ['-o', 'LogLevel=ERROR', '-W', `127.0.0.1:${server.port}`], {
+      input: 'GET /via-W HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n',
+    });
+    expect(r.code, r.stderr).to.equal(0);
+    const response = r.stdout.toString();
+    expect(response).to.match(/^HTTP\/1\.1 200 /);
+    expect(response.endsWith(`\r\n\r\n${server.greeting}`), response).to.equal(true);
+    expect(server.requests).to.deep.equal(['/via-W']);
+  });
+
   it('-R with an explicit port: the remote port leads to the client side', async function () {
     const server = await startHttpServer();
     const remotePort = await freePort();
