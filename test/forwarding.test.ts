@@ -235,6 +235,11 @@ function accepts(where: number | string): Promise<boolean> {
   });
 }
 
+/** Waits until nothing accepts on `where` (as for accepts()) any more: `what` is the event the wait is for. */
+async function untilRefused(where: number | string, what: string): Promise<void> {
+  await waitFor(async () => !(await accepts(where)), { timeoutMs: 15_000, what });
+}
+
 /** `curl` GET of `url` through the SOCKS port `socksPort`, the host name resolved at the far end (--socks5-hostname). */
 function curlViaSocks(socksPort: number, url: string): Promise<RunResult> {
   return run('curl', ['-sS', '--fail', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`, url], { timeoutMs: 30_000 });
@@ -383,10 +388,7 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     await untilReady(ssh, 'ssh to log the reply to tcpip-forward', async () => success.test(ssh.output()));
     // The port belonged to the forward: it closes with the connection.
     await ssh.stop();
-    await waitFor(async () => !(await accepts(remotePort)), {
-      timeoutMs: 15_000,
-      what: `remote port ${remotePort} to close after ssh exited`,
-    });
+    await untilRefused(remotePort, `remote port ${remotePort} to close after ssh exited`);
   });
 
   it('-R 0: the port sshd allocates is reported to the client and works', async function () {
@@ -461,10 +463,7 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     await untilReady(ssh, 'ssh to log the reply to streamlocal-forward', async () => ssh.output().includes(success));
     // The socket belonged to the forward: it stops accepting with the connection.
     await ssh.stop();
-    await waitFor(async () => !(await accepts(remoteSocket)), {
-      timeoutMs: 15_000,
-      what: `remote socket ${remoteSocket} to stop accepting after ssh exited`,
-    });
+    await untilRefused(remoteSocket, `remote socket ${remoteSocket} to stop accepting after ssh exited`);
   });
 
   it("VS Code Remote-SSH's way: `ssh -T -D PORT host bash`, a script on stdin, its server reached through the SOCKS port", async function () {
@@ -513,10 +512,7 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     expect(sha256(blob.stdout)).to.equal(reported.blobSha256);
     // The connection's end reaches the script through the proxy: its stdin ends and it stops the server.
     await ssh.stop();
-    await waitFor(async () => !(await accepts(reported.port)), {
-      timeoutMs: 15_000,
-      what: `the remote server on port ${reported.port} to stop after ssh exited`,
-    });
+    await untilRefused(reported.port, `the remote server on port ${reported.port} to stop after ssh exited`);
   });
 
   it('-A: the remote side lists the key held by the local agent', async function () {
@@ -663,10 +659,7 @@ describe('forwarding through the proxy (real OpenSSH client and sshd)', function
     // cancel-tcpip-forward: a global request of its own, answered by sshd through the proxy.
     const cancel = await mux(['-O', 'cancel', ...forward]);
     expect(cancel.code, cancel.stderr).to.equal(0);
-    await waitFor(async () => !(await accepts(remotePort)), {
-      timeoutMs: 15_000,
-      what: `remote port ${remotePort} to close after ssh -O cancel`,
-    });
+    await untilRefused(remotePort, `remote port ${remotePort} to close after ssh -O cancel`);
     // Only the forward went: the connection still serves sessions.
     const after = await mux(['-o', 'ControlMaster=no'], ['echo still-here']);
     expect(after.code, after.stderr).to.equal(0);
