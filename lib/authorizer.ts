@@ -117,11 +117,15 @@ export class HubAuthorizer implements Authorizer {
         : [];
       if (!grantsOn(scopes, 'access:servers', target, groups)) {
         const needed = `access:servers!server=${serverLabel(target)}`;
+        // Most such logins are slips, not attempts on someone else's server:
+        // ssh sent the local account name (no `alice@`), or the unix name
+        // (`jupyter-alice`) stood in for the Hub name. Name the way in.
+        const ownWay = target.user === identity.name ? '' : `; log in as '${identity.name}' to reach ${identity.name}'s own server`;
         return {
           ok: false,
           message:
             `The token of JupyterHub user '${identity.name}' lacks the scope ${needed} ` +
-            `(or access:servers!user=${target.user}) needed to log in as '${login}'`,
+            `(or access:servers!user=${target.user}) needed to log in as '${login}'${ownWay}`,
           detail: `owner ${identity.name} lacks access:servers on ${serverLabel(target)}`,
           final: false,
         };

@@ -221,6 +221,7 @@ describe('proxy core: authentication outcomes', function () {
       expect(r.stderr).to.contain(
         `The token of JupyterHub user '${env.user.name}' lacks the scope access:servers!server=${other.name}/`,
       );
+      expect(r.stderr).to.contain(`; log in as '${env.user.name}' to reach ${env.user.name}'s own server`);
     } finally {
       await other.remove();
     }
@@ -308,6 +309,16 @@ describe('proxy core: --unix-user mapping (The Littlest JupyterHub style)', func
     const r = await env.ssh(['id -un'], QUIET);
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.toString()).to.equal(`${mapped}\n`);
+  });
+
+  it('refuses a login as the unix name, pointing to the Hub name', async function () {
+    const r = await ssh(env.proxy.port, mapped, env.token, ['true'], ['-o', 'NumberOfPasswordPrompts=1']);
+    expect(r.code).to.equal(255);
+    expect(r.stderr).to.contain(
+      `The token of JupyterHub user '${env.user.name}' lacks the scope access:servers!server=${mapped}/ ` +
+        `(or access:servers!user=${mapped}) needed to log in as '${mapped}'; ` +
+        `log in as '${env.user.name}' to reach ${env.user.name}'s own server`,
+    );
   });
 });
 

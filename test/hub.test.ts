@@ -177,6 +177,7 @@ describe('hub: authorization by access:servers scopes', function () {
     const r = await login(env.proxy, env.user.name, token, ['id -un'], ONE_TRY);
     expectRefused(r, `lacks the scope access:servers!server=${env.user.name}/ `);
     expect(r.stderr).to.include(`The token of JupyterHub user '${env.user.name}'`);
+    expect(r.stderr, 'no pointer to a login the token already names').not.to.include('own server');
     expect(r.stderr).to.include('Permission denied');
   });
 
