@@ -206,6 +206,33 @@ describe('proxy core: authentication outcomes', function () {
     expect(good.stdout.toString()).to.equal('in\n');
   });
 
+  it("a script hands the token over as docs/users.md says: SSH_ASKPASS from a file, no DISPLAY, sftp -b with BatchMode=no", async function () {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-script-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'hub-token'), `${env.token}\n`, { mode: 0o600 });
+      const askpass = path.join(dir, 'hub-askpass');
+      fs.writeFileSync(askpass, `#!/bin/sh\nexec cat ${path.join(dir, 'hub-token')}\n`, { mode: 0o700 });
+      const batch = path.join(dir, 'commands.txt');
+      fs.writeFileSync(batch, 'pwd\n');
+      const scriptEnv: NodeJS.ProcessEnv = { ...process.env, SSH_ASKPASS: askpass, SSH_ASKPASS_REQUIRE: 'force' };
+      delete scriptEnv.DISPLAY;
+      const dest = `${env.user.name}@127.0.0.1`;
+
+      const command = await run('ssh', [...sshOptions(env.proxy.port), ...QUIET, dest, 'echo in'], { env: scriptEnv });
+      expect(command.code, command.stderr).to.equal(0);
+      expect(command.stdout.toString()).to.equal('in\n');
+      const sftp = await run('sftp', [...fileCopyOptions(env.proxy.port), ...QUIET, '-o', 'BatchMode=no', '-b', batch, dest], { env: scriptEnv });
+      expect(sftp.code, sftp.stderr).to.equal(0);
+      expect(sftp.stdout.toString()).to.contain(`Remote working directory: ${env.user.home}`);
+      // What the troubleshooting table explains: sftp -b alone forbids the prompt.
+      const batchMode = await run('sftp', [...fileCopyOptions(env.proxy.port), ...QUIET, '-b', batch, dest], { env: scriptEnv });
+      expect(batchMode.code).to.equal(255);
+      expect(batchMode.stderr).to.contain('Permission denied (keyboard-interactive,password).');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('accepts the token with password authentication too', async function () {
     const r = await env.ssh(['echo pw'], [...QUIET, '-o', 'PreferredAuthentications=password']);
     expect(r.code).to.equal(0);
