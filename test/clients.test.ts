@@ -1,7 +1,8 @@
 // Clients other than Debian 12's OpenSSH 9.2, through the real daemon into
 // the real sshd: OpenSSH 10.0's sftp and scp, PuTTY (Debian 12's 0.78:
-// plink, pscp, psftp) and paramiko (Debian 12's 2.12, what Python tools and
-// Ansible's paramiko connection use). PuTTY and paramiko pick
+// plink, pscp, psftp), curl on libssh2 (Debian 12's 1.10, the library
+// libgit2 and PHP's ssh2 use too) and paramiko (Debian 12's 2.12, what
+// Python tools and Ansible's paramiko connection use). PuTTY and paramiko pick
 // AES-CTR first; PuTTY also offers AES-GCM, paramiko does not, so one is
 // switched to AES-GCM (--prefer-aes-gcm ctr, the default) and the other
 // stays on AES-CTR with an HMAC, which the relay loop takes too.
@@ -106,6 +107,44 @@ describe('other clients: PuTTY (plink, pscp, psftp)', function () {
     const r = await putty('psftp', ['-b', batch, '127.0.0.1']);
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.toString()).to.contain(`Remote directory is now ${env.user.home}/psftp-test`);
+  });
+});
+
+describe("other clients: curl's sftp:// and scp:// (libssh2, as libgit2 and PHP's ssh2 use it)", function () {
+  const env = useEnv();
+
+  it('checks the host key, logs in with the token, puts and gets a file over SFTP and gets it over SCP, and refuses a wrong token', async function () {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-libssh2-'));
+    try {
+      // Debian 12's libssh2 1.10 picks the ECDSA host key; curl wants its SHA-256 in base64.
+      const fingerprint = await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', path.join(env.proxy.keyDir, 'ssh_host_ecdsa_key.pub')]);
+      const hostKey = fingerprint.stdout.toString().split(' ')[1]!.replace(/^SHA256:/, '');
+      const origin = `127.0.0.1:${env.proxy.port}`;
+      const curl = (user: string, secret: string, args: string[]): Promise<RunResult> =>
+        run('curl', ['--silent', '--show-error', '--hostpubsha256', hostKey, '--user', `${user}:${secret}`, ...args]);
+
+      const data = crypto.randomBytes(8 * 1024 * 1024);
+      const local = path.join(tmp, 'data.bin');
+      fs.writeFileSync(local, data);
+      const put = await curl(env.user.name, env.token, ['--upload-file', local, `sftp://${origin}/~/libssh2.bin`]);
+      expect(put.code, put.stderr).to.equal(0);
+      const listing = await curl(env.user.name, env.token, ['--list-only', `sftp://${origin}/~/`]);
+      expect(listing.code, listing.stderr).to.equal(0);
+      expect(listing.stdout.toString().split('\n')).to.include('libssh2.bin');
+      for (const scheme of ['sftp', 'scp']) {
+        const back = path.join(tmp, `back.${scheme}`);
+        const get = await curl(env.user.name, env.token, ['--output', back, `${scheme}://${origin}/~/libssh2.bin`]);
+        expect(get.code, get.stderr).to.equal(0);
+        expect(sha256(fs.readFileSync(back)), scheme).to.equal(sha256(data));
+      }
+
+      const refused = await curl(env.user.name, 'not-a-token', [`sftp://${origin}/~/`]);
+      expect(refused.code, 'CURLE_LOGIN_DENIED').to.equal(67);
+      const wrongHost = await run('curl', ['--silent', '--show-error', '--hostpubsha256', 'A'.repeat(43), '--user', `${env.user.name}:${env.token}`, `sftp://${origin}/~/`]);
+      expect(wrongHost.code, 'CURLE_PEER_FAILED_VERIFICATION').to.equal(60);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });
 
