@@ -320,22 +320,38 @@ describe('proxy core: authentication outcomes', function () {
 });
 
 describe('proxy core: --unix-user mapping (The Littlest JupyterHub style)', function () {
-  const env = useEnv({ proxyArgs: ['--unix-user', 'jupyter-{username}'] });
+  /** Stands in for TLJH's user environment, /opt/tljh/user (docs/deploy.md). */
+  const userEnv = path.join(os.tmpdir(), `jsp-userenv-${process.pid}`);
+  const env = useEnv({
+    proxyArgs: ['--unix-user', 'jupyter-{username}', '--sshd-option', `SetEnv=PATH=${userEnv}/bin:/usr/local/bin:/usr/bin:/bin`],
+  });
   let mapped: string;
   before(async function () {
     mapped = `jupyter-${env.user.name}`;
     const r = await run('useradd', ['-m', '-s', '/bin/bash', mapped]);
     expect(r.code, r.stderr).to.equal(0);
+    fs.mkdirSync(path.join(userEnv, 'bin'), { recursive: true, mode: 0o755 });
+    fs.writeFileSync(path.join(userEnv, 'bin', 'python3'), '#!/bin/sh\necho python of the user environment\n', { mode: 0o755 });
   });
   after(async function () {
     await run('pkill', ['-KILL', '-u', mapped]);
     await run('userdel', ['-r', mapped]);
+    fs.rmSync(userEnv, { recursive: true, force: true });
   });
 
   it('maps Hub users to unix users with --unix-user', async function () {
     const r = await env.ssh(['id -un'], QUIET);
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.toString()).to.equal(`${mapped}\n`);
+  });
+
+  it("puts the user environment first on the PATH of commands and of VS Code's bash on stdin (SetEnv, as docs/deploy.md says)", async function () {
+    const command = await env.ssh(['command -v python3; python3'], QUIET);
+    expect(command.code, command.stderr).to.equal(0);
+    expect(command.stdout.toString()).to.equal(`${userEnv}/bin/python3\npython of the user environment\n`);
+    const onStdin = await env.ssh(['bash'], [...QUIET, '-T'], { input: 'python3\n' });
+    expect(onStdin.code, onStdin.stderr).to.equal(0);
+    expect(onStdin.stdout.toString()).to.equal('python of the user environment\n');
   });
 
   it('refuses a login as the unix name, pointing to the Hub name', async function () {
