@@ -16,6 +16,14 @@ describe('deployed launchers: the node flags and malloc settings the bench measu
     expect(unit).to.include(`Environment=${Object.entries(DAEMON_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}\n`);
   });
 
+  it('deploy/jupyter-ssh-proxy.service sets no sandboxing, which would reach the users\' sessions', function () {
+    // Every process of the unit gets these, the sessions sshd -i starts too
+    // (the unit's comment says what each broke or would break for them).
+    const sandboxing = /^(Protect\w+|Private\w+|Restrict\w+|NoNewPrivileges|LockPersonality|SystemCallFilter|SystemCallArchitectures|MemoryDenyWriteExecute|CapabilityBoundingSet|DevicePolicy|DeviceAllow|ReadOnlyPaths|InaccessiblePaths|ReadWritePaths|DynamicUser|RemoveIPC)=/;
+    const set = read('deploy/jupyter-ssh-proxy.service').split('\n').filter((line) => sandboxing.test(line));
+    expect(set).to.deep.equal([]);
+  });
+
   it('scripts/start.sh (npm start)', function () {
     const script = read('scripts/start.sh');
     expect(script).to.include(`exec node ${DAEMON_NODE_ARGS.join(' ')} bin/jupyter_ssh_proxy`);
