@@ -21,6 +21,7 @@ import { Metrics, serveMetrics } from './metrics.js';
 import { packetRelay } from './packetrelay.js';
 import { SourcePenalties } from './penalties.js';
 import { collectWhenQuiet } from './quietgc.js';
+import { sandboxReachingSessions } from './sandbox.js';
 import { adoptWithSharedReads } from './sharedreads.js';
 import { cryptoReady, hybridKeyExchangesInstalled, installedSsh2Version, nativeCryptoAvailable, relayLoopAvailable, type ParsedKey } from './ssh2internals.js';
 
@@ -64,6 +65,13 @@ export class ProxyServer {
       this.log.info(
         `ssh2 ${installedSsh2Version()}, native crypto binding ${nativeCryptoAvailable ? 'available' : 'NOT built (slower fallback)'}, ${activeAllocator()}, packet relay loop ${relayLoopAvailable ? 'on' : 'OFF (needs ssh2\'s native binding, and ssh2 loaded by lib/ssh2internals.ts first)'}, AES-GCM by ${packetRelay.aesGcmImplementation()}, post-quantum key exchange ${hybridKeyExchangesInstalled ? `offered (${[...HYBRID_KEY_EXCHANGES.keys()].join(', ')})` : 'NOT offered (ssh2 is not patched: npm ci applies patches/ with patch-package)'}`,
       );
+      const sandbox = sandboxReachingSessions();
+      if (sandbox.length > 0) {
+        this.log.warn(
+          `users' sessions inherit this daemon's sandbox: ${sandbox.join('; ')}. ` +
+            'Run it as a service of its own without sandboxing (deploy/jupyter-ssh-proxy.service, docs/deploy.md)',
+        );
+      }
       if (this.config.metricsPort !== undefined) {
         this.metricsServer = await serveMetrics(this.metrics, this.config.metricsIp, this.config.metricsPort, this.log);
       }

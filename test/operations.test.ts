@@ -100,6 +100,43 @@ describe('operations: IPv6 listeners', function () {
   });
 });
 
+describe("operations: a sandbox around the daemon, which users' sessions would inherit", function () {
+  const env = useEnv();
+  const SANDBOX_WARNING = "users' sessions inherit this daemon's sandbox";
+
+  it('says nothing when the daemon runs as a login would', function () {
+    expect(env.proxy.logs()).to.include('listening on');
+    expect(env.proxy.logs()).not.to.include(SANDBOX_WARNING);
+  });
+
+  it('warns at start in a mount namespace of its own (ProtectHome=, PrivateTmp=, ...), and serves logins', async function () {
+    const proxy = await startProxy(env.hub.url, [], { commandPrefix: ['unshare', '--mount', '--'] });
+    try {
+      const warning = proxy.logs().split('\n').find((line) => line.includes(SANDBOX_WARNING));
+      expect(warning, proxy.logs()).to.include('a mount namespace of its own');
+      expect(warning).to.include('deploy/jupyter-ssh-proxy.service');
+      expect(warning).not.to.include('no_new_privs');
+      const r = await run('ssh', [...sshOptions(proxy.port), `${env.user.name}@127.0.0.1`, 'echo in'], { env: askpassEnv(env.token) });
+      expect(r.stdout.toString(), r.stderr).to.equal('in\n');
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('warns at start under no_new_privs (NoNewPrivileges=), which a session then has too', async function () {
+    const proxy = await startProxy(env.hub.url, [], { commandPrefix: ['setpriv', '--no-new-privs', '--'] });
+    try {
+      const warning = proxy.logs().split('\n').find((line) => line.includes(SANDBOX_WARNING));
+      expect(warning, proxy.logs()).to.include('no_new_privs');
+      expect(warning).not.to.include('mount namespace');
+      const r = await run('ssh', [...sshOptions(proxy.port), `${env.user.name}@127.0.0.1`, 'grep NoNewPrivs /proc/self/status'], { env: askpassEnv(env.token) });
+      expect(r.stdout.toString(), r.stderr).to.match(/^NoNewPrivs:\s+1$/m);
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
+
 describe('operations: configuration', function () {
   let dir: string;
   const saved = { ...process.env };
