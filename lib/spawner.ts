@@ -62,11 +62,18 @@ interface ProcessStarterAddon {
 
 const addon = loadAddon<ProcessStarterAddon>('processstarter', 'process starter');
 
-/** What every process started here gets: the daemon's environment without its allocator settings. */
+/**
+ * The daemon's Hub service token, under both names a managed service gets
+ * it. sshd needs neither, and what sshd is given stays in the memory of
+ * every sshd process, the one that runs as the user included.
+ */
+const HUB_TOKEN_VARIABLES = ['JUPYTERHUB_API_TOKEN', 'JPY_API_TOKEN'];
+
+/** What every process started here gets: the daemon's environment without its allocator settings and its Hub token. */
 let childEnvironment: string[] | undefined;
 function environment(): string[] {
   childEnvironment ??= Object.entries(childEnv(process.env))
-    .filter((entry): entry is [string, string] => entry[1] !== undefined)
+    .filter((entry): entry is [string, string] => entry[1] !== undefined && !HUB_TOKEN_VARIABLES.includes(entry[0]))
     .map(([name, value]) => `${name}=${value}`);
   return childEnvironment;
 }

@@ -11,7 +11,7 @@ import type { ChildProcess } from 'node:child_process';
 import { IDENT } from '../lib/config.js';
 import { DAEMON_ENV, DAEMON_NODE_ARGS } from './helpers/deployed.js';
 import { createHubUser, createToken, startHub, type Hub } from './helpers/hub.js';
-import { childrenNamed } from './helpers/procs.js';
+import { childrenNamed, memoryContains } from './helpers/procs.js';
 import { BIN } from './helpers/proxy.js';
 import { ssh } from './helpers/ssh.js';
 import { createUnixUser, type UnixUser } from './helpers/unixuser.js';
@@ -107,7 +107,7 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
     expect(hubLog).to.not.contain(token);
   });
 
-  it("runs on jemalloc with its purging thread, as the README's environment entry asks, and starts sshd without it", async function () {
+  it("runs on jemalloc with its purging thread, as the README's environment entry asks, and starts sshd without it or the service token", async function () {
     const pid = daemonPid(port);
     expect(fs.readFileSync(`/proc/${pid}/maps`, 'utf8')).to.match(/\/libjemalloc\.so\.2/);
     const threads = fs.readdirSync(`/proc/${pid}/task`).map((tid) => fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
@@ -132,6 +132,14 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
       // sshd overwrites its environ with its process title, so its memory map is
       // the evidence: a preloaded jemalloc would be mapped.
       expect(fs.readFileSync(`/proc/${sshds[0]}/maps`, 'utf8')).to.not.match(/libjemalloc/);
+      // Nor is the service token the Hub gave the daemon anywhere in the
+      // memory of an sshd of the session, the one that runs as the user among them.
+      const daemonEnv = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+      const serviceToken = daemonEnv.find((v) => v.startsWith('JUPYTERHUB_API_TOKEN='))?.slice('JUPYTERHUB_API_TOKEN='.length);
+      expect(serviceToken, 'the Hub passes the daemon its token').to.match(/^\S{32,}$/);
+      const sessionSshds = [sshds[0]!, ...childrenNamed(sshds[0]!, 'sshd')];
+      expect(sessionSshds.length, 'the privileged sshd and the one of the user').to.be.at.least(2);
+      for (const sshd of sessionSshds) expect(memoryContains(sshd, Buffer.from(serviceToken!)), `sshd ${sshd}`).to.equal(false);
     } finally {
       session?.stdin!.end();
     }
