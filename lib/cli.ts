@@ -16,6 +16,7 @@ import { HostKeyError } from './hostkeys.js';
 import { DEFAULT_PENALTIES, parsePenalties } from './penalties.js';
 import { createLogger, surviveLostOutput } from './logger.js';
 import { ProxyServer } from './server.js';
+import { unixNamingProblem } from './unixname.js';
 
 /** The repository's keys/ folder: the default KEYDIR. */
 const DEFAULT_KEYDIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'keys');
@@ -97,7 +98,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
   const parser = yargs(joinAlgorithmRemovals(argv))
     .scriptName('jupyter_ssh_proxy')
     .usage(
-      '$0 [options] [URL]\n\nSSH reverse proxy for JupyterHub. URL is the Hub\'s public URL, e.g. http://127.0.0.1:8000.\n' +
+      '$0 [options] [URL]\n\nSSH reverse proxy for JupyterHub. URL is where the proxy reaches the Hub, e.g. http://127.0.0.1:8000 (--public-url: where users do).\n' +
         'As a JupyterHub managed service, JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN are read from the environment and URL is optional.',
     )
     .option('ip', { group: GROUPS.listen, type: 'string', default: '', describe: 'Address to listen on (default: all interfaces)' })
@@ -135,6 +136,11 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
     })
     .option('hub-timeout', { group: GROUPS.hub, type: 'number', default: 10, describe: 'Seconds before a Hub API request is abandoned' })
     .option('hub-ca', { group: GROUPS.hub, type: 'string', describe: 'CA certificate file for a Hub with a private CA' })
+    .option('public-url', {
+      group: GROUPS.hub,
+      type: 'string',
+      describe: "The Hub's address as users know it (https://hub.example.org), for the token and home page links shown to them; default: URL",
+    })
     .option('hub-concurrency', { group: GROUPS.hub, type: 'number', default: 16, describe: 'Hub API requests in flight at most' })
     .option('auth-cache-ttl', { group: GROUPS.hub, type: 'number', default: 60, describe: 'Seconds a verified token is trusted before the Hub is asked again' })
     .option('named-server-separator', {
@@ -152,7 +158,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       group: GROUPS.upstream,
       type: 'string',
       default: '{username}',
-      describe: 'Unix user for a Hub user; {username} is replaced (TLJH: jupyter-{username})',
+      describe: "Unix user for a Hub user; {username} is replaced. tljh: The Littlest JupyterHub's accounts (jupyter-{username}, long names cut and hashed as TLJH does)",
     })
     .option('sshd', { group: GROUPS.upstream, type: 'string', default: '/usr/sbin/sshd', describe: 'OpenSSH sshd binary, started per connection as `sshd -i`' })
     .option('sshd-option', {
@@ -219,7 +225,11 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       if (sep === '' || /[/:@\s]/.test(sep)) {
         throw new Error('--named-server-separator must be non-empty without / : @ or spaces (scp and rsync read / and : as paths)');
       }
-      if (!a['unix-user'].includes('{username}')) throw new Error('--unix-user must contain {username}');
+      if (a['public-url'] !== undefined && !/^https?:\/\/[^/\s]+\S*$/.test(a['public-url'])) {
+        throw new Error(`--public-url must be an http:// or https:// URL, got ${a['public-url']}`);
+      }
+      const naming = unixNamingProblem(a['unix-user']);
+      if (naming) throw new Error(naming);
       for (const o of a['sshd-option']) if (!/^[A-Za-z]+[= ].+/.test(o)) throw new Error(`--sshd-option must be KEY=VALUE, got ${o}`);
       return true;
     })
@@ -236,9 +246,10 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
   const args = parser.parseSync();
 
   const url = args._[0] === undefined ? undefined : String(args._[0]);
-  // The public URL is what users see; in managed-service mode without one,
-  // JupyterHub tells services its public host and base URL.
-  const publicBase = url ?? `${env.JUPYTERHUB_HOST ?? ''}${env.JUPYTERHUB_BASE_URL ?? '/'}`;
+  // The links users are shown: --public-url, else URL (often an address only
+  // the Hub's machine reaches, such as 127.0.0.1); in managed-service mode
+  // without either, what JupyterHub tells services of its host and base URL.
+  const publicBase = args['public-url'] ?? url ?? `${env.JUPYTERHUB_HOST ?? ''}${env.JUPYTERHUB_BASE_URL ?? '/'}`;
   const page = (p: string) => `${publicBase.replace(/\/*$/, '/')}${p}`;
   return {
     ip: args.ip,

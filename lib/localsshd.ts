@@ -16,6 +16,7 @@ import { claimRuntimeDir, type RuntimeDir } from './runtimedir.js';
 import { connectWithSharedReads } from './sharedreads.js';
 import { runProcess, startProcess, type StartedProcess } from './spawner.js';
 import { generateKeyPair, parseKey, type ParsedKey } from './ssh2internals.js';
+import { unixUserFor } from './unixname.js';
 import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
 
 /** POSIX-portable user names, as useradd accepts them by default. */
@@ -38,7 +39,7 @@ const KNOWN_ACCOUNTS_KEPT = 10_000;
 
 export interface LocalSshdOptions {
   sshdPath: string;
-  /** Maps a Hub user to a unix user; `{username}` is replaced. */
+  /** Maps a Hub user to a unix user: a template with `{username}`, or `tljh` (lib/unixname.ts). */
   unixUserTemplate: string;
   /** A root-owned directory not aged by tmp cleaners; a private subdirectory is made in it (lib/runtimedir.ts). */
   runtimeDir: string;
@@ -151,7 +152,7 @@ export class LocalSshdUpstream implements Upstream {
   }
 
   unixUser(hubUser: string): string {
-    return this.options.unixUserTemplate.replaceAll('{username}', hubUser);
+    return unixUserFor(this.options.unixUserTemplate, hubUser);
   }
 
   async precheck(target: LoginTarget): Promise<string | undefined> {

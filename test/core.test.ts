@@ -233,6 +233,20 @@ describe('proxy core: authentication outcomes', function () {
     }
   });
 
+  it('shows the --public-url links, while the Hub is still called at URL', async function () {
+    const proxy = await startProxy(env.hub.url, ['--public-url', 'https://hub.example.org/jh/']);
+    try {
+      const bad = await ssh(proxy.port, env.user.name, 'not-a-token', ['true'], ['-o', 'NumberOfPasswordPrompts=1']);
+      expect(bad.code).to.equal(255);
+      expect(bad.stderr).to.contain('get a new one at https://hub.example.org/jh/hub/token');
+      expect(bad.stderr).not.to.contain(env.hub.url);
+      const good = await ssh(proxy.port, env.user.name, env.token, ['echo in'], QUIET);
+      expect(good.stdout.toString(), good.stderr).to.equal('in\n');
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it('accepts the token with password authentication too', async function () {
     const r = await env.ssh(['echo pw'], [...QUIET, '-o', 'PreferredAuthentications=password']);
     expect(r.code).to.equal(0);
@@ -319,11 +333,11 @@ describe('proxy core: authentication outcomes', function () {
   });
 });
 
-describe('proxy core: --unix-user mapping (The Littlest JupyterHub style)', function () {
+describe("proxy core: --unix-user tljh (The Littlest JupyterHub's accounts)", function () {
   /** Stands in for TLJH's user environment, /opt/tljh/user (docs/deploy.md). */
   const userEnv = path.join(os.tmpdir(), `jsp-userenv-${process.pid}`);
   const env = useEnv({
-    proxyArgs: ['--unix-user', 'jupyter-{username}', '--sshd-option', `SetEnv=PATH=${userEnv}/bin:/usr/local/bin:/usr/bin:/bin`],
+    proxyArgs: ['--unix-user', 'tljh', '--sshd-option', `SetEnv=PATH=${userEnv}/bin:/usr/local/bin:/usr/bin:/bin`],
   });
   let mapped: string;
   before(async function () {
@@ -343,6 +357,31 @@ describe('proxy core: --unix-user mapping (The Littlest JupyterHub style)', func
     const r = await env.ssh(['id -un'], QUIET);
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.toString()).to.equal(`${mapped}\n`);
+  });
+
+  it('logs a Hub user with a long name in to the account TLJH cut and hashed for it', async function () {
+    // TLJH's generate_system_username('jupyter-' + name), run with Python's hashlib.
+    const hubName = 'jsp-tljh-a-rather-long-hub-name';
+    const account = 'jupyter-jsp-tljh-a-rather--30e67';
+    // The test Hub's LocalProcessSpawner runs the server as the Hub name: both accounts exist.
+    const accounts = [hubName, account];
+    for (const name of accounts) {
+      await run('userdel', ['-r', name]); // left by an interrupted run, if any
+      const made = await run('useradd', ['-m', '-s', '/bin/bash', name]);
+      expect(made.code, made.stderr).to.equal(0);
+    }
+    try {
+      await createHubUser(env.hub, hubName);
+      const { token } = await createToken(env.hub, hubName);
+      const r = await ssh(env.proxy.port, hubName, token, ['id -un'], QUIET, { timeoutMs: 60_000 });
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout.toString()).to.equal(`${account}\n`);
+    } finally {
+      for (const name of accounts) {
+        await run('pkill', ['-KILL', '-u', name]);
+        await run('userdel', ['-r', name]);
+      }
+    }
   });
 
   it("puts the user environment first on the PATH of commands and of VS Code's bash on stdin (SetEnv, as docs/deploy.md says)", async function () {

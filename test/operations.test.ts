@@ -183,6 +183,15 @@ describe('operations: configuration', function () {
     expect(config.tokenPage).to.equal('https://hub.example.org/hub/token');
   });
 
+  it('links users to --public-url, and keeps calling the Hub at URL', function () {
+    const config = parseArgs(['--public-url', 'https://hub.example.org/jh', 'http://127.0.0.1:8000']);
+    expect(config.hubApiUrl).to.equal('http://127.0.0.1:8000/hub/api');
+    expect(config.tokenPage).to.equal('https://hub.example.org/jh/hub/token');
+    expect(config.homePage).to.equal('https://hub.example.org/jh/hub/home');
+    const managed = parseArgs(['--public-url', 'https://hub.example.org/'], { JUPYTERHUB_API_URL: 'http://127.0.0.1:8081/hub/api', JUPYTERHUB_BASE_URL: '/' });
+    expect(managed.tokenPage, 'over what JupyterHub tells a managed service').to.equal('https://hub.example.org/hub/token');
+  });
+
   it('reads the algorithm flags in sshd_config syntax, a removal given apart or joined with =', function () {
     const apart = parseArgs(['--ciphers', '-chacha20-poly1305@openssh.com', '--macs', '^hmac-sha2-512*', 'http://hub.example']);
     expect(apart.algorithms.ciphers).to.not.include('chacha20-poly1305@openssh.com');
@@ -210,6 +219,7 @@ describe('operations: configuration', function () {
     [['--spawn-timeout', 'soon'], /--spawn-timeout must be a positive number of seconds/],
     [['--named-server-separator', '/'], /--named-server-separator must be non-empty without \/ :/],
     [['--unix-user', 'jupyter'], /--unix-user must contain \{username\}/],
+    [['--public-url', 'hub.example.org'], /--public-url must be an http:\/\/ or https:\/\/ URL, got hub\.example\.org/],
     [['--log-level', 'loud'], /log-level.*Invalid values|Invalid values[\s\S]*log-level/],
     [['--bogus-flag'], /Unknown arguments?: bogus-flag/],
     [['--ciphers', 'aes128-cbc'], /--ciphers: aes128-cbc is not supported; choose from aes128-gcm@openssh.com,/],
