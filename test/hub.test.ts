@@ -493,39 +493,61 @@ describe('hub: activity and server stops, while a session runs', function () {
     proxyArgs: ['--activity-interval', '1', '--server-poll-interval', '1', '--metrics-ip', '127.0.0.1', '--metrics-port', '0'],
   });
 
+  /**
+   * Waits, while `ended()` is false, for the server's last_activity to pass
+   * `since`, and returns it. Only the daemon's reports can be more recent
+   * than a session's start: what the Hub and the single-user server record
+   * of the start is older.
+   */
+  function activityAfter(since: number, ended: () => boolean, timeoutMs: number): Promise<number> {
+    return waitFor(
+      async () => {
+        if (ended()) throw new Error('the session ended first');
+        const s = await serverModel(env.hub, env.user.name);
+        const at = s?.last_activity ? Date.parse(s.last_activity) : 0;
+        return at > since ? at : undefined;
+      },
+      { timeoutMs, intervalMs: 250, what: `last_activity after ${new Date(since).toISOString()}` },
+    );
+  }
+
   it("posts activity: the server's last_activity passes the session start while data moves", async function () {
     const server = await ensureServer(env.hub, env.user.name);
-    // Everything the Hub or the single-user server record about the start is
-    // older than this; only the daemon's activity reports can be newer.
     const sessionStart = Date.now();
     expect(Date.parse(server.last_activity!)).to.be.below(sessionStart);
-
     let ended = false;
     // About 10 s of output, half a second apart: traffic in every activity interval.
-    const session = env
-      .ssh(['for i in $(seq 1 20); do echo tick; sleep 0.5; done'], QUIET)
-      .finally(() => (ended = true));
-    let seen: number | Error;
-    try {
-      seen = await waitFor(
-        async () => {
-          if (ended) throw new Error('the session ended first');
-          const s = await serverModel(env.hub, env.user.name);
-          const at = s?.last_activity ? Date.parse(s.last_activity) : 0;
-          return at > sessionStart ? at : undefined;
-        },
-        { timeoutMs: 9000, intervalMs: 250, what: `last_activity after ${new Date(sessionStart).toISOString()}` },
-      );
-      expect(ended, 'observed while the session ran').to.equal(false);
-    } catch (err) {
-      seen = err as Error;
-    }
-    const r = await session;
-    if (seen instanceof Error) throw seen;
+    const session = env.ssh(['for i in $(seq 1 20); do echo tick; sleep 0.5; done'], QUIET).finally(() => (ended = true));
+    const seen = await activityAfter(sessionStart, () => ended, 9000).finally(() => session);
     expect(seen).to.be.at.most(Date.now());
+    const r = await session;
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.toString().split('\n').filter((l) => l === 'tick')).to.have.length(20);
     expect(env.proxy.logs()).to.include('activity reported to JupyterHub');
+  });
+
+  it("posts activity for a silent session too: sshd's check that the client is still there (ClientAliveInterval) counts, so a quiet job keeps its server", async function () {
+    // 1 s instead of the internal sshd's 60, to see it within the test.
+    const proxy = await daemon(env.hub.url, ['--activity-interval', '1', '--sshd-option', 'ClientAliveInterval=1']);
+    try {
+      await ensureServer(env.hub, env.user.name);
+      let output = '';
+      let ended = false;
+      const session = ssh(proxy.port, env.user.name, env.token, ['echo started; sleep 9; echo done'], QUIET, {
+        onSpawn: (child) => child.stdout!.on('data', (c: Buffer) => (output += c.toString())),
+      }).finally(() => (ended = true));
+      try {
+        await waitFor(() => output.includes('started'), { timeoutMs: 30_000, what: 'the session to start' });
+        // The login and "started" are reported within an interval (1 s) of
+        // it; a report from 2.5 s on can only come from the silence after.
+        await activityAfter(Date.now() + 2500, () => ended, 6000);
+      } finally {
+        const r = await session;
+        expect(r.stdout.toString(), r.stderr).to.equal('started\ndone\n');
+      }
+    } finally {
+      await proxy.stop();
+    }
   });
 
   it('three sessions on one server, the last opened after a SIGHUP reload: one Hub poll per interval between them, and a stop ends all three', async function () {
