@@ -58,7 +58,7 @@ export interface HubClientOptions {
 }
 
 /** The Hub API calls the proxy makes, as metric labels. */
-export type HubEndpoint = 'user' | 'users' | 'start' | 'progress' | 'activity';
+export type HubEndpoint = 'version' | 'user' | 'users' | 'start' | 'progress' | 'activity';
 
 /** A counting semaphore. */
 class Limiter {
@@ -92,6 +92,7 @@ export class HubClient {
   private readonly http: Got;
   private readonly limiter: Limiter;
   private readonly observe: NonNullable<HubClientOptions['observe']>;
+  private readonly apiUrl: string;
 
   constructor(options: HubClientOptions) {
     this.observe = options.observe ?? (() => undefined);
@@ -109,36 +110,61 @@ export class HubClient {
         backoffLimit: 500,
       },
       throwHttpErrors: false,
+      // A redirect means the proxy was given an address in front of the Hub
+      // (an HTTPS redirect, The Littlest JupyterHub's traefik): got would
+      // follow it to another host without the token, and the Hub's 403
+      // would read as a rejected token. Said as what it is instead.
+      followRedirect: false,
       https: options.ca ? { certificateAuthority: options.ca } : {},
       headers: { 'user-agent': 'jupyter-ssh-proxy' },
     });
     this.limiter = new Limiter(options.maxConcurrent);
+    this.apiUrl = options.apiUrl;
   }
 
   private async request(
     endpoint: HubEndpoint,
     method: 'GET' | 'POST',
     path: string,
-    token: string,
+    token: string | undefined,
     json?: unknown,
     timeoutMs?: number,
   ): Promise<Response<string>> {
     const started = performance.now();
+    let response: Response<string>;
     try {
-      const response = await this.limiter.run(() =>
+      response = await this.limiter.run(() =>
         this.http(path, {
           method,
-          headers: { authorization: `token ${token}` },
+          headers: token === undefined ? {} : { authorization: `token ${token}` },
           ...(json === undefined ? {} : { json }),
           ...(timeoutMs === undefined ? {} : { timeout: { request: timeoutMs } }),
         }),
       );
-      this.observe(endpoint, (performance.now() - started) / 1000, response.statusCode >= 500);
-      return response;
     } catch (err) {
       this.observe(endpoint, (performance.now() - started) / 1000, true);
       throw new HubUnavailableError(`JupyterHub request ${method} /${endpoint} failed: ${reasonOf(err)}`);
     }
+    const redirect = response.statusCode >= 300 && response.statusCode < 400;
+    this.observe(endpoint, (performance.now() - started) / 1000, redirect || response.statusCode >= 500);
+    if (redirect) throw new HubUnavailableError(this.redirectProblem(response, `${method} /${endpoint}`));
+    return response;
+  }
+
+  private redirectProblem(response: Response, what: string): string {
+    return (
+      `${this.apiUrl} answered ${what} with a redirect (HTTP ${response.statusCode}) to ${response.headers.location ?? 'nowhere'}: ` +
+      "give the proxy an address where the Hub answers itself (The Littlest JupyterHub's: http://127.0.0.1:15001)"
+    );
+  }
+
+  /** The Hub's version (`GET /hub/api/`, no token needed): whether the Hub answers at the address the proxy was given. */
+  async version(): Promise<string> {
+    const response = await this.request('version', 'GET', '', undefined);
+    if (response.statusCode !== 200) throw new HubUnavailableError(`${this.apiUrl} answered HTTP ${response.statusCode} to GET /hub/api/`);
+    const { version } = HubClient.parse<{ version?: unknown }>(response, 'GET /hub/api/');
+    if (typeof version !== 'string') throw new HubUnavailableError(`${this.apiUrl} answered GET /hub/api/ without a JupyterHub version: is it a JupyterHub?`);
+    return version;
   }
 
   private static parse<T>(response: Response<string>, what: string): T {
@@ -224,7 +250,11 @@ export class HubClient {
           stream.setEncoding('utf8');
           stream.on('response', (response: Response) => {
             status = response.statusCode;
-            if (status !== 200) {
+            if (status >= 300 && status < 400) {
+              stream.destroy();
+              this.observe('progress', (performance.now() - started) / 1000, true);
+              reject(new HubUnavailableError(this.redirectProblem(response, 'GET /progress')));
+            } else if (status !== 200) {
               stream.destroy();
               resolve(status);
             }

@@ -90,6 +90,12 @@ export class ProxyServer {
     this.stopQuietGc = collectWhenQuiet(this.log, () => this.endedConnections);
     const address = this.server.address() as net.AddressInfo;
     this.log.info(`listening on ${formatListenAddress(address)}, JupyterHub API at ${this.config.hubApiUrl}`);
+    // Not awaited: the Hub may start after the proxy. A wrong address shows
+    // here at once, not at the first user's login.
+    this.hubLink!.hub.version().then(
+      (version) => this.log.info(`JupyterHub ${version} answers at ${this.config.hubApiUrl}`),
+      (err: Error) => this.log.warn(`JupyterHub does not answer at ${this.config.hubApiUrl}: ${err.message}; logins fail until it does`),
+    );
     return address;
   }
 

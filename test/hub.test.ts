@@ -6,6 +6,8 @@
 import { expect } from 'chai';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { useEnv, type Env, type EnvOptions } from './helpers/fixture.js';
 import { createToken, revokeToken, type Hub } from './helpers/hub.js';
@@ -440,6 +442,39 @@ describe('hub: an unresponsive Hub', function () {
       what: 'the Hub to answer after SIGCONT',
     });
     expectLoggedInAs(await login(env.proxy, env.user.name, token, ['id -un'], QUIET), env.user.name);
+  });
+
+  it("logs the Hub's version at start when the Hub answers", async function () {
+    const line = /JupyterHub \d+\.\d+\.\d+\S* answers at http:\/\/127\.0\.0\.1:\d+\/hub\/api/;
+    await waitFor(() => line.test(env.proxy.logs()), { timeoutMs: 10_000, what: "the Hub's version in the log" });
+  });
+
+  it('given an address that redirects (an HTTPS redirect, a front proxy), says so at start and in the log, and tells the user the Hub is unavailable', async function () {
+    // What TLJH's traefik does on port 80 with HTTPS on: send everything to
+    // the public name. Here: to the real Hub under another host name.
+    const front = http.createServer((req, res) => {
+      res.statusCode = 301;
+      res.setHeader('location', `${env.hub.url.replace('127.0.0.1', 'localhost')}${req.url}`);
+      res.end();
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    const frontUrl = `http://127.0.0.1:${(front.address() as AddressInfo).port}`;
+    const proxy = await daemon(frontUrl);
+    try {
+      const warning = await waitFor(() => proxy.logs().split('\n').find((l) => l.includes('JupyterHub does not answer at')), {
+        timeoutMs: 10_000,
+        what: 'the start-up check of the Hub address',
+      });
+      expect(warning).to.include(`${frontUrl}/hub/api answered GET /version with a redirect (HTTP 301) to ${env.hub.url.replace('127.0.0.1', 'localhost')}/hub/api/`);
+      const { token } = await mint(env.hub, env.user.name);
+      expectRefused(await login(proxy, env.user.name, token, ['id -un'], ONE_TRY), 'JupyterHub is unavailable, try again later');
+      expect(proxy.logs()).to.include('answered GET /user with a redirect (HTTP 301)');
+      expect(proxy.logs()).to.include('http://127.0.0.1:15001');
+    } finally {
+      await proxy.stop();
+      front.closeAllConnections();
+      await new Promise((resolve) => front.close(resolve));
+    }
   });
 });
 

@@ -97,6 +97,40 @@ describe('Hub client error paths (fake Hub)', function () {
     await f.close();
   });
 
+  it('follows no redirect: it names the address it was sent to, and the token goes nowhere else', async function () {
+    const elsewhere = await fakeHub((_req, res) => res.end(JSON.stringify({ name: 'alice', version: '5.0.0' })));
+    try {
+      fake = await fakeHub((req, res) => {
+        res.statusCode = 308;
+        res.setHeader('location', `${elsewhere.url.replace('127.0.0.1', 'localhost')}${req.url!.slice('/hub/api'.length)}`);
+        res.end();
+      });
+      const hub = client(fake.url);
+      for (const call of [hub.identify(TOKEN), hub.version(), hub.followProgress('alice', '', TOKEN, () => {}, new AbortController().signal)]) {
+        const err = await expectUnavailable(call);
+        expect(err.message).to.match(/answered GET \/\w+ with a redirect \(HTTP 308\) to http:\/\/localhost:\d+\/hub\/api\//);
+        expect(err.message).to.include(fake.url);
+        expect(err.message).to.include('http://127.0.0.1:15001');
+      }
+      expect(fake.requests).to.have.length(3);
+      expect(elsewhere.requests).to.deep.equal([]);
+    } finally {
+      await elsewhere.close();
+    }
+  });
+
+  it("reads the Hub's version without a token", async function () {
+    fake = await fakeHub((_req, res) => res.end(JSON.stringify({ version: '3.0.0' })));
+    expect(await client(fake.url).version()).to.equal('3.0.0');
+    expect(fake.requests).to.deep.equal([{ path: '/hub/api/', authorization: undefined }]);
+    const notHub = await fakeHub((_req, res) => res.end('{}'));
+    try {
+      expect((await expectUnavailable(client(notHub.url).version())).message).to.include('without a JupyterHub version');
+    } finally {
+      await notHub.close();
+    }
+  });
+
   it('caps concurrent Hub requests', async function () {
     let active = 0;
     let peak = 0;
