@@ -3,6 +3,7 @@
  * an existing /etc/ssh key set can be reused. Missing keys are generated at
  * first start (like `ssh-keygen -A`) and written 0600.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { generateKeyPair, parseKey, type ParsedKey } from './ssh2internals.js';
@@ -22,6 +23,11 @@ export const HOST_KEY_SPECS: readonly KeySpec[] = [
 export interface HostKey {
   path: string;
   key: ParsedKey;
+}
+
+/** A key's fingerprint as ssh shows it at a first connection (and `ssh-keygen -l`): SHA256 and unpadded base64. */
+export function fingerprint(key: ParsedKey): string {
+  return `SHA256:${createHash('sha256').update(key.getPublicSSH()).digest('base64').replace(/=+$/, '')}`;
 }
 
 /** A problem with KEYDIR that must stop the daemon; its message is one line. */

@@ -10,7 +10,7 @@ import { activeAllocator } from './allocator.js';
 import { HubAuthorizer } from './authorizer.js';
 import { FAILED_TOKEN_CACHE_MS, IDENT, type ProxyConfig } from './config.js';
 import { Connection, type ConnectionSettings } from './connection.js';
-import { HostKeyError, loadHostKeys } from './hostkeys.js';
+import { HostKeyError, fingerprint, loadHostKeys } from './hostkeys.js';
 import { HYBRID_KEY_EXCHANGES } from './hybridkex.js';
 import { HubClient } from './hub.js';
 import { LocalSshdUpstream } from './localsshd.js';
@@ -90,6 +90,9 @@ export class ProxyServer {
     this.stopQuietGc = collectWhenQuiet(this.log, () => this.endedConnections);
     const address = this.server.address() as net.AddressInfo;
     this.log.info(`listening on ${formatListenAddress(address)}, JupyterHub API at ${this.config.hubApiUrl}`);
+    if (!/^https?:\/\/(?!127\.|localhost[:/]|\[::1\])/.test(this.config.tokenPage)) {
+      this.log.info(`users are shown ${this.config.tokenPage} to get a token, an address only this machine reaches: set --public-url to the Hub's address as they know it`);
+    }
     // Not awaited: the Hub may start after the proxy. A wrong address shows
     // here at once, not at the first user's login.
     this.hubLink!.hub.version().then(
@@ -118,6 +121,8 @@ export class ProxyServer {
   private async load(config: ProxyConfig): Promise<ConnectionSettings> {
     const { keys, generated } = loadHostKeys(config.keyDir);
     for (const file of generated) this.log.info(`generated host key ${file}`);
+    // For operators to publish: what users are asked to confirm at their first connection.
+    this.log.info(`host key fingerprints: ${keys.map(({ key }) => `${key.type} ${fingerprint(key)}`).join(', ')}`);
     const hostKeys: Record<string, ParsedKey> = {};
     const signable = keys.flatMap(({ key }) => hostKeyAlgorithms(key.type).map((algo) => ({ algo, key })));
     for (const { algo, key } of signable) if (config.algorithms.hostKey.includes(algo)) hostKeys[algo] ??= key;

@@ -242,6 +242,9 @@ describe('proxy core: authentication outcomes', function () {
       expect(bad.stderr).not.to.contain(env.hub.url);
       const good = await ssh(proxy.port, env.user.name, env.token, ['echo in'], QUIET);
       expect(good.stdout.toString(), good.stderr).to.equal('in\n');
+      // Without it, the start-up log says the link users get is a loopback one.
+      expect(env.proxy.logs()).to.include(`users are shown ${env.hub.url}/hub/token to get a token, an address only this machine reaches`);
+      expect(proxy.logs()).not.to.include('users are shown');
     } finally {
       await proxy.stop();
     }
@@ -416,6 +419,10 @@ describe('proxy core: host keys', function () {
       expect(fs.statSync(file).mode & 0o777).to.equal(0o600);
       const pub = fs.readFileSync(`${file}.pub`, 'utf8').split(' ').slice(0, 2).join(' ');
       expect(served.has(pub), `${name} served`).to.equal(true);
+      // The start-up log lists what ssh asks users to confirm, as ssh-keygen -l shows it.
+      const keygen = await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', `${file}.pub`]);
+      const [, print] = keygen.stdout.toString().split(' ');
+      expect(env.proxy.logs().split('\n').find((l) => l.includes('host key fingerprints:')), name).to.include(print);
     }
   });
 
