@@ -422,7 +422,7 @@ describe('proxy core: host keys', function () {
       // The start-up log lists what ssh asks users to confirm, as ssh-keygen -l shows it.
       const keygen = await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', `${file}.pub`]);
       const [, print] = keygen.stdout.toString().split(' ');
-      expect(env.proxy.logs().split('\n').find((l) => l.includes('host key fingerprints:')), name).to.include(print);
+      expect(env.proxy.logLine('host key fingerprints:'), name).to.include(print);
     }
   });
 

@@ -461,7 +461,7 @@ describe('hub: an unresponsive Hub', function () {
     const frontUrl = `http://127.0.0.1:${(front.address() as AddressInfo).port}`;
     const proxy = await daemon(frontUrl);
     try {
-      const warning = await waitFor(() => proxy.logs().split('\n').find((l) => l.includes('JupyterHub does not answer at')), {
+      const warning = await waitFor(() => proxy.logLine('JupyterHub does not answer at'), {
         timeoutMs: 10_000,
         what: 'the start-up check of the Hub address',
       });

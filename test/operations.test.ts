@@ -7,7 +7,7 @@ import { parseArgs } from '../lib/cli.js';
 import { useEnv } from './helpers/fixture.js';
 import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
 import { BIN, startProxy } from './helpers/proxy.js';
-import { askpassEnv, run, sshOptions } from './helpers/ssh.js';
+import { askpassEnv, run, sshOptions, type RunResult } from './helpers/ssh.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
 describe('operations: JSON logs and metrics', function () {
@@ -109,31 +109,30 @@ describe("operations: a sandbox around the daemon, which users' sessions would i
     expect(env.proxy.logs()).not.to.include(SANDBOX_WARNING);
   });
 
-  it('warns at start in a mount namespace of its own (ProtectHome=, PrivateTmp=, ...), and serves logins', async function () {
-    const proxy = await startProxy(env.hub.url, [], { commandPrefix: ['unshare', '--mount', '--'] });
+  /** A daemon started under `prefix` (a sandbox), its start-up warning, and a session's output of `command`. */
+  async function sandboxed(prefix: string[], command: string): Promise<{ warning: string | undefined; session: RunResult }> {
+    const proxy = await startProxy(env.hub.url, [], { commandPrefix: prefix });
     try {
-      const warning = proxy.logs().split('\n').find((line) => line.includes(SANDBOX_WARNING));
-      expect(warning, proxy.logs()).to.include('a mount namespace of its own');
-      expect(warning).to.include('deploy/jupyter-ssh-proxy.service');
-      expect(warning).not.to.include('no_new_privs');
-      const r = await run('ssh', [...sshOptions(proxy.port), `${env.user.name}@127.0.0.1`, 'echo in'], { env: askpassEnv(env.token) });
-      expect(r.stdout.toString(), r.stderr).to.equal('in\n');
+      const session = await run('ssh', [...sshOptions(proxy.port), `${env.user.name}@127.0.0.1`, command], { env: askpassEnv(env.token) });
+      return { warning: proxy.logLine(SANDBOX_WARNING), session };
     } finally {
       await proxy.stop();
     }
+  }
+
+  it('warns at start in a mount namespace of its own (ProtectHome=, PrivateTmp=, ...), and serves logins', async function () {
+    const { warning, session } = await sandboxed(['unshare', '--mount', '--'], 'echo in');
+    expect(warning).to.include('a mount namespace of its own');
+    expect(warning).to.include('deploy/jupyter-ssh-proxy.service');
+    expect(warning).not.to.include('no_new_privs');
+    expect(session.stdout.toString(), session.stderr).to.equal('in\n');
   });
 
   it('warns at start under no_new_privs (NoNewPrivileges=), which a session then has too', async function () {
-    const proxy = await startProxy(env.hub.url, [], { commandPrefix: ['setpriv', '--no-new-privs', '--'] });
-    try {
-      const warning = proxy.logs().split('\n').find((line) => line.includes(SANDBOX_WARNING));
-      expect(warning, proxy.logs()).to.include('no_new_privs');
-      expect(warning).not.to.include('mount namespace');
-      const r = await run('ssh', [...sshOptions(proxy.port), `${env.user.name}@127.0.0.1`, 'grep NoNewPrivs /proc/self/status'], { env: askpassEnv(env.token) });
-      expect(r.stdout.toString(), r.stderr).to.match(/^NoNewPrivs:\s+1$/m);
-    } finally {
-      await proxy.stop();
-    }
+    const { warning, session } = await sandboxed(['setpriv', '--no-new-privs', '--'], 'grep NoNewPrivs /proc/self/status');
+    expect(warning).to.include('no_new_privs');
+    expect(warning).not.to.include('mount namespace');
+    expect(session.stdout.toString(), session.stderr).to.match(/^NoNewPrivs:\s+1$/m);
   });
 });
 

@@ -16,6 +16,8 @@ export interface ProxyProcess {
   child: ChildProcess;
   /** Everything the daemon logged so far. */
   logs(): string;
+  /** The first line logged so far that contains `fragment`. */
+  logLine(fragment: string): string | undefined;
   /** SIGTERM, wait for exit (SIGKILL after a deadline), remove the key folder if it made it. Idempotent. */
   stop(): Promise<void>;
 }
@@ -129,6 +131,7 @@ export async function startProxy(
     keyDir,
     child,
     logs,
+    logLine: (fragment) => logs().split('\n').find((line) => line.includes(fragment)),
     stop: () =>
       (stopped ??= (async () => {
         if (!exited) {
