@@ -33,6 +33,12 @@ export type AuthDecision =
 export interface Authorizer {
   /** Decides whether `token` lets its bearer log in as `login`. */
   authorize(login: string, token: string): Promise<AuthDecision>;
+  /**
+   * The server a login with a key reaches. Whether the key may log in is
+   * the target account's authorized_keys' to say; whether the Hub user
+   * exists, the server start's. Rejects with HubUnavailableError.
+   */
+  keyLoginTarget(login: string): Promise<LoginTarget>;
 }
 
 export interface HubAuthorizerOptions {
@@ -137,6 +143,14 @@ export class HubAuthorizer implements Authorizer {
     }
   }
 
+  async keyLoginTarget(login: string): Promise<LoginTarget> {
+    const { serviceToken } = this.options;
+    // server.ts turns key logins on only with a service token.
+    if (serviceToken === undefined) throw new Error('key logins need a service token');
+    const target = await this.resolveTarget(login, undefined, serviceToken);
+    return { hubUser: target.user, server: target.server };
+  }
+
   private async identify(token: string): Promise<HubIdentity | null> {
     const key = TokenCache.key(token);
     const cached = this.cache.get(key);
@@ -150,12 +164,13 @@ export class HubAuthorizer implements Authorizer {
    * The server a login name selects: `alice` is alice's default server,
    * `alice+gpu` her server `gpu`. Split by the token owner's own name first,
    * so owners whose names contain the separator still work; for someone
-   * else's server, the longest existing user name wins.
+   * else's server (or with no owner, a key login), the longest existing
+   * user name wins.
    */
-  private async resolveTarget(login: string, owner: string, lookupToken: string): Promise<ServerRef> {
+  private async resolveTarget(login: string, owner: string | undefined, lookupToken: string): Promise<ServerRef> {
     const sep = this.options.separator;
     if (login === owner) return { user: owner, server: '' };
-    if (login.startsWith(owner + sep) && login.length > owner.length + sep.length) {
+    if (owner !== undefined && login.startsWith(owner + sep) && login.length > owner.length + sep.length) {
       return { user: owner, server: login.slice(owner.length + sep.length) };
     }
     const cuts: number[] = [];

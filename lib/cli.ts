@@ -17,6 +17,7 @@ import { DEFAULT_PENALTIES, parsePenalties } from './penalties.js';
 import { createLogger, surviveLostOutput } from './logger.js';
 import { ProxyServer } from './server.js';
 import { unixNamingProblem } from './unixname.js';
+import { authorizedKeysPatternProblem } from './authorizedkeys.js';
 
 /** The repository's keys/ folder: the default KEYDIR. */
 const DEFAULT_KEYDIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'keys');
@@ -160,6 +161,13 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       default: '{username}',
       describe: "Unix user for a Hub user; {username} is replaced. tljh: The Littlest JupyterHub's accounts (jupyter-{username}, long names cut and hashed as TLJH does)",
     })
+    .option('authorized-keys-file', {
+      group: GROUPS.upstream,
+      type: 'string',
+      describe:
+        "Let users log in with a key listed in this file of their unix account (sshd's AuthorizedKeysFile: relative to the home, %h home, %u user), " +
+        'e.g. .ssh/authorized_keys; needs JUPYTERHUB_API_TOKEN. Default: tokens only',
+    })
     .option('sshd', { group: GROUPS.upstream, type: 'string', default: '/usr/sbin/sshd', describe: 'OpenSSH sshd binary, started per connection as `sshd -i`' })
     .option('sshd-option', {
       group: GROUPS.upstream,
@@ -230,6 +238,13 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       }
       const naming = unixNamingProblem(a['unix-user']);
       if (naming) throw new Error(naming);
+      const keysFile = a['authorized-keys-file'];
+      if (keysFile !== undefined) {
+        const problem = authorizedKeysPatternProblem(keysFile);
+        if (problem) throw new Error(problem);
+        // A key login brings no user token: the service's starts the server.
+        if (!env.JUPYTERHUB_API_TOKEN) throw new Error('--authorized-keys-file needs a JupyterHub service token in JUPYTERHUB_API_TOKEN, to start servers for key logins');
+      }
       for (const o of a['sshd-option']) if (!/^[A-Za-z]+[= ].+/.test(o)) throw new Error(`--sshd-option must be KEY=VALUE, got ${o}`);
       return true;
     })
@@ -276,6 +291,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
     metricsIp: args['metrics-ip'],
     metricsPort: args['metrics-port'],
     unixUser: args['unix-user'],
+    authorizedKeysFile: args['authorized-keys-file'],
     sshdPath: args.sshd,
     sshdOptions: args['sshd-option'],
     runtimeDir: args['runtime-dir'],

@@ -35,6 +35,8 @@ export interface ProxyConfig {
   metricsIp: string;
   metricsPort?: number;
   unixUser: string;
+  /** Where an account lists keys that log in without a token (sshd's AuthorizedKeysFile syntax); unset: tokens only. */
+  authorizedKeysFile?: string;
   sshdPath: string;
   sshdOptions: string[];
   runtimeDir: string;

@@ -9,12 +9,23 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Authorizer, LoginTarget } from './authorizer.js';
+import type { AuthorizedKey, AuthorizedKeys, AuthorizedKeysSource } from './authorizedkeys.js';
+import { fingerprint } from './hostkeys.js';
 import { Leg } from './leg.js';
 import { OWN_PACKET } from './leg.js';
 import type { Logger } from './logger.js';
 import { DISCONNECT_REASON, bannerPayload, disconnectPayload, extInfoPayload, parseKexInitCiphers } from './messages.js';
 import { Relay } from './relay.js';
-import { negotiatedCipher, negotiatedKex, replaceServerExtInfo, unmatchedAlgorithmList, type KexInitOffer, type ParsedKey } from './ssh2internals.js';
+import {
+  negotiatedCipher,
+  negotiatedKex,
+  publicKeyAlgorithm,
+  replaceServerExtInfo,
+  unmatchedAlgorithmList,
+  type KexInitOffer,
+  type ParsedKey,
+  type PublicKeyAuthRequest,
+} from './ssh2internals.js';
 import { CLIENT_LEG_FLAGS, SERVER_SIG_ALGS, switchesFrom, type AesGcmSwitch } from './algorithms.js';
 import { UpstreamError, type Upstream, type UpstreamConnection } from './upstream.js';
 import { HubUnavailableError } from './hub.js';
@@ -44,7 +55,15 @@ const EXT_INFO = extInfoPayload({ 'server-sig-algs': SERVER_SIG_ALGS.join(','), 
 const MAX_QUEUED_AUTH_STEPS = 8;
 
 /** The methods a client may use to present a JupyterHub token. */
-const AUTH_METHODS = ['keyboard-interactive', 'password'];
+const TOKEN_METHODS = ['keyboard-interactive', 'password'];
+
+/**
+ * Keys a client may offer or use per connection. ssh offers every key it
+ * has, and unlisted ones are no one's fault; past this, publickey is no
+ * longer listed and the client goes on to the token prompt (sshd would end
+ * the connection at MaxAuthTries: "Too many authentication failures").
+ */
+const MAX_KEY_OFFERS = 10;
 
 export interface ConnectionSettings {
   ident: string;
@@ -54,6 +73,8 @@ export interface ConnectionSettings {
   aesGcmSwitch?: AesGcmSwitch;
   clientOffer: KexInitOffer;
   authorizer: Authorizer;
+  /** Where keys that log in without a token are listed; unset: no key logins (they need serviceToken). */
+  keyLogins?: AuthorizedKeysSource;
   servers: ServerStarter;
   serviceToken?: string;
   /** Ties sessions to their server's life (activity reports, ending on a stop). */
@@ -100,6 +121,10 @@ export class Connection {
   /** Serializes authentication requests: replies must keep their order. */
   private authChain: Promise<void> = Promise.resolve();
   private pendingKeyboardLogin?: string;
+  /** Keys offered so far (MAX_KEY_OFFERS). */
+  private keyOffers = 0;
+  /** The keys of the login name keys were offered for, read once per connection. */
+  private keyList?: { login: string; listed: Promise<{ target: LoginTarget; keys: AuthorizedKeys }> };
   private readonly started = Date.now();
   /** Until both legs are authenticated; released then, with the closure it holds. */
   private graceTimer?: NodeJS.Timeout;
@@ -231,12 +256,19 @@ export class Connection {
     else this.disconnect(`Service ${printable(name)} is not available`, DISCONNECT_REASON.SERVICE_NOT_AVAILABLE);
   }
 
+  /** The methods still open to the client, for USERAUTH_FAILURE. */
+  private authMethods(): string[] {
+    return this.settings.keyLogins !== undefined && this.keyOffers < MAX_KEY_OFFERS ? ['publickey', ...TOKEN_METHODS] : TOKEN_METHODS;
+  }
+
   private onAuthRequest(user: string, service: string, method: string, data: unknown): Promise<void> | void {
     if (this.phase !== 'auth') return;
-    if (service !== 'ssh-connection') return this.client.proto.authFailure(AUTH_METHODS);
+    if (service !== 'ssh-connection') return this.client.proto.authFailure(this.authMethods());
     switch (method) {
+      case 'publickey':
+        return this.tryKey(user, data as PublicKeyAuthRequest | undefined);
       case 'password':
-        if (typeof data !== 'string') return this.client.proto.authFailure(AUTH_METHODS); // password change
+        if (typeof data !== 'string') return this.client.proto.authFailure(this.authMethods()); // password change
         return this.tryToken(user, data, method);
       case 'keyboard-interactive':
         this.pendingKeyboardLogin = user;
@@ -246,7 +278,7 @@ export class Connection {
         return;
       default:
         // 'none' and methods we do not offer: tell the client what we accept.
-        return this.client.proto.authFailure(AUTH_METHODS);
+        return this.client.proto.authFailure(this.authMethods());
     }
   }
 
@@ -265,35 +297,100 @@ export class Connection {
     const result = decision.ok ? 'success' : decision.final ? 'error' : 'failure';
     this.settings.metrics.authAttempts.inc({ method, result });
     if (this.phase !== 'auth') return;
-    if (decision.ok) {
-      const { target } = decision;
-      const kex = negotiatedKex(this.client.proto) ?? 'unknown';
-      this.log('info', `login accepted: user=${login} server=${target.hubUser}/${target.server} owner=${decision.owner} method=${method} kex=${kex}`);
-      this.settings.metrics.loginKeyExchanges.inc({ method: kex });
-      this.phase = 'upstream';
-      this.target = target;
-      this.watchToken = this.settings.serviceToken ?? token;
-      const problem = await this.settings.upstream.precheck(target);
-      if (problem !== undefined) {
-        this.refusal = 'upstream_unavailable';
-        this.log('warn', `login cannot proceed: ${problem}`);
-        return this.disconnect(problem);
-      }
-      if (await this.serverRunning(target, token)) await this.connectUpstream(target);
-      return;
-    }
+    if (decision.ok) return this.accept(login, decision.target, `owner=${decision.owner} method=${method}`, this.settings.serviceToken ?? token);
     this.log('warn', `login refused: user=${login} method=${method} reason=${decision.detail}`);
-    if (!decision.final) this.refusedAttempts++;
-    if (decision.final) {
-      this.refusal = 'hub_unavailable';
-      return this.disconnect(decision.message, DISCONNECT_REASON.BY_APPLICATION);
-    }
+    if (decision.final) return this.hubUnavailable(decision.message);
+    this.refusedAttempts++;
     this.client.send(bannerPayload(`${decision.message}\r\n`), OWN_PACKET);
+    this.refuseAttempt();
+  }
+
+  /**
+   * A key offered ("would this one do?", no signature) or used (signed).
+   * Unlisted keys are the normal case, since ssh offers every key it has,
+   * and cost the source nothing; a signature that does not verify does.
+   */
+  private async tryKey(login: string, request: PublicKeyAuthRequest | undefined): Promise<void> {
+    const source = this.settings.keyLogins;
+    if (source === undefined || this.keyOffers >= MAX_KEY_OFFERS) return this.client.proto.authFailure(this.authMethods());
+    this.keyOffers++;
+    if (request === undefined) {
+      this.log('warn', `login refused: user=${login} method=publickey reason=unreadable signature`);
+      this.attempts++;
+      this.refusedAttempts++;
+      return this.refuseAttempt();
+    }
+    const algorithm = publicKeyAlgorithm(request);
+    // What server-sig-algs announced: no DSA, no RSA with SHA-1.
+    if (!SERVER_SIG_ALGS.includes(algorithm)) return this.client.proto.authFailure(this.authMethods());
+    let listed: { target: LoginTarget; key: AuthorizedKey } | undefined;
+    try {
+      listed = await this.listedKey(login, request.key, source);
+    } catch (err) {
+      if (!(err instanceof HubUnavailableError)) throw err;
+      this.log('warn', `login refused: user=${login} method=publickey reason=${err.message}`);
+      return this.hubUnavailable('JupyterHub is unavailable, try again later');
+    }
+    if (this.phase !== 'auth') return;
+    if (listed === undefined) return this.client.proto.authFailure(this.authMethods());
+    if (request.signature === undefined || request.blob === undefined) return this.client.proto.authPKOK(algorithm, request.key);
+
+    this.attempts++;
+    const { target, key } = listed;
+    const keyName = `${key.key.type} ${fingerprint(key.key)}`;
+    const verified = key.key.verify(request.blob, request.signature, request.hashAlgo) === true;
+    this.settings.metrics.authAttempts.inc({ method: 'publickey', result: verified ? 'success' : 'failure' });
+    if (verified) return this.accept(login, target, `owner=${target.hubUser} method=publickey key=${keyName}`, this.settings.serviceToken!);
+    this.log('warn', `login refused: user=${login} method=publickey reason=signature does not verify for ${keyName}`);
+    this.refusedAttempts++;
+    this.refuseAttempt();
+  }
+
+  /** The listed key that is `blob`, with the login's target; the list is read once per connection. */
+  private async listedKey(login: string, blob: Buffer, source: AuthorizedKeysSource): Promise<{ target: LoginTarget; key: AuthorizedKey } | undefined> {
+    if (this.keyList?.login !== login) {
+      const listed = (async () => {
+        const target = await this.settings.authorizer.keyLoginTarget(login);
+        const keys = await source.authorizedKeys(target.hubUser);
+        if (keys.problems.length > 0) this.log('info', `authorized keys for ${target.hubUser}: ${keys.problems.join('; ')}`);
+        return { target, keys };
+      })();
+      this.keyList = { login, listed };
+    }
+    const { target, keys } = await this.keyList.listed;
+    const key = keys.keys.find((entry) => entry.blob.equals(blob));
+    return key && { target, key };
+  }
+
+  /** Both ways in end here: start the server, then log in on the upstream. `token` makes the Hub calls. */
+  private async accept(login: string, target: LoginTarget, how: string, token: string): Promise<void> {
+    const kex = negotiatedKex(this.client.proto) ?? 'unknown';
+    this.log('info', `login accepted: user=${login} server=${target.hubUser}/${target.server} ${how} kex=${kex}`);
+    this.settings.metrics.loginKeyExchanges.inc({ method: kex });
+    this.phase = 'upstream';
+    this.target = target;
+    this.watchToken = token;
+    const problem = await this.settings.upstream.precheck(target);
+    if (problem !== undefined) {
+      this.refusal = 'upstream_unavailable';
+      this.log('warn', `login cannot proceed: ${problem}`);
+      return this.disconnect(problem);
+    }
+    if (await this.serverRunning(target, token)) await this.connectUpstream(target);
+  }
+
+  private hubUnavailable(message: string): void {
+    this.refusal = 'hub_unavailable';
+    this.disconnect(message, DISCONNECT_REASON.BY_APPLICATION);
+  }
+
+  /** After a refused attempt: another try, unless that was the last. */
+  private refuseAttempt(): void {
     if (this.attempts >= this.settings.maxAuthTries) {
       this.refusal = 'max_auth_tries';
       return this.disconnect('Too many authentication failures', DISCONNECT_REASON.NO_MORE_AUTH_METHODS_AVAILABLE);
     }
-    this.client.proto.authFailure(AUTH_METHODS);
+    this.client.proto.authFailure(this.authMethods());
   }
 
   /** Starts the Hub server if needed, showing progress; false if the connection was ended. */

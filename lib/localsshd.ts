@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { LoginTarget } from './authorizer.js';
+import { authorizedKeysPath, readAuthorizedKeys, type AuthorizedKeys, type AuthorizedKeysSource, type KeyOwner } from './authorizedkeys.js';
 import { writeKeyPair } from './hostkeys.js';
 import { claimRuntimeDir, type RuntimeDir } from './runtimedir.js';
 import { connectWithSharedReads } from './sharedreads.js';
@@ -45,6 +46,8 @@ export interface LocalSshdOptions {
   runtimeDir: string;
   /** Extra `sshd -o` options (`Key=Value`); they take precedence over the generated file. */
   sshdOptions: string[];
+  /** Where an account lists the keys that log in without a token (sshd's AuthorizedKeysFile syntax); unset: no key logins. */
+  authorizedKeysFile?: string;
 }
 
 /**
@@ -88,7 +91,7 @@ Subsystem sftp internal-sftp
 `;
 }
 
-export class LocalSshdUpstream implements Upstream {
+export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
   private readonly dir: string;
   private readonly configPath: string;
   private readonly clientKey: ParsedKey;
@@ -162,6 +165,17 @@ export class LocalSshdUpstream implements Upstream {
     if (exists === undefined) return CANNOT_START;
     if (!exists) return noAccount(username, target);
     return undefined;
+  }
+
+  async authorizedKeys(hubUser: string): Promise<AuthorizedKeys> {
+    const pattern = this.options.authorizedKeysFile;
+    const username = this.unixUser(hubUser);
+    if (pattern === undefined || !UNIX_NAME.test(username)) return { keys: [], problems: [] };
+    const account = await unixAccount(username);
+    if (account === undefined) return { keys: [], problems: [`cannot look up the account ${username} (getent did not run)`] };
+    // No account: the client goes on to a token, and is told about the account then.
+    if (account === null) return { keys: [], problems: [] };
+    return readAuthorizedKeys(authorizedKeysPath(pattern, account), account);
   }
 
   private async accountExists(username: string): Promise<boolean | undefined> {
@@ -265,12 +279,20 @@ function noAccount(username: string, target: LoginTarget): string {
   return `There is no account '${username}' for JupyterHub user '${target.hubUser}' on this server; ask your JupyterHub administrator`;
 }
 
-/** Whether the account exists; undefined when getent could not run (EMFILE, EAGAIN, ...). */
-async function unixUserExists(name: string): Promise<boolean | undefined> {
-  const { code } = await runProcess('getent', ['passwd', name]);
+/** The account's uid and home; null if there is none, undefined when getent could not run (EMFILE, EAGAIN, ...). */
+async function unixAccount(name: string): Promise<KeyOwner | null | undefined> {
+  const { code, stdout } = await runProcess('getent', ['passwd', name]);
   // getent exits 2 for "not found"; a string code means it did not run at all.
-  if (code === 0) return true;
-  return code === 2 ? false : undefined;
+  if (code === 2) return null;
+  // name:password:uid:gid:gecos:home:shell
+  const fields = stdout.split('\n')[0]!.split(':');
+  if (code !== 0 || fields.length < 7 || !/^\d+$/.test(fields[2]!)) return undefined;
+  return { name, uid: Number(fields[2]), home: fields[5]! };
+}
+
+async function unixUserExists(name: string): Promise<boolean | undefined> {
+  const account = await unixAccount(name);
+  return account === undefined ? undefined : account !== null;
 }
 
 /** For failures of this machine (out of descriptors, processes), not of the user's setup. */

@@ -140,6 +140,7 @@ export class ProxyServer {
       unixUserTemplate: config.unixUser,
       runtimeDir: config.runtimeDir,
       sshdOptions: config.sshdOptions,
+      authorizedKeysFile: config.authorizedKeysFile,
     });
     this.upstreams.push(upstream);
     const { removed, unowned } = upstream.neighbours;
@@ -157,12 +158,14 @@ export class ProxyServer {
     const { hub, watches } = this.hubLink;
     const { serviceToken, tokenPage } = config;
     if (!serviceToken) this.log.info("no JUPYTERHUB_API_TOKEN: users' own tokens are used to start servers and report activity");
+    if (config.authorizedKeysFile !== undefined) this.log.info(`key logins on: keys listed in each account's ${config.authorizedKeysFile}`);
     return {
       ident: IDENT,
       hostKeys,
       serverOffer: serverOffer(Object.keys(hostKeys), config.algorithms),
       aesGcmSwitch: aesGcmSwitch(Object.keys(hostKeys), config.algorithms, config.preferAesGcm),
       clientOffer: clientOffer(),
+      keyLogins: config.authorizedKeysFile !== undefined ? upstream : undefined,
       authorizer: new HubAuthorizer(hub, {
         separator: config.separator,
         cacheTtlMs: config.authCacheTtlMs,

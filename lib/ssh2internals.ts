@@ -135,9 +135,31 @@ export interface Protocol {
   authFailure(methods: string[], partial?: boolean): void;
   authSuccess(): void;
   authInfoReq(name: string, instructions: string, prompts: { prompt: string; echo: boolean }[]): void;
+  authPKOK(keyAlgo: string, key: Buffer): void;
   // client side
   service(name: string): void;
   authPK(user: string, key: ParsedKey, keyAlgo: string, sign: (data: Buffer, cb: (sig: Buffer) => void) => void): void;
+}
+
+/**
+ * A publickey USERAUTH_REQUEST as ssh2's parser hands it to the handler
+ * (handlers.misc.js); undefined there when a signature did not parse.
+ * `keyAlgo` reads 'ssh-rsa' for rsa-sha2-256 and rsa-sha2-512, which
+ * `hashAlgo` tells apart; `blob` is what the client signed (session ID and
+ * request), and `signature` is already in the form node's verify takes.
+ */
+export interface PublicKeyAuthRequest {
+  keyAlgo: string;
+  key: Buffer;
+  hashAlgo?: string;
+  signature?: Buffer;
+  blob?: Buffer;
+}
+
+/** The signature algorithm the client named in a publickey request (rsa-sha2-512, not ssh2's ssh-rsa). */
+export function publicKeyAlgorithm(request: PublicKeyAuthRequest): string {
+  if (request.keyAlgo !== 'ssh-rsa' || request.hashAlgo === undefined) return request.keyAlgo;
+  return `rsa-sha2-${request.hashAlgo.slice(3)}`;
 }
 
 /** An outbound cipher of ssh2 (crypto.js): builds, encrypts and writes packets. */

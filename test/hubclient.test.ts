@@ -185,4 +185,20 @@ describe('Hub client error paths (fake Hub)', function () {
     expect(await authorizer.authorize('a+b', TOKEN)).to.deep.include({ ok: true, target: { hubUser: 'a+b', server: '' } });
     expect(await authorizer.authorize('a+b+gpu', TOKEN)).to.deep.include({ ok: true, target: { hubUser: 'a+b', server: 'gpu' } });
   });
+
+  it('finds a key login\'s server with the service token: the longest existing user name, no Hub call without a separator', async function () {
+    fake = await fakeHub((req, res) => {
+      if (req.url?.startsWith('/hub/api/users/a%2Bb?')) res.end(JSON.stringify({ name: 'a+b' }));
+      else { res.statusCode = 404; res.end('{}'); }
+    });
+    const authorizer = new HubAuthorizer(client(fake.url), {
+      separator: '+', cacheTtlMs: 1000, failureCacheTtlMs: 1000, tokenPage: 'http://hub/hub/token', serviceToken: 'service-token',
+    });
+    expect(await authorizer.keyLoginTarget('alice')).to.deep.equal({ hubUser: 'alice', server: '' });
+    expect(fake.requests, 'a plain name needs no lookup').to.have.length(0);
+    expect(await authorizer.keyLoginTarget('a+b+gpu')).to.deep.equal({ hubUser: 'a+b', server: 'gpu' });
+    expect(await authorizer.keyLoginTarget('bob+gpu')).to.deep.equal({ hubUser: 'bob', server: 'gpu' });
+    expect(fake.requests.length).to.be.greaterThan(0);
+    for (const request of fake.requests) expect(request.authorization).to.equal('token service-token');
+  });
 });

@@ -191,6 +191,16 @@ describe('operations: configuration', function () {
     expect(managed.tokenPage, 'over what JupyterHub tells a managed service').to.equal('https://hub.example.org/hub/token');
   });
 
+  it('takes --authorized-keys-file only with a service token to start servers, and only the %h %u %% of sshd', function () {
+    const config = parseArgs(['--authorized-keys-file', '/etc/ssh/keys/%u', 'http://hub.example'], { JUPYTERHUB_API_TOKEN: 'service-token' });
+    expect(config.authorizedKeysFile).to.equal('/etc/ssh/keys/%u');
+    expect(parseArgs(['http://hub.example']).authorizedKeysFile, 'off by default').to.equal(undefined);
+    expect(() => parseArgs(['--authorized-keys-file', '.ssh/authorized_keys', 'http://hub.example'], {}, true)).to.throw(
+      '--authorized-keys-file needs a JupyterHub service token in JUPYTERHUB_API_TOKEN',
+    );
+    expect(() => parseArgs(['--authorized-keys-file', '.ssh/keys_%d', 'http://hub.example'], { JUPYTERHUB_API_TOKEN: 't' }, true)).to.throw('knows %h, %u and %%, not %d');
+  });
+
   it('reads the algorithm flags in sshd_config syntax, a removal given apart or joined with =', function () {
     const apart = parseArgs(['--ciphers', '-chacha20-poly1305@openssh.com', '--macs', '^hmac-sha2-512*', 'http://hub.example']);
     expect(apart.algorithms.ciphers).to.not.include('chacha20-poly1305@openssh.com');

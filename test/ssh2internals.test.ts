@@ -27,6 +27,7 @@ import {
   nativeCryptoAvailable,
   nextOutboundSeqno,
   parseKey,
+  publicKeyAlgorithm,
   releaseMessageHandlers,
   replaceServerExtInfo,
   sendPayload,
@@ -39,6 +40,7 @@ import {
   type KexInitOffer,
   type ParsedKey,
   type Protocol,
+  type PublicKeyAuthRequest,
 } from '../lib/ssh2internals.js';
 import { parseKexInitCiphers } from '../lib/messages.js';
 import { ctrHmacClasses } from '../lib/packetrelay.js';
@@ -225,6 +227,8 @@ function makePair(options: PairOptions = {}): Pair {
       DISCONNECT: record('DISCONNECT'),
       GLOBAL_REQUEST: record('GLOBAL_REQUEST'),
       EXT_INFO: record('EXT_INFO'),
+      USERAUTH_REQUEST: record('USERAUTH_REQUEST'),
+      USERAUTH_PK_OK: record('USERAUTH_PK_OK'),
     };
   };
   const common = (s: Side) => ({
@@ -767,6 +771,54 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     expect(disconnect.inKex, 'the server was in the key exchange when it arrived').to.equal(true);
     noErrors(pair);
   });
+
+  for (const [type, bits, algorithm] of [
+    ['ed25519', undefined, 'ssh-ed25519'],
+    ['ecdsa', 384, 'ecdsa-sha2-nistp384'],
+    ['rsa', 2048, 'rsa-sha2-512'],
+    ['rsa', 2048, 'rsa-sha2-256'],
+  ] as const) {
+    it(`hands a publickey request to USERAUTH_REQUEST as a PublicKeyAuthRequest that verifies, and answers a query with authPKOK (${algorithm})`, async () => {
+      pair = makePair();
+      const { server, client } = pair;
+      await handshake(pair);
+      // From here on ssh2 handles the authentication messages itself.
+      server.consume = client.consume = () => false;
+      const userKey = parseKey(generateKeyPair(type, bits).private);
+      if (userKey instanceof Error) throw userKey;
+      const requests = () => server.calls.filter((c) => c.name === 'USERAUTH_REQUEST');
+
+      // The query: no signature. The server's PK_OK reaches the client.
+      client.proto.authPK('alice', userKey, algorithm, undefined as never);
+      await until(() => requests().length === 1, 'the query');
+      const [user, service, method, query] = requests()[0]!.args as [string, string, string, PublicKeyAuthRequest];
+      expect([user, service, method]).to.deep.equal(['alice', 'ssh-connection', 'publickey']);
+      expect(query.key.equals(userKey.getPublicSSH()), 'the key blob').to.equal(true);
+      expect(query.signature).to.equal(undefined);
+      expect(publicKeyAlgorithm(query)).to.equal(algorithm);
+      server.proto.authPKOK(publicKeyAlgorithm(query), query.key);
+      await until(() => client.calls.some((c) => c.name === 'USERAUTH_PK_OK'), 'USERAUTH_PK_OK at the client');
+
+      // The signed request: what the client signed, and the signature, as node's verify takes them.
+      client.proto.authPK('alice', userKey, algorithm, (data, cb) => {
+        const signature = userKey.sign(data, algorithm.startsWith('rsa-') ? `sha${algorithm.slice(-3)}` : undefined);
+        if (signature instanceof Error) throw signature;
+        cb(signature);
+      });
+      await until(() => requests().length === 2, 'the signed request');
+      const signed = requests()[1]!.args[3] as PublicKeyAuthRequest;
+      expect(publicKeyAlgorithm(signed)).to.equal(algorithm);
+      // RFC 4252 7: string session id, then the request from its message number on.
+      const idLength = signed.blob!.readUInt32BE(0);
+      expect(idLength, 'a session id of SHA-256 or SHA-512 size').to.be.oneOf([32, 64]);
+      expect(signed.blob![4 + idLength], 'USERAUTH_REQUEST after the session id').to.equal(50);
+      expect(userKey.verify(signed.blob!, signed.signature!, signed.hashAlgo), 'the signature verifies').to.equal(true);
+      const other = Buffer.from(signed.blob!);
+      other[other.length - 1]! ^= 1;
+      expect(userKey.verify(other, signed.signature!, signed.hashAlgo), 'a changed request does not').to.not.equal(true);
+      noErrors(pair);
+    });
+  }
 
   it('makes the server send exactly one well-formed EXT_INFO with replaceServerExtInfo', async () => {
     pair = makePair({ replaceExtInfo: true });

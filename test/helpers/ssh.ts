@@ -24,6 +24,16 @@ export function sshOptions(port: number): string[] {
   ];
 }
 
+/**
+ * sshOptions for a login with `keyFile` alone, no prompt (BatchMode) and no
+ * agent: what scripts and cron jobs run.
+ */
+export function keyLoginOptions(port: number, keyFile: string): string[] {
+  const options = sshOptions(port);
+  options[options.indexOf('PubkeyAuthentication=no')] = 'PubkeyAuthentication=yes';
+  return [...options, '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', '-i', keyFile];
+}
+
 /** sshOptions for sftp and scp, which spell the port -P. */
 export function fileCopyOptions(port: number): string[] {
   const options = sshOptions(port);

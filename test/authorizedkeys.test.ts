@@ -1,0 +1,192 @@
+// lib/authorizedkeys.ts: the lines sshd would take, and sshd's StrictModes
+// rules, on files made here (owned by a made-up uid; the tests run as root).
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { authorizedKeysPath, authorizedKeysPatternProblem, parseAuthorizedKeys, readAuthorizedKeys, type KeyOwner } from '../lib/authorizedkeys.js';
+
+const OWNER_UID = 4242;
+const OTHER_UID = 4343;
+
+/** A public key line made by ssh-keygen. */
+function keyLine(dir: string, type: string, comment: string): string {
+  const file = path.join(dir, `${type}-${crypto.randomBytes(3).toString('hex')}`);
+  execFileSync('ssh-keygen', ['-q', '-t', type, '-N', '', '-C', comment, '-f', file]);
+  return fs.readFileSync(`${file}.pub`, 'utf8').trim();
+}
+
+/** An ssh-rsa line for a modulus of `bits` (ssh-keygen makes none under 1024). */
+function rsaLine(bits: number): string {
+  const { publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: bits });
+  const jwk = publicKey.export({ format: 'jwk' });
+  const mpint = (b64url: string) => {
+    let bytes = Buffer.from(b64url, 'base64url');
+    if (bytes[0]! & 0x80) bytes = Buffer.concat([Buffer.of(0), bytes]);
+    return bytes;
+  };
+  const field = (b: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, 0].map((_, i) => (b.length >> (24 - 8 * i)) & 0xff)), b]);
+  const blob = Buffer.concat([field(Buffer.from('ssh-rsa')), field(mpint(jwk.e!)), field(mpint(jwk.n!))]);
+  return `ssh-rsa ${blob.toString('base64')} small`;
+}
+
+describe('authorized keys (lib/authorizedkeys.ts)', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let ed25519: string;
+  let ecdsa: string;
+
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-authkeys-'));
+    ed25519 = keyLine(dir, 'ed25519', 'alice@laptop');
+    ecdsa = keyLine(dir, 'ecdsa', 'alice@desktop');
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  describe('the lines', () => {
+    it('takes key lines, with or without comments, and skips blanks, comments and CRLF endings', () => {
+      const [type, b64] = ed25519.split(' ');
+      const { keys, problems } = parseAuthorizedKeys(`# mine\n\n${ed25519}\r\n  ${ecdsa}\n${type} ${b64}\n`, 'F');
+      expect(problems).to.deep.equal([]);
+      expect(keys.map((k) => k.line)).to.deep.equal([3, 4, 5]);
+      expect(keys[0]!.blob.equals(Buffer.from(b64!, 'base64'))).to.equal(true);
+      expect(keys[1]!.key.type).to.equal('ecdsa-sha2-nistp256');
+    });
+
+    it('skips lines with options, quoted values with blanks and commas included, and names only the options', () => {
+      const text = [
+        `restrict ${ed25519}`,
+        `command="echo a, b c",from="10.0.0.0/8" ${ed25519}`,
+        `no-pty,environment="A=B" ${ed25519}`,
+      ].join('\n');
+      const { keys, problems } = parseAuthorizedKeys(text, 'F');
+      expect(keys).to.deep.equal([]);
+      expect(problems).to.deep.equal([
+        'F line 1: skipped, it has options the proxy cannot enforce (restrict); use a line without options',
+        'F line 2: skipped, it has options the proxy cannot enforce (command, from); use a line without options',
+        'F line 3: skipped, it has options the proxy cannot enforce (no-pty, environment); use a line without options',
+      ]);
+      expect(problems.join()).to.not.include('echo');
+    });
+
+    it('skips DSA, security keys, certificates, RSA under 1024 bits, bad base64 and a type that does not match the key', () => {
+      const [, b64] = ed25519.split(' ');
+      const text = [
+        'ssh-dss AAAAB3NzaC1kc3MAAACBAP= x',
+        'sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29t x',
+        `ssh-ed25519-cert-v01@openssh.com ${b64} x`,
+        rsaLine(768),
+        'ssh-ed25519 not*base64',
+        `ecdsa-sha2-nistp256 ${b64}`,
+        rsaLine(1024),
+      ].join('\n');
+      const { keys, problems } = parseAuthorizedKeys(text, 'F');
+      expect(problems).to.deep.equal([
+        'F line 1: skipped, DSA keys are not accepted',
+        'F line 2: skipped, sk-ssh-ed25519 keys are not supported',
+        'F line 3: skipped, ssh-ed25519-cert-v01 keys are not supported',
+        'F line 4: skipped, RSA keys need at least 1024 bits',
+        'F line 5: skipped, the ssh-ed25519 key does not parse',
+        'F line 6: skipped, the ecdsa-sha2-nistp256 key does not parse',
+      ]);
+      expect(keys.map((k) => k.line)).to.deep.equal([7]);
+    });
+
+    it('says of a file that is no key list only which lines are not keys, never their text', () => {
+      const { keys, problems } = parseAuthorizedKeys('root:$y$j9T$secretsalt$hash:19000:0:99999:7:::\nsecret words here\n', 'F');
+      expect(keys).to.deep.equal([]);
+      expect(problems).to.deep.equal(['F line 1: skipped, not a public key line', 'F line 2: skipped, not a public key line']);
+    });
+  });
+
+  describe('where the file is', () => {
+    it("expands sshd's %h, %u and %%, and takes a relative path from the home", () => {
+      const owner = { name: 'alice', home: '/home/alice' };
+      expect(authorizedKeysPath('.ssh/authorized_keys', owner)).to.equal('/home/alice/.ssh/authorized_keys');
+      expect(authorizedKeysPath('%h/.ssh/keys', owner)).to.equal('/home/alice/.ssh/keys');
+      expect(authorizedKeysPath('/etc/ssh/keys/%u', owner)).to.equal('/etc/ssh/keys/alice');
+      expect(authorizedKeysPath('/etc/ssh/100%%/%u', owner)).to.equal('/etc/ssh/100%/alice');
+    });
+
+    it('refuses other % tokens and an empty path', () => {
+      expect(authorizedKeysPatternProblem('.ssh/authorized_keys')).to.equal(undefined);
+      expect(authorizedKeysPatternProblem('/etc/%U')).to.include('not %U');
+      expect(authorizedKeysPatternProblem('/etc/keys%')).to.include('not %');
+      expect(authorizedKeysPatternProblem(' ')).to.include('needs a path');
+    });
+  });
+
+  describe("reading the file with StrictModes' rules", () => {
+    let home: string;
+    let owner: KeyOwner;
+    let file: string;
+
+    beforeEach(() => {
+      home = fs.mkdtempSync(path.join(dir, 'home-'));
+      fs.chownSync(home, OWNER_UID, OWNER_UID);
+      fs.chmodSync(home, 0o755);
+      fs.mkdirSync(path.join(home, '.ssh'), { mode: 0o700 });
+      fs.chownSync(path.join(home, '.ssh'), OWNER_UID, OWNER_UID);
+      file = path.join(home, '.ssh', 'authorized_keys');
+      fs.writeFileSync(file, `${ed25519}\n`, { mode: 0o600 });
+      fs.chownSync(file, OWNER_UID, OWNER_UID);
+      owner = { name: 'alice', uid: OWNER_UID, home };
+    });
+
+    it("reads the owner's file, and one root owns", async () => {
+      expect((await readAuthorizedKeys(file, owner)).keys).to.have.length(1);
+      fs.chownSync(file, 0, 0);
+      expect((await readAuthorizedKeys(file, owner)).keys).to.have.length(1);
+    });
+
+    it('gives no keys and no problem when there is no file', async () => {
+      fs.rmSync(file);
+      expect(await readAuthorizedKeys(file, owner)).to.deep.equal({ keys: [], problems: [] });
+    });
+
+    it('refuses a file another account owns, or that group or others may write', async () => {
+      for (const [uid, mode] of [[OTHER_UID, 0o600], [OWNER_UID, 0o620], [OWNER_UID, 0o602]] as const) {
+        fs.chownSync(file, uid, uid);
+        fs.chmodSync(file, mode);
+        const { keys, problems } = await readAuthorizedKeys(file, owner);
+        expect(keys, `uid ${uid} mode ${mode.toString(8)}`).to.deep.equal([]);
+        expect(problems).to.deep.equal([
+          `${file}: refused, bad ownership or modes for file ${file} (it must belong to alice or root and be writable by no one else)`,
+        ]);
+      }
+    });
+
+    it('refuses a folder up to the home that another account owns or others may write, and looks no higher than the home', async () => {
+      fs.chmodSync(path.join(home, '.ssh'), 0o777);
+      expect((await readAuthorizedKeys(file, owner)).problems[0]).to.include(`bad ownership or modes for directory ${path.join(home, '.ssh')}`);
+      fs.chmodSync(path.join(home, '.ssh'), 0o700);
+      fs.chmodSync(home, 0o775);
+      expect((await readAuthorizedKeys(file, owner)).problems[0]).to.include(`bad ownership or modes for directory ${home}`);
+      fs.chmodSync(home, 0o755);
+      // Above the home: the test's temp folder sits in /tmp (1777), which sshd does not check either.
+      expect((await readAuthorizedKeys(file, owner)).keys).to.have.length(1);
+    });
+
+    it('follows a link to where it leads and checks the file there', async () => {
+      const elsewhere = path.join(dir, `elsewhere-${crypto.randomBytes(3).toString('hex')}`);
+      fs.writeFileSync(elsewhere, `${ed25519}\n`, { mode: 0o600 });
+      fs.chownSync(elsewhere, OTHER_UID, OTHER_UID);
+      fs.rmSync(file);
+      fs.symlinkSync(elsewhere, file);
+      expect((await readAuthorizedKeys(file, owner)).problems[0]).to.include(`bad ownership or modes for file ${elsewhere}`);
+    });
+
+    it('refuses what is not a regular file without blocking (a FIFO), and a file over 1 MiB', async () => {
+      fs.rmSync(file);
+      execFileSync('mkfifo', ['-m', '600', file]);
+      fs.chownSync(file, OWNER_UID, OWNER_UID);
+      expect((await readAuthorizedKeys(file, owner)).problems).to.deep.equal([`${file}: not a regular file`]);
+      fs.rmSync(file);
+      fs.writeFileSync(file, `${ed25519}\n${'#'.repeat(1024 * 1024)}\n`, { mode: 0o600 });
+      fs.chownSync(file, OWNER_UID, OWNER_UID);
+      expect((await readAuthorizedKeys(file, owner)).problems[0]).to.include('refused, larger than 1048576 bytes');
+    });
+  });
+});

@@ -1,0 +1,264 @@
+// Login with a key (--authorized-keys-file): the real ssh, sftp and
+// ssh-copy-id through the daemon into the real sshd, with a real Hub that
+// the daemon's service token starts servers on.
+import { expect } from 'chai';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { createHubUser, createToken, startHub, type Hub } from './helpers/hub.js';
+import { startProxy, type ProxyProcess } from './helpers/proxy.js';
+import { askpassEnv, keyLoginOptions, run, sshOptions, type RunResult } from './helpers/ssh.js';
+import { createUnixUser, type UnixUser } from './helpers/unixuser.js';
+import { waitFor } from './helpers/wait.js';
+import { parseKey } from '../lib/ssh2internals.js';
+
+const require = createRequire(import.meta.url);
+
+/** The part of ssh2's client API the forged-signature test uses (ssh2 ships no types). */
+interface Ssh2ClientModule {
+  BaseAgent: new () => object;
+  Client: new () => {
+    on(event: 'ready', listener: () => void): void;
+    on(event: 'error', listener: (err: Error) => void): void;
+    connect(options: { host: string; port: number; username: string; agent: object; tryKeyboard: boolean }): void;
+    end(): void;
+  };
+}
+
+describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, real sshd and Hub', function () {
+  this.timeout(180_000);
+  let hub: Hub;
+  let user: UnixUser;
+  let token: string;
+  let proxy: ProxyProcess;
+  let keys: string;
+  const others: UnixUser[] = [];
+
+  /** A new key pair made by ssh-keygen; returns the private key's path. */
+  async function newKey(name: string, type: string, bits?: number): Promise<string> {
+    const file = path.join(keys, name);
+    const made = await run('ssh-keygen', ['-q', '-t', type, ...(bits ? ['-b', String(bits)] : []), '-N', '', '-C', name, '-f', file]);
+    expect(made.code, made.stderr).to.equal(0);
+    return file;
+  }
+
+  const publicLine = (keyFile: string) => fs.readFileSync(`${keyFile}.pub`, 'utf8').trim();
+
+  async function fingerprintOf(keyFile: string): Promise<string> {
+    const listed = await run('ssh-keygen', ['-l', '-f', `${keyFile}.pub`]);
+    return listed.stdout.toString().split(' ')[1]!;
+  }
+
+  /** Writes `owner`'s ~/.ssh/authorized_keys as ssh-copy-id would: the account's own, .ssh 0700, the file 0600. */
+  function listKeys(owner: UnixUser, lines: string[]): string {
+    const { uid, gid } = fs.statSync(owner.home);
+    const dir = path.join(owner.home, '.ssh');
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fs.chownSync(dir, uid, gid);
+    fs.chmodSync(dir, 0o700);
+    const file = path.join(dir, 'authorized_keys');
+    fs.rmSync(file, { force: true });
+    fs.writeFileSync(file, lines.map((line) => `${line}\n`).join(''), { mode: 0o600 });
+    fs.chownSync(file, uid, gid);
+    return file;
+  }
+
+  function keySsh(keyFile: string, command: string[], login = user.name, extra: string[] = []): Promise<RunResult> {
+    return run('ssh', [...keyLoginOptions(proxy.port, keyFile), ...extra, `${login}@127.0.0.1`, ...command]);
+  }
+
+  /** The log lines that follow the first one containing `mark`. */
+  const logsSince = (before: number) => proxy.logs().slice(before);
+
+  before(async function () {
+    this.timeout(240_000);
+    hub = await startHub();
+    user = await createUnixUser('k');
+    await createHubUser(hub, user.name);
+    token = (await createToken(hub, user.name)).token;
+    proxy = await startProxy(hub.url, ['--authorized-keys-file', '.ssh/authorized_keys'], { env: { JUPYTERHUB_API_TOKEN: hub.serviceToken } });
+    keys = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-userkeys-'));
+  });
+
+  after(async function () {
+    this.timeout(60_000);
+    await proxy?.stop();
+    for (const other of others) await other.remove();
+    await user?.remove();
+    await hub?.stop();
+    if (keys) fs.rmSync(keys, { recursive: true, force: true });
+  });
+
+  it('says at start that key logins are on, and where keys are read', () => {
+    expect(proxy.logLine('key logins on')).to.include(".ssh/authorized_keys");
+  });
+
+  for (const [type, bits, algorithm] of [
+    ['ed25519', undefined, 'ssh-ed25519'],
+    ['ecdsa', 256, 'ecdsa-sha2-nistp256'],
+    ['rsa', 3072, 'rsa-sha2-512'],
+    ['rsa', 3072, 'rsa-sha2-256'],
+  ] as const) {
+    it(`logs in with a listed ${type} key (${algorithm}), no prompt, into the user's own server; the log names the key`, async () => {
+      const keyFile = await newKey(`${algorithm}-${crypto.randomBytes(3).toString('hex')}`, type, bits);
+      listKeys(user, ['# a comment, then the key', publicLine(keyFile)]);
+      const before = proxy.logs().length;
+      const result = await keySsh(keyFile, ['id -un; pwd; pgrep -u "$(id -u)" -f jupyterhub-singleuser >/dev/null && echo server-running'], user.name, [
+        '-o',
+        `PubkeyAcceptedAlgorithms=${algorithm}`,
+      ]);
+      expect(result.code, result.stderr).to.equal(0);
+      expect(result.stdout.toString().split('\n')).to.deep.equal([user.name, user.home, 'server-running', '']);
+      const accepted = logsSince(before).split('\n').find((line) => line.includes('login accepted'));
+      expect(accepted).to.include(`method=publickey key=${type === 'rsa' ? 'ssh-rsa' : algorithm} ${await fingerprintOf(keyFile)}`);
+    });
+  }
+
+  it('ssh-copy-id with the token installs a key, and the key logs in from then on; sftp -b and scp need no prompt', async () => {
+    listKeys(user, []);
+    const keyFile = await newKey(`copied-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    expect((await keySsh(keyFile, ['true'])).code, 'not listed yet').to.equal(255);
+
+    const options = sshOptions(proxy.port).filter((o) => o !== '-p' && o !== String(proxy.port));
+    // ssh-copy-id keeps its temporary files in the local ~/.ssh.
+    const home = fs.mkdtempSync(path.join(keys, 'home-'));
+    fs.mkdirSync(path.join(home, '.ssh'), { mode: 0o700 });
+    const copied = await run('ssh-copy-id', ['-i', `${keyFile}.pub`, '-p', String(proxy.port), ...options, `${user.name}@127.0.0.1`], {
+      env: askpassEnv(token, { HOME: home }),
+    });
+    expect(copied.code, copied.stderr).to.equal(0);
+    const file = path.join(user.home, '.ssh', 'authorized_keys');
+    expect(fs.readFileSync(file, 'utf8')).to.include(publicLine(keyFile).split(' ')[1]);
+    expect(fs.statSync(file).mode & 0o777).to.equal(0o600);
+
+    expect((await keySsh(keyFile, ['echo', 'key-ok'])).stdout.toString()).to.equal('key-ok\n');
+
+    const data = crypto.randomBytes(1024 * 1024);
+    const local = path.join(keys, 'upload.bin');
+    fs.writeFileSync(local, data);
+    const batch = path.join(keys, 'batch');
+    fs.writeFileSync(batch, `put ${local} upload.bin\nget upload.bin ${local}.back\n`);
+    const copyOptions = keyLoginOptions(proxy.port, keyFile);
+    copyOptions[copyOptions.indexOf('-p')] = '-P';
+    const sftp = await run('sftp', [...copyOptions, '-b', batch, `${user.name}@127.0.0.1`]);
+    expect(sftp.code, sftp.stderr).to.equal(0);
+    expect(fs.readFileSync(`${local}.back`).equals(data), 'sftp put and get').to.equal(true);
+    const scp = await run('scp', [...copyOptions, `${user.name}@127.0.0.1:upload.bin`, `${local}.scp`]);
+    expect(scp.code, scp.stderr).to.equal(0);
+    expect(fs.readFileSync(`${local}.scp`).equals(data), 'scp').to.equal(true);
+  });
+
+  it('goes on to the token prompt after keys that are not listed, even after more than ten of them', async () => {
+    const listed = await newKey(`listed-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    listKeys(user, [publicLine(listed)]);
+    const unlisted = await newKey(`unlisted-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    const refused = await keySsh(unlisted, ['true']);
+    expect(refused.code).to.equal(255);
+    expect(refused.stderr).to.include('Permission denied (publickey,keyboard-interactive,password)');
+
+    const many = await Promise.all(Array.from({ length: 12 }, (_, i) => newKey(`many-${i}-${crypto.randomBytes(3).toString('hex')}`, 'ed25519')));
+    const options = sshOptions(proxy.port);
+    options[options.indexOf('PubkeyAuthentication=no')] = 'PubkeyAuthentication=yes';
+    const before = proxy.logs().length;
+    const result = await run(
+      'ssh',
+      [...options, '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', ...many.flatMap((k) => ['-i', k]), `${user.name}@127.0.0.1`, 'echo', 'token-ok'],
+      { env: askpassEnv(token) },
+    );
+    expect(result.code, result.stderr).to.equal(0);
+    expect(result.stdout.toString()).to.equal('token-ok\n');
+    expect(logsSince(before)).to.include('method=keyboard-interactive');
+  });
+
+  it('skips a line with options it cannot enforce (restrict, command=), and says so in the log without their values', async () => {
+    const keyFile = await newKey(`options-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    for (const options of ['restrict', 'command="echo secret-command-value",no-pty']) {
+      listKeys(user, [`${options} ${publicLine(keyFile)}`]);
+      const before = proxy.logs().length;
+      const result = await keySsh(keyFile, ['true']);
+      expect(result.code, `${options}: ${result.stderr}`).to.equal(255);
+      const logged = logsSince(before);
+      expect(logged).to.include(`line 1: skipped, it has options the proxy cannot enforce (${options.startsWith('restrict') ? 'restrict' : 'command, no-pty'})`);
+      expect(logged).to.not.include('secret-command-value');
+    }
+    listKeys(user, [publicLine(keyFile)]);
+    expect((await keySsh(keyFile, ['true'])).code, 'the same key without options').to.equal(0);
+  });
+
+  it("refuses what sshd's StrictModes refuses: a file or folder others may write, a link to another account's file", async () => {
+    const keyFile = await newKey(`modes-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    const file = listKeys(user, [publicLine(keyFile)]);
+    const dir = path.dirname(file);
+    const refusedWith = async (reason: string) => {
+      const before = proxy.logs().length;
+      const result = await keySsh(keyFile, ['true']);
+      expect(result.code, reason).to.equal(255);
+      expect(logsSince(before)).to.include(reason);
+    };
+
+    fs.chmodSync(file, 0o620);
+    await refusedWith(`refused, bad ownership or modes for file ${file}`);
+    fs.chmodSync(file, 0o600);
+    fs.chmodSync(dir, 0o770);
+    await refusedWith(`refused, bad ownership or modes for directory ${dir}`);
+    fs.chmodSync(dir, 0o700);
+    expect((await keySsh(keyFile, ['true'])).code, 'with the modes put right').to.equal(0);
+
+    // A file of another account, even one that lists the key, reached by a link.
+    const other = await createUnixUser('ko');
+    others.push(other);
+    const theirs = listKeys(other, [publicLine(keyFile)]);
+    fs.chmodSync(other.home, 0o755);
+    fs.chmodSync(path.dirname(theirs), 0o755);
+    fs.rmSync(file);
+    fs.symlinkSync(theirs, file);
+    await refusedWith(`refused, bad ownership or modes for file ${theirs}`);
+  });
+
+  it('tells a key holder in one line when the Hub has no such user, and serves the next login', async () => {
+    const gone = await createUnixUser('kg');
+    others.push(gone);
+    await createHubUser(hub, gone.name);
+    const keyFile = await newKey(`gone-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    listKeys(gone, [publicLine(keyFile)]);
+    const deleted = await hub.api('DELETE', `/users/${encodeURIComponent(gone.name)}`);
+    expect(deleted.status).to.equal(204);
+
+    const result = await keySsh(keyFile, ['true'], gone.name);
+    expect(result.code).to.equal(255);
+    expect(result.stderr).to.include(`JupyterHub has no user '${gone.name}'`);
+
+    const mine = await newKey(`after-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    listKeys(user, [publicLine(mine)]);
+    expect((await keySsh(mine, ['true'])).code).to.equal(0);
+  });
+
+  it('refuses a signature that does not verify, and logs it', async () => {
+    const keyFile = await newKey(`forged-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    listKeys(user, [publicLine(keyFile)]);
+    const ssh2 = require('ssh2') as Ssh2ClientModule;
+    const publicKey = parseKey(fs.readFileSync(`${keyFile}.pub`));
+    if (publicKey instanceof Error) throw publicKey;
+    // An agent that holds the listed key but signs with garbage.
+    class ForgingAgent extends ssh2.BaseAgent {
+      getIdentities(cb: (err: Error | undefined, keys: unknown[]) => void) {
+        cb(undefined, [publicKey]);
+      }
+      sign(_key: unknown, _data: Buffer, _options: unknown, cb: (err: Error | undefined, signature: Buffer) => void) {
+        cb(undefined, crypto.randomBytes(64));
+      }
+    }
+    const before = proxy.logs().length;
+    const client = new ssh2.Client();
+    const outcome = await new Promise<string>((resolve) => {
+      client.on('ready', () => resolve('logged in'));
+      client.on('error', (err) => resolve(err.message));
+      client.connect({ host: '127.0.0.1', port: proxy.port, username: user.name, agent: new ForgingAgent(), tryKeyboard: false });
+    });
+    client.end();
+    expect(outcome).to.equal('All configured authentication methods failed');
+    await waitFor(() => logsSince(before).includes('reason=signature does not verify for ssh-ed25519') || undefined, { timeoutMs: 5000, what: 'the log line' });
+  });
+});
