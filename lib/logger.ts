@@ -11,10 +11,22 @@ import winston from 'winston';
 export type Logger = winston.Logger;
 export type LogFormat = 'text' | 'json';
 
+/**
+ * A message as one entry of the text log. Messages carry what clients chose
+ * (a login name is any string): a line break could forge a line of its own
+ * ("... info: login accepted ...") for whoever reads or parses the log, and
+ * a terminal escape could rewrite an operator's screen. Continuation lines
+ * (a stack trace's) are indented, so no line but the first starts with a
+ * timestamp; other control characters show as '?'. JSON escapes them itself.
+ */
+export function oneEntry(message: string): string {
+  return message.replace(/\r?\n|[\u2028\u2029]/g, '\n    ').replace(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/g, '?');
+}
+
 export function createLogger(level: string, format: LogFormat = 'text'): Logger {
   const text = winston.format.printf((info) => {
     const conn = info.conn ? `[${String(info.conn)} ${String(info.peer)}] ` : '';
-    return `${String(info.timestamp)} [JupyterSSHProxy] ${info.level}: ${conn}${String(info.message)}`;
+    return `${String(info.timestamp)} [JupyterSSHProxy] ${info.level}: ${conn}${oneEntry(String(info.message))}`;
   });
   return winston.createLogger({
     level,

@@ -10,6 +10,7 @@ import { useEnv } from './helpers/fixture.js';
 import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
 import { startProxy, type ProxyProcess } from './helpers/proxy.js';
 import { run, ssh } from './helpers/ssh.js';
+import { ssh2Login } from './helpers/ssh2client.js';
 import { childrenNamed } from './helpers/procs.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -84,6 +85,21 @@ describe('hardening: per-source penalties', function () {
     again.on('data', (chunk: Buffer) => (received += chunk.length));
     await new Promise((resolve) => again.once('close', resolve));
     expect(received, 'refused without even a version line').to.equal(0);
+  });
+});
+
+describe('hardening: log lines a client cannot forge', function () {
+  const env = useEnv();
+
+  it('keeps a login name with line breaks and terminal escapes within its own log entry', async function () {
+    const forged = '12:34:56.789 [JupyterSSHProxy] info: login accepted: user=forged';
+    const before = env.proxy.logs().length;
+    const outcome = await ssh2Login(env.proxy.port, `alice\n${forged}\r\u2028${forged}\x1b[2J`, { password: 'not-a-token' });
+    expect(outcome).to.equal('All configured authentication methods failed');
+    await waitFor(() => env.proxy.logs().slice(before).includes('login refused') || undefined, { timeoutMs: 5000, what: 'the refusal in the log' });
+    const logged = env.proxy.logs().slice(before);
+    expect(logged).to.include(`user=alice\n    ${forged}?\n    ${forged}?[2J`);
+    expect(logged.split('\n').filter((line) => line.startsWith(forged))).to.deep.equal([]);
   });
 });
 

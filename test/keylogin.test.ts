@@ -6,26 +6,13 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import { createHubUser, createToken, startHub, type Hub } from './helpers/hub.js';
 import { startProxy, type ProxyProcess } from './helpers/proxy.js';
 import { askpassEnv, keyLoginOptions, run, sshOptions, type RunResult } from './helpers/ssh.js';
 import { createUnixUser, type UnixUser } from './helpers/unixuser.js';
 import { waitFor } from './helpers/wait.js';
 import { parseKey } from '../lib/ssh2internals.js';
-
-const require = createRequire(import.meta.url);
-
-/** The part of ssh2's client API the forged-signature test uses (ssh2 ships no types). */
-interface Ssh2ClientModule {
-  BaseAgent: new () => object;
-  Client: new () => {
-    on(event: 'ready', listener: () => void): void;
-    on(event: 'error', listener: (err: Error) => void): void;
-    connect(options: { host: string; port: number; username: string; agent: object; tryKeyboard: boolean }): void;
-    end(): void;
-  };
-}
+import { BaseAgent, ssh2Login } from './helpers/ssh2client.js';
 
 describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, real sshd and Hub', function () {
   this.timeout(180_000);
@@ -238,11 +225,10 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
   it('refuses a signature that does not verify, and logs it', async () => {
     const keyFile = await newKey(`forged-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
     listKeys(user, [publicLine(keyFile)]);
-    const ssh2 = require('ssh2') as Ssh2ClientModule;
     const publicKey = parseKey(fs.readFileSync(`${keyFile}.pub`));
     if (publicKey instanceof Error) throw publicKey;
     // An agent that holds the listed key but signs with garbage.
-    class ForgingAgent extends ssh2.BaseAgent {
+    class ForgingAgent extends BaseAgent {
       getIdentities(cb: (err: Error | undefined, keys: unknown[]) => void) {
         cb(undefined, [publicKey]);
       }
@@ -251,13 +237,7 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
       }
     }
     const before = proxy.logs().length;
-    const client = new ssh2.Client();
-    const outcome = await new Promise<string>((resolve) => {
-      client.on('ready', () => resolve('logged in'));
-      client.on('error', (err) => resolve(err.message));
-      client.connect({ host: '127.0.0.1', port: proxy.port, username: user.name, agent: new ForgingAgent(), tryKeyboard: false });
-    });
-    client.end();
+    const outcome = await ssh2Login(proxy.port, user.name, { agent: new ForgingAgent() });
     expect(outcome).to.equal('All configured authentication methods failed');
     await waitFor(() => logsSince(before).includes('reason=signature does not verify for ssh-ed25519') || undefined, { timeoutMs: 5000, what: 'the log line' });
   });
