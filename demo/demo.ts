@@ -157,7 +157,9 @@ async function setUp(
   let proxy: ProxyProcess;
   try {
     // Ctrl-C should not wait for open sessions (the daemon's default drain is 20 s).
-    proxy = await startProxy(hub.url, ['--drain-timeout', '1'], {
+    // With the Hub's service token, as docs/deploy.md sets it up: servers
+    // start for logins with a key too.
+    proxy = await startProxy(hub.url, ['--drain-timeout', '1', '--authorized-keys-file', '.ssh/authorized_keys'], {
       ip: opts.ip,
       port: opts.port,
       logLevel: 'info',
@@ -168,7 +170,7 @@ async function setUp(
       detached: true,
       // The node flags and malloc of every launcher (docs/deploy.md).
       nodeArgs: DAEMON_NODE_ARGS,
-      env: DAEMON_ENV,
+      env: { ...DAEMON_ENV, JUPYTERHUB_API_TOKEN: hub.serviceToken },
     });
   } catch (err) {
     // Someone took the port since checkPort.
@@ -202,6 +204,8 @@ async function setUp(
   say(`     ${token}`);
   say(' Your Jupyter server starts at the first login. Files, with the same token:');
   say(`     sftp -P ${port} ${user.name}@${sftpHost}`);
+  say(' Or install your ssh key with the token once, and log in with the key from then on:');
+  say(`     ssh-copy-id -p ${port} ${user.name}@${host}`);
   say(` More tokens: ${hub.url}/hub/token`);
   say('');
   say(' Ctrl-C to stop (removes the Hub, its servers, the user and temp files).');

@@ -7,11 +7,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { markedPids } from './helpers/hub.js';
 import { REPO_ROOT } from './helpers/proxy.js';
-import { run, ssh } from './helpers/ssh.js';
+import { askpassEnv, keyLoginOptions, run, ssh, sshOptions } from './helpers/ssh.js';
 import { waitFor } from './helpers/wait.js';
 
 const DEMO = path.join(REPO_ROOT, 'dist', 'demo', 'demo.js');
@@ -139,6 +140,8 @@ describe('npm run demo', function () {
     const demo = new Demo(['--port', '0']);
     let user: string | undefined;
     let hubDir: string | undefined;
+    // The client's side: a key and a HOME for ssh-copy-id.
+    const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-demo-client-'));
     try {
       const ready = await demo.waitForLine(/^DEMO_READY port=(\d+) user=(\S+) token=(\S+) hub=(\S+) hubdir=(\S+)$/m, 'DEMO_READY');
       const [, port, , token, hubUrl] = ready;
@@ -160,6 +163,18 @@ describe('npm run demo', function () {
       expect(login.code, login.stderr).to.equal(0);
       expect(login.stdout.toString().trim()).to.equal(user);
 
+      // The key login the demo offers: ssh-copy-id with the token, then the key alone.
+      expect(demo.stdout).to.include(`ssh-copy-id -p ${port} ${user}@127.0.0.1\n`);
+      const keyFile = path.join(scratch, 'id_ed25519');
+      await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', keyFile]);
+      fs.mkdirSync(path.join(scratch, '.ssh'), { mode: 0o700 });
+      const options = sshOptions(Number(port)).filter((o) => o !== '-p' && o !== port);
+      const copied = await run('ssh-copy-id', ['-i', `${keyFile}.pub`, '-p', port!, ...options, `${user}@127.0.0.1`], { env: askpassEnv(token!, { HOME: scratch }) });
+      expect(copied.code, copied.stderr).to.equal(0);
+      const keyLogin = await run('ssh', [...keyLoginOptions(Number(port), keyFile), `${user}@127.0.0.1`, 'id -un']);
+      expect(keyLogin.code, keyLogin.stderr).to.equal(0);
+      expect(keyLogin.stdout.toString().trim()).to.equal(user);
+
       // Everything the demo runs now, so the check after Ctrl-C can see what survived.
       const running = (await demo.snapshot()).map((p) => p.args).join('\n');
       expect(running).to.match(/jupyterhub -f \S+jupyterhub_config\.py/);
@@ -168,8 +183,9 @@ describe('npm run demo', function () {
       expect(running).to.match(/jupyter_ssh_proxy .*-p 0/);
 
       // Ctrl-C while a session is open, as in a real demo.
+      const sessions = demo.stdout.split('session started').length;
       const session = ssh(Number(port), user, token!, ['sleep 600'], [], { timeoutMs: EXIT_TIMEOUT_MS });
-      await waitFor(() => demo.stdout.split('session started').length === 3, { timeoutMs: 30_000, what: 'the second session' });
+      await waitFor(() => demo.stdout.split('session started').length === sessions + 1, { timeoutMs: 30_000, what: 'the last session' });
       process.kill(-demo.child.pid!, 'SIGINT');
       expect(await demo.exit()).to.deep.equal({ code: 0, signal: null });
       const ended = await session;
@@ -181,7 +197,7 @@ describe('npm run demo', function () {
       expect((await demo.leftovers()).map((p) => `${p.pid} ${p.args}`)).to.deep.equal([]);
       expect(demo.stderr).to.equal('');
     } finally {
-      await demo.dispose(user, hubDir === undefined ? [] : [hubDir]);
+      await demo.dispose(user, hubDir === undefined ? [scratch] : [hubDir, scratch]);
     }
   });
 
