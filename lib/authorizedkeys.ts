@@ -198,21 +198,31 @@ export async function readAuthorizedKeys(file: string, owner: KeyOwner): Promise
     return { keys: [], problems: [`${file}: not readable (${(err as NodeJS.ErrnoException).code})`] };
   }
   try {
-    const stat = await handle.stat();
-    if (!stat.isFile()) return { keys: [], problems: [`${file}: not a regular file`] };
-    if (!trusted(stat, owner.uid)) {
-      return { keys: [], problems: [`${file}: refused, bad ownership or modes for file ${real} (it must belong to ${owner.name} or root and be writable by no one else)`] };
-    }
-    const problem = await untrustedFolder(real, owner);
-    if (problem !== undefined) return { keys: [], problems: [`${file}: refused, ${problem}`] };
-    const named = await fsp.stat(real);
-    if (named.ino !== stat.ino || named.dev !== stat.dev) return { keys: [], problems: [`${file}: refused, it changed while it was read`] };
-    if (stat.size > MAX_FILE_BYTES) return { keys: [], problems: [`${file}: refused, larger than ${MAX_FILE_BYTES} bytes`] };
-    const text = await handle.readFile({ encoding: 'utf8' });
-    return parseAuthorizedKeys(text, file);
+    return await readOpened(handle, file, real, owner);
+  } catch (err) {
+    // A folder removed or replaced while it was checked, say.
+    return { keys: [], problems: [`${file}: not readable (${(err as NodeJS.ErrnoException).code ?? 'error'})`] };
   } finally {
     await handle.close();
   }
+}
+
+/** The checks on the opened file, then its keys. */
+async function readOpened(handle: fsp.FileHandle, file: string, real: string, owner: KeyOwner): Promise<AuthorizedKeys> {
+  const stat = await handle.stat();
+  if (!stat.isFile()) return { keys: [], problems: [`${file}: not a regular file`] };
+  if (!trusted(stat, owner.uid)) {
+    return { keys: [], problems: [`${file}: refused, bad ownership or modes for file ${real} (it must belong to ${owner.name} or root and be writable by no one else)`] };
+  }
+  const problem = await untrustedFolder(real, owner);
+  if (problem !== undefined) return { keys: [], problems: [`${file}: refused, ${problem}`] };
+  const named = await fsp.stat(real);
+  if (named.ino !== stat.ino || named.dev !== stat.dev) return { keys: [], problems: [`${file}: refused, it changed while it was read`] };
+  // One byte more than allowed tells a file that grew since stat.
+  const buffer = Buffer.alloc(Math.min(stat.size, MAX_FILE_BYTES) + 1);
+  const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+  if (bytesRead > MAX_FILE_BYTES) return { keys: [], problems: [`${file}: refused, larger than ${MAX_FILE_BYTES} bytes`] };
+  return parseAuthorizedKeys(buffer.toString('utf8', 0, bytesRead), file);
 }
 
 /** The first folder above `real` (up to the home, else to /) that StrictModes would not trust. */

@@ -36,9 +36,10 @@ export interface Authorizer {
   /**
    * The server a login with a key reaches. Whether the key may log in is
    * the target account's authorized_keys' to say; whether the Hub user
-   * exists, the server start's. Rejects with HubUnavailableError.
+   * exists, the server start's. Undefined for a name key logins do not
+   * take; rejects with HubUnavailableError.
    */
-  keyLoginTarget(login: string): Promise<LoginTarget>;
+  keyLoginTarget(login: string): Promise<LoginTarget | undefined>;
 }
 
 export interface HubAuthorizerOptions {
@@ -52,6 +53,15 @@ export interface HubAuthorizerOptions {
   serviceToken?: string;
   tokenPage: string;
 }
+
+/**
+ * Separators a key login's name may hold. The server a name selects may
+ * take a Hub lookup per separator, and a key login asks before anyone is
+ * authenticated: a name full of separators must not become a flood of
+ * requests to the Hub. (A token login looks up only once the Hub has
+ * accepted the token.)
+ */
+const KEY_LOGIN_MAX_SEPARATORS = 2;
 
 /** Entries the token cache holds at most; the oldest go first. */
 const TOKEN_CACHE_ENTRIES = 10_000;
@@ -143,10 +153,11 @@ export class HubAuthorizer implements Authorizer {
     }
   }
 
-  async keyLoginTarget(login: string): Promise<LoginTarget> {
-    const { serviceToken } = this.options;
-    // server.ts turns key logins on only with a service token.
+  async keyLoginTarget(login: string): Promise<LoginTarget | undefined> {
+    const { serviceToken, separator } = this.options;
+    // The CLI turns key logins on only with a service token.
     if (serviceToken === undefined) throw new Error('key logins need a service token');
+    if (login === '' || login.split(separator).length - 1 > KEY_LOGIN_MAX_SEPARATORS) return undefined;
     const target = await this.resolveTarget(login, undefined, serviceToken);
     return { hubUser: target.user, server: target.server };
   }

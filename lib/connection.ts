@@ -123,8 +123,12 @@ export class Connection {
   private pendingKeyboardLogin?: string;
   /** Keys offered so far (MAX_KEY_OFFERS). */
   private keyOffers = 0;
-  /** The keys of the login name keys were offered for, read once per connection. */
-  private keyList?: { login: string; listed: Promise<{ target: LoginTarget; keys: AuthorizedKeys }> };
+  /**
+   * The keys of the first login name a key was offered for, read once per
+   * connection; other names get no key login (ssh never changes the name
+   * within a connection, and every new name would cost lookups).
+   */
+  private keyList?: { login: string; listed: Promise<{ target: LoginTarget; keys: AuthorizedKeys } | undefined> };
   private readonly started = Date.now();
   /** Until both legs are authenticated; released then, with the closure it holds. */
   private graceTimer?: NodeJS.Timeout;
@@ -348,18 +352,20 @@ export class Connection {
 
   /** The listed key that is `blob`, with the login's target; the list is read once per connection. */
   private async listedKey(login: string, blob: Buffer, source: AuthorizedKeysSource): Promise<{ target: LoginTarget; key: AuthorizedKey } | undefined> {
-    if (this.keyList?.login !== login) {
-      const listed = (async () => {
+    this.keyList ??= {
+      login,
+      listed: (async () => {
         const target = await this.settings.authorizer.keyLoginTarget(login);
+        if (target === undefined) return undefined;
         const keys = await source.authorizedKeys(target.hubUser);
         if (keys.problems.length > 0) this.log('info', `authorized keys for ${target.hubUser}: ${keys.problems.join('; ')}`);
         return { target, keys };
-      })();
-      this.keyList = { login, listed };
-    }
-    const { target, keys } = await this.keyList.listed;
-    const key = keys.keys.find((entry) => entry.blob.equals(blob));
-    return key && { target, key };
+      })(),
+    };
+    if (this.keyList.login !== login) return undefined;
+    const listed = await this.keyList.listed;
+    const key = listed?.keys.keys.find((entry) => entry.blob.equals(blob));
+    return key && { target: listed!.target, key };
   }
 
   /** Both ways in end here: start the server, then log in on the upstream. `token` makes the Hub calls. */

@@ -30,10 +30,10 @@ const SSHD_EXIT_GRACE_MS = 3000;
 const STDERR_LINES_KEPT = 20;
 
 /**
- * How long an account getent found counts as existing without asking again:
- * a user's burst of connections (VS Code opens several) runs getent once.
- * Only the answer "exists" is kept; when sshd then refuses a login,
- * explainFailure asks getent afresh.
+ * How long an account getent found (its uid and home) is used without
+ * asking again: a user's burst of connections (VS Code opens several) runs
+ * getent once. Only the answer "exists" is kept; when sshd then refuses a
+ * login, explainFailure asks getent afresh.
  */
 const KNOWN_ACCOUNT_TTL_MS = 60_000;
 const KNOWN_ACCOUNTS_KEPT = 10_000;
@@ -96,8 +96,8 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
   private readonly configPath: string;
   private readonly clientKey: ParsedKey;
   private readonly hostKey: Buffer;
-  /** Unix user name -> when getent last found it (insertion order = age). */
-  private readonly knownAccounts = new Map<string, number>();
+  /** Unix user name -> the account and when getent last found it (insertion order = age). */
+  private readonly knownAccounts = new Map<string, { account: KeyOwner; at: number }>();
 
   /** What making the runtime folder found beside it: folders of daemons that are gone (removed), folders with no owner record. */
   readonly neighbours: Pick<RuntimeDir, 'removed' | 'unowned'>;
@@ -161,9 +161,9 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
   async precheck(target: LoginTarget): Promise<string | undefined> {
     const username = this.unixUser(target.hubUser);
     if (!UNIX_NAME.test(username)) return `'${username}' cannot be a unix user name; ask your JupyterHub administrator`;
-    const exists = await this.accountExists(username);
-    if (exists === undefined) return CANNOT_START;
-    if (!exists) return noAccount(username, target);
+    const account = await this.account(username);
+    if (account === undefined) return CANNOT_START;
+    if (account === null) return noAccount(username, target);
     return undefined;
   }
 
@@ -171,23 +171,24 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
     const pattern = this.options.authorizedKeysFile;
     const username = this.unixUser(hubUser);
     if (pattern === undefined || !UNIX_NAME.test(username)) return { keys: [], problems: [] };
-    const account = await unixAccount(username);
+    const account = await this.account(username);
     if (account === undefined) return { keys: [], problems: [`cannot look up the account ${username} (getent did not run)`] };
     // No account: the client goes on to a token, and is told about the account then.
     if (account === null) return { keys: [], problems: [] };
     return readAuthorizedKeys(authorizedKeysPath(pattern, account), account);
   }
 
-  private async accountExists(username: string): Promise<boolean | undefined> {
+  /** The account (cached, see KNOWN_ACCOUNT_TTL_MS); null if there is none, undefined when getent could not run. */
+  private async account(username: string): Promise<KeyOwner | null | undefined> {
     const seen = this.knownAccounts.get(username);
-    if (seen !== undefined && Date.now() - seen < KNOWN_ACCOUNT_TTL_MS) return true;
-    const exists = await unixUserExists(username);
+    if (seen !== undefined && Date.now() - seen.at < KNOWN_ACCOUNT_TTL_MS) return seen.account;
+    const account = await unixAccount(username);
     this.knownAccounts.delete(username);
-    if (exists) {
+    if (account) {
       if (this.knownAccounts.size >= KNOWN_ACCOUNTS_KEPT) this.knownAccounts.delete(this.knownAccounts.keys().next().value!);
-      this.knownAccounts.set(username, Date.now());
+      this.knownAccounts.set(username, { account, at: Date.now() });
     }
-    return exists;
+    return account;
   }
 
   async connect(target: LoginTarget, log: (level: string, message: string) => void): Promise<UpstreamConnection> {
@@ -218,7 +219,7 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
       clientKey: this.clientKey,
       hostKey: this.hostKey,
       explainFailure: async () => {
-        if ((await unixUserExists(username)) === false) return noAccount(username, target);
+        if ((await unixAccount(username)) === null) return noAccount(username, target);
         const status = child.ended !== undefined ? `; sshd ${await child.exited}` : '';
         log('warn', `internal sshd refused ${username}${status}: ${stderrLines.slice(-3).join(' | ') || 'no output'}`);
         return 'The SSH server for your environment refused the login; ask your JupyterHub administrator';
@@ -288,11 +289,6 @@ async function unixAccount(name: string): Promise<KeyOwner | null | undefined> {
   const fields = stdout.split('\n')[0]!.split(':');
   if (code !== 0 || fields.length < 7 || !/^\d+$/.test(fields[2]!)) return undefined;
   return { name, uid: Number(fields[2]), home: fields[5]! };
-}
-
-async function unixUserExists(name: string): Promise<boolean | undefined> {
-  const account = await unixAccount(name);
-  return account === undefined ? undefined : account !== null;
 }
 
 /** For failures of this machine (out of descriptors, processes), not of the user's setup. */

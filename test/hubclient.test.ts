@@ -186,7 +186,7 @@ describe('Hub client error paths (fake Hub)', function () {
     expect(await authorizer.authorize('a+b+gpu', TOKEN)).to.deep.include({ ok: true, target: { hubUser: 'a+b', server: 'gpu' } });
   });
 
-  it('finds a key login\'s server with the service token: the longest existing user name, no Hub call without a separator', async function () {
+  it('finds a key login\'s server with the service token: the longest existing user name, no Hub call without a separator, none past two', async function () {
     fake = await fakeHub((req, res) => {
       if (req.url?.startsWith('/hub/api/users/a%2Bb?')) res.end(JSON.stringify({ name: 'a+b' }));
       else { res.statusCode = 404; res.end('{}'); }
@@ -198,7 +198,10 @@ describe('Hub client error paths (fake Hub)', function () {
     expect(fake.requests, 'a plain name needs no lookup').to.have.length(0);
     expect(await authorizer.keyLoginTarget('a+b+gpu')).to.deep.equal({ hubUser: 'a+b', server: 'gpu' });
     expect(await authorizer.keyLoginTarget('bob+gpu')).to.deep.equal({ hubUser: 'bob', server: 'gpu' });
-    expect(fake.requests.length).to.be.greaterThan(0);
+    const asked = fake.requests.length;
+    expect(asked).to.be.greaterThan(0);
     for (const request of fake.requests) expect(request.authorization).to.equal('token service-token');
+    expect(await authorizer.keyLoginTarget('a+b+c+d'), 'more than two separators').to.equal(undefined);
+    expect(fake.requests.length, 'no lookups for it').to.equal(asked);
   });
 });

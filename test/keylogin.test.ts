@@ -222,6 +222,17 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     expect((await keySsh(mine, ['true'])).code).to.equal(0);
   });
 
+  it('takes keys for the first login name of a connection only', async () => {
+    const keyFile = await newKey(`first-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    listKeys(user, [publicLine(keyFile)]);
+    const key = fs.readFileSync(keyFile);
+    const attempt = (username: string) => ({ type: 'publickey' as const, username, key });
+    expect(await ssh2Login(proxy.port, user.name, { authHandler: [attempt('jsp-nobody-here'), attempt(user.name)] })).to.equal(
+      'All configured authentication methods failed',
+    );
+    expect(await ssh2Login(proxy.port, user.name, { authHandler: [attempt(user.name)] }), 'the same key first').to.equal('logged in');
+  });
+
   it('refuses a signature that does not verify, and logs it', async () => {
     const keyFile = await newKey(`forged-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
     listKeys(user, [publicLine(keyFile)]);

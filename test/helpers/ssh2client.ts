@@ -17,11 +17,24 @@ const ssh2 = require('ssh2') as { BaseAgent: new () => object; Client: new () =>
 /** ssh2's base class for agents: a subclass gives getIdentities and sign. */
 export const BaseAgent = ssh2.BaseAgent;
 
+/** One attempt of ssh2's authHandler list: each may name another user. */
+export interface Ssh2AuthAttempt {
+  type: 'publickey' | 'password';
+  username: string;
+  key?: string | Buffer;
+  password?: string;
+}
+
 /**
- * Logs in as `username` with `password` or `agent` (no keyboard-interactive)
- * and ends the connection; resolves with 'logged in' or ssh2's error message.
+ * Logs in as `username` with `password`, `agent` or the attempts in
+ * `authHandler` (no keyboard-interactive) and ends the connection; resolves
+ * with 'logged in' or ssh2's error message.
  */
-export async function ssh2Login(port: number, username: string, auth: { password?: string; agent?: object }): Promise<string> {
+export async function ssh2Login(
+  port: number,
+  username: string,
+  auth: { password?: string; agent?: object; authHandler?: Ssh2AuthAttempt[] },
+): Promise<string> {
   const client = new ssh2.Client();
   const outcome = await new Promise<string>((resolve) => {
     client.on('ready', () => resolve('logged in'));
