@@ -222,6 +222,48 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     expect((await keySsh(mine, ['true'])).code).to.equal(0);
   });
 
+  it('logs in PuTTY (a .ppk key), curl on libssh2 and paramiko (an RSA key) with a key alone', async () => {
+    const ed25519 = await newKey(`putty-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    const rsa = await newKey(`paramiko-${crypto.randomBytes(3).toString('hex')}`, 'rsa', 3072);
+    listKeys(user, [publicLine(ed25519), publicLine(rsa)]);
+    const hostKey = async (type: string) =>
+      (await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', path.join(proxy.keyDir, `ssh_host_${type}_key.pub`)])).stdout.toString().split(' ')[1]!;
+
+    // PuTTY keeps a random seed in its home.
+    const home = fs.mkdtempSync(path.join(keys, 'putty-'));
+    const converted = await run('puttygen', [ed25519, '-O', 'private', '-o', `${ed25519}.ppk`]);
+    expect(converted.code, converted.stderr).to.equal(0);
+    const plink = await run(
+      'plink',
+      ['-batch', '-ssh', '-P', String(proxy.port), '-l', user.name, '-i', `${ed25519}.ppk`, '-hostkey', await hostKey('ed25519'), '127.0.0.1', 'id -un'],
+      { env: { ...process.env, HOME: home } },
+    );
+    expect(plink.code, plink.stderr).to.equal(0);
+    expect(plink.stdout.toString().trim()).to.equal(user.name);
+
+    // Debian 12's libssh2 1.10 picks the ECDSA host key; curl wants its SHA-256 in base64.
+    const curl = await run('curl', [
+      '--silent', '--show-error', '--hostpubsha256', (await hostKey('ecdsa')).replace(/^SHA256:/, ''),
+      '--user', `${user.name}:`, '--key', ed25519, '--pubkey', `${ed25519}.pub`, `sftp://127.0.0.1:${proxy.port}/~/`,
+    ]);
+    expect(curl.code, curl.stderr).to.equal(0);
+    expect(curl.stdout.toString()).to.match(/ \.ssh$/m);
+
+    const script = [
+      'import sys, paramiko',
+      'c = paramiko.SSHClient()',
+      'c.set_missing_host_key_policy(paramiko.AutoAddPolicy())',
+      'c.connect("127.0.0.1", port=int(sys.argv[1]), username=sys.argv[2], key_filename=sys.argv[3], look_for_keys=False, allow_agent=False, timeout=20)',
+      '_, out, _ = c.exec_command("id -un")',
+      'print(out.read().decode().strip())',
+    ].join('\n');
+    const paramiko = await run('/usr/bin/python3', ['-c', script, String(proxy.port), user.name, rsa]);
+    expect(paramiko.code, paramiko.stderr).to.equal(0);
+    expect(paramiko.stdout.toString().trim()).to.equal(user.name);
+    const logged = proxy.logs();
+    for (const keyFile of [ed25519, rsa]) expect(logged).to.include(`method=publickey key=${keyFile === rsa ? 'ssh-rsa' : 'ssh-ed25519'} ${await fingerprintOf(keyFile)}`);
+  });
+
   it('takes keys for the first login name of a connection only', async () => {
     const keyFile = await newKey(`first-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
     listKeys(user, [publicLine(keyFile)]);
