@@ -111,6 +111,13 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       default: DEFAULT_KEYDIR,
       describe: 'Host key folder (sshd file names; missing keys are generated 0600)',
     })
+    .option('authorized-keys-file', {
+      group: GROUPS.keys,
+      type: 'string',
+      describe:
+        "Let users log in with a key listed in this file of their unix account (sshd's AuthorizedKeysFile: relative to the home, %h home, %u user), " +
+        'e.g. .ssh/authorized_keys; needs JUPYTERHUB_API_TOKEN. Default: tokens only',
+    })
     .option('kex-algorithms', { group: GROUPS.algorithms, type: 'string', default: DEFAULT_CLIENT_LEG.kex.join(','), describe: 'Key exchange algorithms (KexAlgorithms)' })
     .option('ciphers', {
       group: GROUPS.algorithms,
@@ -160,13 +167,6 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       type: 'string',
       default: '{username}',
       describe: "Unix user for a Hub user; {username} is replaced. tljh: The Littlest JupyterHub's accounts (jupyter-{username}, long names cut and hashed as TLJH does)",
-    })
-    .option('authorized-keys-file', {
-      group: GROUPS.upstream,
-      type: 'string',
-      describe:
-        "Let users log in with a key listed in this file of their unix account (sshd's AuthorizedKeysFile: relative to the home, %h home, %u user), " +
-        'e.g. .ssh/authorized_keys; needs JUPYTERHUB_API_TOKEN. Default: tokens only',
     })
     .option('sshd', { group: GROUPS.upstream, type: 'string', default: '/usr/sbin/sshd', describe: 'OpenSSH sshd binary, started per connection as `sshd -i`' })
     .option('sshd-option', {
