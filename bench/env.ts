@@ -46,6 +46,8 @@ export interface BenchEnv {
   tmp: string;
   directPath: SshPath;
   proxyPath(token?: string): SshPath;
+  /** Through the daemon with the direct path's key instead of a token (a key login). */
+  proxyKeyPath: SshPath;
   /** `p` with the client connecting to `port` instead: a delay line in front of its server (bench/delayline.ts). */
   viaPort(p: SshPath, port: number): SshPath;
   /**
@@ -156,11 +158,12 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   // session the daemon shared one share with every ssh client
   // (bench/README.md, "The daemon's session").
   const startDaemon = async (group: string, flags: string[], nodeArgs: string[] = [], keyDir?: string): Promise<BenchDaemon> => {
-    const proxy = await startProxy(hub.url, ['--max-startups', '2000', '--metrics-ip', '127.0.0.1', '--metrics-port', '0', ...flags], {
+    // Set up as docs/deploy.md recommends: with the Hub's service token, and key logins on.
+    const proxy = await startProxy(hub.url, ['--max-startups', '2000', '--metrics-ip', '127.0.0.1', '--metrics-port', '0', '--authorized-keys-file', '.ssh/authorized_keys', ...flags], {
       logLevel: 'info',
       nodeArgs: [...DAEMON_NODE_ARGS, ...nodeArgs],
       keyDir,
-      env: DAEMON_ENV,
+      env: { ...DAEMON_ENV, JUPYTERHUB_API_TOKEN: hub.serviceToken },
       detached: true,
     });
     onCleanup(() => proxy.stop());
@@ -210,6 +213,9 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   });
   const directPath = directAt(direct.port);
   const proxyPath = (t = token): SshPath => proxyAt(proxy.port, t);
+  // The direct path's key, listed in the user's own authorized_keys.
+  listKey(user, fs.readFileSync(`${direct.clientKey}.pub`, 'utf8'));
+  const proxyKeyPath: SshPath = { ...directAt(proxy.port), ...proxyPath(), sshArgs: directAt(proxy.port).sshArgs, sftpArgs: directAt(proxy.port).sftpArgs, env: { ...process.env } };
   // The same user, key or token (env) as `p`, through another port.
   const viaPort = (p: SshPath, port: number): SshPath => ({ ...(p.name === 'direct' ? directAt(port) : proxyAt(port, token)), env: p.env });
   let extraDaemons = 0;
@@ -219,5 +225,16 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
     const other = await startDaemon(`jsp-bench-proxy-${++extraDaemons}`, flags, nodeArgs, keyDir);
     return { pid: other.proxy.child.pid!, path: proxyAt(other.proxy.port, token, other), stop: () => other.proxy.stop() };
   };
-  return { hub, user, token, proxy, direct, tmp, directPath, proxyPath, viaPort, extraDaemon, cgroups };
+  return { hub, user, token, proxy, direct, tmp, directPath, proxyPath, proxyKeyPath, viaPort, extraDaemon, cgroups };
+}
+
+/** Writes `line` as `user`'s ~/.ssh/authorized_keys, owned by the user, as sshd's StrictModes wants. */
+function listKey(user: UnixUser, line: string): void {
+  const { uid, gid } = fs.statSync(user.home);
+  const dir = path.join(user.home, '.ssh');
+  fs.mkdirSync(dir, { mode: 0o700, recursive: true });
+  fs.chownSync(dir, uid, gid);
+  const file = path.join(dir, 'authorized_keys');
+  fs.writeFileSync(file, line, { mode: 0o600 });
+  fs.chownSync(file, uid, gid);
 }

@@ -48,7 +48,7 @@ import { GiB, MiB, fmt, median } from './stats.js';
  * there and 2.6 s alone), and the profiles would show that state rather
  * than the one the bulk cases measured.
  */
-const ALL_CASES = ['bulk', 'relay-floor', 'latency', 'cold', 'echo', 'link', 'concurrency', 'clients', 'profile', 'idle', 'loaded'] as const;
+const ALL_CASES = ['bulk', 'relay-floor', 'latency', 'cold', 'key', 'echo', 'link', 'concurrency', 'clients', 'profile', 'idle', 'loaded'] as const;
 type CaseGroup = (typeof ALL_CASES)[number];
 const PROFILERS = ['v8', 'perf'] as const;
 type Profiler = (typeof PROFILERS)[number];
@@ -309,6 +309,20 @@ async function latency(env: BenchEnv, results: Results): Promise<void> {
       newCase('latency-warm', 'latency', "latency: ssh host true (proxy: token just used)", 'default', 0),
       settings.latencyRuns,
       () => [env.directPath, env.proxyPath()],
+      (p) => trueCommand(p),
+      true,
+    ),
+  );
+}
+
+/** The same key on both paths: the daemon reads it from the user's authorized_keys, as sshd does. */
+async function keyLatency(env: BenchEnv, results: Results): Promise<void> {
+  await trueCommand(env.proxyKeyPath);
+  results.cases.push(
+    await runCase(
+      newCase('latency-key', 'latency', 'latency: ssh host true, the same key on both paths (proxy: a key login)', 'default', 0),
+      settings.latencyRuns,
+      () => [env.directPath, env.proxyKeyPath],
       (p) => trueCommand(p),
       true,
     ),
@@ -687,6 +701,7 @@ async function main(): Promise<void> {
     'relay-floor': relayFloor,
     latency,
     cold: coldLatency,
+    key: keyLatency,
     echo,
     link,
     concurrency,
