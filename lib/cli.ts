@@ -178,7 +178,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       describe: 'Extra sshd option KEY=VALUE (repeatable), e.g. RekeyLimit=1G',
     })
     .option('runtime-dir', { group: GROUPS.upstream, type: 'string', default: '/run/jupyter-ssh-proxy', describe: 'Where the internal sshd configuration and keys are written' })
-    .option('max-auth-tries', { group: GROUPS.limits, type: 'number', default: 6, describe: 'Token attempts per connection' })
+    .option('max-auth-tries', { group: GROUPS.limits, type: 'number', default: 6, describe: 'Token attempts per connection (and key signatures that do not verify; keys that are not listed do not count)' })
     .option('login-grace-time', { group: GROUPS.limits, type: 'number', default: 120, describe: 'Seconds a client has to log in' })
     .option('max-queued-bytes', { group: GROUPS.limits, type: 'number', default: 64 * 1024 * 1024, describe: 'Per-connection cap on bytes held while a leg rekeys' })
     .option('max-sessions', { group: GROUPS.limits, type: 'number', default: 4096, describe: 'Connections at most; more are refused' })
