@@ -9,7 +9,7 @@ import { createHubUser, createToken, startHub, type Hub } from '../test/helpers/
 import { metricsOrigin } from '../test/helpers/metrics.js';
 import { startProxy, type ProxyProcess } from '../test/helpers/proxy.js';
 import { askpassEnv, sshOptions } from '../test/helpers/ssh.js';
-import { createUnixUser, type UnixUser } from '../test/helpers/unixuser.js';
+import { createUnixUser, listAuthorizedKeys, type UnixUser } from '../test/helpers/unixuser.js';
 import { killAllTracked } from './children.js';
 import { createCpuGroup, type CpuGroup } from './cgroup.js';
 import { startDirectSshd, type DirectSshd } from './directsshd.js';
@@ -214,7 +214,7 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   const directPath = directAt(direct.port);
   const proxyPath = (t = token): SshPath => proxyAt(proxy.port, t);
   // The direct path's key, listed in the user's own authorized_keys.
-  listKey(user, fs.readFileSync(`${direct.clientKey}.pub`, 'utf8'));
+  listAuthorizedKeys(user, [fs.readFileSync(`${direct.clientKey}.pub`, 'utf8').trim()]);
   const proxyKeyPath: SshPath = { ...directAt(proxy.port), ...proxyPath(), sshArgs: directAt(proxy.port).sshArgs, sftpArgs: directAt(proxy.port).sftpArgs, env: { ...process.env } };
   // The same user, key or token (env) as `p`, through another port.
   const viaPort = (p: SshPath, port: number): SshPath => ({ ...(p.name === 'direct' ? directAt(port) : proxyAt(port, token)), env: p.env });
@@ -228,13 +228,3 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   return { hub, user, token, proxy, direct, tmp, directPath, proxyPath, proxyKeyPath, viaPort, extraDaemon, cgroups };
 }
 
-/** Writes `line` as `user`'s ~/.ssh/authorized_keys, owned by the user, as sshd's StrictModes wants. */
-function listKey(user: UnixUser, line: string): void {
-  const { uid, gid } = fs.statSync(user.home);
-  const dir = path.join(user.home, '.ssh');
-  fs.mkdirSync(dir, { mode: 0o700, recursive: true });
-  fs.chownSync(dir, uid, gid);
-  const file = path.join(dir, 'authorized_keys');
-  fs.writeFileSync(file, line, { mode: 0o600 });
-  fs.chownSync(file, uid, gid);
-}

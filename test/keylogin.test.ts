@@ -6,20 +6,17 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createHubUser, createToken, startHub, type Hub } from './helpers/hub.js';
-import { startProxy, type ProxyProcess } from './helpers/proxy.js';
+import { useEnv } from './helpers/fixture.js';
+import { createHubUser } from './helpers/hub.js';
 import { askpassEnv, keyLoginOptions, run, sshOptions, type RunResult } from './helpers/ssh.js';
-import { createUnixUser, type UnixUser } from './helpers/unixuser.js';
+import { createUnixUser, listAuthorizedKeys, type UnixUser } from './helpers/unixuser.js';
 import { waitFor } from './helpers/wait.js';
 import { parseKey } from '../lib/ssh2internals.js';
 import { BaseAgent, ssh2Login } from './helpers/ssh2client.js';
 
 describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, real sshd and Hub', function () {
   this.timeout(180_000);
-  let hub: Hub;
-  let user: UnixUser;
-  let token: string;
-  let proxy: ProxyProcess;
+  const env = useEnv({ proxyArgs: ['--authorized-keys-file', '.ssh/authorized_keys'], serviceToken: true });
   let keys: string;
   const others: UnixUser[] = [];
 
@@ -38,48 +35,25 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     return listed.stdout.toString().split(' ')[1]!;
   }
 
-  /** Writes `owner`'s ~/.ssh/authorized_keys as ssh-copy-id would: the account's own, .ssh 0700, the file 0600. */
-  function listKeys(owner: UnixUser, lines: string[]): string {
-    const { uid, gid } = fs.statSync(owner.home);
-    const dir = path.join(owner.home, '.ssh');
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    fs.chownSync(dir, uid, gid);
-    fs.chmodSync(dir, 0o700);
-    const file = path.join(dir, 'authorized_keys');
-    fs.rmSync(file, { force: true });
-    fs.writeFileSync(file, lines.map((line) => `${line}\n`).join(''), { mode: 0o600 });
-    fs.chownSync(file, uid, gid);
-    return file;
+  function keySsh(keyFile: string, command: string[], login = env.user.name, extra: string[] = []): Promise<RunResult> {
+    return run('ssh', [...keyLoginOptions(env.proxy.port, keyFile), ...extra, `${login}@127.0.0.1`, ...command]);
   }
 
-  function keySsh(keyFile: string, command: string[], login = user.name, extra: string[] = []): Promise<RunResult> {
-    return run('ssh', [...keyLoginOptions(proxy.port, keyFile), ...extra, `${login}@127.0.0.1`, ...command]);
-  }
+  /** What the daemon logged after the first `before` characters. */
+  const logsSince = (before: number) => env.proxy.logs().slice(before);
 
-  /** The log lines that follow the first one containing `mark`. */
-  const logsSince = (before: number) => proxy.logs().slice(before);
-
-  before(async function () {
-    this.timeout(240_000);
-    hub = await startHub();
-    user = await createUnixUser('k');
-    await createHubUser(hub, user.name);
-    token = (await createToken(hub, user.name)).token;
-    proxy = await startProxy(hub.url, ['--authorized-keys-file', '.ssh/authorized_keys'], { env: { JUPYTERHUB_API_TOKEN: hub.serviceToken } });
+  before(() => {
     keys = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-userkeys-'));
   });
 
   after(async function () {
     this.timeout(60_000);
-    await proxy?.stop();
     for (const other of others) await other.remove();
-    await user?.remove();
-    await hub?.stop();
     if (keys) fs.rmSync(keys, { recursive: true, force: true });
   });
 
   it('says at start that key logins are on, and where keys are read', () => {
-    expect(proxy.logLine('key logins on')).to.include(".ssh/authorized_keys");
+    expect(env.proxy.logLine('key logins on')).to.include(".ssh/authorized_keys");
   });
 
   for (const [type, bits, algorithm] of [
@@ -90,33 +64,33 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
   ] as const) {
     it(`logs in with a listed ${type} key (${algorithm}), no prompt, into the user's own server; the log names the key`, async () => {
       const keyFile = await newKey(`${algorithm}-${crypto.randomBytes(3).toString('hex')}`, type, bits);
-      listKeys(user, ['# a comment, then the key', publicLine(keyFile)]);
-      const before = proxy.logs().length;
-      const result = await keySsh(keyFile, ['id -un; pwd; pgrep -u "$(id -u)" -f jupyterhub-singleuser >/dev/null && echo server-running'], user.name, [
+      listAuthorizedKeys(env.user, ['# a comment, then the key', publicLine(keyFile)]);
+      const before = env.proxy.logs().length;
+      const result = await keySsh(keyFile, ['id -un; pwd; pgrep -u "$(id -u)" -f jupyterhub-singleuser >/dev/null && echo server-running'], env.user.name, [
         '-o',
         `PubkeyAcceptedAlgorithms=${algorithm}`,
       ]);
       expect(result.code, result.stderr).to.equal(0);
-      expect(result.stdout.toString().split('\n')).to.deep.equal([user.name, user.home, 'server-running', '']);
+      expect(result.stdout.toString().split('\n')).to.deep.equal([env.user.name, env.user.home, 'server-running', '']);
       const accepted = logsSince(before).split('\n').find((line) => line.includes('login accepted'));
       expect(accepted).to.include(`method=publickey key=${type === 'rsa' ? 'ssh-rsa' : algorithm} ${await fingerprintOf(keyFile)}`);
     });
   }
 
   it('ssh-copy-id with the token installs a key, and the key logs in from then on; sftp -b and scp need no prompt', async () => {
-    listKeys(user, []);
+    listAuthorizedKeys(env.user, []);
     const keyFile = await newKey(`copied-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
     expect((await keySsh(keyFile, ['true'])).code, 'not listed yet').to.equal(255);
 
-    const options = sshOptions(proxy.port).filter((o) => o !== '-p' && o !== String(proxy.port));
+    const options = sshOptions(env.proxy.port).filter((o) => o !== '-p' && o !== String(env.proxy.port));
     // ssh-copy-id keeps its temporary files in the local ~/.ssh.
     const home = fs.mkdtempSync(path.join(keys, 'home-'));
     fs.mkdirSync(path.join(home, '.ssh'), { mode: 0o700 });
-    const copied = await run('ssh-copy-id', ['-i', `${keyFile}.pub`, '-p', String(proxy.port), ...options, `${user.name}@127.0.0.1`], {
-      env: askpassEnv(token, { HOME: home }),
+    const copied = await run('ssh-copy-id', ['-i', `${keyFile}.pub`, '-p', String(env.proxy.port), ...options, `${env.user.name}@127.0.0.1`], {
+      env: askpassEnv(env.token, { HOME: home }),
     });
     expect(copied.code, copied.stderr).to.equal(0);
-    const file = path.join(user.home, '.ssh', 'authorized_keys');
+    const file = path.join(env.user.home, '.ssh', 'authorized_keys');
     expect(fs.readFileSync(file, 'utf8')).to.include(publicLine(keyFile).split(' ')[1]);
     expect(fs.statSync(file).mode & 0o777).to.equal(0o600);
 
@@ -127,32 +101,32 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     fs.writeFileSync(local, data);
     const batch = path.join(keys, 'batch');
     fs.writeFileSync(batch, `put ${local} upload.bin\nget upload.bin ${local}.back\n`);
-    const copyOptions = keyLoginOptions(proxy.port, keyFile);
+    const copyOptions = keyLoginOptions(env.proxy.port, keyFile);
     copyOptions[copyOptions.indexOf('-p')] = '-P';
-    const sftp = await run('sftp', [...copyOptions, '-b', batch, `${user.name}@127.0.0.1`]);
+    const sftp = await run('sftp', [...copyOptions, '-b', batch, `${env.user.name}@127.0.0.1`]);
     expect(sftp.code, sftp.stderr).to.equal(0);
     expect(fs.readFileSync(`${local}.back`).equals(data), 'sftp put and get').to.equal(true);
-    const scp = await run('scp', [...copyOptions, `${user.name}@127.0.0.1:upload.bin`, `${local}.scp`]);
+    const scp = await run('scp', [...copyOptions, `${env.user.name}@127.0.0.1:upload.bin`, `${local}.scp`]);
     expect(scp.code, scp.stderr).to.equal(0);
     expect(fs.readFileSync(`${local}.scp`).equals(data), 'scp').to.equal(true);
   });
 
   it('goes on to the token prompt after keys that are not listed, even after more than ten of them', async () => {
     const listed = await newKey(`listed-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
-    listKeys(user, [publicLine(listed)]);
+    listAuthorizedKeys(env.user, [publicLine(listed)]);
     const unlisted = await newKey(`unlisted-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
     const refused = await keySsh(unlisted, ['true']);
     expect(refused.code).to.equal(255);
     expect(refused.stderr).to.include('Permission denied (publickey,keyboard-interactive,password)');
 
     const many = await Promise.all(Array.from({ length: 12 }, (_, i) => newKey(`many-${i}-${crypto.randomBytes(3).toString('hex')}`, 'ed25519')));
-    const options = sshOptions(proxy.port);
+    const options = sshOptions(env.proxy.port);
     options[options.indexOf('PubkeyAuthentication=no')] = 'PubkeyAuthentication=yes';
-    const before = proxy.logs().length;
+    const before = env.proxy.logs().length;
     const result = await run(
       'ssh',
-      [...options, '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', ...many.flatMap((k) => ['-i', k]), `${user.name}@127.0.0.1`, 'echo', 'token-ok'],
-      { env: askpassEnv(token) },
+      [...options, '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', ...many.flatMap((k) => ['-i', k]), `${env.user.name}@127.0.0.1`, 'echo', 'token-ok'],
+      { env: askpassEnv(env.token) },
     );
     expect(result.code, result.stderr).to.equal(0);
     expect(result.stdout.toString()).to.equal('token-ok\n');
@@ -162,24 +136,24 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
   it('skips a line with options it cannot enforce (restrict, command=), and says so in the log without their values', async () => {
     const keyFile = await newKey(`options-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
     for (const options of ['restrict', 'command="echo secret-command-value",no-pty']) {
-      listKeys(user, [`${options} ${publicLine(keyFile)}`]);
-      const before = proxy.logs().length;
+      listAuthorizedKeys(env.user, [`${options} ${publicLine(keyFile)}`]);
+      const before = env.proxy.logs().length;
       const result = await keySsh(keyFile, ['true']);
       expect(result.code, `${options}: ${result.stderr}`).to.equal(255);
       const logged = logsSince(before);
       expect(logged).to.include(`line 1: skipped, it has options the proxy cannot enforce (${options.startsWith('restrict') ? 'restrict' : 'command, no-pty'})`);
       expect(logged).to.not.include('secret-command-value');
     }
-    listKeys(user, [publicLine(keyFile)]);
+    listAuthorizedKeys(env.user, [publicLine(keyFile)]);
     expect((await keySsh(keyFile, ['true'])).code, 'the same key without options').to.equal(0);
   });
 
   it("refuses what sshd's StrictModes refuses: a file or folder others may write, a link to another account's file", async () => {
     const keyFile = await newKey(`modes-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
-    const file = listKeys(user, [publicLine(keyFile)]);
+    const file = listAuthorizedKeys(env.user, [publicLine(keyFile)]);
     const dir = path.dirname(file);
     const refusedWith = async (reason: string) => {
-      const before = proxy.logs().length;
+      const before = env.proxy.logs().length;
       const result = await keySsh(keyFile, ['true']);
       expect(result.code, reason).to.equal(255);
       expect(logsSince(before)).to.include(reason);
@@ -196,7 +170,7 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     // A file of another account, even one that lists the key, reached by a link.
     const other = await createUnixUser('ko');
     others.push(other);
-    const theirs = listKeys(other, [publicLine(keyFile)]);
+    const theirs = listAuthorizedKeys(other, [publicLine(keyFile)]);
     fs.chmodSync(other.home, 0o755);
     fs.chmodSync(path.dirname(theirs), 0o755);
     fs.rmSync(file);
@@ -207,10 +181,10 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
   it('tells a key holder in one line when the Hub has no such user, and serves the next login', async () => {
     const gone = await createUnixUser('kg');
     others.push(gone);
-    await createHubUser(hub, gone.name);
+    await createHubUser(env.hub, gone.name);
     const keyFile = await newKey(`gone-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
-    listKeys(gone, [publicLine(keyFile)]);
-    const deleted = await hub.api('DELETE', `/users/${encodeURIComponent(gone.name)}`);
+    listAuthorizedKeys(gone, [publicLine(keyFile)]);
+    const deleted = await env.hub.api('DELETE', `/users/${encodeURIComponent(gone.name)}`);
     expect(deleted.status).to.equal(204);
 
     const result = await keySsh(keyFile, ['true'], gone.name);
@@ -218,16 +192,16 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     expect(result.stderr).to.include(`JupyterHub has no user '${gone.name}'`);
 
     const mine = await newKey(`after-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
-    listKeys(user, [publicLine(mine)]);
+    listAuthorizedKeys(env.user, [publicLine(mine)]);
     expect((await keySsh(mine, ['true'])).code).to.equal(0);
   });
 
   it('logs in PuTTY (a .ppk key), curl on libssh2 and paramiko (an RSA key) with a key alone', async () => {
     const ed25519 = await newKey(`putty-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
     const rsa = await newKey(`paramiko-${crypto.randomBytes(3).toString('hex')}`, 'rsa', 3072);
-    listKeys(user, [publicLine(ed25519), publicLine(rsa)]);
+    listAuthorizedKeys(env.user, [publicLine(ed25519), publicLine(rsa)]);
     const hostKey = async (type: string) =>
-      (await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', path.join(proxy.keyDir, `ssh_host_${type}_key.pub`)])).stdout.toString().split(' ')[1]!;
+      (await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', path.join(env.proxy.keyDir, `ssh_host_${type}_key.pub`)])).stdout.toString().split(' ')[1]!;
 
     // PuTTY keeps a random seed in its home.
     const home = fs.mkdtempSync(path.join(keys, 'putty-'));
@@ -235,16 +209,16 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     expect(converted.code, converted.stderr).to.equal(0);
     const plink = await run(
       'plink',
-      ['-batch', '-ssh', '-P', String(proxy.port), '-l', user.name, '-i', `${ed25519}.ppk`, '-hostkey', await hostKey('ed25519'), '127.0.0.1', 'id -un'],
+      ['-batch', '-ssh', '-P', String(env.proxy.port), '-l', env.user.name, '-i', `${ed25519}.ppk`, '-hostkey', await hostKey('ed25519'), '127.0.0.1', 'id -un'],
       { env: { ...process.env, HOME: home } },
     );
     expect(plink.code, plink.stderr).to.equal(0);
-    expect(plink.stdout.toString().trim()).to.equal(user.name);
+    expect(plink.stdout.toString().trim()).to.equal(env.user.name);
 
     // Debian 12's libssh2 1.10 picks the ECDSA host key; curl wants its SHA-256 in base64.
     const curl = await run('curl', [
       '--silent', '--show-error', '--hostpubsha256', (await hostKey('ecdsa')).replace(/^SHA256:/, ''),
-      '--user', `${user.name}:`, '--key', ed25519, '--pubkey', `${ed25519}.pub`, `sftp://127.0.0.1:${proxy.port}/~/`,
+      '--user', `${env.user.name}:`, '--key', ed25519, '--pubkey', `${ed25519}.pub`, `sftp://127.0.0.1:${env.proxy.port}/~/`,
     ]);
     expect(curl.code, curl.stderr).to.equal(0);
     expect(curl.stdout.toString()).to.match(/ \.ssh$/m);
@@ -257,27 +231,27 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
       '_, out, _ = c.exec_command("id -un")',
       'print(out.read().decode().strip())',
     ].join('\n');
-    const paramiko = await run('/usr/bin/python3', ['-c', script, String(proxy.port), user.name, rsa]);
+    const paramiko = await run('/usr/bin/python3', ['-c', script, String(env.proxy.port), env.user.name, rsa]);
     expect(paramiko.code, paramiko.stderr).to.equal(0);
-    expect(paramiko.stdout.toString().trim()).to.equal(user.name);
-    const logged = proxy.logs();
+    expect(paramiko.stdout.toString().trim()).to.equal(env.user.name);
+    const logged = env.proxy.logs();
     for (const keyFile of [ed25519, rsa]) expect(logged).to.include(`method=publickey key=${keyFile === rsa ? 'ssh-rsa' : 'ssh-ed25519'} ${await fingerprintOf(keyFile)}`);
   });
 
   it('takes keys for the first login name of a connection only', async () => {
     const keyFile = await newKey(`first-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
-    listKeys(user, [publicLine(keyFile)]);
+    listAuthorizedKeys(env.user, [publicLine(keyFile)]);
     const key = fs.readFileSync(keyFile);
     const attempt = (username: string) => ({ type: 'publickey' as const, username, key });
-    expect(await ssh2Login(proxy.port, user.name, { authHandler: [attempt('jsp-nobody-here'), attempt(user.name)] })).to.equal(
+    expect(await ssh2Login(env.proxy.port, env.user.name, { authHandler: [attempt('jsp-nobody-here'), attempt(env.user.name)] })).to.equal(
       'All configured authentication methods failed',
     );
-    expect(await ssh2Login(proxy.port, user.name, { authHandler: [attempt(user.name)] }), 'the same key first').to.equal('logged in');
+    expect(await ssh2Login(env.proxy.port, env.user.name, { authHandler: [attempt(env.user.name)] }), 'the same key first').to.equal('logged in');
   });
 
   it('refuses a signature that does not verify, and logs it', async () => {
     const keyFile = await newKey(`forged-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
-    listKeys(user, [publicLine(keyFile)]);
+    listAuthorizedKeys(env.user, [publicLine(keyFile)]);
     const publicKey = parseKey(fs.readFileSync(`${keyFile}.pub`));
     if (publicKey instanceof Error) throw publicKey;
     // An agent that holds the listed key but signs with garbage.
@@ -289,8 +263,8 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
         cb(undefined, crypto.randomBytes(64));
       }
     }
-    const before = proxy.logs().length;
-    const outcome = await ssh2Login(proxy.port, user.name, { agent: new ForgingAgent() });
+    const before = env.proxy.logs().length;
+    const outcome = await ssh2Login(env.proxy.port, env.user.name, { agent: new ForgingAgent() });
     expect(outcome).to.equal('All configured authentication methods failed');
     await waitFor(() => logsSince(before).includes('reason=signature does not verify for ssh-ed25519') || undefined, { timeoutMs: 5000, what: 'the log line' });
   });

@@ -18,6 +18,8 @@ export interface EnvOptions {
   hub?: HubOptions;
   proxyArgs?: string[];
   proxyOptions?: StartProxyOptions;
+  /** Give the daemon the Hub's service token (JUPYTERHUB_API_TOKEN), as docs/deploy.md sets it up. */
+  serviceToken?: boolean;
 }
 
 /** Registers before/after hooks; the returned object is filled in by `before`. */
@@ -29,7 +31,10 @@ export function useEnv(options: EnvOptions = {}): Env {
     env.user = await createUnixUser('t');
     await createHubUser(env.hub, env.user.name);
     env.token = (await createToken(env.hub, env.user.name)).token;
-    env.proxy = await startProxy(env.hub.url, options.proxyArgs, options.proxyOptions);
+    const proxyOptions = options.serviceToken
+      ? { ...options.proxyOptions, env: { ...options.proxyOptions?.env, JUPYTERHUB_API_TOKEN: env.hub.serviceToken } }
+      : options.proxyOptions;
+    env.proxy = await startProxy(env.hub.url, options.proxyArgs, proxyOptions);
     env.ssh = (command, extra = [], runOptions = {}) =>
       ssh(env.proxy.port, env.user.name, env.token, command, extra, runOptions);
   });

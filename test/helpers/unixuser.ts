@@ -2,6 +2,8 @@
 // each hub user's server as the unix user of the same name.
 import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { waitFor } from './wait.js';
 
 export interface UnixUser {
@@ -94,4 +96,22 @@ export async function createUnixUser(prefix = 'u'): Promise<UnixUser> {
   };
 
   return { name, home, remove };
+}
+
+/**
+ * Writes `owner`'s ~/.ssh/authorized_keys as ssh-copy-id would: the
+ * account's own, ~/.ssh 0700, the file 0600 (sshd's StrictModes, and the
+ * daemon's key logins, refuse anything looser). Returns the file's path.
+ */
+export function listAuthorizedKeys(owner: UnixUser, lines: string[]): string {
+  const { uid, gid } = fs.statSync(owner.home);
+  const dir = path.join(owner.home, '.ssh');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chownSync(dir, uid, gid);
+  fs.chmodSync(dir, 0o700);
+  const file = path.join(dir, 'authorized_keys');
+  fs.rmSync(file, { force: true });
+  fs.writeFileSync(file, lines.map((line) => `${line}\n`).join(''), { mode: 0o600 });
+  fs.chownSync(file, uid, gid);
+  return file;
 }
