@@ -215,7 +215,9 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   const proxyPath = (t = token): SshPath => proxyAt(proxy.port, t);
   // The direct path's key, listed in the user's own authorized_keys.
   listAuthorizedKeys(user, [fs.readFileSync(`${direct.clientKey}.pub`, 'utf8').trim()]);
-  const proxyKeyPath: SshPath = { ...directAt(proxy.port), ...proxyPath(), sshArgs: directAt(proxy.port).sshArgs, sftpArgs: directAt(proxy.port).sftpArgs, env: { ...process.env } };
+  // The daemon's server side with the direct path's client side (its key, no token).
+  const keyClient = directAt(proxy.port);
+  const proxyKeyPath: SshPath = { ...proxyPath(), sshArgs: keyClient.sshArgs, sftpArgs: keyClient.sftpArgs, env: keyClient.env };
   // The same user, key or token (env) as `p`, through another port.
   const viaPort = (p: SshPath, port: number): SshPath => ({ ...(p.name === 'direct' ? directAt(port) : proxyAt(port, token)), env: p.env });
   let extraDaemons = 0;
