@@ -19,7 +19,7 @@ export type LogFormat = 'text' | 'json';
  * (a stack trace's) are indented, so no line but the first starts with a
  * timestamp; other control characters show as '?'. JSON escapes them itself.
  */
-export function oneEntry(message: string): string {
+function oneEntry(message: string): string {
   return message.replace(/\r?\n|[\u2028\u2029]/g, '\n    ').replace(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/g, '?');
 }
 
