@@ -7,9 +7,10 @@
  * to the account's home, belong to the account or to root and are writable
  * by no one else. Otherwise anyone who can write there could add a key.
  *
- * A line with options (`command=`, `from=`, `restrict`, ...) is skipped: the
- * proxy relays the session without reading it, so it could enforce none of
- * them, and a key meant to be restricted must not log in unrestricted.
+ * A line with options (`command=`, `restrict`, `no-pty`, ...) is skipped:
+ * the proxy relays the session without reading it, so it could enforce none
+ * of them, and a key meant to be restricted must not log in unrestricted.
+ * The exception is `from=` alone, which concerns only the client's address.
  * Problems are reported by line number and kind only: the daemon may be
  * made to read a file that is not a key list, whose lines must not reach
  * the log.
@@ -33,6 +34,8 @@ export interface AuthorizedKey {
   blob: Buffer;
   /** 1-based, for the log. */
   line: number;
+  /** The line's from="pattern-list": the addresses the key may log in from (lib/frompatterns.ts). */
+  from?: string;
 }
 
 export interface AuthorizedKeys {
@@ -111,9 +114,9 @@ function firstField(line: string): string {
   return line;
 }
 
-/** The names of the options in an options field (`command="x,y",no-pty` gives command, no-pty). */
-function optionNames(field: string): string[] {
-  const names: string[] = [];
+/** The options of an options field: `command="x,y",no-pty` gives command (x,y) and no-pty. */
+function parseOptions(field: string): { name: string; value?: string }[] {
+  const options: { name: string; value?: string }[] = [];
   let quoted = false;
   let start = 0;
   for (let i = 0; i <= field.length; i++) {
@@ -121,12 +124,22 @@ function optionNames(field: string): string[] {
     if (c === '\\' && quoted) i++;
     else if (c === '"') quoted = !quoted;
     else if (!quoted && (c === ',' || c === undefined)) {
-      names.push(field.slice(start, i).split('=')[0]!.toLowerCase());
+      const option = field.slice(start, i);
+      const eq = option.indexOf('=');
+      const name = (eq < 0 ? option : option.slice(0, eq)).toLowerCase();
+      const raw = eq < 0 ? undefined : option.slice(eq + 1);
+      // sshd takes option values quoted, with \" for a quote inside.
+      const value = raw !== undefined && /^".*"$/s.test(raw) ? raw.slice(1, -1).replace(/\\"/g, '"') : undefined;
+      options.push({ name, value });
       start = i + 1;
     }
   }
-  // Only names of a line that holds a key reach the log; still, no odd characters.
-  return names.map((name) => (/^[a-z0-9@._-]{1,40}$/.test(name) ? name : '?'));
+  return options;
+}
+
+/** Option names for the log: only those of a line that holds a key get there; still, no odd characters. */
+function optionNames(options: { name: string }[]): string {
+  return options.map(({ name }) => (/^[a-z0-9@._-]{1,40}$/.test(name) ? name : '?')).join(', ');
 }
 
 /** A first field that names a key type, whether or not the proxy takes it. */
@@ -145,9 +158,9 @@ export function parseAuthorizedKeys(text: string, source: string): AuthorizedKey
     const skip = (why: string) => problems.push(`${source} line ${index + 1}: skipped, ${why}`);
     // As sshd reads a line: a key, else options and then a key.
     let type = firstField(rest);
-    let options: string[] | undefined;
+    let options: { name: string; value?: string }[] | undefined;
     if (!isKeyType(type)) {
-      options = optionNames(type);
+      options = parseOptions(type);
       rest = rest.slice(type.length).trimStart();
       type = firstField(rest);
     }
@@ -155,8 +168,10 @@ export function parseAuthorizedKeys(text: string, source: string): AuthorizedKey
       skip('not a public key line');
       continue;
     }
-    if (options !== undefined) {
-      skip(`it has options the proxy cannot enforce (${options.join(', ')}); use a line without options`);
+    // from= alone the daemon enforces itself: it knows the client's address.
+    const from = options?.length === 1 && options[0]!.name === 'from' ? options[0]!.value : undefined;
+    if (options !== undefined && from === undefined) {
+      skip(`it has options the proxy cannot enforce (${optionNames(options)}); use a line without options, or with from="..." alone`);
     } else if (!KEY_TYPES.has(type)) {
       skip(type === 'ssh-dss' ? 'DSA keys are not accepted' : `${type.split('@')[0]} keys are not supported`);
     } else {
@@ -165,7 +180,7 @@ export function parseAuthorizedKeys(text: string, source: string): AuthorizedKey
       const key = blob.length > 0 && blobType(blob) === type ? parseKey(`${type} ${encoded}`) : undefined;
       if (key === undefined || key instanceof Error || !key.getPublicSSH().equals(blob)) skip(`the ${type} key does not parse`);
       else if (type === 'ssh-rsa' && rsaBits(blob) < MIN_RSA_BITS) skip(`RSA keys need at least ${MIN_RSA_BITS} bits`);
-      else keys.push({ key, blob, line: index + 1 });
+      else keys.push({ key, blob, line: index + 1, ...(from === undefined ? {} : { from }) });
     }
   }
   return { keys, problems };

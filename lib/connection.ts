@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Authorizer, LoginTarget } from './authorizer.js';
 import type { AuthorizedKey, AuthorizedKeys, AuthorizedKeysSource } from './authorizedkeys.js';
+import { fromAllows } from './frompatterns.js';
 import { fingerprint } from './hostkeys.js';
 import { Leg } from './leg.js';
 import { OWN_PACKET } from './leg.js';
@@ -364,8 +365,15 @@ export class Connection {
     };
     if (this.keyList.login !== login) return undefined;
     const listed = await this.keyList.listed;
-    const key = listed?.keys.keys.find((entry) => entry.blob.equals(blob));
-    return key && { target: listed!.target, key };
+    if (listed === undefined) return undefined;
+    // As sshd reads the file: the first line with this key whose from= (if any) lets the client in.
+    const address = this.socket.remoteAddress ?? '';
+    const lines = listed.keys.keys.filter((entry) => entry.blob.equals(blob));
+    const key = lines.find((entry) => entry.from === undefined || fromAllows(entry.from, address));
+    if (key === undefined && lines.length > 0) {
+      this.log('info', `key ${lines[0]!.key.type} ${fingerprint(lines[0]!.key)} of ${listed.target.hubUser} (line ${lines.map((e) => e.line).join(', ')}) is not allowed from ${address} (from=)`);
+    }
+    return key && { target: listed.target, key };
   }
 
   /** Both ways in end here: start the server, then log in on the upstream. `token` makes the Hub calls. */

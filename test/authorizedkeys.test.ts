@@ -64,11 +64,17 @@ describe('authorized keys (lib/authorizedkeys.ts)', function () {
       const { keys, problems } = parseAuthorizedKeys(text, 'F');
       expect(keys).to.deep.equal([]);
       expect(problems).to.deep.equal([
-        'F line 1: skipped, it has options the proxy cannot enforce (restrict); use a line without options',
-        'F line 2: skipped, it has options the proxy cannot enforce (command, from); use a line without options',
-        'F line 3: skipped, it has options the proxy cannot enforce (no-pty, environment); use a line without options',
+        'F line 1: skipped, it has options the proxy cannot enforce (restrict); use a line without options, or with from="..." alone',
+        'F line 2: skipped, it has options the proxy cannot enforce (command, from); use a line without options, or with from="..." alone',
+        'F line 3: skipped, it has options the proxy cannot enforce (no-pty, environment); use a line without options, or with from="..." alone',
       ]);
       expect(problems.join()).to.not.include('echo');
+    });
+
+    it('takes a line whose only option is from=, with its pattern list, and still skips from= beside another option', () => {
+      const { keys, problems } = parseAuthorizedKeys(`from="10.0.0.0/8,!10.0.0.7" ${ed25519}\nfrom="10.0.0.0/8",no-pty ${ed25519}\n`, 'F');
+      expect(keys.map((k) => [k.line, k.from])).to.deep.equal([[1, '10.0.0.0/8,!10.0.0.7']]);
+      expect(problems).to.deep.equal(['F line 2: skipped, it has options the proxy cannot enforce (from, no-pty); use a line without options, or with from="..." alone']);
     });
 
     it('skips DSA, security keys, certificates, RSA under 1024 bits, bad base64 and a type that does not match the key', () => {

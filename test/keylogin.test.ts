@@ -148,6 +148,20 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     expect((await keySsh(keyFile, ['true'])).code, 'the same key without options').to.equal(0);
   });
 
+  it('enforces from= itself: the key logs in from the addresses it names, and only from those', async () => {
+    const keyFile = await newKey(`from-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    const from = (source: string) => keySsh(keyFile, ['true'], env.user.name, ['-b', source]);
+    listAuthorizedKeys(env.user, [`from="127.0.0.2" ${publicLine(keyFile)}`]);
+    const before = env.proxy.logs().length;
+    expect((await from('127.0.0.1')).code, 'from another address').to.equal(255);
+    expect(logsSince(before)).to.match(/key ssh-ed25519 SHA256:\S+ of \S+ \(line 1\) is not allowed from 127\.0\.0\.1 \(from=\)/);
+    expect((await from('127.0.0.2')).code, 'from the address it names').to.equal(0);
+
+    listAuthorizedKeys(env.user, [`from="127.0.0.0/8,!127.0.0.2" ${publicLine(keyFile)}`]);
+    expect((await from('127.0.0.2')).code, 'an address the list excludes').to.equal(255);
+    expect((await from('127.0.0.1')).code, 'in the network').to.equal(0);
+  });
+
   it("refuses what sshd's StrictModes refuses: a file or folder others may write, a link to another account's file", async () => {
     const keyFile = await newKey(`modes-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
     const file = listAuthorizedKeys(env.user, [publicLine(keyFile)]);
