@@ -41,10 +41,34 @@ function samePrefix(a: Buffer, b: Buffer, bits: number): boolean {
   return true;
 }
 
-/** Whether `text` matches a pattern with `*` (any run) and `?` (one character). */
+/**
+ * Whether `text` matches a pattern with `*` (any run) and `?` (one
+ * character). Not a regular expression: the pattern is the user's, and
+ * `*1*1*1*1*...*2` would make a backtracking match take minutes on the
+ * daemon's one thread; this takes at most length × length steps.
+ */
 function globMatch(text: string, pattern: string): boolean {
-  const source = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-  return new RegExp(`^${source}$`, 's').test(text);
+  let t = 0;
+  let p = 0;
+  // The last `*` seen, and where in `text` its run ends so far.
+  let star = -1;
+  let runEnd = 0;
+  while (t < text.length) {
+    if (p < pattern.length && (pattern[p] === '?' || pattern[p] === text[t])) {
+      t++;
+      p++;
+    } else if (p < pattern.length && pattern[p] === '*') {
+      star = p++;
+      runEnd = t;
+    } else if (star >= 0) {
+      p = star + 1;
+      t = ++runEnd;
+    } else {
+      return false;
+    }
+  }
+  while (pattern[p] === '*') p++;
+  return p === pattern.length;
 }
 
 /** Whether every bit of `bytes` past the first `bits` is 0. */
