@@ -5,6 +5,7 @@
  * leg may compress), and strict KEX (the Terrapin fix) on both legs.
  */
 import { HYBRID_KEY_EXCHANGES } from './hybridkex.js';
+import { wildcardMatch } from './wildcard.js';
 import { buildOffer, hybridKeyExchangesInstalled, type AlgorithmOffer, type KexInitOffer } from './ssh2internals.js';
 
 export const KEX = [
@@ -94,12 +95,6 @@ export function aesGcmCiphers(ciphers: readonly string[]): string[] {
   return ciphers.filter((c) => /^aes\d+-gcm@openssh\.com$/.test(c));
 }
 
-/** OpenSSH's wildcard match (`*` and `?`) of one name against one pattern. */
-function matches(name: string, pattern: string): boolean {
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
-  return re.test(name);
-}
-
 /**
  * Resolves an algorithm list in sshd_config's syntax against `defaults`, the
  * way OpenSSH's kex_assemble_names does: a list replaces the defaults,
@@ -114,15 +109,15 @@ export function resolveAlgorithmList(spec: string, defaults: readonly string[], 
   const patterns = (prefixed ? spec.slice(1) : spec).split(',').map((p) => p.trim());
   if (patterns.some((p) => p === '')) throw new Error(`${what} must be a comma-separated list of names, got "${spec}"`);
   for (const p of patterns) {
-    if (!defaults.some((name) => matches(name, p))) throw new Error(`${what}: ${p} is not supported; choose from ${defaults.join(',')}`);
+    if (!defaults.some((name) => wildcardMatch(name, p))) throw new Error(`${what}: ${p} is not supported; choose from ${defaults.join(',')}`);
   }
-  const picked = (names: readonly string[]) => names.filter((name) => patterns.some((p) => matches(name, p)));
-  const kept = (names: readonly string[]) => names.filter((name) => !patterns.some((p) => matches(name, p)));
+  const picked = (names: readonly string[]) => names.filter((name) => patterns.some((p) => wildcardMatch(name, p)));
+  const kept = (names: readonly string[]) => names.filter((name) => !patterns.some((p) => wildcardMatch(name, p)));
   let list: string[];
   if (head === '-') list = kept(defaults);
   else if (head === '^') list = [...picked(defaults), ...kept(defaults)];
   else if (head === '+') list = [...defaults];
-  else list = patterns.flatMap((p) => defaults.filter((name) => matches(name, p))).filter((name, i, all) => all.indexOf(name) === i);
+  else list = patterns.flatMap((p) => defaults.filter((name) => wildcardMatch(name, p))).filter((name, i, all) => all.indexOf(name) === i);
   if (list.length === 0) throw new Error(`${what} "${spec}" leaves nothing to offer`);
   return list;
 }

@@ -10,6 +10,7 @@
  * (`10.0.0.1/8`) is an error in sshd, and refuses here too.
  */
 import net from 'node:net';
+import { wildcardMatch } from './wildcard.js';
 
 /** An address as bytes (4 or 16), or undefined if it is none. */
 function addressBytes(address: string): Buffer | undefined {
@@ -41,36 +42,6 @@ function samePrefix(a: Buffer, b: Buffer, bits: number): boolean {
   return true;
 }
 
-/**
- * Whether `text` matches a pattern with `*` (any run) and `?` (one
- * character). Not a regular expression: the pattern is the user's, and
- * `*1*1*1*1*...*2` would make a backtracking match take minutes on the
- * daemon's one thread; this takes at most length × length steps.
- */
-function globMatch(text: string, pattern: string): boolean {
-  let t = 0;
-  let p = 0;
-  // The last `*` seen, and where in `text` its run ends so far.
-  let star = -1;
-  let runEnd = 0;
-  while (t < text.length) {
-    if (p < pattern.length && (pattern[p] === '?' || pattern[p] === text[t])) {
-      t++;
-      p++;
-    } else if (p < pattern.length && pattern[p] === '*') {
-      star = p++;
-      runEnd = t;
-    } else if (star >= 0) {
-      p = star + 1;
-      t = ++runEnd;
-    } else {
-      return false;
-    }
-  }
-  while (pattern[p] === '*') p++;
-  return p === pattern.length;
-}
-
 /** Whether every bit of `bytes` past the first `bits` is 0. */
 function hostBitsClear(bytes: Buffer, bits: number): boolean {
   return bytes.every((byte, i) => (byte & (0xff >> Math.max(0, Math.min(8, bits - 8 * i)))) === 0);
@@ -97,7 +68,7 @@ export function fromAllows(patterns: string, address: string): boolean {
       if (bits > networkBytes.length * 8 || !hostBitsClear(networkBytes, bits)) return false;
       matches = clientBytes?.length === networkBytes.length && samePrefix(clientBytes, networkBytes, bits);
     } else {
-      matches = globMatch(client, pattern);
+      matches = wildcardMatch(client, pattern);
     }
     if (matches && negated) return false;
     if (matches) allowed = true;
