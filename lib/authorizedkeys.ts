@@ -100,39 +100,39 @@ function rsaBits(blob: Buffer): number {
 }
 
 /**
- * The start of a line up to its first unquoted blank: a key type, or the
- * options before one (quoted option values may hold blanks).
+ * Where the first of `stops` outside double quotes is in `text`, from
+ * `start` (the text's length if none): quoted option values may hold
+ * blanks and commas, and \\" inside them.
  */
-function firstField(line: string): string {
+function unquotedIndex(text: string, start: number, stops: string): number {
   let quoted = false;
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i];
+  for (let i = start; i < text.length; i++) {
+    const c = text[i]!;
     if (c === '\\' && quoted) i++;
     else if (c === '"') quoted = !quoted;
-    else if (!quoted && (c === ' ' || c === '\t')) return line.slice(0, i);
+    else if (!quoted && stops.includes(c)) return i;
   }
-  return line;
+  return text.length;
+}
+
+/** The start of a line up to its first unquoted blank: a key type, or the options before one. */
+function firstField(line: string): string {
+  return line.slice(0, unquotedIndex(line, 0, ' \t'));
 }
 
 /** The options of an options field: `command="x,y",no-pty` gives command (x,y) and no-pty. */
 function parseOptions(field: string): { name: string; value?: string }[] {
   const options: { name: string; value?: string }[] = [];
-  let quoted = false;
-  let start = 0;
-  for (let i = 0; i <= field.length; i++) {
-    const c = field[i];
-    if (c === '\\' && quoted) i++;
-    else if (c === '"') quoted = !quoted;
-    else if (!quoted && (c === ',' || c === undefined)) {
-      const option = field.slice(start, i);
-      const eq = option.indexOf('=');
-      const name = (eq < 0 ? option : option.slice(0, eq)).toLowerCase();
-      const raw = eq < 0 ? undefined : option.slice(eq + 1);
-      // sshd takes option values quoted, with \" for a quote inside.
-      const value = raw !== undefined && /^".*"$/s.test(raw) ? raw.slice(1, -1).replace(/\\"/g, '"') : undefined;
-      options.push({ name, value });
-      start = i + 1;
-    }
+  for (let start = 0; start <= field.length; ) {
+    const end = unquotedIndex(field, start, ',');
+    const option = field.slice(start, end);
+    const eq = option.indexOf('=');
+    const name = (eq < 0 ? option : option.slice(0, eq)).toLowerCase();
+    const raw = eq < 0 ? undefined : option.slice(eq + 1);
+    // sshd takes option values quoted, with \" for a quote inside.
+    const value = raw !== undefined && /^".*"$/s.test(raw) ? raw.slice(1, -1).replace(/\\"/g, '"') : undefined;
+    options.push({ name, value });
+    start = end + 1;
   }
   return options;
 }

@@ -60,6 +60,7 @@ describe('authorized keys (lib/authorizedkeys.ts)', function () {
         `restrict ${ed25519}`,
         `command="echo a, b c",from="10.0.0.0/8" ${ed25519}`,
         `no-pty,environment="A=B" ${ed25519}`,
+        `command="echo \\"a, b\\" c",no-X11-forwarding ${ed25519}`,
       ].join('\n');
       const { keys, problems } = parseAuthorizedKeys(text, 'F');
       expect(keys).to.deep.equal([]);
@@ -67,6 +68,7 @@ describe('authorized keys (lib/authorizedkeys.ts)', function () {
         'F line 1: skipped, it has options the proxy cannot enforce (restrict); use a line without options, or with from="..." alone',
         'F line 2: skipped, it has options the proxy cannot enforce (command, from); use a line without options, or with from="..." alone',
         'F line 3: skipped, it has options the proxy cannot enforce (no-pty, environment); use a line without options, or with from="..." alone',
+        'F line 4: skipped, it has options the proxy cannot enforce (command, no-x11-forwarding); use a line without options, or with from="..." alone',
       ]);
       expect(problems.join()).to.not.include('echo');
     });
