@@ -330,18 +330,22 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
     // Let winston flush before exiting.
     setImmediate(() => process.exit(1));
   };
-  try {
-    await server.listen();
-  } catch (err) {
-    const known = err instanceof HostKeyError || (err as NodeJS.ErrnoException).code !== undefined;
-    return fail(known ? (err as Error).message : String((err as Error).stack));
-  }
+  // The pid file is written before listening: "listening on" is the line
+  // that tells scripts and tests the daemon is ready, and by then the file
+  // must be there.
   if (config.pidFile) {
     try {
       fs.writeFileSync(config.pidFile, `${process.pid}\n`);
     } catch (err) {
       return fail(`cannot write --pid-file: ${(err as Error).message}`);
     }
+  }
+  try {
+    await server.listen();
+  } catch (err) {
+    if (config.pidFile) fs.rmSync(config.pidFile, { force: true });
+    const known = err instanceof HostKeyError || (err as NodeJS.ErrnoException).code !== undefined;
+    return fail(known ? (err as Error).message : String((err as Error).stack));
   }
 
   let stopping = false;

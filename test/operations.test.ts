@@ -1,6 +1,7 @@
 // Operating the daemon: JSON logs, Prometheus metrics, configuration sources.
 import { expect } from 'chai';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from '../lib/cli.js';
@@ -252,6 +253,22 @@ describe('operations: configuration', function () {
       expect(r.stderr).to.not.contain('Options:'); // a reason, not the whole help
     });
   }
+
+  it('writes --pid-file before it listens, and removes it when it cannot start', async function () {
+    // A port in use: the pid file was written, and must not outlive the failed start.
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as net.AddressInfo).port;
+      const pidFile = path.join(dir, 'proxy.pid');
+      const r = await run(process.execPath, [BIN, '-k', dir, '--ip', '127.0.0.1', '-p', String(port), '--pid-file', pidFile, 'http://127.0.0.1:9']);
+      expect(r.code).to.equal(1);
+      expect(r.stdout).to.match(new RegExp(`cannot start: listen EADDRINUSE.*127\\.0\\.0\\.1:${port}`));
+      expect(fs.existsSync(pidFile)).to.equal(false);
+    } finally {
+      taken.close();
+    }
+  });
 
   it('refuses a config file value just like a flag', async function () {
     const file = path.join(dir, 'bad.yaml');
