@@ -7,10 +7,13 @@
  * to the account's home, belong to the account or to root and are writable
  * by no one else. Otherwise anyone who can write there could add a key.
  *
- * A line with options (`command=`, `restrict`, `no-pty`, ...) is skipped:
- * the proxy relays the session without reading it, so it could enforce none
- * of them, and a key meant to be restricted must not log in unrestricted.
- * The exception is `from=` alone, which concerns only the client's address.
+ * A line's options are read as sshd reads them (auth-options.c). Those
+ * about the login, `from=` and `expiry-time=`, the daemon enforces itself:
+ * it knows the client's address, which the upstream sshd does not. Those
+ * about the session (`restrict`, `command=`, `no-pty`, `permitopen=`, ...)
+ * go to the upstream, which applies them as sshd does (lib/localsshd.ts).
+ * A line sshd would refuse, or whose options cannot be applied
+ * (`cert-authority`), is skipped.
  * Problems are reported by line number and kind only: the daemon may be
  * made to read a file that is not a key list, whose lines must not reach
  * the log.
@@ -36,6 +39,18 @@ export interface AuthorizedKey {
   line: number;
   /** The line's from="pattern-list": the addresses the key may log in from (lib/frompatterns.ts). */
   from?: string;
+  /** The line's expiry-time, in ms since the epoch: the key logs in until then. */
+  expiresAt?: number;
+  /** The line's options about the session, for the upstream to apply. */
+  sessionOptions?: SessionOptions;
+}
+
+/** Options of an authorized_keys line that act on the session. */
+export interface SessionOptions {
+  /** As written in the line (sshd's syntax), from= and expiry-time= left out. */
+  text: string;
+  /** Their names, for the log: values (a command, say) stay out of it. */
+  names: string[];
 }
 
 export interface AuthorizedKeys {
@@ -51,7 +66,10 @@ export interface KeyOwner {
   home: string;
 }
 
-/** Where a target's keys are read, for an upstream that can say. */
+/**
+ * Where a target's keys are read, for an upstream that can say. The same
+ * upstream applies a key's session options: its `connect` is given them.
+ */
 export interface AuthorizedKeysSource {
   /** Keys that may log in as `hubUser` without a token. */
   authorizedKeys(hubUser: string): Promise<AuthorizedKeys>;
@@ -100,46 +118,144 @@ function rsaBits(blob: Buffer): number {
 }
 
 /**
- * Where the first of `stops` outside double quotes is in `text`, from
- * `start` (the text's length if none): quoted option values may hold
- * blanks and commas, and \\" inside them.
+ * The start of a line up to its first unquoted blank: a key type, or the
+ * options before one; undefined if a quote is left open. As sshd's
+ * sshkey_advance_past_options: \" is skipped, inside quotes or not.
  */
-function unquotedIndex(text: string, start: number, stops: string): number {
+function firstField(line: string): string | undefined {
   let quoted = false;
-  for (let i = start; i < text.length; i++) {
-    const c = text[i]!;
-    if (c === '\\' && quoted) i++;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (c === '\\' && line[i + 1] === '"') i++;
     else if (c === '"') quoted = !quoted;
-    else if (!quoted && stops.includes(c)) return i;
+    else if (!quoted && (c === ' ' || c === '\t')) return line.slice(0, i);
   }
-  return text.length;
+  return quoted ? undefined : line;
 }
 
-/** The start of a line up to its first unquoted blank: a key type, or the options before one. */
-function firstField(line: string): string {
-  return line.slice(0, unquotedIndex(line, 0, ' \t'));
+/** sshd's flag options (auth-options.c), and whether each also takes a `no-` in front. */
+const FLAG_OPTIONS = new Map([
+  ['restrict', false],
+  ['cert-authority', false],
+  ['port-forwarding', true],
+  ['agent-forwarding', true],
+  ['x11-forwarding', true],
+  ['touch-required', true],
+  ['verify-required', true],
+  ['pty', true],
+  ['user-rc', true],
+]);
+
+/** sshd's options with a quoted value; those it takes once only say so. */
+const VALUE_OPTIONS = new Map([
+  ['command', 'once'],
+  ['principals', 'once'],
+  ['from', 'once'],
+  ['expiry-time', 'many'],
+  ['environment', 'many'],
+  ['permitopen', 'many'],
+  ['permitlisten', 'many'],
+  ['tunnel', 'many'],
+]);
+
+interface KeyOption {
+  /** Lower case, `no-` kept: `no-pty`. */
+  name: string;
+  /** Unquoted, \" made a quote. */
+  value?: string;
+  /** As written. */
+  text: string;
 }
 
-/** The options of an options field: `command="x,y",no-pty` gives command (x,y) and no-pty. */
-function parseOptions(field: string): { name: string; value?: string }[] {
-  const options: { name: string; value?: string }[] = [];
-  for (let start = 0; start <= field.length; ) {
-    const end = unquotedIndex(field, start, ',');
-    const option = field.slice(start, end);
-    const eq = option.indexOf('=');
-    const name = (eq < 0 ? option : option.slice(0, eq)).toLowerCase();
-    const raw = eq < 0 ? undefined : option.slice(eq + 1);
-    // sshd takes option values quoted, with \" for a quote inside.
-    const value = raw !== undefined && /^".*"$/s.test(raw) ? raw.slice(1, -1).replace(/\\"/g, '"') : undefined;
-    options.push({ name, value });
-    start = end + 1;
+/**
+ * The options of an options field, read as sshd's sshauthopt_parse reads
+ * them; a string says why sshd would refuse the line.
+ */
+function parseOptions(field: string): KeyOption[] | string {
+  const options: KeyOption[] = [];
+  let at = 0;
+  for (;;) {
+    const start = at;
+    while (at < field.length && !'=,'.includes(field[at]!)) at++;
+    const name = field.slice(start, at).toLowerCase();
+    let value: string | undefined;
+    if (field[at] === '=') {
+      if (!VALUE_OPTIONS.has(name)) return `unknown option ${optionName(name)}`;
+      // sshd's opt_dequote: in double quotes, \" for a quote inside.
+      if (field[++at] !== '"') return `the value of ${name} is not in double quotes`;
+      value = '';
+      for (at++; at < field.length && field[at] !== '"'; at++) {
+        if (field[at] === '\\' && field[at + 1] === '"') at++;
+        value += field[at];
+      }
+      if (at === field.length) return `the value of ${name} has no closing quote`;
+      at++;
+    } else {
+      const bare = name.startsWith('no-') ? name.slice(3) : name;
+      const negatable = FLAG_OPTIONS.get(bare);
+      if (negatable === undefined || (bare !== name && !negatable)) return `unknown option ${optionName(name)}`;
+    }
+    if (value !== undefined && VALUE_OPTIONS.get(name) === 'once' && options.some((o) => o.name === name)) return `more than one ${name}=`;
+    options.push({ name, value, text: field.slice(start, at) });
+    if (at === field.length) return options;
+    if (field[at] !== ',') return `${name}="..." is not followed by a comma`;
+    if (at === field.length - 1) return 'they end in a comma';
+    at++;
   }
-  return options;
 }
 
-/** Option names for the log: only those of a line that holds a key get there; still, no odd characters. */
-function optionNames(options: { name: string }[]): string {
-  return options.map(({ name }) => (/^[a-z0-9@._-]{1,40}$/.test(name) ? name : '?')).join(', ');
+/** An option name fit for the log: the line's own text, so no odd characters. */
+function optionName(name: string): string {
+  return /^[a-z0-9@._-]{1,40}$/.test(name) ? name : '?';
+}
+
+/**
+ * sshd's expiry-time: YYYYMMDD[HHMM[SS]], local time, or UTC with a `Z`
+ * or `UTC` after it; undefined if it is none of those.
+ */
+export function parseExpiryTime(text: string): number | undefined {
+  const m = /^(\d{4})(\d\d)(\d\d)(?:(\d\d)(\d\d)(\d\d)?)?(z|utc)?$/i.exec(text);
+  if (m === null) return undefined;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map((f) => Number(f ?? 0)) as [number, number, number, number, number, number];
+  // strptime's ranges; mktime then carries over (31 February is 3 March) as Date does.
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 61) return undefined;
+  const date = new Date(0);
+  if (m[7] === undefined) {
+    date.setFullYear(year, month - 1, day);
+    date.setHours(hour, minute, second, 0);
+  } else {
+    date.setUTCFullYear(year, month - 1, day);
+    date.setUTCHours(hour, minute, second, 0);
+  }
+  const at = date.getTime();
+  return at > 0 ? at : undefined;
+}
+
+/**
+ * What a line's options mean for a key login: from= and expiry-time= to
+ * enforce here, the rest for the session; a string says why the line is
+ * skipped.
+ */
+function readOptions(field: string): Pick<AuthorizedKey, 'from' | 'expiresAt' | 'sessionOptions'> | string {
+  const options = parseOptions(field);
+  if (typeof options === 'string') return `sshd would refuse its options: ${options}`;
+  const read: Pick<AuthorizedKey, 'from' | 'expiresAt' | 'sessionOptions'> = {};
+  const session: KeyOption[] = [];
+  for (const option of options) {
+    if (option.name === 'cert-authority' || option.name === 'principals') return 'certificate authorities (cert-authority) are not supported';
+    if (option.name === 'from') {
+      read.from = option.value;
+    } else if (option.name === 'expiry-time') {
+      const at = parseExpiryTime(option.value!);
+      if (at === undefined) return 'sshd would refuse its options: expiry-time is not YYYYMMDD[HHMM[SS]][Z]';
+      // sshd keeps the earliest.
+      read.expiresAt = Math.min(at, read.expiresAt ?? at);
+    } else {
+      session.push(option);
+    }
+  }
+  if (session.length > 0) read.sessionOptions = { text: session.map((o) => o.text).join(','), names: session.map((o) => o.name) };
+  return read;
 }
 
 /** A first field that names a key type, whether or not the proxy takes it. */
@@ -158,29 +274,28 @@ export function parseAuthorizedKeys(text: string, source: string): AuthorizedKey
     const skip = (why: string) => problems.push(`${source} line ${index + 1}: skipped, ${why}`);
     // As sshd reads a line: a key, else options and then a key.
     let type = firstField(rest);
-    let options: { name: string; value?: string }[] | undefined;
-    if (!isKeyType(type)) {
-      options = parseOptions(type);
+    let options: ReturnType<typeof readOptions> = {};
+    if (type !== undefined && !isKeyType(type)) {
+      options = readOptions(type);
       rest = rest.slice(type.length).trimStart();
       type = firstField(rest);
     }
-    if (!isKeyType(type)) {
+    if (type === undefined || !isKeyType(type)) {
       skip('not a public key line');
-      continue;
-    }
-    // from= alone the daemon enforces itself: it knows the client's address.
-    const from = options?.length === 1 && options[0]!.name === 'from' ? options[0]!.value : undefined;
-    if (options !== undefined && from === undefined) {
-      skip(`it has options the proxy cannot enforce (${optionNames(options)}); use a line without options, or with from="..." alone`);
     } else if (!KEY_TYPES.has(type)) {
       skip(type === 'ssh-dss' ? 'DSA keys are not accepted' : `${type.split('@')[0]} keys are not supported`);
+    } else if (typeof options === 'string') {
+      skip(options);
+    } else if (/[\0-\x1f\x7f\ufffd]/.test(options.sessionOptions?.text ?? '')) {
+      // They are written again for sshd, which reads C strings: a NUL would cut them short.
+      skip('its options hold control characters or bytes that are not UTF-8');
     } else {
-      const encoded = firstField(rest.slice(type.length).trimStart());
+      const encoded = firstField(rest.slice(type.length).trimStart()) ?? '';
       const blob = /^[A-Za-z0-9+/]+={0,2}$/.test(encoded) ? Buffer.from(encoded, 'base64') : Buffer.alloc(0);
       const key = blob.length > 0 && blobType(blob) === type ? parseKey(`${type} ${encoded}`) : undefined;
       if (key === undefined || key instanceof Error || !key.getPublicSSH().equals(blob)) skip(`the ${type} key does not parse`);
       else if (type === 'ssh-rsa' && rsaBits(blob) < MIN_RSA_BITS) skip(`RSA keys need at least ${MIN_RSA_BITS} bits`);
-      else keys.push({ key, blob, line: index + 1, ...(from === undefined ? {} : { from }) });
+      else keys.push({ key, blob, line: index + 1, ...options });
     }
   }
   return { keys, problems };

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Authorizer, LoginTarget } from './authorizer.js';
-import type { AuthorizedKey, AuthorizedKeys, AuthorizedKeysSource } from './authorizedkeys.js';
+import type { AuthorizedKey, AuthorizedKeys, AuthorizedKeysSource, SessionOptions } from './authorizedkeys.js';
 import { fromAllows } from './frompatterns.js';
 import { fingerprint } from './hostkeys.js';
 import { Leg } from './leg.js';
@@ -130,6 +130,8 @@ export class Connection {
    * within a connection, and every new name would cost lookups).
    */
   private keyList?: { login: string; listed: Promise<{ target: LoginTarget; keys: AuthorizedKeys } | undefined> };
+  /** The options of the authorized_keys line the client logged in with, for the upstream to apply. */
+  private sessionOptions?: SessionOptions;
   private readonly started = Date.now();
   /** Until both legs are authenticated; released then, with the closure it holds. */
   private graceTimer?: NodeJS.Timeout;
@@ -345,7 +347,11 @@ export class Connection {
     const keyName = `${key.key.type} ${fingerprint(key.key)}`;
     const verified = key.key.verify(request.blob, request.signature, request.hashAlgo) === true;
     this.settings.metrics.authAttempts.inc({ method: 'publickey', result: verified ? 'success' : 'failure' });
-    if (verified) return this.accept(login, target, `owner=${target.hubUser} method=publickey key=${keyName}`, this.settings.serviceToken!);
+    if (verified) {
+      this.sessionOptions = key.sessionOptions;
+      const options = key.sessionOptions ? ` options=${key.sessionOptions.names.join(',')}` : '';
+      return this.accept(login, target, `owner=${target.hubUser} method=publickey key=${keyName}${options}`, this.settings.serviceToken!);
+    }
     this.log('warn', `login refused: user=${login} method=publickey reason=signature does not verify for ${keyName}`);
     this.refusedAttempts++;
     this.refuseAttempt();
@@ -366,12 +372,14 @@ export class Connection {
     if (this.keyList.login !== login) return undefined;
     const listed = await this.keyList.listed;
     if (listed === undefined) return undefined;
-    // As sshd reads the file: the first line with this key whose from= (if any) lets the client in.
+    // As sshd reads the file: the first line with this key whose from= and expiry-time= (if any) let the client in.
     const address = this.socket.remoteAddress ?? '';
+    const now = Date.now();
     const lines = listed.keys.keys.filter((entry) => entry.blob.equals(blob));
-    const key = lines.find((entry) => entry.from === undefined || fromAllows(entry.from, address));
+    const key = lines.find((entry) => (entry.from === undefined || fromAllows(entry.from, address)) && (entry.expiresAt === undefined || now <= entry.expiresAt));
     if (key === undefined && lines.length > 0) {
-      this.log('info', `key ${lines[0]!.key.type} ${fingerprint(lines[0]!.key)} of ${listed.target.hubUser} (line ${lines.map((e) => e.line).join(', ')}) is not allowed from ${address} (from=)`);
+      const why = lines.map((e) => `line ${e.line} ${e.expiresAt !== undefined && now > e.expiresAt ? `expired at ${new Date(e.expiresAt).toISOString()} (expiry-time=)` : `is not allowed from ${address} (from=)`}`);
+      this.log('info', `key ${lines[0]!.key.type} ${fingerprint(lines[0]!.key)} of ${listed.target.hubUser} refused: ${why.join('; ')}`);
     }
     return key && { target: listed.target, key };
   }
@@ -443,7 +451,7 @@ export class Connection {
   private async connectUpstream(target: LoginTarget): Promise<void> {
     let conn: UpstreamConnection;
     try {
-      conn = await this.settings.upstream.connect(target, (level, message) => this.log(level, message));
+      conn = await this.settings.upstream.connect(target, (level, message) => this.log(level, message), this.sessionOptions);
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
       this.refusal = 'upstream_unavailable';

@@ -5,13 +5,18 @@
  *
  * The proxy writes sshd's configuration itself: an internal host key it pins,
  * an authorized-keys file that holds only the proxy's own client key, no
- * password login, forwarding on, and an sftp subsystem.
+ * password login, forwarding on, and an sftp subsystem. A key login whose
+ * authorized_keys line has session options (`restrict`, `command=`, ...)
+ * gets an authorized-keys file of its own, with those options on the
+ * proxy's key: sshd then applies them exactly as it would to that line.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { LoginTarget } from './authorizer.js';
-import { authorizedKeysPath, readAuthorizedKeys, type AuthorizedKeys, type AuthorizedKeysSource, type KeyOwner } from './authorizedkeys.js';
+import { authorizedKeysPath, readAuthorizedKeys, type AuthorizedKeys, type AuthorizedKeysSource, type KeyOwner, type SessionOptions } from './authorizedkeys.js';
 import { writeKeyPair } from './hostkeys.js';
 import { claimRuntimeDir, type RuntimeDir } from './runtimedir.js';
 import { connectWithSharedReads } from './sharedreads.js';
@@ -25,6 +30,9 @@ const UNIX_NAME = /^[a-z_][a-z0-9_.-]{0,31}$/i;
 
 /** How long sshd gets to exit by itself once its connection ends, before SIGTERM (and as long again before SIGKILL). */
 const SSHD_EXIT_GRACE_MS = 3000;
+
+/** Under the runtime folder: the authorized-keys files of connections whose key line has session options. */
+const SESSION_KEYS_DIR = 'session-keys';
 
 /** sshd's stderr lines kept per connection, for failure reports. */
 const STDERR_LINES_KEPT = 20;
@@ -95,6 +103,8 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
   private readonly dir: string;
   private readonly configPath: string;
   private readonly clientKey: ParsedKey;
+  /** The client key's public line (type and base64), for per-connection authorized-keys files. */
+  private readonly clientPublicKey: string;
   private readonly hostKey: Buffer;
   /** Unix user name -> the account and when getent last found it (insertion order = age). */
   private readonly knownAccounts = new Map<string, { account: KeyOwner; at: number }>();
@@ -107,7 +117,7 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
     this.dir = dir;
     this.neighbours = { removed, unowned };
     try {
-      ({ clientKey: this.clientKey, hostKey: this.hostKey, configPath: this.configPath } = this.prepare());
+      ({ clientKey: this.clientKey, clientPublicKey: this.clientPublicKey, hostKey: this.hostKey, configPath: this.configPath } = this.prepare());
     } catch (err) {
       this.dispose();
       throw err;
@@ -115,11 +125,15 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
   }
 
   /** Writes the internal host key, authorized_keys and sshd_config. */
-  private prepare(): { clientKey: ParsedKey; hostKey: Buffer; configPath: string } {
+  private prepare(): { clientKey: ParsedKey; clientPublicKey: string; hostKey: Buffer; configPath: string } {
     // sshd reads authorized_keys as the target user: the directory must be
     // traversable and the file readable. The private part stays 0700.
     fs.chmodSync(this.dir, 0o755);
     fs.mkdirSync(path.join(this.dir, 'private'), { mode: 0o700 });
+    // Per-connection files: found by name, not listed (the mode is set
+    // apart, for mkdir's is cut by the umask).
+    fs.mkdirSync(path.join(this.dir, SESSION_KEYS_DIR));
+    fs.chmodSync(path.join(this.dir, SESSION_KEYS_DIR), 0o711);
 
     const hostKeyFile = path.join(this.dir, 'private', 'ssh_host_ed25519_key');
     writeKeyPair(hostKeyFile, generateKeyPair('ed25519'), 'jupyter-ssh-proxy-internal');
@@ -135,7 +149,7 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
     fs.writeFileSync(configPath, sshdConfig(this.dir), { mode: 0o600 });
     // sshd refuses to run without its privilege separation directory.
     fs.mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
-    return { clientKey, hostKey: hostKey.getPublicSSH(), configPath };
+    return { clientKey, clientPublicKey: client.public.trim(), hostKey: hostKey.getPublicSSH(), configPath };
   }
 
   private args(): string[] {
@@ -191,11 +205,15 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
     return account;
   }
 
-  async connect(target: LoginTarget, log: (level: string, message: string) => void): Promise<UpstreamConnection> {
+  async connect(target: LoginTarget, log: (level: string, message: string) => void, sessionOptions?: SessionOptions): Promise<UpstreamConnection> {
     const username = this.unixUser(target.hubUser);
     if (!UNIX_NAME.test(username)) {
       throw new UpstreamError(`'${username}' cannot be a unix user name; ask your JupyterHub administrator`);
     }
+    const sessionKeys = sessionOptions && (await this.writeSessionKeys(username, sessionOptions, target, log));
+    const removeSessionKeys = () => {
+      if (sessionKeys !== undefined) fsp.rm(sessionKeys, { force: true }).catch((err: Error) => log('warn', `cannot remove ${sessionKeys}: ${err.message}`));
+    };
     // sshd -i on a loopback TCP socket rather than a pipe: its peer is then
     // 127.0.0.1, not "UNKNOWN", which PAM's audit records look up in DNS
     // (seconds per login where DNS is slow or unreachable).
@@ -210,7 +228,12 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
         if (stderrLines.length > STDERR_LINES_KEPT) stderrLines.shift();
       }
     };
-    const { local, child } = await this.startSshd(onStderr, log);
+    // First: of two -o for one keyword, sshd takes the first.
+    const keysOption = sessionKeys === undefined ? [] : ['-o', `AuthorizedKeysFile=${sessionKeys}`];
+    const { local, child } = await this.startSshd(keysOption, onStderr, log).catch((err: unknown) => {
+      removeSessionKeys();
+      throw err;
+    });
 
     return {
       input: local,
@@ -222,9 +245,14 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
         if ((await unixAccount(username)) === null) return noAccount(username, target);
         const status = child.ended !== undefined ? `; sshd ${await child.exited}` : '';
         log('warn', `internal sshd refused ${username}${status}: ${stderrLines.slice(-3).join(' | ') || 'no output'}`);
+        // sshd refuses a line whose option values it cannot use (permitopen="nowhere"), and says why only at debug level.
+        if (sessionOptions !== undefined) {
+          return `The SSH server for your environment refused the options of this key's line in authorized_keys (${sessionOptions.names.join(', ')}); check their values`;
+        }
         return 'The SSH server for your environment refused the login; ask your JupyterHub administrator';
       },
       close: () => {
+        removeSessionKeys();
         // Closing stdin is sshd's cue to clean up (PAM session, utmp) and
         // exit; signals follow only if it does not.
         local.end();
@@ -247,7 +275,11 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
    * result of a promise awaited in this frame, and the caller's frame lives
    * as long as the session (its closures do), this one does not.
    */
-  private async startSshd(onStderr: (text: string) => void, log: (level: string, message: string) => void): Promise<{ local: net.Socket; child: StartedProcess }> {
+  private async startSshd(
+    extraArgs: string[],
+    onStderr: (text: string) => void,
+    log: (level: string, message: string) => void,
+  ): Promise<{ local: net.Socket; child: StartedProcess }> {
     const { local, remote } = await loopbackPair().catch((err: Error) => {
       log('error', `cannot make a socket pair for sshd: ${err.message}`);
       throw new UpstreamError(CANNOT_START);
@@ -256,7 +288,7 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
     // A session of its own (detached): a Ctrl-C meant for a daemon run in a
     // terminal must not reach every user's sshd; the daemon ends them itself.
     try {
-      const child = await startProcess(this.options.sshdPath, ['-i', '-e', ...this.args()], remote, onStderr);
+      const child = await startProcess(this.options.sshdPath, ['-i', '-e', ...extraArgs, ...this.args()], remote, onStderr);
       return { local, child };
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
@@ -267,6 +299,36 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
       );
     } finally {
       remote.destroy(); // the child has its own copy
+    }
+  }
+
+  /**
+   * An authorized-keys file for one connection: the proxy's key with the
+   * session options of the line the client logged in with. It belongs to
+   * the account, mode 0400, as sshd reads it as the account and no one else
+   * should (a forced command may say more than its owner wants known); the
+   * account could change it, but only to loosen its own key's options, which
+   * its token allows anyway. The folder is not listed; sshd's command line
+   * shows the name.
+   */
+  private async writeSessionKeys(username: string, options: SessionOptions, target: LoginTarget, log: (level: string, message: string) => void): Promise<string> {
+    const account = await this.account(username);
+    if (account === null) throw new UpstreamError(noAccount(username, target));
+    const file = path.join(this.dir, SESSION_KEYS_DIR, crypto.randomBytes(16).toString('hex'));
+    try {
+      if (account === undefined) throw new Error('getent did not run');
+      const handle = await fsp.open(file, 'wx', 0o400);
+      try {
+        await handle.writeFile(`${options.text} ${this.clientPublicKey} jupyter-ssh-proxy\n`);
+        await handle.chown(account.uid, -1);
+      } finally {
+        await handle.close();
+      }
+      return file;
+    } catch (err) {
+      log('error', `cannot write the key options for ${username}: ${(err as Error).message}`);
+      await fsp.rm(file, { force: true }).catch(() => {});
+      throw new UpstreamError(CANNOT_START);
     }
   }
 

@@ -4,6 +4,7 @@
  * credentials to log in on it (sshpiper's split between pipe and routing).
  */
 import type { Readable, Writable } from 'node:stream';
+import type { SessionOptions } from './authorizedkeys.js';
 import type { LoginTarget } from './authorizer.js';
 import type { ParsedKey } from './ssh2internals.js';
 
@@ -33,8 +34,13 @@ export interface Upstream {
    * server): a one-line reason the login cannot work, or undefined.
    */
   precheck(target: LoginTarget): Promise<string | undefined>;
-  /** Opens a connection for `target`; rejects with an `UpstreamError` the user may read. */
-  connect(target: LoginTarget, log: (level: string, message: string) => void): Promise<UpstreamConnection>;
+  /**
+   * Opens a connection for `target`; rejects with an `UpstreamError` the user
+   * may read. `sessionOptions` come with a key login whose authorized_keys
+   * line has them (`restrict`, `command=`, ...): the upstream must apply them
+   * to the session as sshd does, or refuse.
+   */
+  connect(target: LoginTarget, log: (level: string, message: string) => void, sessionOptions?: SessionOptions): Promise<UpstreamConnection>;
 }
 
 /** A failure whose message is one line fit for the user. */

@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { authorizedKeysPath, authorizedKeysPatternProblem, parseAuthorizedKeys, readAuthorizedKeys, type KeyOwner } from '../lib/authorizedkeys.js';
+import { authorizedKeysPath, authorizedKeysPatternProblem, parseAuthorizedKeys, parseExpiryTime, readAuthorizedKeys, type KeyOwner } from '../lib/authorizedkeys.js';
 
 const OWNER_UID = 4242;
 const OTHER_UID = 4343;
@@ -55,28 +55,81 @@ describe('authorized keys (lib/authorizedkeys.ts)', function () {
       expect(keys[1]!.key.type).to.equal('ecdsa-sha2-nistp256');
     });
 
-    it('skips lines with options, quoted values with blanks and commas included, and names only the options', () => {
-      const text = [
+    it("reads sshd's options: from= and expiry-time= for the daemon, the others as written for the session", () => {
+      const lines = [
         `restrict ${ed25519}`,
-        `command="echo a, b c",from="10.0.0.0/8" ${ed25519}`,
+        `command="echo a, b c",FROM="10.0.0.0/8" ${ed25519}`,
         `no-pty,environment="A=B" ${ed25519}`,
         `command="echo \\"a, b\\" c",no-X11-forwarding ${ed25519}`,
-      ].join('\n');
-      const { keys, problems } = parseAuthorizedKeys(text, 'F');
-      expect(keys).to.deep.equal([]);
-      expect(problems).to.deep.equal([
-        'F line 1: skipped, it has options the proxy cannot enforce (restrict); use a line without options, or with from="..." alone',
-        'F line 2: skipped, it has options the proxy cannot enforce (command, from); use a line without options, or with from="..." alone',
-        'F line 3: skipped, it has options the proxy cannot enforce (no-pty, environment); use a line without options, or with from="..." alone',
-        'F line 4: skipped, it has options the proxy cannot enforce (command, no-x11-forwarding); use a line without options, or with from="..." alone',
+        `from="10.0.0.0/8,!10.0.0.7" ${ed25519}`,
+        `expiry-time="20300101",expiry-time="202901011200Z",permitopen="localhost:8888",permitlisten="8080" ${ed25519}`,
+      ];
+      const { keys, problems } = parseAuthorizedKeys(lines.join('\n'), 'F');
+      expect(problems).to.deep.equal([]);
+      expect(keys.map(({ line, from, expiresAt, sessionOptions }) => ({ line, from, expiresAt, sessionOptions }))).to.deep.equal([
+        { line: 1, from: undefined, expiresAt: undefined, sessionOptions: { text: 'restrict', names: ['restrict'] } },
+        { line: 2, from: '10.0.0.0/8', expiresAt: undefined, sessionOptions: { text: 'command="echo a, b c"', names: ['command'] } },
+        { line: 3, from: undefined, expiresAt: undefined, sessionOptions: { text: 'no-pty,environment="A=B"', names: ['no-pty', 'environment'] } },
+        { line: 4, from: undefined, expiresAt: undefined, sessionOptions: { text: 'command="echo \\"a, b\\" c",no-X11-forwarding', names: ['command', 'no-x11-forwarding'] } },
+        { line: 5, from: '10.0.0.0/8,!10.0.0.7', expiresAt: undefined, sessionOptions: undefined },
+        {
+          line: 6,
+          from: undefined,
+          // sshd keeps the earliest.
+          expiresAt: Date.UTC(2029, 0, 1, 12, 0),
+          sessionOptions: { text: 'permitopen="localhost:8888",permitlisten="8080"', names: ['permitopen', 'permitlisten'] },
+        },
       ]);
-      expect(problems.join()).to.not.include('echo');
     });
 
-    it('takes a line whose only option is from=, with its pattern list, and still skips from= beside another option', () => {
-      const { keys, problems } = parseAuthorizedKeys(`from="10.0.0.0/8,!10.0.0.7" ${ed25519}\nfrom="10.0.0.0/8",no-pty ${ed25519}\n`, 'F');
-      expect(keys.map((k) => [k.line, k.from])).to.deep.equal([[1, '10.0.0.0/8,!10.0.0.7']]);
-      expect(problems).to.deep.equal(['F line 2: skipped, it has options the proxy cannot enforce (from, no-pty); use a line without options, or with from="..." alone']);
+    it('skips a line sshd would refuse for its options, or with cert-authority, and names no value', () => {
+      const lines = [
+        `nopty ${ed25519}`,
+        `command=echo-secret ${ed25519}`,
+        `command="a-secret",command="b" ${ed25519}`,
+        `no-restrict ${ed25519}`,
+        `pty, ${ed25519}`,
+        `command="a-secret"b ${ed25519}`,
+        `expiry-time="2030" ${ed25519}`,
+        `expiry-time="20301301" ${ed25519}`,
+        `cert-authority ${ed25519}`,
+        `restrict,principals="alice" ${ed25519}`,
+        `command="a\x01-secret" ${ed25519}`,
+        `command="a\0-secret" ${ed25519}`,
+        `command="no end quote ${ed25519}`,
+        `pty="secret" ${ed25519}`,
+      ];
+      const { keys, problems } = parseAuthorizedKeys(lines.join('\n'), 'F');
+      expect(keys).to.deep.equal([]);
+      expect(problems).to.deep.equal([
+        'F line 1: skipped, sshd would refuse its options: unknown option nopty',
+        'F line 2: skipped, sshd would refuse its options: the value of command is not in double quotes',
+        'F line 3: skipped, sshd would refuse its options: more than one command=',
+        'F line 4: skipped, sshd would refuse its options: unknown option no-restrict',
+        'F line 5: skipped, sshd would refuse its options: they end in a comma',
+        'F line 6: skipped, sshd would refuse its options: command="..." is not followed by a comma',
+        'F line 7: skipped, sshd would refuse its options: expiry-time is not YYYYMMDD[HHMM[SS]][Z]',
+        'F line 8: skipped, sshd would refuse its options: expiry-time is not YYYYMMDD[HHMM[SS]][Z]',
+        'F line 9: skipped, certificate authorities (cert-authority) are not supported',
+        'F line 10: skipped, certificate authorities (cert-authority) are not supported',
+        'F line 11: skipped, its options hold control characters or bytes that are not UTF-8',
+        'F line 12: skipped, its options hold control characters or bytes that are not UTF-8',
+        'F line 13: skipped, not a public key line',
+        'F line 14: skipped, sshd would refuse its options: unknown option pty',
+      ]);
+      expect(problems.join()).to.not.include('secret');
+    });
+
+    it("reads expiry-time as sshd does: local time, or UTC with Z or UTC after it; 31 February carries over", () => {
+      expect(parseExpiryTime('20300102')).to.equal(new Date(2030, 0, 2).getTime());
+      expect(parseExpiryTime('203001021314')).to.equal(new Date(2030, 0, 2, 13, 14).getTime());
+      expect(parseExpiryTime('20300102131415')).to.equal(new Date(2030, 0, 2, 13, 14, 15).getTime());
+      expect(parseExpiryTime('20300102z')).to.equal(Date.UTC(2030, 0, 2));
+      expect(parseExpiryTime('20300102131415UTC')).to.equal(Date.UTC(2030, 0, 2, 13, 14, 15));
+      expect(parseExpiryTime('20300231')).to.equal(new Date(2030, 2, 3).getTime());
+      for (const bad of ['2030010', '2030010213', '20300102 ', '20300002', '20300100', '20300102246000', '2030-01-02', '19691231Z', '']) {
+        expect(parseExpiryTime(bad), bad).to.equal(undefined);
+      }
     });
 
     it('skips DSA, security keys, certificates, RSA under 1024 bits, bad base64 and a type that does not match the key', () => {

@@ -4,6 +4,7 @@
 import { expect } from 'chai';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
@@ -133,19 +134,139 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     expect(logsSince(before)).to.include('method=keyboard-interactive');
   });
 
-  it('skips a line with options it cannot enforce (restrict, command=), and says so in the log without their values', async () => {
-    const keyFile = await newKey(`options-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
-    for (const options of ['restrict', 'command="echo secret-command-value",no-pty']) {
-      listAuthorizedKeys(env.user, [`${options} ${publicLine(keyFile)}`]);
-      const before = env.proxy.logs().length;
-      const result = await keySsh(keyFile, ['true']);
-      expect(result.code, `${options}: ${result.stderr}`).to.equal(255);
-      const logged = logsSince(before);
-      expect(logged).to.include(`line 1: skipped, it has options the proxy cannot enforce (${options.startsWith('restrict') ? 'restrict' : 'command, no-pty'})`);
-      expect(logged).to.not.include('secret-command-value');
-    }
+  it('applies restrict and command= through sshd: the forced command runs with SSH_ORIGINAL_COMMAND, no pty, no sftp; the log names the options only', async () => {
+    const keyFile = await newKey(`forced-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    listAuthorizedKeys(env.user, [`restrict,command="echo forced-by-key:$SSH_ORIGINAL_COMMAND" ${publicLine(keyFile)}`]);
+    const before = env.proxy.logs().length;
+    const forced = await keySsh(keyFile, ['whoami']);
+    expect(forced.code, forced.stderr).to.equal(0);
+    expect(forced.stdout.toString()).to.equal('forced-by-key:whoami\n');
+    const accepted = logsSince(before).split('\n').find((line) => line.includes('login accepted'));
+    expect(accepted).to.include(`key=ssh-ed25519 ${await fingerprintOf(keyFile)} options=restrict,command`);
+    expect(env.proxy.logs()).to.not.include('forced-by-key');
+
+    // sshd refuses the terminal; ssh, told -tt, then gives up (as against sshd directly).
+    const tty = await keySsh(keyFile, ['whoami'], env.user.name, ['-tt']);
+    expect(tty.code).to.equal(255);
+    expect(tty.stderr).to.include('PTY allocation request failed on channel 0');
+
+    const copyOptions = keyLoginOptions(env.proxy.port, keyFile);
+    copyOptions[copyOptions.indexOf('-p')] = '-P';
+    const batch = path.join(keys, `ls-${crypto.randomBytes(3).toString('hex')}`);
+    fs.writeFileSync(batch, 'ls\n');
+    const sftp = await run('sftp', [...copyOptions, '-b', batch, `${env.user.name}@127.0.0.1`]);
+    expect(sftp.code, 'sftp under a forced command').to.not.equal(0);
+
+    // The same key on a line without options: free again.
     listAuthorizedKeys(env.user, [publicLine(keyFile)]);
-    expect((await keySsh(keyFile, ['true'])).code, 'the same key without options').to.equal(0);
+    const free = await keySsh(keyFile, ['whoami']);
+    expect(free.stdout.toString()).to.equal(`${env.user.name}\n`);
+  });
+
+  it('keeps a backup key to what restrict,command="rrsync -ro ~/backup" allows: rsync reads ~/backup, and may not write', async () => {
+    const keyFile = await newKey(`rrsync-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    listAuthorizedKeys(env.user, [`restrict,command="rrsync -ro ~/backup" ${publicLine(keyFile)}`]);
+    const backup = path.join(env.user.home, 'backup');
+    const { uid, gid } = fs.statSync(env.user.home);
+    fs.mkdirSync(backup, { recursive: true });
+    const data = crypto.randomBytes(256 * 1024);
+    fs.writeFileSync(path.join(backup, 'data.bin'), data);
+    for (const file of [backup, path.join(backup, 'data.bin')]) fs.chownSync(file, uid, gid);
+    const local = fs.mkdtempSync(path.join(keys, 'rsync-'));
+    const rsync = (args: string[]) => run('rsync', ['-e', ['ssh', ...keyLoginOptions(env.proxy.port, keyFile)].join(' '), ...args]);
+
+    const pulled = await rsync([`${env.user.name}@127.0.0.1:data.bin`, `${local}/`]);
+    expect(pulled.code, pulled.stderr).to.equal(0);
+    expect(fs.readFileSync(path.join(local, 'data.bin')).equals(data)).to.equal(true);
+
+    fs.writeFileSync(path.join(local, 'new.bin'), 'x');
+    const pushed = await rsync([path.join(local, 'new.bin'), `${env.user.name}@127.0.0.1:`]);
+    expect(pushed.code).to.not.equal(0);
+    expect(pushed.stderr).to.include('sending to read-only server is not allowed');
+    expect(fs.existsSync(path.join(backup, 'new.bin'))).to.equal(false);
+  });
+
+  it('applies permitopen= and no-port-forwarding through sshd', async () => {
+    // Two local services; the key may reach the first only.
+    const servers = await Promise.all(
+      ['first', 'second'].map(
+        (name) =>
+          new Promise<net.Server>((resolve) => {
+            const server = net.createServer((socket) => socket.end(`hello from ${name}\n`));
+            server.listen(0, '127.0.0.1', () => resolve(server));
+          }),
+      ),
+    );
+    try {
+      const [first, second] = servers.map((server) => (server.address() as net.AddressInfo).port) as [number, number];
+      const keyFile = await newKey(`permitopen-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+      const forward = (port: number) => keySsh(keyFile, [], env.user.name, ['-W', `127.0.0.1:${port}`]);
+      listAuthorizedKeys(env.user, [`permitopen="127.0.0.1:${first}" ${publicLine(keyFile)}`]);
+      const allowed = await forward(first);
+      expect(allowed.stdout.toString(), allowed.stderr).to.equal('hello from first\n');
+      const refused = await forward(second);
+      expect(refused.code).to.equal(255);
+      expect(refused.stderr).to.include('administratively prohibited');
+
+      listAuthorizedKeys(env.user, [`no-port-forwarding ${publicLine(keyFile)}`]);
+      const none = await forward(first);
+      expect(none.code).to.equal(255);
+      expect(none.stderr).to.include('administratively prohibited');
+    } finally {
+      for (const server of servers) server.close();
+    }
+  });
+
+  it('keeps the options in a file of the connection, 0400 and the account\'s, and removes it when the session ends', async () => {
+    const keyFile = await newKey(`session-file-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    // A mark to find this connection's file among the daemon's (under the default --runtime-dir).
+    const mark = `JSP_MARK=${crypto.randomBytes(6).toString('hex')}`;
+    const options = `no-agent-forwarding,environment="${mark}",no-X11-forwarding`;
+    listAuthorizedKeys(env.user, [`${options} ${publicLine(keyFile)}`]);
+    const session = keySsh(keyFile, ['echo "mark=$JSP_MARK"; sleep 3']);
+    const runtime = '/run/jupyter-ssh-proxy';
+    const file = await waitFor(
+      () => {
+        for (const daemonDir of fs.readdirSync(runtime)) {
+          const dir = path.join(runtime, daemonDir, 'session-keys');
+          if (!fs.existsSync(dir)) continue;
+          const found = fs.readdirSync(dir).map((name) => path.join(dir, name)).find((f) => fs.readFileSync(f, 'utf8').includes(mark));
+          if (found) return found;
+        }
+        return undefined;
+      },
+      { timeoutMs: 20_000, what: "the connection's file" },
+    );
+    const stat = fs.statSync(file);
+    expect(stat.uid).to.equal(fs.statSync(env.user.home).uid);
+    expect(stat.mode & 0o777).to.equal(0o400);
+    expect(fs.readFileSync(file, 'utf8')).to.match(new RegExp(`^${options} ssh-ed25519 \\S+ jupyter-ssh-proxy\n$`));
+    expect(fs.statSync(path.dirname(file)).mode & 0o777).to.equal(0o711);
+    const ended = await session;
+    expect(ended.code, ended.stderr).to.equal(0);
+    // environment= is sshd's to apply, and sshd does so only with PermitUserEnvironment.
+    expect(ended.stdout.toString()).to.equal('mark=\n');
+    await waitFor(() => !fs.existsSync(file) || undefined, { timeoutMs: 10_000, what: 'the file removed' });
+  });
+
+  it('enforces expiry-time= itself, and tells a key holder in one line when sshd refuses the values of its options', async () => {
+    const keyFile = await newKey(`expiry-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    listAuthorizedKeys(env.user, [`expiry-time="20200101Z" ${publicLine(keyFile)}`]);
+    const before = env.proxy.logs().length;
+    const expired = await keySsh(keyFile, ['true']);
+    expect(expired.code).to.equal(255);
+    expect(expired.stderr).to.include('Permission denied (publickey,keyboard-interactive,password)');
+    expect(logsSince(before)).to.match(/key ssh-ed25519 SHA256:\S+ of \S+ refused: line 1 expired at 2020-01-01T00:00:00\.000Z \(expiry-time=\)/);
+    listAuthorizedKeys(env.user, [`expiry-time="20200101Z" ${publicLine(keyFile)}`, `expiry-time="20991231" ${publicLine(keyFile)}`]);
+    expect((await keySsh(keyFile, ['true'])).code, 'a later line that has not expired').to.equal(0);
+
+    // A permitopen without a port: sshd refuses the line, which the daemon cannot tell beforehand.
+    listAuthorizedKeys(env.user, [`permitopen="nowhere" ${publicLine(keyFile)}`]);
+    const refused = await keySsh(keyFile, ['true']);
+    expect(refused.code).to.equal(255);
+    expect(refused.stderr).to.include("refused the options of this key's line in authorized_keys (permitopen); check their values");
+    listAuthorizedKeys(env.user, [publicLine(keyFile)]);
+    expect((await keySsh(keyFile, ['true'])).code, 'the next login').to.equal(0);
   });
 
   it('enforces from= itself: the key logs in from the addresses it names, and only from those', async () => {
@@ -154,7 +275,7 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     listAuthorizedKeys(env.user, [`from="127.0.0.2" ${publicLine(keyFile)}`]);
     const before = env.proxy.logs().length;
     expect((await from('127.0.0.1')).code, 'from another address').to.equal(255);
-    expect(logsSince(before)).to.match(/key ssh-ed25519 SHA256:\S+ of \S+ \(line 1\) is not allowed from 127\.0\.0\.1 \(from=\)/);
+    expect(logsSince(before)).to.match(/key ssh-ed25519 SHA256:\S+ of \S+ refused: line 1 is not allowed from 127\.0\.0\.1 \(from=\)/);
     expect((await from('127.0.0.2')).code, 'from the address it names').to.equal(0);
 
     listAuthorizedKeys(env.user, [`from="127.0.0.0/8,!127.0.0.2" ${publicLine(keyFile)}`]);
