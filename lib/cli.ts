@@ -330,24 +330,11 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
     // Let winston flush before exiting.
     setImmediate(() => process.exit(1));
   };
-  // The pid file is written before listening: "listening on" is the line
-  // that tells scripts and tests the daemon is ready, and by then the file
-  // must be there.
-  if (config.pidFile) {
-    try {
-      fs.writeFileSync(config.pidFile, `${process.pid}\n`);
-    } catch (err) {
-      return fail(`cannot write --pid-file: ${(err as Error).message}`);
-    }
-  }
-  try {
-    await server.listen();
-  } catch (err) {
-    if (config.pidFile) fs.rmSync(config.pidFile, { force: true });
-    const known = err instanceof HostKeyError || (err as NodeJS.ErrnoException).code !== undefined;
-    return fail(known ? (err as Error).message : String((err as Error).stack));
-  }
-
+  // Signals are taken before the daemon listens: "listening on" is the line
+  // that tells scripts and tests it is ready, and a SIGTERM sent on it must
+  // not meet the default action (death, leaving the runtime folder and pid
+  // file behind). One that comes while it starts is acted on once it listens.
+  let started = false;
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -363,9 +350,16 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
       setImmediate(() => process.exit(0));
     });
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  let pendingSignal: string | undefined;
+  const onStopSignal = (signal: string) => {
+    if (started) stop(signal);
+    else pendingSignal ??= signal;
+  };
+  process.on('SIGTERM', () => onStopSignal('SIGTERM'));
+  process.on('SIGINT', () => onStopSignal('SIGINT'));
   process.on('SIGHUP', () => {
+    // While starting, the configuration being loaded is already the current one.
+    if (!started) return;
     let next: ProxyConfig;
     try {
       next = parseArgs(argv, process.env, true);
@@ -375,4 +369,22 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
     }
     server.reload(next).catch((err: Error) => log.error(`SIGHUP: configuration not reloaded: ${err.message}`));
   });
+
+  // Written before listening too, so it is there once "listening on" is.
+  if (config.pidFile) {
+    try {
+      fs.writeFileSync(config.pidFile, `${process.pid}\n`);
+    } catch (err) {
+      return fail(`cannot write --pid-file: ${(err as Error).message}`);
+    }
+  }
+  try {
+    await server.listen();
+  } catch (err) {
+    if (config.pidFile) fs.rmSync(config.pidFile, { force: true });
+    const known = err instanceof HostKeyError || (err as NodeJS.ErrnoException).code !== undefined;
+    return fail(known ? (err as Error).message : String((err as Error).stack));
+  }
+  started = true;
+  if (pendingSignal !== undefined) stop(pendingSignal);
 }

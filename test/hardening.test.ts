@@ -322,6 +322,29 @@ describe('hardening: lifecycle', function () {
     }
   });
 
+  it('SIGTERM while it starts: it stops once it listens, exits 0 and leaves no pid file or runtime folder', async function () {
+    const pidFile = path.join(dir, 'proxy.pid');
+    const runtimeDir = path.join(dir, 'run');
+    let signalled = false;
+    // The line logged just before it listens; the pid file is there by then.
+    const proxy = await startProxy(env.hub.url, ['--pid-file', pidFile, '--runtime-dir', runtimeDir], {
+      onOutput: (text) => {
+        if (signalled || !text.includes('native crypto binding')) return;
+        signalled = true;
+        process.kill(Number(fs.readFileSync(pidFile, 'utf8')), 'SIGTERM');
+      },
+    });
+    try {
+      expect(signalled).to.equal(true);
+      expect(await exitOf(proxy)).to.equal(0);
+      expect(proxy.logs()).to.include('SIGTERM: no new connections; shutting down');
+      expect(fs.existsSync(pidFile)).to.equal(false);
+      expect(fs.readdirSync(runtimeDir)).to.deep.equal([]);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it('SIGTERM: after --drain-timeout, disconnects sessions with "Server shutting down"', async function () {
     const proxy = await startProxy(env.hub.url, ['--drain-timeout', '1']);
     try {

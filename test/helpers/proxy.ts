@@ -108,17 +108,23 @@ export async function startProxy(
   child.stderr!.on('data', collect);
   let exited = false;
   const exit = new Promise<void>((resolve) => child.once('exit', () => { exited = true; resolve(); }));
+  // 'close' comes after the last of the output, which 'exit' may precede.
+  let closed = false;
+  child.once('close', () => (closed = true));
 
   let port: number;
   try {
-    port = await waitFor(
+    const listened = await waitFor(
       () => {
-        if (exited) throw new Error(`proxy exited during startup:\n${logs()}`);
+        // Listened first: a daemon stopped at once (a test's SIGTERM) has still started.
         const m = /listening on [^\s]+:(\d+)/.exec(logs());
-        return m ? Number(m[1]) : undefined;
+        if (m) return Number(m[1]);
+        return closed ? null : undefined;
       },
       { timeoutMs: 90_000, what: 'the proxy to listen' },
     );
+    if (listened === null) throw new Error(`proxy exited during startup:\n${logs()}`);
+    port = listened;
   } catch (err) {
     child.kill('SIGKILL');
     removeKeyDir();
