@@ -231,15 +231,18 @@ export function parseExpiryTime(text: string): number | undefined {
   return at > 0 ? at : undefined;
 }
 
+/** What a key's line adds to the key. */
+type LineOptions = Pick<AuthorizedKey, 'from' | 'expiresAt' | 'sessionOptions'>;
+
 /**
  * What a line's options mean for a key login: from= and expiry-time= to
  * enforce here, the rest for the session; a string says why the line is
  * skipped.
  */
-function readOptions(field: string): Pick<AuthorizedKey, 'from' | 'expiresAt' | 'sessionOptions'> | string {
+function readOptions(field: string): LineOptions | string {
   const options = parseOptions(field);
   if (typeof options === 'string') return `sshd would refuse its options: ${options}`;
-  const read: Pick<AuthorizedKey, 'from' | 'expiresAt' | 'sessionOptions'> = {};
+  const read: LineOptions = {};
   const session: KeyOption[] = [];
   for (const option of options) {
     if (option.name === 'cert-authority' || option.name === 'principals') return 'certificate authorities (cert-authority) are not supported';
@@ -274,7 +277,7 @@ export function parseAuthorizedKeys(text: string, source: string): AuthorizedKey
     const skip = (why: string) => problems.push(`${source} line ${index + 1}: skipped, ${why}`);
     // As sshd reads a line: a key, else options and then a key.
     let type = firstField(rest);
-    let options: ReturnType<typeof readOptions> = {};
+    let options: LineOptions | string = {};
     if (type !== undefined && !isKeyType(type)) {
       options = readOptions(type);
       rest = rest.slice(type.length).trimStart();
