@@ -20,7 +20,8 @@
       "target_name": "packetrelay",
       "sources": [
         "native/packetrelay.c",
-        "native/socketrelay.c"
+        "native/socketrelay.c",
+        "native/aesgcm_avx2.c"
       ],
       "defines": [
         "NAPI_VERSION=8"

@@ -71,9 +71,13 @@ interface PacketRelayAddon {
     outStart: number,
     result: Float64Array,
   ): void;
-  /** The AES-GCM code of ciphers made from now on: the fastest there is (the default), or OpenSSL's; returns aesGcmImplementation(). */
-  useAesGcm(which: 'best' | 'openssl'): string;
-  /** "intel-ipsec-mb VERSION (VAES)" or "OpenSSL": the AES-GCM code new ciphers get. */
+  /**
+   * The AES-GCM code of ciphers made from now on: the fastest the CPU runs
+   * (the default), OpenSSL's, or native/aesgcm_avx2.c (throws if the CPU
+   * lacks VAES or VPCLMULQDQ); returns aesGcmImplementation().
+   */
+  useAesGcm(which: 'best' | 'openssl' | 'vaes-avx2'): string;
+  /** "intel-ipsec-mb VERSION (VAES)", "VAES-AVX2 (native/aesgcm_avx2.c)" or "OpenSSL": the AES-GCM code new ciphers get. */
   aesGcmImplementation(): string;
   /** TCP_QUICKACK on socket `fd`; false if the socket does not take it (lib/quickack.ts). */
   quickAck(fd: number): boolean;

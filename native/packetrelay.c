@@ -27,13 +27,17 @@
  * Errors throw, with the messages ssh2 uses ("Bad packet length", "Invalid
  * MAC"): the leg then fails as it would have in ssh2.
  *
- * AES-GCM runs on intel-ipsec-mb where the build found it and the CPU has
- * VAES and VPCLMULQDQ: its AVX-512 code takes 2.3-2.9x less time than the
- * AES-NI code of Node's OpenSSL 3.0 (9.2-11.6 against 4.0 GiB/s on one core
- * here, 32 KiB packets), and the daemon decrypts and encrypts every byte
- * (bench/README.md, "AES-GCM on VAES"). Elsewhere, and for ChaCha20-Poly1305,
- * OpenSSL. useAesGcm() picks one for ciphers made from then on (tests run
- * both); aesGcmImplementation() names the one in use, for the start-up log.
+ * AES-GCM runs on the fastest code the CPU runs, since the daemon decrypts
+ * and encrypts every byte:
+ * - with AVX-512, VAES and VPCLMULQDQ, intel-ipsec-mb's where the build found
+ *   it: 2.3-2.9x less time than the AES-NI code of Node's OpenSSL 3.0
+ *   (9.2-11.6 against 4.0 GiB/s on one core of an Intel Xeon, 32 KiB
+ *   packets; bench/README.md, "AES-GCM on VAES");
+ * - with VAES and VPCLMULQDQ on AVX2 only (AMD Zen 3, Intel since Alder
+ *   Lake), our own (aesgcm_avx2.c): bench/README.md, "AES-GCM on VAES-AVX2";
+ * - elsewhere, and for ChaCha20-Poly1305, OpenSSL.
+ * useAesGcm() picks one for ciphers made from then on (tests run each the
+ * CPU has); aesGcmImplementation() names the one in use, for the start-up log.
  *
  * quickAck() is the one socket call the legs need that Node does not offer:
  * TCP_QUICKACK while a connection logs in (lib/quickack.ts).
@@ -57,6 +61,7 @@
 #include <intel-ipsec-mb.h>
 #endif
 
+#include "aesgcm_avx2.h"
 #include "packetrelay.h"
 
 #define POLY1305_KEYLEN 32
@@ -85,13 +90,20 @@ struct cipher {
      set on `main` for each packet, so that reading a packet's length before
      the whole packet is in (relay_packets) does not move the stream on. */
   unsigned char ctr[CTR_BLOCK];
-#ifdef HAVE_IPSEC_MB
-  /* AES-GCM on intel-ipsec-mb instead of `main`: the expanded key and hash keys (64-byte aligned), and the next IV. */
-  struct gcm_key_data *gcm_keys;
-  int aes256;
+  /* AES-GCM on other code than `main`'s: the next IV, and the keys of that code (one of the two). */
   unsigned char iv[GCM_IV_LEN];
+  aesgcm_avx2_key *avx2_keys;
+#ifdef HAVE_IPSEC_MB
+  struct gcm_key_data *gcm_keys; /* the expanded key and hash keys, 64-byte aligned */
+  int aes256;
 #endif
 };
+
+/* The AES-GCM code of a cipher, slowest first: useAesGcm()'s "best" is the last the CPU runs. */
+typedef enum { GCM_OPENSSL, GCM_VAES_AVX2, GCM_IPSEC_MB } gcm_code_t;
+/* What the CPU runs (measured at load), and what new ciphers get. */
+static int gcm_runs[GCM_IPSEC_MB + 1];
+static gcm_code_t gcm_in_use;
 
 #ifdef HAVE_IPSEC_MB
 /*
@@ -108,14 +120,11 @@ typedef void gcm_enc_dec_fn(const struct gcm_key_data *key_data, struct gcm_cont
 extern gcm_pre_fn aes_gcm_pre_128_vaes_avx512, aes_gcm_pre_256_vaes_avx512;
 extern gcm_enc_dec_fn aes_gcm_enc_128_vaes_avx512, aes_gcm_dec_128_vaes_avx512, aes_gcm_enc_256_vaes_avx512, aes_gcm_dec_256_vaes_avx512;
 
-/* Whether the CPU (and the kernel, for AVX-512 state) runs that code: what was measured. */
-static int vaes_available;
-/* Whether new AES-GCM ciphers use it (useAesGcm()). */
-static int use_imb;
 #endif
 
 /* Whether `a` has keys: set up and not freed. */
 static int cipher_live(const cipher_t *a) {
+  if (a->avx2_keys != NULL) return 1;
 #ifdef HAVE_IPSEC_MB
   if (a->gcm_keys != NULL) return 1;
 #endif
@@ -137,6 +146,11 @@ static void cipher_clear(cipher_t *a) {
   a->pktlen = NULL;
   a->mac_ctx = NULL;
   a->mac = NULL;
+  if (a->avx2_keys != NULL) {
+    OPENSSL_cleanse(a->avx2_keys, sizeof *a->avx2_keys);
+    free(a->avx2_keys);
+    a->avx2_keys = NULL;
+  }
 #ifdef HAVE_IPSEC_MB
   if (a->gcm_keys != NULL) {
     OPENSSL_cleanse(a->gcm_keys, sizeof *a->gcm_keys);
@@ -155,8 +169,14 @@ static const char *gcm_init(cipher_t *a, const char *name, const unsigned char *
   a->kind = KIND_GCM;
   a->block = 16;
   a->mac_len = TAG_LEN;
+  if (gcm_in_use == GCM_VAES_AVX2) {
+    if ((a->avx2_keys = aligned_alloc(32, sizeof *a->avx2_keys)) == NULL) return "out of memory";
+    aesgcm_avx2_init(a->avx2_keys, key, key_len);
+    memcpy(a->iv, iv, GCM_IV_LEN);
+    return NULL;
+  }
 #ifdef HAVE_IPSEC_MB
-  if (use_imb) {
+  if (gcm_in_use == GCM_IPSEC_MB) {
     if ((a->gcm_keys = aligned_alloc(64, sizeof *a->gcm_keys)) == NULL) return "out of memory";
     a->aes256 = cipher == EVP_aes_256_gcm();
     (a->aes256 ? aes_gcm_pre_256_vaes_avx512 : aes_gcm_pre_128_vaes_avx512)(key, a->gcm_keys);
@@ -306,12 +326,13 @@ static uint32_t ctr_covered(const cipher_t *a, uint32_t body_len) {
   return covered % CTR_BLOCK == 0 ? covered : 0;
 }
 
-#ifdef HAVE_IPSEC_MB
 /* RFC 5647 §7.1: the invocation counter, the IV's last 8 bytes, counts packets (big-endian). */
 static void gcm_next_iv(unsigned char iv[GCM_IV_LEN]) {
   for (int i = GCM_IV_LEN - 1; i >= 4 && ++iv[i] == 0; i--) {
   }
 }
+
+#ifdef HAVE_IPSEC_MB
 
 /* AES-GCM of `in` into `out` (may be `in`), the packet length as additional data; `tag` = the tag (encrypt) or the expected tag (decrypt). */
 static void imb_gcm(cipher_t *a, int encrypt, unsigned char *out, const unsigned char *in, uint32_t len, const unsigned char length[4], unsigned char tag[TAG_LEN]) {
@@ -339,6 +360,11 @@ static const char *encrypt_packet(cipher_t *a, unsigned char *packet, uint32_t b
     return NULL;
   }
   if (a->kind == KIND_GCM) {
+    if (a->avx2_keys != NULL) {
+      aesgcm_avx2_encrypt(a->avx2_keys, a->iv, packet, packet + 4, packet + 4, body_len, packet + 4 + body_len);
+      gcm_next_iv(a->iv);
+      return NULL;
+    }
 #ifdef HAVE_IPSEC_MB
     if (a->gcm_keys != NULL) {
       imb_gcm(a, 1, packet + 4, packet + 4, body_len, packet, packet + 4 + body_len);
@@ -378,6 +404,12 @@ static const char *aead_decrypt(cipher_t *a, unsigned char *out, const unsigned 
   if (a->kind == KIND_GCM) {
     unsigned char lastiv[1];
     unsigned char length[4] = {(unsigned char)(body_len >> 24), (unsigned char)(body_len >> 16), (unsigned char)(body_len >> 8), (unsigned char)body_len};
+    if (a->avx2_keys != NULL) {
+      unsigned char expected[TAG_LEN];
+      aesgcm_avx2_decrypt(a->avx2_keys, a->iv, length, out, body, body_len, expected);
+      gcm_next_iv(a->iv);
+      return CRYPTO_memcmp(expected, tag, TAG_LEN) == 0 ? NULL : "Invalid MAC";
+    }
 #ifdef HAVE_IPSEC_MB
     if (a->gcm_keys != NULL) {
       unsigned char expected[TAG_LEN];
@@ -838,28 +870,39 @@ static napi_value ctr_hmac_takes_js(napi_env env, napi_callback_info info) {
 static napi_value aes_gcm_implementation(napi_env env, napi_callback_info info) {
   (void)info;
   char name[96] = "OpenSSL";
+  if (gcm_in_use == GCM_VAES_AVX2) snprintf(name, sizeof name, "VAES-AVX2 (native/aesgcm_avx2.c)");
 #ifdef HAVE_IPSEC_MB
-  if (use_imb) snprintf(name, sizeof name, "intel-ipsec-mb %s (VAES)", imb_get_version_str());
+  if (gcm_in_use == GCM_IPSEC_MB) snprintf(name, sizeof name, "intel-ipsec-mb %s (VAES)", imb_get_version_str());
 #endif
   napi_value result;
   napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &result);
   return result;
 }
 
-/* useAesGcm("openssl" | "best"): the AES-GCM code for ciphers made from now on; returns aesGcmImplementation(). */
+/* The fastest AES-GCM code this CPU runs. */
+static gcm_code_t gcm_best(void) {
+  gcm_code_t best = GCM_OPENSSL;
+  for (gcm_code_t code = GCM_OPENSSL; code <= GCM_IPSEC_MB; code++)
+    if (gcm_runs[code]) best = code;
+  return best;
+}
+
+/* useAesGcm("best" | "openssl" | "vaes-avx2"): the AES-GCM code for ciphers made from now on; returns aesGcmImplementation(). */
 static napi_value use_aes_gcm(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   char which[16] = "";
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1 || napi_get_value_string_utf8(env, argv[0], which, sizeof which, NULL) != napi_ok
-      || (strcmp(which, "openssl") != 0 && strcmp(which, "best") != 0)) {
-    napi_throw_type_error(env, NULL, "useAesGcm: \"openssl\" or \"best\"");
+      || (strcmp(which, "openssl") != 0 && strcmp(which, "best") != 0 && strcmp(which, "vaes-avx2") != 0)) {
+    napi_throw_type_error(env, NULL, "useAesGcm: \"best\", \"openssl\" or \"vaes-avx2\"");
     return NULL;
   }
-#ifdef HAVE_IPSEC_MB
-  use_imb = vaes_available && strcmp(which, "best") == 0;
-#endif
+  if (strcmp(which, "vaes-avx2") == 0 && !gcm_runs[GCM_VAES_AVX2]) {
+    napi_throw_error(env, NULL, "useAesGcm: this CPU has no VAES or VPCLMULQDQ on AVX2");
+    return NULL;
+  }
+  gcm_in_use = strcmp(which, "openssl") == 0 ? GCM_OPENSSL : strcmp(which, "vaes-avx2") == 0 ? GCM_VAES_AVX2 : gcm_best();
   return aes_gcm_implementation(env, info);
 }
 
@@ -881,14 +924,16 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "useAesGcm", fn);
   napi_create_function(env, "aesGcmImplementation", NAPI_AUTO_LENGTH, aes_gcm_implementation, NULL, &fn);
   napi_set_named_property(env, exports, "aesGcmImplementation", fn);
+  gcm_runs[GCM_OPENSSL] = 1;
+  gcm_runs[GCM_VAES_AVX2] = aesgcm_avx2_supported();
 #ifdef HAVE_IPSEC_MB
   __builtin_cpu_init();
   /* The library's AVX-512 code needs F, DQ, CD, BW and VL; libgcc also checks that the kernel saves the AVX-512 state. */
-  vaes_available = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd")
-                   && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vaes")
-                   && __builtin_cpu_supports("vpclmulqdq");
-  use_imb = vaes_available;
+  gcm_runs[GCM_IPSEC_MB] = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd")
+                           && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vaes")
+                           && __builtin_cpu_supports("vpclmulqdq");
 #endif
+  gcm_in_use = gcm_best();
   socket_relay_init(env, exports);
   return exports;
 }

@@ -43,6 +43,14 @@ interface Keys {
 
 type Callable = Record<string, (...args: unknown[]) => unknown>;
 
+const CPU_FLAGS = new Set(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1]?.trim().split(/\s+/) ?? []);
+/** native/aesgcm_avx2.c runs here: VAES and VPCLMULQDQ, on AVX2. */
+const VAES_AVX2 = ['avx2', 'aes', 'pclmulqdq', 'vaes', 'vpclmulqdq'].every((flag) => CPU_FLAGS.has(flag));
+/** intel-ipsec-mb's AVX-512 code runs here, if the build found the library. */
+const VAES_AVX512 = ['avx512f', 'avx512dq', 'avx512cd', 'avx512bw', 'avx512vl', 'vaes', 'vpclmulqdq'].every((flag) => CPU_FLAGS.has(flag));
+/** Every AES-GCM code this CPU runs, by useAesGcm()'s names ('best' is one of them, or intel-ipsec-mb's). */
+const AES_GCM_CODES = ['best', 'openssl', ...(VAES_AVX2 ? ['vaes-avx2' as const] : [])] as const;
+
 function gcm(name: 'aes-128-gcm' | 'aes-256-gcm', keyBytes: number): CipherSpec {
   return {
     name,
@@ -148,39 +156,77 @@ describe('packet relay addon (native/packetrelay.c)', function () {
     expect(relayLoopAvailable, 'the addon\'s ciphers installed into ssh2 before its crypto loaded').to.equal(true);
   });
 
-  it('runs AES-GCM on intel-ipsec-mb where the build has it and the CPU has VAES, else on OpenSSL', function () {
-    const cpu = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    const vaes = ['avx512f', 'avx512dq', 'avx512cd', 'avx512bw', 'avx512vl', 'vaes', 'vpclmulqdq'].every((flag) => new RegExp(`\\b${flag}\\b`).test(cpu));
-    const expected = vaes && fs.existsSync('/usr/include/intel-ipsec-mb.h') ? /^intel-ipsec-mb \d+\.\d+\.\d+ \(VAES\)$/ : /^OpenSSL$/;
+  it('runs AES-GCM on intel-ipsec-mb where the build has it and the CPU has AVX-512 VAES, else on VAES-AVX2 where the CPU has it, else on OpenSSL', function () {
+    const avx2 = 'VAES-AVX2 (native/aesgcm_avx2.c)';
+    const expected =
+      VAES_AVX512 && fs.existsSync('/usr/include/intel-ipsec-mb.h') ? /^intel-ipsec-mb \d+\.\d+\.\d+ \(VAES\)$/ : VAES_AVX2 ? /^VAES-AVX2 / : /^OpenSSL$/;
     expect(packetRelay.aesGcmImplementation()).to.match(expected);
     expect(packetRelay.useAesGcm('openssl')).to.equal('OpenSSL');
+    if (VAES_AVX2) expect(packetRelay.useAesGcm('vaes-avx2')).to.equal(avx2);
+    else expect(() => packetRelay.useAesGcm('vaes-avx2')).to.throw('no VAES');
     expect(packetRelay.useAesGcm('best')).to.match(expected);
     expect(() => packetRelay.useAesGcm('fast' as 'best')).to.throw('useAesGcm');
   });
 
-  it('AES-GCM: ciphers of either implementation talk to each other, across the IV counter\'s carry and wrap', function () {
+  it('AES-GCM: ciphers of each implementation talk to each other, across the IV counter\'s carry and wrap', function () {
     for (const name of ['aes-128-gcm', 'aes-256-gcm'] as const) {
       const spec = gcm(name, name === 'aes-128-gcm' ? 16 : 32);
       // The fixed field, then the invocation counter two packets before carrying out of its low 32 bits, and at its wrap.
       for (const counter of ['00000000fffffffe', 'fffffffffffffffe']) {
         const keys = { key: crypto.randomBytes(spec.keyBytes), iv: Buffer.from(`a1b2c3d4${counter}`, 'hex'), macKey: Buffer.alloc(0) };
+        const made = AES_GCM_CODES.map((code) => {
+          packetRelay.useAesGcm(code);
+          return { code, ...spec.make(keys) };
+        });
         packetRelay.useAesGcm('best');
-        const best = spec.make(keys);
-        packetRelay.useAesGcm('openssl');
-        const openssl = spec.make(keys);
-        packetRelay.useAesGcm('best');
+        const ssh2Cipher = made[0]!.ssh2Cipher;
         for (let i = 0; i < 4; i++) {
+          // Lengths around the bulk loop's eight blocks (128 bytes): 100 and 5,100 bytes of payload leave 7 and 1 blocks after it.
           const payload = crypto.randomBytes(100 + i * 5000);
-          const packets = [best.cipher, openssl.cipher, best.ssh2Cipher].map(() => plainPacket(spec, payload));
-          for (let k = 1; k < packets.length; k++) packets[0]!.copy(packets[k]!);
-          spec.encrypt(best.cipher, packets[0]!, i);
-          spec.encrypt(openssl.cipher, packets[1]!, i);
-          spec.encrypt(best.ssh2Cipher, packets[2]!, i);
-          expect(packets[0]!.equals(packets[2]!), `${name} ${counter} packet ${i}: intel-ipsec-mb or best as ssh2`).to.equal(true);
-          expect(packets[1]!.equals(packets[2]!), `${name} ${counter} packet ${i}: OpenSSL as ssh2`).to.equal(true);
-          expect(spec.open(openssl.decipher, packets[0]!, i).subarray(1, 1 + payload.length).equals(payload)).to.equal(true);
-          expect(spec.open(best.decipher, packets[1]!, i).subarray(1, 1 + payload.length).equals(payload)).to.equal(true);
+          const theirs = plainPacket(spec, payload);
+          const packets = made.map(() => Buffer.from(theirs));
+          spec.encrypt(ssh2Cipher, theirs, i);
+          made.forEach(({ code, cipher }, k) => {
+            spec.encrypt(cipher, packets[k]!, i);
+            expect(packets[k]!.equals(theirs), `${name} ${counter} packet ${i}: ${code} as ssh2`).to.equal(true);
+          });
+          // Each decipher opens what the next implementation sent.
+          made.forEach(({ code, decipher }, k) => {
+            const body = spec.open(decipher, packets[(k + 1) % packets.length]!, i);
+            expect(body.subarray(1, 1 + payload.length).equals(payload), `${name} ${counter} packet ${i}: ${code} opens`).to.equal(true);
+          });
         }
+      }
+    }
+  });
+
+  it('AES-GCM: each implementation decrypts and authenticates as Node\'s OpenSSL does, at any length (a last partial block too)', function () {
+    for (const name of ['aes-128-gcm', 'aes-256-gcm'] as const) {
+      const key = crypto.randomBytes(name === 'aes-128-gcm' ? 16 : 32);
+      const iv = crypto.randomBytes(12);
+      for (const code of AES_GCM_CODES) {
+        packetRelay.useAesGcm(code);
+        const decipher = new packetRelay.AESGCMDecipher(name, key, iv);
+        packetRelay.useAesGcm('best');
+        // Lengths from none to past several strides; each packet the next IV, as the decipher counts.
+        const lengths = [0, 1, 15, 16, 17, 127, 128, 129, 143, 255, 256, 1000, 4099, 32768 + 7];
+        lengths.forEach((length, n) => {
+          const packetIv = Buffer.from(iv);
+          packetIv.writeBigUInt64BE(iv.readBigUInt64BE(4) + BigInt(n), 4);
+          const lengthField = Buffer.alloc(4);
+          lengthField.writeUInt32BE(length);
+          const plain = crypto.randomBytes(length);
+          const sealer = crypto.createCipheriv(name, key, packetIv).setAAD(lengthField);
+          const body = Buffer.concat([sealer.update(plain), sealer.final()]);
+          const tag = sealer.getAuthTag();
+          if (n === lengths.length - 1) {
+            tag[3] ^= 0x40;
+            expect(() => (decipher as unknown as Callable).decrypt!(body, length, tag), `${code} ${name}: a forged tag`).to.throw('Invalid MAC');
+            return;
+          }
+          (decipher as unknown as Callable).decrypt!(body, length, tag);
+          expect(body.equals(plain), `${code} ${name}: ${length} bytes`).to.equal(true);
+        });
       }
     }
   });
@@ -204,7 +250,7 @@ describe('packet relay addon (native/packetrelay.c)', function () {
     }
   });
 
-  for (const aesGcm of ['best', 'openssl'] as const) {
+  for (const aesGcm of AES_GCM_CODES) {
     describe(`with useAesGcm('${aesGcm}')`, function () {
     before(() => packetRelay.useAesGcm(aesGcm));
     after(() => packetRelay.useAesGcm('best'));
