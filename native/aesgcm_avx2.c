@@ -4,8 +4,8 @@
  * Why our own: the daemon decrypts and encrypts every byte it forwards, and
  * on a CPU with VAES but no AVX-512 its AES-GCM ran on OpenSSL 3.0's AES-NI
  * code (2.7 GiB/s per core on the AMD EPYC of bench/README.md, "AES-GCM on
- * VAES-AVX2"), half the daemon's CPU time. intel-ipsec-mb's VAES code needs
- * AVX-512; OpenSSL has no VAES-AVX2 code before 3.5 (Debian 12 ships 3.0).
+ * VAES-AVX2"), half the daemon's CPU time. The VAES code of intel-ipsec-mb
+ * 1.3 and of OpenSSL 3.0 (Debian 12's) needs AVX-512.
  * test/packetrelay.test.ts checks every byte and tag against OpenSSL's.
  *
  * The arithmetic. GHASH works in GF(2^128) mod P = x^128 + x^7 + x^2 + x + 1,
@@ -22,8 +22,9 @@
  *   cancels with itself times P, that is one carry-less multiplication by
  *   y^57 + y^62 + y^63 (0xc200000000000000) and two XORs (reduce()). The
  *   high 128 bits are then the reflected remainder.
- * - Products are linear in their factors, so eight blocks multiplied by
- *   H^8..H^1 are summed unreduced and reduced once (ghash_stride()).
+ * - Products are linear in their factors, so the 16 blocks of a step of
+ *   the bulk loop, multiplied by H^16..H^1, are summed unreduced and
+ *   reduced once (ghash_stride()).
  *
  * Every function that runs these instructions has the TARGET attribute;
  * the callers check aesgcm_avx2_supported() first.
@@ -38,6 +39,9 @@
 #define TARGET __attribute__((target("avx2,aes,pclmul,vaes,vpclmulqdq")))
 /* For the data path: inlined into the one caller per key size, so that the round count is a constant and every loop below unrolls at -O2. */
 #define INLINE TARGET __attribute__((always_inline)) static inline
+
+/* Pairs of blocks per step of the bulk loop: a vector each. */
+#define PAIRS (AESGCM_AVX2_STRIDE / 2)
 
 /* y^57 + y^62 + y^63: the reflected P's terms between y^64 and y^128, shifted down by 64. */
 #define REDUCTION_CONSTANT ((long long)0xc200000000000000ULL)
@@ -134,13 +138,14 @@ TARGET static inline __m128i gf_mul(__m128i a, __m128i b) {
 
 /* a / x mod P, reflected: a shift towards the top bit, and P folded back in if x^0 was set (top bit out). */
 TARGET static inline __m128i div_x(__m128i a) {
-  const __m128i carries = _mm_srli_epi64(a, 63);           /* the top bit of each half */
-  __m128i shifted = _mm_or_si128(_mm_slli_epi64(a, 1), _mm_slli_si128(carries, 8)); /* the low half's top bit into the high half */
-  if (_mm_extract_epi64(carries, 1) != 0) shifted = _mm_xor_si128(shifted, _mm_set_epi64x(REDUCTION_CONSTANT, 1));
-  return shifted;
+  const __m128i carries = _mm_srli_epi64(a, 63); /* the top bit of each half */
+  const __m128i shifted = _mm_or_si128(_mm_slli_epi64(a, 1), _mm_slli_si128(carries, 8));
+  /* All ones if the top bit was set: no branch on a bit of the key. */
+  const __m128i top = _mm_shuffle_epi32(_mm_srai_epi32(a, 31), 0xff);
+  return _mm_xor_si128(shifted, _mm_and_si128(top, _mm_set_epi64x(REDUCTION_CONSTANT, 1)));
 }
 
-/* H^(i+1) / x is key->powers[STRIDE - 1 - i]: the bulk loop multiplies the first of eight blocks by H^8. */
+/* H^e / x, stored at powers[STRIDE - e]: the bulk loop multiplies the first block of a step by H^STRIDE. */
 TARGET static inline __m128i power(const aesgcm_avx2_key *key, int exponent) {
   return _mm_load_si128((const __m128i *)key->powers[AESGCM_AVX2_STRIDE - exponent]);
 }
@@ -150,12 +155,12 @@ TARGET static inline __m128i ghash_block(const aesgcm_avx2_key *key, __m128i x, 
   return gf_mul(_mm_xor_si128(x, b), power(key, 1));
 }
 
-/* The running hash after eight blocks, four pairs of them reflected (b[0] holds the first two). */
-INLINE __m128i ghash_stride(const aesgcm_avx2_key *key, __m128i x, const __m256i b[4]) {
+/* The running hash after a step's blocks, reflected, in pairs (b[0] holds the first two). */
+INLINE __m128i ghash_stride(const aesgcm_avx2_key *key, __m128i x, const __m256i b[PAIRS]) {
   const __m256i *powers = (const __m256i *)key->powers;
   __m256i lo = _mm256_setzero_si256(), mid = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; j++) {
+#pragma GCC unroll 8
+  for (int j = 0; j < PAIRS; j++) {
     __m256i v = b[j];
     if (j == 0) v = _mm256_xor_si256(v, _mm256_set_m128i(_mm_setzero_si128(), x));
     const __m256i k = _mm256_load_si256(&powers[j]);
@@ -189,21 +194,21 @@ TARGET void aesgcm_avx2_init(aesgcm_avx2_key *key, const uint8_t *aes_key, size_
 
 /* ---- a packet ---------------------------------------------------------- */
 
-/* AES of four pairs of counter blocks, each pair a vector. */
-INLINE void aes_stride(const aesgcm_avx2_key *key, __m256i s[4], const int rounds) {
+/* AES of a step's pairs of counter blocks. */
+INLINE void aes_stride(const aesgcm_avx2_key *key, __m256i s[PAIRS], const int rounds) {
   const __m128i *rk = (const __m128i *)key->round_keys;
   __m256i k = _mm256_broadcastsi128_si256(_mm_load_si128(&rk[0]));
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; j++) s[j] = _mm256_xor_si256(s[j], k);
+#pragma GCC unroll 8
+  for (int j = 0; j < PAIRS; j++) s[j] = _mm256_xor_si256(s[j], k);
 #pragma GCC unroll 14
   for (int r = 1; r < rounds; r++) {
     k = _mm256_broadcastsi128_si256(_mm_load_si128(&rk[r]));
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) s[j] = _mm256_aesenc_epi128(s[j], k);
+#pragma GCC unroll 8
+    for (int j = 0; j < PAIRS; j++) s[j] = _mm256_aesenc_epi128(s[j], k);
   }
   k = _mm256_broadcastsi128_si256(_mm_load_si128(&rk[rounds]));
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; j++) s[j] = _mm256_aesenclast_epi128(s[j], k);
+#pragma GCC unroll 8
+  for (int j = 0; j < PAIRS; j++) s[j] = _mm256_aesenclast_epi128(s[j], k);
 }
 
 /*
@@ -229,23 +234,23 @@ INLINE void crypt(const aesgcm_avx2_key *key, const uint8_t iv[12], const uint8_
     /* Lanes (j0 + 1, j0 + 2), (j0 + 3, j0 + 4), ...: the first data block counts 2. */
     const __m256i pair = _mm256_broadcastsi128_si256(j0);
     __m256i ctr = _mm256_add_epi32(pair, _mm256_set_epi32(0, 0, 0, 2, 0, 0, 0, 1));
-    const __m256i eight = _mm256_set_epi32(0, 0, 0, 8, 0, 0, 0, 8);
+    const __m256i stride = _mm256_set_epi32(0, 0, 0, AESGCM_AVX2_STRIDE, 0, 0, 0, AESGCM_AVX2_STRIDE);
     for (; i + AESGCM_AVX2_STRIDE <= blocks; i += AESGCM_AVX2_STRIDE) {
       const __m256i *src = (const __m256i *)(in + 16 * i);
       __m256i *dst = (__m256i *)(out + 16 * i);
-      __m256i s[4], data[4], hashed[4];
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; j++) {
+      __m256i s[PAIRS], data[PAIRS], hashed[PAIRS];
+#pragma GCC unroll 8
+      for (int j = 0; j < PAIRS; j++) {
         s[j] = bswap256(_mm256_add_epi32(ctr, j == 0 ? _mm256_setzero_si256() : _mm256_set_epi32(0, 0, 0, 2 * j, 0, 0, 0, 2 * j)));
         data[j] = _mm256_loadu_si256(&src[j]);
       }
-      ctr = _mm256_add_epi32(ctr, eight);
+      ctr = _mm256_add_epi32(ctr, stride);
       if (!encrypt)
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) hashed[j] = bswap256(data[j]);
+#pragma GCC unroll 8
+        for (int j = 0; j < PAIRS; j++) hashed[j] = bswap256(data[j]);
       aes_stride(key, s, rounds);
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; j++) {
+#pragma GCC unroll 8
+      for (int j = 0; j < PAIRS; j++) {
         const __m256i result = _mm256_xor_si256(s[j], data[j]);
         _mm256_storeu_si256(&dst[j], result);
         if (encrypt) hashed[j] = bswap256(result);

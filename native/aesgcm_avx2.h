@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 /* Blocks hashed per step of the bulk loop, and so the powers of H kept. */
-#define AESGCM_AVX2_STRIDE 8
+#define AESGCM_AVX2_STRIDE 16
 
 typedef struct {
   /* The AES round keys (11 or 15). */

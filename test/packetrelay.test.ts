@@ -181,7 +181,7 @@ describe('packet relay addon (native/packetrelay.c)', function () {
         packetRelay.useAesGcm('best');
         const ssh2Cipher = made[0]!.ssh2Cipher;
         for (let i = 0; i < 4; i++) {
-          // Lengths around the bulk loop's eight blocks (128 bytes): 100 and 5,100 bytes of payload leave 7 and 1 blocks after it.
+          // Packets of 7 blocks, and of 20, 39 and 59 steps of VAES-AVX2's bulk loop (16 blocks) with 0, 8 and 1 blocks after them.
           const payload = crypto.randomBytes(100 + i * 5000);
           const theirs = plainPacket(spec, payload);
           const packets = made.map(() => Buffer.from(theirs));
