@@ -300,6 +300,47 @@ export function aesGcmPassSecondsPerGiB(bytes: number): number {
   return (used.user + used.system) / 1e6 / (bytes / GiB);
 }
 
+/** CPU seconds per GiB for one of the addon's AES-GCM codes: a decrypt and an encrypt pass over each 32 KiB packet, as the daemon makes (the ciphers alone). */
+export interface AddonAesGcmCost {
+  /** aesGcmImplementation()'s name. */
+  implementation: string;
+  secondsPerGiB: number;
+}
+
+/** AddonAesGcmCost of each AES-GCM code of the addon this CPU runs (useAesGcm()), `bytes` each; the addon is left on its best. */
+export function addonAesGcmCosts(bytes: number): AddonAesGcmCost[] {
+  const costs: AddonAesGcmCost[] = [];
+  for (const which of ['openssl', 'vaes-avx2', 'best'] as const) {
+    let implementation: string;
+    try {
+      implementation = packetRelay.useAesGcm(which);
+    } catch {
+      continue; // no VAES-AVX2 on this CPU
+    }
+    if (costs.some((c) => c.implementation === implementation)) continue;
+    const cipher = new packetRelay.AESGCMCipher('aes-128-gcm', KEY_A, IV_A) as unknown as GcmCipher;
+    const decipher = new packetRelay.AESGCMDecipher('aes-128-gcm', KEY_A, IV_A) as unknown as GcmDecipher;
+    const { bodyBytes } = layout(PAYLOAD_BYTES);
+    const packet = Buffer.alloc(4 + bodyBytes + TAG_BYTES);
+    packet.writeUInt32BE(bodyBytes, 0);
+    const body = packet.subarray(4, 4 + bodyBytes);
+    const tag = packet.subarray(4 + bodyBytes);
+    const pass = () => {
+      cipher.encrypt(packet);
+      decipher.decrypt(body, bodyBytes, tag);
+    };
+    for (let i = 0; i < 256; i++) pass(); // warm up
+    const start = process.cpuUsage();
+    for (let done = 0; done < bytes; done += DATA_BYTES) pass();
+    const used = process.cpuUsage(start);
+    cipher.free();
+    decipher.free();
+    costs.push({ implementation, secondsPerGiB: (used.user + used.system) / 1e6 / (bytes / GiB) });
+  }
+  packetRelay.useAesGcm('best');
+  return costs;
+}
+
 export interface RelayFloorResult {
   variant: Variant;
   /** The relaying process's CPU seconds per GiB of payload, one per round. */

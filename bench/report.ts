@@ -4,7 +4,7 @@ import path from 'node:path';
 import { PROBE_INTERVAL_MS, type Run } from './cases.js';
 import type { ProfileSummary } from './profile.js';
 import type { PerfSummary } from './perfprofile.js';
-import type { RelayFloorResult } from './relayfloor.js';
+import type { AddonAesGcmCost, RelayFloorResult } from './relayfloor.js';
 import { GiB, MiB, fmt, max, median, min, spreadPercent } from './stats.js';
 
 export interface CaseResult {
@@ -68,7 +68,7 @@ export interface Results {
   cases: CaseResult[];
   cpuCost: CpuCost[];
   /** The relay-floor case (bench/relayfloor.ts): what a minimal Node relay spends per GiB. */
-  relayFloor?: { bytes: number; aesGcmPassSecondsPerGiB: number; variants: RelayFloorResult[] };
+  relayFloor?: { bytes: number; aesGcmPassSecondsPerGiB: number; addonAesGcm?: AddonAesGcmCost[]; variants: RelayFloorResult[] };
   profiles: { what: string; cipher: string; summary: ProfileSummary }[];
   /** From Linux perf (absent in runs without it): the daemon's CPU time by kind. */
   perfProfiles?: { what: string; cipher: string; seconds: number; bytes: number; daemonCpuSeconds: number; summary: PerfSummary }[];
@@ -172,7 +172,7 @@ export function markdown(r: Results): string {
   out.push('');
   out.push(`- when: ${r.startedAt} – ${r.finishedAt || '(unfinished)'}`);
   out.push(`- machine: ${m.cpu}, ${m.cores} cores, ${String(m.memoryGiB)} GiB, Linux ${String(m.kernel)}; CPU flags ${(m.cpuFlags as string[]).join(' ')}`);
-  out.push(`- ${m.openssh}; Node ${m.node}${m.daemonNodeArgs ? ` (daemon run as \`${m.daemonEnv ? `${m.daemonEnv} ` : ''}node ${m.daemonNodeArgs}\`)` : ''}; ssh2 ${m.ssh2} (native crypto binding ${m.ssh2NativeBinding ? 'built' : 'missing'})`);
+  out.push(`- ${m.openssh}; Node ${m.node}${m.daemonNodeArgs ? ` (daemon run as \`${m.daemonEnv ? `${m.daemonEnv} ` : ''}node ${m.daemonNodeArgs}\`)` : ''}; ssh2 ${m.ssh2} (native crypto binding ${m.ssh2NativeBinding ? 'built' : 'missing'}); the daemon's AES-GCM by ${m.daemonAesGcm ?? 'unknown'}`);
   out.push(
     `- client-leg cipher: as in the Cipher column (\`-c\`, same on both paths); "default" = ${String(m.clientDefaultCipher)}, ` +
       "except through the clients cases' daemon (--prefer-aes-gcm all), which switches the default client to AES-GCM once it moves bulk data",
@@ -262,6 +262,7 @@ export function markdown(r: Results): string {
     out.push('|---|---|---|');
     for (const v of f.variants) out.push(`| ${label[v.variant]} | ${fmt(v.medianCpuSecondsPerGiB, 2)} | ${v.cpuSecondsPerGiB.map((x) => fmt(x, 2)).join(', ')} |`);
     out.push(`| one AES-GCM pass alone (in this process, no sockets) | ${fmt(f.aesGcmPassSecondsPerGiB, 2)} | |`);
+    for (const c of f.addonAesGcm ?? []) out.push(`| the daemon's two passes (decrypt, encrypt again) alone, AES-GCM by ${c.implementation} | ${fmt(c.secondsPerGiB, 2)} | |`);
     if (daemon !== undefined) out.push(`| the daemon, aes128-gcm download above | ${fmt(daemon, 2)} | |`);
   }
   // Over the runs that have the figure (a probe without a banner, or a results.json from before the figure, has NaN).

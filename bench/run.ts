@@ -34,7 +34,7 @@ import { DAEMON_ENV, DAEMON_NODE_ARGS } from '../test/helpers/deployed.js';
 import { startDelayLine } from './delayline.js';
 import { cleanup, onCleanup, setUp, type BenchEnv, type SshPath } from './env.js';
 import { aesGcmMiBps } from './hostspeed.js';
-import { aesGcmPassSecondsPerGiB, measureRelayFloor } from './relayfloor.js';
+import { addonAesGcmCosts, aesGcmPassSecondsPerGiB, measureRelayFloor } from './relayfloor.js';
 import { cpuTimes } from './procfs.js';
 import { formatSummary, summarize, type ProfileSummary } from './profile.js';
 import { formatPerfSummary, perfUnusable, recordPerf, summarizePerf } from './perfprofile.js';
@@ -163,6 +163,8 @@ function machine() {
     upstreamCipher: 'aes128-gcm@openssh.com (the proxy\'s first choice towards sshd -i)',
     /** The key exchange each path negotiates (measured after set-up). */
     keyExchange: undefined as { direct: string; proxy: string } | undefined,
+    /** The daemon's AES-GCM code, from its start-up log ("AES-GCM by ..."). */
+    daemonAesGcm: undefined as string | undefined,
   };
 }
 
@@ -296,8 +298,10 @@ async function relayFloor(_env: BenchEnv, results: Results): Promise<void> {
   log(`relay floor: a minimal Node relay of AES-128-GCM packets, ${settings.runs} rounds of ${settings.bulkBytes / MiB} MiB per variant (bench/relayfloor.ts)`);
   const variants = await measureRelayFloor(settings.bulkBytes, settings.runs, log);
   const aesGcmPass = aesGcmPassSecondsPerGiB(settings.bulkBytes);
+  const addonAesGcm = addonAesGcmCosts(settings.bulkBytes);
   log(`relay floor: ${variants.map((v) => `${v.variant} ${fmt(v.medianCpuSecondsPerGiB, 2)}`).join(', ')} CPU s/GiB; one AES-GCM pass ${fmt(aesGcmPass, 2)}`);
-  results.relayFloor = { bytes: settings.bulkBytes, aesGcmPassSecondsPerGiB: aesGcmPass, variants };
+  log(`the addon's AES-GCM, decrypt and encrypt again: ${addonAesGcm.map((c) => `${c.implementation} ${fmt(c.secondsPerGiB, 2)}`).join(', ')} CPU s/GiB`);
+  results.relayFloor = { bytes: settings.bulkBytes, aesGcmPassSecondsPerGiB: aesGcmPass, addonAesGcm, variants };
 }
 
 async function latency(env: BenchEnv, results: Results): Promise<void> {
@@ -690,6 +694,8 @@ async function main(): Promise<void> {
   await trueCommand(env.directPath);
   m.keyExchange = { direct: await keyExchange(env.directPath), proxy: await keyExchange(env.proxyPath()) };
   log(`key exchange: direct ${m.keyExchange.direct}, proxy ${m.keyExchange.proxy}`);
+  m.daemonAesGcm = /AES-GCM by ([^,]+),/.exec(env.proxy.logs())?.[1] ?? 'unknown (not in its start-up log)';
+  log(`the daemon's AES-GCM: ${m.daemonAesGcm}`);
   if (settings.cases.some((c) => c === 'bulk' || c === 'link' || c === 'concurrency' || c === 'loaded')) {
     log(`warm-up: a download and an upload per bulk cipher on both paths (V8 compiles the daemon's data path)`);
     await warmUp(env.proxyPath());

@@ -6,8 +6,9 @@
  * lib/ssh2internals.ts installs the ciphers into ssh2;
  * lib/leg.ts runs the loop. native/socketrelay.c runs the same loop on the
  * sockets themselves (lib/socketrelay.ts). It also has TCP_QUICKACK for
- * lib/quickack.ts. AES-GCM runs on intel-ipsec-mb where the CPU has VAES
- * (native/packetrelay.c says why).
+ * lib/quickack.ts. AES-GCM runs on VAES where the CPU has it: intel-ipsec-mb's
+ * code with AVX-512, native/aesgcm_avx2.c without (native/packetrelay.c says
+ * why).
  */
 import { loadAddon } from './addons.js';
 
