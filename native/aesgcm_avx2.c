@@ -189,7 +189,7 @@ TARGET void aesgcm_avx2_init(aesgcm_avx2_key *key, const uint8_t *aes_key, size_
     if (i > 1) hi = gf_mul(hi, h_stored);
     _mm_store_si128((__m128i *)key->powers[AESGCM_AVX2_STRIDE - i], div_x(hi));
   }
-  memset(rk, 0, sizeof rk);
+  explicit_bzero(rk, sizeof rk); /* a plain memset of a dead array may be left out */
 }
 
 /* ---- a packet ---------------------------------------------------------- */
@@ -217,8 +217,8 @@ INLINE void aes_stride(const aesgcm_avx2_key *key, __m256i s[PAIRS], const int r
  * are kept byte-reversed, so that the 32-bit block counter (big-endian at
  * the end of the block) is the low 32 bits of each lane for vpaddd.
  */
-INLINE void crypt(const aesgcm_avx2_key *key, const uint8_t iv[12], const uint8_t aad[4], uint8_t *out, const uint8_t *in, size_t len, uint8_t tag[16],
-                  const int encrypt, const int rounds) {
+INLINE void gcm_packet(const aesgcm_avx2_key *key, const uint8_t iv[12], const uint8_t aad[4], uint8_t *out, const uint8_t *in, size_t len, uint8_t tag[16],
+                       const int encrypt, const int rounds) {
   uint8_t j0_bytes[16];
   memcpy(j0_bytes, iv, 12);
   memcpy(j0_bytes + 12, "\0\0\0\1", 4);
@@ -241,7 +241,7 @@ INLINE void crypt(const aesgcm_avx2_key *key, const uint8_t iv[12], const uint8_
       __m256i s[PAIRS], data[PAIRS], hashed[PAIRS];
 #pragma GCC unroll 8
       for (int j = 0; j < PAIRS; j++) {
-        s[j] = bswap256(_mm256_add_epi32(ctr, j == 0 ? _mm256_setzero_si256() : _mm256_set_epi32(0, 0, 0, 2 * j, 0, 0, 0, 2 * j)));
+        s[j] = bswap256(_mm256_add_epi32(ctr, _mm256_set_epi32(0, 0, 0, 2 * j, 0, 0, 0, 2 * j)));
         data[j] = _mm256_loadu_si256(&src[j]);
       }
       ctr = _mm256_add_epi32(ctr, stride);
@@ -286,14 +286,14 @@ INLINE void crypt(const aesgcm_avx2_key *key, const uint8_t iv[12], const uint8_
 
 TARGET void aesgcm_avx2_encrypt(const aesgcm_avx2_key *key, const uint8_t iv[12], const uint8_t aad[4], uint8_t *out, const uint8_t *in, size_t len,
                                 uint8_t tag[16]) {
-  if (key->rounds == 10) crypt(key, iv, aad, out, in, len, tag, 1, 10);
-  else crypt(key, iv, aad, out, in, len, tag, 1, 14);
+  if (key->rounds == 10) gcm_packet(key, iv, aad, out, in, len, tag, 1, 10);
+  else gcm_packet(key, iv, aad, out, in, len, tag, 1, 14);
 }
 
 TARGET void aesgcm_avx2_decrypt(const aesgcm_avx2_key *key, const uint8_t iv[12], const uint8_t aad[4], uint8_t *out, const uint8_t *in, size_t len,
                                 uint8_t tag[16]) {
-  if (key->rounds == 10) crypt(key, iv, aad, out, in, len, tag, 0, 10);
-  else crypt(key, iv, aad, out, in, len, tag, 0, 14);
+  if (key->rounds == 10) gcm_packet(key, iv, aad, out, in, len, tag, 0, 10);
+  else gcm_packet(key, iv, aad, out, in, len, tag, 0, 14);
 }
 
 #else /* no such instructions: aesgcm_avx2_supported() says so, and nothing else is called */
