@@ -119,7 +119,6 @@ typedef void gcm_enc_dec_fn(const struct gcm_key_data *key_data, struct gcm_cont
                             const uint8_t *iv, const uint8_t *aad, uint64_t aad_len, uint8_t *tag, uint64_t tag_len);
 extern gcm_pre_fn aes_gcm_pre_128_vaes_avx512, aes_gcm_pre_256_vaes_avx512;
 extern gcm_enc_dec_fn aes_gcm_enc_128_vaes_avx512, aes_gcm_dec_128_vaes_avx512, aes_gcm_enc_256_vaes_avx512, aes_gcm_dec_256_vaes_avx512;
-
 #endif
 
 /* Whether `a` has keys: set up and not freed. */
@@ -332,8 +331,13 @@ static void gcm_next_iv(unsigned char iv[GCM_IV_LEN]) {
   }
 }
 
-#ifdef HAVE_IPSEC_MB
+/* As imb_gcm() below, on aesgcm_avx2.c. */
+static void avx2_gcm(cipher_t *a, int encrypt, unsigned char *out, const unsigned char *in, uint32_t len, const unsigned char length[4], unsigned char tag[TAG_LEN]) {
+  (encrypt ? aesgcm_avx2_encrypt : aesgcm_avx2_decrypt)(a->avx2_keys, a->iv, length, out, in, len, tag);
+  gcm_next_iv(a->iv);
+}
 
+#ifdef HAVE_IPSEC_MB
 /* AES-GCM of `in` into `out` (may be `in`), the packet length as additional data; `tag` = the tag (encrypt) or the expected tag (decrypt). */
 static void imb_gcm(cipher_t *a, int encrypt, unsigned char *out, const unsigned char *in, uint32_t len, const unsigned char length[4], unsigned char tag[TAG_LEN]) {
   struct gcm_context_data ctx;
@@ -361,8 +365,7 @@ static const char *encrypt_packet(cipher_t *a, unsigned char *packet, uint32_t b
   }
   if (a->kind == KIND_GCM) {
     if (a->avx2_keys != NULL) {
-      aesgcm_avx2_encrypt(a->avx2_keys, a->iv, packet, packet + 4, packet + 4, body_len, packet + 4 + body_len);
-      gcm_next_iv(a->iv);
+      avx2_gcm(a, 1, packet + 4, packet + 4, body_len, packet, packet + 4 + body_len);
       return NULL;
     }
 #ifdef HAVE_IPSEC_MB
@@ -406,8 +409,7 @@ static const char *aead_decrypt(cipher_t *a, unsigned char *out, const unsigned 
     unsigned char length[4] = {(unsigned char)(body_len >> 24), (unsigned char)(body_len >> 16), (unsigned char)(body_len >> 8), (unsigned char)body_len};
     if (a->avx2_keys != NULL) {
       unsigned char expected[TAG_LEN];
-      aesgcm_avx2_decrypt(a->avx2_keys, a->iv, length, out, body, body_len, expected);
-      gcm_next_iv(a->iv);
+      avx2_gcm(a, 0, out, body, body_len, length, expected);
       return CRYPTO_memcmp(expected, tag, TAG_LEN) == 0 ? NULL : "Invalid MAC";
     }
 #ifdef HAVE_IPSEC_MB
