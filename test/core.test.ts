@@ -11,7 +11,7 @@ import { useEnv } from './helpers/fixture.js';
 import { createHubUser, createToken } from './helpers/hub.js';
 import { startProxy } from './helpers/proxy.js';
 import { RECENT_SSH_CLIENT, askpassEnv, fileCopyOptions, run, ssh, sshOptions } from './helpers/ssh.js';
-import { createUnixUser } from './helpers/unixuser.js';
+import { createNamedUnixUser, createUnixUser, type UnixUser } from './helpers/unixuser.js';
 import { childrenNamed } from './helpers/procs.js';
 import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
 import { waitFor } from './helpers/wait.js';
@@ -343,16 +343,15 @@ describe("proxy core: --unix-user tljh (The Littlest JupyterHub's accounts)", fu
     proxyArgs: ['--unix-user', 'tljh', '--sshd-option', `SetEnv=PATH=${userEnv}/bin:/usr/local/bin:/usr/bin:/bin`],
   });
   let mapped: string;
+  let mappedUser: UnixUser | undefined;
   before(async function () {
     mapped = `jupyter-${env.user.name}`;
-    const r = await run('useradd', ['-m', '-s', '/bin/bash', mapped]);
-    expect(r.code, r.stderr).to.equal(0);
+    mappedUser = await createNamedUnixUser(mapped);
     fs.mkdirSync(path.join(userEnv, 'bin'), { recursive: true, mode: 0o755 });
     fs.writeFileSync(path.join(userEnv, 'bin', 'python3'), '#!/bin/sh\necho python of the user environment\n', { mode: 0o755 });
   });
   after(async function () {
-    await run('pkill', ['-KILL', '-u', mapped]);
-    await run('userdel', ['-r', mapped]);
+    await mappedUser?.remove();
     fs.rmSync(userEnv, { recursive: true, force: true });
   });
 
@@ -367,23 +366,19 @@ describe("proxy core: --unix-user tljh (The Littlest JupyterHub's accounts)", fu
     const hubName = 'jsp-tljh-a-rather-long-hub-name';
     const account = 'jupyter-jsp-tljh-a-rather--30e67';
     // The test Hub's LocalProcessSpawner runs the server as the Hub name: both accounts exist.
-    const accounts = [hubName, account];
-    for (const name of accounts) {
-      await run('userdel', ['-r', name]); // left by an interrupted run, if any
-      const made = await run('useradd', ['-m', '-s', '/bin/bash', name]);
-      expect(made.code, made.stderr).to.equal(0);
-    }
+    const accounts: UnixUser[] = [];
     try {
+      for (const name of [hubName, account]) accounts.push(await createNamedUnixUser(name));
       await createHubUser(env.hub, hubName);
       const { token } = await createToken(env.hub, hubName);
       const r = await ssh(env.proxy.port, hubName, token, ['id -un'], QUIET, { timeoutMs: 60_000 });
       expect(r.code, r.stderr).to.equal(0);
       expect(r.stdout.toString()).to.equal(`${account}\n`);
     } finally {
-      for (const name of accounts) {
-        await run('pkill', ['-KILL', '-u', name]);
-        await run('userdel', ['-r', name]);
-      }
+      // Deleting the Hub user stops its server, so no killed server waits for the Hub to reap it.
+      const deleted = await env.hub.api('DELETE', `/users/${hubName}`);
+      expect([204, 404], JSON.stringify(deleted.body)).to.include(deleted.status);
+      for (const user of accounts) await user.remove();
     }
   });
 

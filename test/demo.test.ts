@@ -13,6 +13,7 @@ import { expect } from 'chai';
 import { markedPids } from './helpers/hub.js';
 import { REPO_ROOT } from './helpers/proxy.js';
 import { askpassEnv, keyLoginOptions, run, ssh, sshOptions } from './helpers/ssh.js';
+import { removeUnixUser } from './helpers/unixuser.js';
 import { waitFor } from './helpers/wait.js';
 
 const DEMO = path.join(REPO_ROOT, 'dist', 'demo', 'demo.js');
@@ -125,10 +126,7 @@ class Demo {
         // gone
       }
     }
-    if (user !== undefined && (await userExists(user))) {
-      await run('pkill', ['-KILL', '-u', user]);
-      await run('userdel', ['-r', user]);
-    }
+    if (user !== undefined) await removeUnixUser(user);
     for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
   }
 }

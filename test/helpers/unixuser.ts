@@ -37,6 +37,9 @@ const USERDEL_NO_SUCH_USER = 6;
 const USERDEL_LOCK_BUSY = 10;
 const USERDEL_USER_LOGGED_IN = 8; // processes still running as the user
 
+/** Longer than JupyterHub's 30 s server poll, which reaps a killed single-user server. */
+const USER_REMOVAL_TIMEOUT_MS = 45_000;
+
 const ALNUM = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
 function randomSuffix(len: number): string {
@@ -52,8 +55,15 @@ function randomSuffix(len: number): string {
 export async function createUnixUser(prefix = 'u'): Promise<UnixUser> {
   const clean = prefix.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '') || 'u';
   // 'jsp-' (4) + prefix + '-' (1) + suffix (6) <= 32
-  const name = `jsp-${clean.slice(0, 32 - 4 - 1 - 6)}-${randomSuffix(6)}`;
+  return createNamedUnixUser(`jsp-${clean.slice(0, 32 - 4 - 1 - 6)}-${randomSuffix(6)}`);
+}
 
+/**
+ * Creates the account `name`, for tests that need a given name (TLJH's
+ * mapped names). One left by an interrupted run is removed first.
+ */
+export async function createNamedUnixUser(name: string): Promise<UnixUser> {
+  await removeUnixUser(name);
   // Parallel test files may run useradd at the same time; it fails rather
   // than waits when /etc/passwd is locked, so retry that case.
   const res = await waitFor(
@@ -71,31 +81,33 @@ export async function createUnixUser(prefix = 'u'): Promise<UnixUser> {
   if (passwd.code !== 0 || !home) throw new Error(`getent passwd ${name} failed: ${passwd.stderr.trim()}`);
 
   let removing: Promise<void> | undefined;
-  const remove = (): Promise<void> => {
-    removing ??= (async () => {
-      const r = await waitFor(
-        async () => {
-          // Kill first: userdel refuses (exit 8) while processes run as the
-          // user, and SIGKILLed processes may take a moment to disappear, so
-          // both steps are retried together. pkill's exit 1 = nothing matched,
-          // 2 = user no longer exists; both are fine.
-          await run('pkill', ['-KILL', '-u', name]);
-          const r = await run('userdel', ['-r', name]);
-          if (r.code === USERDEL_USER_LOGGED_IN || r.code === USERDEL_LOCK_BUSY) throw new Error(r.stderr.trim());
-          return r;
-        },
-        { timeoutMs: 10_000, intervalMs: 200, what: `removal of unix user ${name}` },
-      );
-      // 0 may come with a warning such as "mail spool not found"; 6 = already
-      // gone (e.g. removed by hand). Anything else will not improve by retrying.
-      if (r.code !== 0 && r.code !== USERDEL_NO_SUCH_USER) {
-        throw new Error(`userdel -r ${name} failed (${r.code}): ${r.stderr.trim()}`);
-      }
-    })();
-    return removing;
-  };
-
+  const remove = (): Promise<void> => (removing ??= removeUnixUser(name));
   return { name, home, remove };
+}
+
+/**
+ * Kills the account's processes and deletes the account and its home; an
+ * account that does not exist is fine. A plain `pkill; userdel` is not
+ * enough: userdel refuses (exit 8) while a SIGKILLed process has not yet
+ * gone (a Hub's single-user server stays until the Hub reaps it), so both
+ * steps are retried together, for as long as a Hub takes to notice.
+ */
+export async function removeUnixUser(name: string): Promise<void> {
+  const r = await waitFor(
+    async () => {
+      // pkill's exit 1 = nothing matched, 2 = user no longer exists; both are fine.
+      await run('pkill', ['-KILL', '-u', name]);
+      const r = await run('userdel', ['-r', name]);
+      if (r.code === USERDEL_USER_LOGGED_IN || r.code === USERDEL_LOCK_BUSY) throw new Error(r.stderr.trim());
+      return r;
+    },
+    { timeoutMs: USER_REMOVAL_TIMEOUT_MS, intervalMs: 200, what: `removal of unix user ${name}` },
+  );
+  // 0 may come with a warning such as "mail spool not found"; 6 = no such
+  // user. Anything else will not improve by retrying.
+  if (r.code !== 0 && r.code !== USERDEL_NO_SUCH_USER) {
+    throw new Error(`userdel -r ${name} failed (${r.code}): ${r.stderr.trim()}`);
+  }
 }
 
 /**
