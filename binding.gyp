@@ -17,6 +17,19 @@
       ]
     },
     {
+      "target_name": "userfiles",
+      "sources": [
+        "native/userfiles.c"
+      ],
+      "defines": [
+        "NAPI_VERSION=8"
+      ],
+      "cflags": [
+        "-Wall",
+        "-Wextra"
+      ]
+    },
+    {
       "target_name": "packetrelay",
       "sources": [
         "native/packetrelay.c",

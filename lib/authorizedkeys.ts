@@ -2,10 +2,12 @@
  * Login with a key (--authorized-keys-file): the public keys a unix account
  * lists in its authorized_keys, read with the rules of sshd's StrictModes.
  *
- * The daemon reads the file as root, so it checks what sshd checks before
- * it trusts one (auth_secure_path): the file and every folder above it, up
- * to the account's home, belong to the account or to root and are writable
- * by no one else. Otherwise anyone who can write there could add a key.
+ * The daemon reads the file as the account, as sshd does (a home root may
+ * not enter, such as NFS with root_squash, is read too), and checks what
+ * sshd checks before it trusts one (auth_secure_path): the file and every
+ * folder above it, up to the account's home, belong to the account or to
+ * root and are writable by no one else. Otherwise anyone who can write
+ * there could add a key.
  *
  * A line's options are read as sshd reads them (auth-options.c). Those
  * about the login, `from=` and `expiry-time=`, the daemon enforces itself:
@@ -18,9 +20,9 @@
  * made to read a file that is not a key list, whose lines must not reach
  * the log.
  */
-import { constants as fsConstants, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { parseKey, type ParsedKey } from './ssh2internals.js';
+import { readAsUser, type FileReader } from './userfiles.js';
 
 /** The key types a line may hold, as sshd's defaults accept them (no DSA, no SHA-1 RSA signatures). */
 const KEY_TYPES = new Set(['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'ssh-rsa']);
@@ -59,10 +61,8 @@ export interface AuthorizedKeys {
   problems: string[];
 }
 
-/** The unix account whose keys are read. */
-export interface KeyOwner {
-  name: string;
-  uid: number;
+/** The unix account whose keys are read, as that account. */
+export interface KeyOwner extends FileReader {
   home: string;
 }
 
@@ -310,62 +310,30 @@ function trusted(stat: { uid: number; mode: number }, uid: number): boolean {
 }
 
 /**
- * Reads `file` for `owner`. No file means no keys and no problem; a file
- * that is not safe to trust gives no keys and says why.
+ * Reads `file` for `owner`, as the owner (lib/userfiles.ts). No file means
+ * no keys and no problem; a file that is not safe to trust gives no keys
+ * and says why.
  */
 export async function readAuthorizedKeys(file: string, owner: KeyOwner): Promise<AuthorizedKeys> {
-  let real: string;
-  try {
-    real = await fsp.realpath(file);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return { keys: [], problems: [] };
-    return { keys: [], problems: [`${file}: not readable (${code})`] };
+  const read = await readAsUser(file, owner.home, owner, MAX_FILE_BYTES);
+  if (read.error !== undefined) {
+    if (read.step === 'realpath' && (read.error === 'ENOENT' || read.error === 'ENOTDIR')) return { keys: [], problems: [] };
+    const as = read.step === 'identity' ? ` as ${owner.name}` : '';
+    return { keys: [], problems: [`${file}: not readable${as} (${read.error})`] };
   }
-  // O_NONBLOCK: a FIFO put there must not hang the read. O_NOFOLLOW: the
-  // name was resolved above; a link swapped in since is refused.
-  let handle: fsp.FileHandle;
-  try {
-    handle = await fsp.open(real, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW | fsConstants.O_NOCTTY);
-  } catch (err) {
-    return { keys: [], problems: [`${file}: not readable (${(err as NodeJS.ErrnoException).code})`] };
+  if (!read.file.regular) return { keys: [], problems: [`${file}: not a regular file`] };
+  if (!trusted(read.file, owner.uid)) {
+    return { keys: [], problems: [`${file}: refused, bad ownership or modes for file ${read.real} (it must belong to ${owner.name} or root and be writable by no one else)`] };
   }
-  try {
-    return await readOpened(handle, file, real, owner);
-  } catch (err) {
-    // A folder removed or replaced while it was checked, say.
-    return { keys: [], problems: [`${file}: not readable (${(err as NodeJS.ErrnoException).code ?? 'error'})`] };
-  } finally {
-    await handle.close();
+  const folder = read.dirs.find((dir) => !trusted(dir, owner.uid));
+  if (folder !== undefined) {
+    return {
+      keys: [],
+      problems: [`${file}: refused, bad ownership or modes for directory ${folder.path} (it must belong to ${owner.name} or root and be writable by no one else)`],
+    };
   }
-}
-
-/** The checks on the opened file, then its keys. */
-async function readOpened(handle: fsp.FileHandle, file: string, real: string, owner: KeyOwner): Promise<AuthorizedKeys> {
-  const stat = await handle.stat();
-  if (!stat.isFile()) return { keys: [], problems: [`${file}: not a regular file`] };
-  if (!trusted(stat, owner.uid)) {
-    return { keys: [], problems: [`${file}: refused, bad ownership or modes for file ${real} (it must belong to ${owner.name} or root and be writable by no one else)`] };
-  }
-  const problem = await untrustedFolder(real, owner);
-  if (problem !== undefined) return { keys: [], problems: [`${file}: refused, ${problem}`] };
-  const named = await fsp.stat(real);
-  if (named.ino !== stat.ino || named.dev !== stat.dev) return { keys: [], problems: [`${file}: refused, it changed while it was read`] };
-  // One byte more than allowed tells a file that grew since stat.
-  const buffer = Buffer.alloc(Math.min(stat.size, MAX_FILE_BYTES) + 1);
-  const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
-  if (bytesRead > MAX_FILE_BYTES) return { keys: [], problems: [`${file}: refused, larger than ${MAX_FILE_BYTES} bytes`] };
-  return parseAuthorizedKeys(buffer.toString('utf8', 0, bytesRead), file);
-}
-
-/** The first folder above `real` (up to the home, else to /) that StrictModes would not trust. */
-async function untrustedFolder(real: string, owner: KeyOwner): Promise<string | undefined> {
-  const home = await fsp.realpath(owner.home).catch(() => owner.home);
-  for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
-    const stat = await fsp.stat(dir);
-    if (!trusted(stat, owner.uid)) {
-      return `bad ownership or modes for directory ${dir} (it must belong to ${owner.name} or root and be writable by no one else)`;
-    }
-    if (dir === home || dir === path.dirname(dir)) return undefined;
-  }
+  if (read.named.ino !== read.file.ino || read.named.dev !== read.file.dev) return { keys: [], problems: [`${file}: refused, it changed while it was read`] };
+  // One byte more than allowed tells a file that grew since it was opened.
+  if (read.content!.length > MAX_FILE_BYTES) return { keys: [], problems: [`${file}: refused, larger than ${MAX_FILE_BYTES} bytes`] };
+  return parseAuthorizedKeys(read.content!.toString('utf8'), file);
 }

@@ -342,15 +342,15 @@ function noAccount(username: string, target: LoginTarget): string {
   return `There is no account '${username}' for JupyterHub user '${target.hubUser}' on this server; ask your JupyterHub administrator`;
 }
 
-/** The account's uid and home; null if there is none, undefined when getent could not run (EMFILE, EAGAIN, ...). */
+/** The account's uid, gid and home; null if there is none, undefined when getent could not run (EMFILE, EAGAIN, ...). */
 async function unixAccount(name: string): Promise<KeyOwner | null | undefined> {
   const { code, stdout } = await runProcess('getent', ['passwd', name]);
   // getent exits 2 for "not found"; a string code means it did not run at all.
   if (code === 2) return null;
   // name:password:uid:gid:gecos:home:shell
   const fields = stdout.split('\n')[0]!.split(':');
-  if (code !== 0 || fields.length < 7 || !/^\d+$/.test(fields[2]!)) return undefined;
-  return { name, uid: Number(fields[2]), home: fields[5]! };
+  if (code !== 0 || fields.length < 7 || !/^\d+$/.test(fields[2]!) || !/^\d+$/.test(fields[3]!)) return undefined;
+  return { name, uid: Number(fields[2]), gid: Number(fields[3]), home: fields[5]! };
 }
 
 /** For failures of this machine (out of descriptors, processes), not of the user's setup. */

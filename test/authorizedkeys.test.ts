@@ -1,5 +1,6 @@
 // lib/authorizedkeys.ts: the lines sshd would take, and sshd's StrictModes
-// rules, on files made here (owned by a made-up uid; the tests run as root).
+// rules, on files made here (owned by a made-up uid; the tests run as root,
+// and the daemon's code reads the files as that uid, as sshd does).
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -7,6 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { authorizedKeysPath, authorizedKeysPatternProblem, parseAuthorizedKeys, parseExpiryTime, readAuthorizedKeys, type KeyOwner } from '../lib/authorizedkeys.js';
+import { run } from './helpers/ssh.js';
+import { createUnixUser } from './helpers/unixuser.js';
 
 const OWNER_UID = 4242;
 const OTHER_UID = 4343;
@@ -40,6 +43,8 @@ describe('authorized keys (lib/authorizedkeys.ts)', function () {
 
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-authkeys-'));
+    // The made-up account reads its files through it.
+    fs.chmodSync(dir, 0o755);
     ed25519 = keyLine(dir, 'ed25519', 'alice@laptop');
     ecdsa = keyLine(dir, 'ecdsa', 'alice@desktop');
   });
@@ -193,13 +198,77 @@ describe('authorized keys (lib/authorizedkeys.ts)', function () {
       file = path.join(home, '.ssh', 'authorized_keys');
       fs.writeFileSync(file, `${ed25519}\n`, { mode: 0o600 });
       fs.chownSync(file, OWNER_UID, OWNER_UID);
-      owner = { name: 'alice', uid: OWNER_UID, home };
+      owner = { name: 'alice', uid: OWNER_UID, gid: OWNER_UID, home };
     });
 
-    it("reads the owner's file, and one root owns", async () => {
+    it("reads the owner's file, and one root owns that the owner may read", async () => {
       expect((await readAuthorizedKeys(file, owner)).keys).to.have.length(1);
       fs.chownSync(file, 0, 0);
+      fs.chmodSync(file, 0o644);
       expect((await readAuthorizedKeys(file, owner)).keys).to.have.length(1);
+    });
+
+    it('reads as the owner, as sshd does: a file only root may read is not read', async () => {
+      fs.chownSync(file, 0, 0);
+      expect(await readAuthorizedKeys(file, owner)).to.deep.equal({ keys: [], problems: [`${file}: not readable (EACCES)`] });
+      fs.chownSync(file, OWNER_UID, OWNER_UID);
+      fs.chmodSync(path.join(home, '.ssh'), 0o000);
+      expect(await readAuthorizedKeys(file, owner)).to.deep.equal({ keys: [], problems: [`${file}: not readable (EACCES)`] });
+    });
+
+    it("switches back: the pool threads' other file calls keep the daemon's identity", async () => {
+      const rootOnly = fs.mkdtempSync(path.join(dir, 'root-only-'));
+      fs.writeFileSync(path.join(rootOnly, 'secret'), 'x', { mode: 0o600 });
+      fs.chmodSync(file, 0o600);
+      // Interleaved on libuv's four pool threads: a thread left as the owner would refuse the root-only file.
+      const reads = await Promise.all(
+        Array.from({ length: 64 }, (_, i) => (i % 2 === 0 ? readAuthorizedKeys(file, owner).then((r) => r.keys.length) : fs.promises.readFile(path.join(rootOnly, 'secret'), 'utf8'))),
+      );
+      expect(reads).to.deep.equal(Array.from({ length: 64 }, (_, i) => (i % 2 === 0 ? 1 : 'x')));
+    });
+
+    it('reads a home that root may not enter (NFS with root_squash): a daemon without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH', async () => {
+      fs.chmodSync(home, 0o700);
+      const script = `
+        import fs from 'node:fs';
+        const { readAuthorizedKeys } = await import(${JSON.stringify(new URL('../lib/authorizedkeys.js', import.meta.url).href)});
+        let direct = 'read';
+        try { fs.readFileSync(process.env.FILE); } catch (err) { direct = err.code; }
+        const owner = { name: 'alice', uid: ${OWNER_UID}, gid: ${OWNER_UID}, home: process.env.HOME_DIR };
+        const { keys, problems } = await readAuthorizedKeys(process.env.FILE, owner);
+        console.log(JSON.stringify({ direct, keys: keys.length, problems }));`;
+      // For root, exec takes its capabilities from the bounding set: this node runs without the two.
+      const r = await run('setpriv', ['--bounding-set', '-dac_override,-dac_read_search', process.execPath, '--input-type=module', '-e', script], {
+        env: { ...process.env, FILE: file, HOME_DIR: home },
+      });
+      expect(r.code, r.stderr.toString()).to.equal(0);
+      // What root without those capabilities meets, as on such a share; read as the owner, the keys are there.
+      expect(JSON.parse(r.stdout.toString())).to.deep.equal({ direct: 'EACCES', keys: 1, problems: [] });
+    });
+
+    it("reads with the owner's groups: a folder only one of them may enter", async function () {
+      const user = await createUnixUser('akgroup');
+      const group = `jsp-g-${crypto.randomBytes(3).toString('hex')}`;
+      try {
+        expect((await run('groupadd', [group])).code).to.equal(0);
+        expect((await run('usermod', ['-aG', group, user.name])).code).to.equal(0);
+        const { uid, gid } = fs.statSync(user.home);
+        const shared = path.join(user.home, 'shared');
+        fs.mkdirSync(shared, { mode: 0o710 });
+        fs.chownSync(shared, 0, Number((await run('getent', ['group', group])).stdout.toString().split(':')[2]));
+        fs.chmodSync(shared, 0o710);
+        const keys = path.join(shared, 'authorized_keys');
+        fs.writeFileSync(keys, `${ed25519}\n`, { mode: 0o600 });
+        fs.chownSync(keys, uid, gid);
+        const account = { name: user.name, uid, gid, home: user.home };
+        expect(await readAuthorizedKeys(keys, account)).to.deep.include({ problems: [] });
+        expect((await readAuthorizedKeys(keys, account)).keys).to.have.length(1);
+        // Without the group (its primary one only, as for an unknown name), the folder is closed to it.
+        expect((await readAuthorizedKeys(keys, { ...account, name: 'jsp-no-such-account' })).problems).to.deep.equal([`${keys}: not readable (EACCES)`]);
+      } finally {
+        await user.remove();
+        await run('groupdel', [group]);
+      }
     });
 
     it('gives no keys and no problem when there is no file', async () => {
@@ -208,7 +277,7 @@ describe('authorized keys (lib/authorizedkeys.ts)', function () {
     });
 
     it('refuses a file another account owns, or that group or others may write', async () => {
-      for (const [uid, mode] of [[OTHER_UID, 0o600], [OWNER_UID, 0o620], [OWNER_UID, 0o602]] as const) {
+      for (const [uid, mode] of [[OTHER_UID, 0o644], [OWNER_UID, 0o620], [OWNER_UID, 0o602]] as const) {
         fs.chownSync(file, uid, uid);
         fs.chmodSync(file, mode);
         const { keys, problems } = await readAuthorizedKeys(file, owner);
@@ -232,7 +301,7 @@ describe('authorized keys (lib/authorizedkeys.ts)', function () {
 
     it('follows a link to where it leads and checks the file there', async () => {
       const elsewhere = path.join(dir, `elsewhere-${crypto.randomBytes(3).toString('hex')}`);
-      fs.writeFileSync(elsewhere, `${ed25519}\n`, { mode: 0o600 });
+      fs.writeFileSync(elsewhere, `${ed25519}\n`, { mode: 0o644 });
       fs.chownSync(elsewhere, OTHER_UID, OTHER_UID);
       fs.rmSync(file);
       fs.symlinkSync(elsewhere, file);

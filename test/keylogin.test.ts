@@ -404,3 +404,35 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     await waitFor(() => logsSince(before).includes('reason=signature does not verify for ssh-ed25519') || undefined, { timeoutMs: 5000, what: 'the log line' });
   });
 });
+
+describe('key logins from a home root may not enter (NFS with root_squash): a daemon without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH', function () {
+  this.timeout(180_000);
+  // For root, exec takes its capabilities from the bounding set: the daemon, and the sshd it starts, run without the two.
+  const env = useEnv({
+    proxyArgs: ['--authorized-keys-file', '.ssh/authorized_keys'],
+    serviceToken: true,
+    proxyOptions: { commandPrefix: ['setpriv', '--bounding-set', '-dac_override,-dac_read_search'] },
+  });
+  let keys: string;
+
+  before(() => {
+    keys = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-userkeys-'));
+  });
+  after(() => fs.rmSync(keys, { recursive: true, force: true }));
+
+  it("logs in with a key listed in a 0700 home, which the daemon reads as the user, as sshd does", async () => {
+    // Bits 1 and 2 of the effective set: CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH.
+    const status = fs.readFileSync(`/proc/${env.proxy.child.pid}/status`, 'utf8');
+    const effective = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)$/m.exec(status)![1]}`);
+    expect(effective & 0b110n, status).to.equal(0n);
+
+    fs.chmodSync(env.user.home, 0o700);
+    const keyFile = path.join(keys, 'id_ed25519');
+    expect((await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', keyFile])).code).to.equal(0);
+    listAuthorizedKeys(env.user, [fs.readFileSync(`${keyFile}.pub`, 'utf8').trim()]);
+    const result = await run('ssh', [...keyLoginOptions(env.proxy.port, keyFile), `${env.user.name}@127.0.0.1`, 'id -un; pwd']);
+    expect(result.code, result.stderr).to.equal(0);
+    expect(result.stdout.toString()).to.equal(`${env.user.name}\n${env.user.home}\n`);
+    expect(env.proxy.logs()).to.not.match(/not readable/);
+  });
+});
