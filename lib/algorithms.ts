@@ -63,6 +63,8 @@ export const SERVER_SIG_ALGS = [
   'ecdsa-sha2-nistp521',
   'rsa-sha2-512',
   'rsa-sha2-256',
+  'sk-ssh-ed25519@openssh.com',
+  'sk-ecdsa-sha2-nistp256@openssh.com',
 ];
 
 /** All host key algorithms the proxy can sign with, given a key of the right type. */

@@ -22,10 +22,14 @@
  */
 import path from 'node:path';
 import { parseKey, type ParsedKey } from './ssh2internals.js';
+import { SECURITY_KEY_TYPES, SecurityKey, type SecurityKeyPolicy } from './securitykeys.js';
 import { readAsUser, type FileReader } from './userfiles.js';
 
 /** The key types a line may hold, as sshd's defaults accept them (no DSA, no SHA-1 RSA signatures). */
 const KEY_TYPES = new Set(['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'ssh-rsa']);
+
+/** sshd's default for a security key: touched, not necessarily verified. */
+const DEFAULT_SECURITY_KEY_POLICY: SecurityKeyPolicy = Object.freeze({ touchRequired: true, verifyRequired: false });
 
 /** OpenSSH's RequiredRSASize default. */
 const MIN_RSA_BITS = 1024;
@@ -34,7 +38,7 @@ const MIN_RSA_BITS = 1024;
 const MAX_FILE_BYTES = 1024 * 1024;
 
 export interface AuthorizedKey {
-  key: ParsedKey;
+  key: ParsedKey | SecurityKey;
   /** The key in SSH wire format, as a client presents it. */
   blob: Buffer;
   /** 1-based, for the log. */
@@ -45,6 +49,8 @@ export interface AuthorizedKey {
   expiresAt?: number;
   /** The line's options about the session, for the upstream to apply. */
   sessionOptions?: SessionOptions;
+  /** For a security key: what its signature must say (touch-required, verify-required). */
+  securityKeyPolicy: SecurityKeyPolicy;
 }
 
 /** Options of an authorized_keys line that act on the session. */
@@ -232,21 +238,26 @@ export function parseExpiryTime(text: string): number | undefined {
 }
 
 /** What a key's line adds to the key. */
-type LineOptions = Pick<AuthorizedKey, 'from' | 'expiresAt' | 'sessionOptions'>;
+type LineOptions = Pick<AuthorizedKey, 'from' | 'expiresAt' | 'sessionOptions' | 'securityKeyPolicy'>;
 
 /**
- * What a line's options mean for a key login: from= and expiry-time= to
- * enforce here, the rest for the session; a string says why the line is
- * skipped.
+ * What a line's options mean for a key login: from=, expiry-time= and a
+ * security key's touch-required and verify-required to enforce here, the
+ * rest for the session; a string says why the line is skipped.
  */
 function readOptions(field: string): LineOptions | string {
   const options = parseOptions(field);
   if (typeof options === 'string') return `sshd would refuse its options: ${options}`;
-  const read: LineOptions = {};
+  const read: LineOptions = { securityKeyPolicy: { ...DEFAULT_SECURITY_KEY_POLICY } };
   const session: KeyOption[] = [];
   for (const option of options) {
     if (option.name === 'cert-authority' || option.name === 'principals') return 'certificate authorities (cert-authority) are not supported';
-    if (option.name === 'from') {
+    // As sshd: the last one counts. On other keys they mean nothing.
+    if (option.name.endsWith('touch-required')) {
+      read.securityKeyPolicy.touchRequired = option.name === 'touch-required';
+    } else if (option.name.endsWith('verify-required')) {
+      read.securityKeyPolicy.verifyRequired = option.name === 'verify-required';
+    } else if (option.name === 'from') {
       read.from = option.value;
     } else if (option.name === 'expiry-time') {
       const at = parseExpiryTime(option.value!);
@@ -277,7 +288,7 @@ export function parseAuthorizedKeys(text: string, source: string): AuthorizedKey
     const skip = (why: string) => problems.push(`${source} line ${index + 1}: skipped, ${why}`);
     // As sshd reads a line: a key, else options and then a key.
     let type = firstField(rest);
-    let options: LineOptions | string = {};
+    let options: LineOptions | string = { securityKeyPolicy: DEFAULT_SECURITY_KEY_POLICY };
     if (type !== undefined && !isKeyType(type)) {
       options = readOptions(type);
       rest = rest.slice(type.length).trimStart();
@@ -285,7 +296,7 @@ export function parseAuthorizedKeys(text: string, source: string): AuthorizedKey
     }
     if (type === undefined || !isKeyType(type)) {
       skip('not a public key line');
-    } else if (!KEY_TYPES.has(type)) {
+    } else if (!KEY_TYPES.has(type) && !SECURITY_KEY_TYPES.has(type)) {
       skip(type === 'ssh-dss' ? 'DSA keys are not accepted' : `${type.split('@')[0]} keys are not supported`);
     } else if (typeof options === 'string') {
       skip(options);
@@ -295,13 +306,19 @@ export function parseAuthorizedKeys(text: string, source: string): AuthorizedKey
     } else {
       const encoded = firstField(rest.slice(type.length).trimStart()) ?? '';
       const blob = /^[A-Za-z0-9+/]+={0,2}$/.test(encoded) ? Buffer.from(encoded, 'base64') : Buffer.alloc(0);
-      const key = blob.length > 0 && blobType(blob) === type ? parseKey(`${type} ${encoded}`) : undefined;
+      const key = blob.length === 0 || blobType(blob) !== type ? undefined : SECURITY_KEY_TYPES.has(type) ? SecurityKey.parse(blob) : parseKey(`${type} ${encoded}`);
       if (key === undefined || key instanceof Error || !key.getPublicSSH().equals(blob)) skip(`the ${type} key does not parse`);
       else if (type === 'ssh-rsa' && rsaBits(blob) < MIN_RSA_BITS) skip(`RSA keys need at least ${MIN_RSA_BITS} bits`);
       else keys.push({ key, blob, line: index + 1, ...options });
     }
   }
   return { keys, problems };
+}
+
+/** Why a login signature made with a listed key does not do; undefined when it does. */
+export function signatureRefusal(listed: AuthorizedKey, data: Buffer, signature: Buffer, hashAlgo?: string): string | undefined {
+  if (listed.key instanceof SecurityKey) return listed.key.refusal(data, signature, listed.securityKeyPolicy);
+  return listed.key.verify(data, signature, hashAlgo) === true ? undefined : 'signature does not verify';
 }
 
 /** Whether sshd's StrictModes would trust a file or folder with this owner and mode for `uid`. */

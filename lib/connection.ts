@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Authorizer, LoginTarget } from './authorizer.js';
-import type { AuthorizedKey, AuthorizedKeys, AuthorizedKeysSource, SessionOptions } from './authorizedkeys.js';
+import { signatureRefusal, type AuthorizedKey, type AuthorizedKeys, type AuthorizedKeysSource, type SessionOptions } from './authorizedkeys.js';
 import { fromAllows } from './frompatterns.js';
 import { fingerprint } from './hostkeys.js';
 import { Leg } from './leg.js';
@@ -345,14 +345,14 @@ export class Connection {
     this.attempts++;
     const { target, key } = listed;
     const keyName = `${key.key.type} ${fingerprint(key.key)}`;
-    const verified = key.key.verify(request.blob, request.signature, request.hashAlgo) === true;
-    this.settings.metrics.authAttempts.inc({ method: 'publickey', result: verified ? 'success' : 'failure' });
-    if (verified) {
+    const refusal = signatureRefusal(key, request.blob, request.signature, request.hashAlgo);
+    this.settings.metrics.authAttempts.inc({ method: 'publickey', result: refusal === undefined ? 'success' : 'failure' });
+    if (refusal === undefined) {
       this.sessionOptions = key.sessionOptions;
       const options = key.sessionOptions ? ` options=${key.sessionOptions.names.join(',')}` : '';
       return this.accept(login, target, `owner=${target.hubUser} method=publickey key=${keyName}${options}`, this.settings.serviceToken!);
     }
-    this.log('warn', `login refused: user=${login} method=publickey reason=signature does not verify for ${keyName}`);
+    this.log('warn', `login refused: user=${login} method=publickey reason=${refusal} for ${keyName}`);
     this.refusedAttempts++;
     this.refuseAttempt();
   }

@@ -26,7 +26,7 @@ export interface HostKey {
 }
 
 /** A key's fingerprint as ssh shows it at a first connection (and `ssh-keygen -l`): SHA256 and unpadded base64. */
-export function fingerprint(key: ParsedKey): string {
+export function fingerprint(key: { getPublicSSH(): Buffer }): string {
   return `SHA256:${createHash('sha256').update(key.getPublicSSH()).digest('base64').replace(/=+$/, '')}`;
 }
 

@@ -147,6 +147,8 @@ export interface Protocol {
  * `keyAlgo` reads 'ssh-rsa' for rsa-sha2-256 and rsa-sha2-512, which
  * `hashAlgo` tells apart; `blob` is what the client signed (session ID and
  * request), and `signature` is already in the form node's verify takes.
+ * For a security key (sk-...) it is the signature proper followed by the
+ * flags byte and the counter, as lib/securitykeys.ts reads it.
  */
 export interface PublicKeyAuthRequest {
   keyAlgo: string;

@@ -22,7 +22,8 @@ if [ "$(dpkg --print-architecture)" = amd64 ]; then
   packages="$packages libipsec-mb-dev"
 fi
 case "${1:-}" in
-  --test | --bench) packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync openssl putty-tools python3-paramiko" ;;
+  # libssl-dev: the tests build a security key in software (test/securitykey/softkey.c).
+  --test | --bench) packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync openssl putty-tools python3-paramiko libssl-dev" ;;
 esac
 if [ "${1:-}" = "--bench" ]; then
   packages="$packages linux-perf"

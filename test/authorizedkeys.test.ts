@@ -137,7 +137,7 @@ describe('authorized keys (lib/authorizedkeys.ts)', function () {
       }
     });
 
-    it('skips DSA, security keys, certificates, RSA under 1024 bits, bad base64 and a type that does not match the key', () => {
+    it('skips DSA, certificates, RSA under 1024 bits, bad base64, a type that does not match the key, and a security key that does not parse', () => {
       const [, b64] = ed25519.split(' ');
       const text = [
         'ssh-dss AAAAB3NzaC1kc3MAAACBAP= x',
@@ -151,7 +151,7 @@ describe('authorized keys (lib/authorizedkeys.ts)', function () {
       const { keys, problems } = parseAuthorizedKeys(text, 'F');
       expect(problems).to.deep.equal([
         'F line 1: skipped, DSA keys are not accepted',
-        'F line 2: skipped, sk-ssh-ed25519 keys are not supported',
+        'F line 2: skipped, the sk-ssh-ed25519@openssh.com key does not parse',
         'F line 3: skipped, ssh-ed25519-cert-v01 keys are not supported',
         'F line 4: skipped, RSA keys need at least 1024 bits',
         'F line 5: skipped, the ssh-ed25519 key does not parse',

@@ -8,6 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
+import { REPO_ROOT } from './helpers/proxy.js';
 import { createHubUser } from './helpers/hub.js';
 import { askpassEnv, keyLoginOptions, run, sshOptions, type RunResult } from './helpers/ssh.js';
 import { createUnixUser, listAuthorizedKeys, type UnixUser } from './helpers/unixuser.js';
@@ -110,6 +111,67 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     const scp = await run('scp', [...copyOptions, `${env.user.name}@127.0.0.1:upload.bin`, `${local}.scp`]);
     expect(scp.code, scp.stderr).to.equal(0);
     expect(fs.readFileSync(`${local}.scp`).equals(data), 'scp').to.equal(true);
+  });
+
+  describe('security keys (ed25519-sk, ecdsa-sk), made and used by the real ssh-keygen and ssh through a security key in software', () => {
+    let provider: string;
+
+    before(async function () {
+      this.timeout(60_000);
+      provider = path.join(keys, 'softkey.so');
+      const built = await run('cc', ['-shared', '-fPIC', '-o', provider, path.join(REPO_ROOT, 'test', 'securitykey', 'softkey.c'), '-lcrypto']);
+      expect(built.code, built.stderr).to.equal(0);
+    });
+
+    async function newSecurityKey(type: 'ed25519-sk' | 'ecdsa-sk'): Promise<string> {
+      const file = path.join(keys, `${type}-${crypto.randomBytes(3).toString('hex')}`);
+      const made = await run('ssh-keygen', ['-q', '-t', type, '-w', provider, '-N', '', '-C', type, '-f', file]);
+      expect(made.code, made.stderr).to.equal(0);
+      return file;
+    }
+
+    /** ssh with the key; `flags` are what the security key reports: 1 touched, 5 touched and verified the user, 0 neither. */
+    function skSsh(keyFile: string, flags: number, command: string[]): Promise<RunResult> {
+      return run('ssh', [...keyLoginOptions(env.proxy.port, keyFile), '-o', `SecurityKeyProvider=${provider}`, `${env.user.name}@127.0.0.1`, ...command], {
+        env: { ...process.env, SOFTKEY_FLAGS: String(flags) },
+      });
+    }
+
+    for (const type of ['ed25519-sk', 'ecdsa-sk'] as const) {
+      it(`logs in with a listed ${type} key the user touched; the log names the key`, async () => {
+        const keyFile = await newSecurityKey(type);
+        listAuthorizedKeys(env.user, [publicLine(keyFile)]);
+        const before = env.proxy.logs().length;
+        const result = await skSsh(keyFile, 1, ['id', '-un']);
+        expect(result.code, result.stderr).to.equal(0);
+        expect(result.stdout.toString()).to.equal(`${env.user.name}\n`);
+        const algorithm = type === 'ed25519-sk' ? 'sk-ssh-ed25519@openssh.com' : 'sk-ecdsa-sha2-nistp256@openssh.com';
+        expect(logsSince(before)).to.include(`method=publickey key=${algorithm} ${await fingerprintOf(keyFile)}`);
+      });
+    }
+
+    it('refuses a signature without the touch unless the line says no-touch-required, and one without user verification when it says verify-required', async () => {
+      const keyFile = await newSecurityKey('ed25519-sk');
+      listAuthorizedKeys(env.user, [publicLine(keyFile)]);
+      let before = env.proxy.logs().length;
+      const untouched = await skSsh(keyFile, 0, ['true']);
+      expect(untouched.code).to.equal(255);
+      expect(logsSince(before)).to.match(/login refused: user=\S+ method=publickey reason=the security key was not touched/);
+
+      listAuthorizedKeys(env.user, [`no-touch-required ${publicLine(keyFile)}`]);
+      const allowed = await skSsh(keyFile, 0, ['echo', 'no-touch-ok']);
+      expect(allowed.code, allowed.stderr).to.equal(0);
+      expect(allowed.stdout.toString()).to.equal('no-touch-ok\n');
+
+      listAuthorizedKeys(env.user, [`verify-required ${publicLine(keyFile)}`]);
+      before = env.proxy.logs().length;
+      const unverified = await skSsh(keyFile, 1, ['true']);
+      expect(unverified.code).to.equal(255);
+      expect(logsSince(before)).to.match(/reason=the security key did not verify its user/);
+      const verified = await skSsh(keyFile, 5, ['echo', 'verified-ok']);
+      expect(verified.code, verified.stderr).to.equal(0);
+      expect(verified.stdout.toString()).to.equal('verified-ok\n');
+    });
   });
 
   it('goes on to the token prompt after keys that are not listed, even after more than ten of them', async () => {

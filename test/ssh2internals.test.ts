@@ -820,6 +820,32 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     });
   }
 
+  for (const [algorithm, signatureProper] of [
+    ['sk-ssh-ed25519@openssh.com', crypto.randomBytes(64)],
+    ['sk-ecdsa-sha2-nistp256@openssh.com', Buffer.concat([sshString(crypto.randomBytes(32)), sshString(crypto.randomBytes(33))])],
+  ] as const) {
+    it(`hands a security key's publickey request over with the signature proper, then its flags and counter (${algorithm}; lib/securitykeys.ts reads that form)`, async () => {
+      pair = makePair();
+      const { server, client } = pair;
+      await handshake(pair);
+      server.consume = client.consume = () => false;
+      const keyBlob = Buffer.concat([sshString(algorithm), sshString(crypto.randomBytes(32)), sshString('ssh:')]);
+      const flagsAndCounter = Buffer.of(0x05, 0, 0, 0, 7);
+      // RFC 4252 7, with OpenSSH's security key signature (PROTOCOL.u2f): string algorithm, string signature, byte flags, uint32 counter.
+      const request = Buffer.concat([Buffer.of(50), sshString('alice'), sshString('ssh-connection'), sshString('publickey'), Buffer.of(1), sshString(algorithm), sshString(keyBlob)]);
+      const signature = Buffer.concat([sshString(algorithm), sshString(signatureProper), flagsAndCounter]);
+      sendPayload(client.proto, Buffer.concat([request, sshString(signature)]));
+      await until(() => server.calls.some((c) => c.name === 'USERAUTH_REQUEST'), 'the signed request');
+      const signed = server.calls.find((c) => c.name === 'USERAUTH_REQUEST')!.args[3] as PublicKeyAuthRequest;
+      expect(publicKeyAlgorithm(signed)).to.equal(algorithm);
+      expect(signed.key.equals(keyBlob), 'the key blob').to.equal(true);
+      expect(signed.signature!.equals(Buffer.concat([signatureProper, flagsAndCounter])), 'signature proper, flags, counter').to.equal(true);
+      const idLength = signed.blob!.readUInt32BE(0);
+      expect(signed.blob!.subarray(4 + idLength).equals(request), 'what the client signed: session id, then the request').to.equal(true);
+      noErrors(pair);
+    });
+  }
+
   it('makes the server send exactly one well-formed EXT_INFO with replaceServerExtInfo', async () => {
     pair = makePair({ replaceExtInfo: true });
     const { server, client } = pair;
