@@ -14,14 +14,15 @@
  * it knows the client's address, which the upstream sshd does not. Those
  * about the session (`restrict`, `command=`, `no-pty`, `permitopen=`, ...)
  * go to the upstream, which applies them as sshd does (lib/localsshd.ts).
- * A line sshd would refuse, or whose options cannot be applied
- * (`cert-authority`), is skipped.
+ * A `cert-authority` line lets in certificates its key signed
+ * (lib/certificates.ts). A line sshd would refuse is skipped.
  * Problems are reported by line number and kind only: the daemon may be
  * made to read a file that is not a key list, whose lines must not reach
  * the log.
  */
 import path from 'node:path';
 import { parseKey, type ParsedKey } from './ssh2internals.js';
+import type { UserCertificate } from './certificates.js';
 import { SECURITY_KEY_TYPES, SecurityKey, type SecurityKeyPolicy } from './securitykeys.js';
 import { readAsUser, type FileReader } from './userfiles.js';
 
@@ -51,6 +52,10 @@ export interface AuthorizedKey {
   sessionOptions?: SessionOptions;
   /** For a security key: what its signature must say (touch-required, verify-required). */
   securityKeyPolicy: SecurityKeyPolicy;
+  /** A cert-authority line: the key signs certificates that log in, and does not log in itself. */
+  certAuthority?: boolean;
+  /** The line's principals="...": the certificate principals it takes instead of the account's name. */
+  principals?: string;
 }
 
 /** Options of an authorized_keys line that act on the session. */
@@ -62,6 +67,8 @@ export interface SessionOptions {
 }
 
 export interface AuthorizedKeys {
+  /** The unix account the keys log in as: a certificate's principals must name it (lib/certificates.ts). */
+  account?: string;
   keys: AuthorizedKey[];
   /** Why lines or the whole file were not used, for the log; never a line's text. */
   problems: string[];
@@ -238,12 +245,13 @@ export function parseExpiryTime(text: string): number | undefined {
 }
 
 /** What a key's line adds to the key. */
-type LineOptions = Pick<AuthorizedKey, 'from' | 'expiresAt' | 'sessionOptions' | 'securityKeyPolicy'>;
+type LineOptions = Pick<AuthorizedKey, 'from' | 'expiresAt' | 'sessionOptions' | 'securityKeyPolicy' | 'certAuthority' | 'principals'>;
 
 /**
- * What a line's options mean for a key login: from=, expiry-time= and a
- * security key's touch-required and verify-required to enforce here, the
- * rest for the session; a string says why the line is skipped.
+ * What a line's options mean for a key login: from=, expiry-time=,
+ * cert-authority, principals= and a security key's touch-required and
+ * verify-required to enforce here, the rest for the session; a string says
+ * why the line is skipped.
  */
 function readOptions(field: string): LineOptions | string {
   const options = parseOptions(field);
@@ -251,9 +259,12 @@ function readOptions(field: string): LineOptions | string {
   const read: LineOptions = { securityKeyPolicy: { ...DEFAULT_SECURITY_KEY_POLICY } };
   const session: KeyOption[] = [];
   for (const option of options) {
-    if (option.name === 'cert-authority' || option.name === 'principals') return 'certificate authorities (cert-authority) are not supported';
     // As sshd: the last one counts. On other keys they mean nothing.
-    if (option.name.endsWith('touch-required')) {
+    if (option.name === 'cert-authority') {
+      read.certAuthority = true;
+    } else if (option.name === 'principals') {
+      read.principals = option.value;
+    } else if (option.name.endsWith('touch-required')) {
       read.securityKeyPolicy.touchRequired = option.name === 'touch-required';
     } else if (option.name.endsWith('verify-required')) {
       read.securityKeyPolicy.verifyRequired = option.name === 'verify-required';
@@ -309,6 +320,7 @@ export function parseAuthorizedKeys(text: string, source: string): AuthorizedKey
       const key = blob.length === 0 || blobType(blob) !== type ? undefined : SECURITY_KEY_TYPES.has(type) ? SecurityKey.parse(blob) : parseKey(`${type} ${encoded}`);
       if (key === undefined || key instanceof Error || !key.getPublicSSH().equals(blob)) skip(`the ${type} key does not parse`);
       else if (type === 'ssh-rsa' && rsaBits(blob) < MIN_RSA_BITS) skip(`RSA keys need at least ${MIN_RSA_BITS} bits`);
+      else if (options.certAuthority && key instanceof SecurityKey) skip('security keys are not supported as certificate authorities');
       else keys.push({ key, blob, line: index + 1, ...options });
     }
   }
@@ -319,6 +331,41 @@ export function parseAuthorizedKeys(text: string, source: string): AuthorizedKey
 export function signatureRefusal(listed: AuthorizedKey, data: Buffer, signature: Buffer, hashAlgo?: string): string | undefined {
   if (listed.key instanceof SecurityKey) return listed.key.refusal(data, signature, listed.securityKeyPolicy);
   return listed.key.verify(data, signature, hashAlgo) === true ? undefined : 'signature does not verify';
+}
+
+/** The authorized_keys flags that a certificate's permit-* extensions stand for (lib/certificates.ts, PERMISSIONS). */
+const PERMISSION_FLAGS = ['pty', 'port-forwarding', 'agent-forwarding', 'x11-forwarding', 'user-rc'];
+
+/**
+ * The session options of a login with `certificate` through the
+ * cert-authority `line`, merged as sshd merges them: a flag only where both
+ * allow it (a certificate allows only what its permit-* extensions name),
+ * and where both force a command, it must be the same. A string says why
+ * the login is refused.
+ */
+export function certificateSessionOptions(line: AuthorizedKey, certificate: UserCertificate): SessionOptions | string {
+  // The line's session options parsed when it was read; they parse again.
+  const options = line.sessionOptions === undefined ? [] : (parseOptions(line.sessionOptions.text) as KeyOption[]);
+  const allowed = new Set(PERMISSION_FLAGS);
+  const rest: KeyOption[] = [];
+  let command: string | undefined;
+  for (const option of options) {
+    const bare = option.name.replace(/^no-/, '');
+    if (option.name === 'restrict') allowed.clear();
+    else if (!PERMISSION_FLAGS.includes(bare)) (option.name === 'command' ? (command = option.value) : rest.push(option));
+    else if (bare === option.name) allowed.add(bare);
+    else allowed.delete(bare);
+  }
+  if (command !== undefined && certificate.forceCommand !== undefined && command !== certificate.forceCommand) {
+    return "the certificate's force-command and its line's command= differ";
+  }
+  command ??= certificate.forceCommand;
+  // In sshd's quoting only \" is special: a command that ends in a backslash would not be read back.
+  if (command !== undefined && (/[\0-\x1f\x7f]/.test(command) || command.endsWith('\\'))) return 'its forced command cannot be passed on to sshd';
+  const flags = PERMISSION_FLAGS.filter((flag) => allowed.has(flag) && certificate.permissions.has(flag));
+  const forced = command === undefined ? [] : [{ name: 'command', text: `command="${command.replace(/"/g, '\\"')}"` }];
+  const all = [{ name: 'restrict', text: 'restrict' }, ...flags.map((flag) => ({ name: flag, text: flag })), ...rest, ...forced];
+  return { text: all.map((o) => o.text).join(','), names: all.map((o) => o.name) };
 }
 
 /** Whether sshd's StrictModes would trust a file or folder with this owner and mode for `uid`. */

@@ -9,7 +9,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Authorizer, LoginTarget } from './authorizer.js';
-import { signatureRefusal, type AuthorizedKey, type AuthorizedKeys, type AuthorizedKeysSource, type SessionOptions } from './authorizedkeys.js';
+import { certificateSessionOptions, signatureRefusal, type AuthorizedKey, type AuthorizedKeys, type AuthorizedKeysSource, type SessionOptions } from './authorizedkeys.js';
+import { CERTIFICATE_ALGORITHMS, certificateRefusal, isCertificate, parseUserCertificate, type UserCertificate } from './certificates.js';
+import { verifySignature } from './sshsignatures.js';
 import { fromAllows } from './frompatterns.js';
 import { fingerprint } from './hostkeys.js';
 import { Leg } from './leg.js';
@@ -97,6 +99,21 @@ export interface ConnectionHooks {
   authenticated(): void;
   /** The connection is over; `penalty` is what it costs its source, if anything. */
   closed(penalty: PenaltyKind | undefined): void;
+}
+
+/** A key login's listed key: the line, and for a certificate the certificate too; the session options for the upstream. */
+interface ListedKey {
+  target: LoginTarget;
+  key: AuthorizedKey;
+  certificate?: UserCertificate;
+  sessionOptions?: SessionOptions;
+}
+
+/** A certificate for the log, as sshd names one: its key, ID, serial and authority (the ID is the authority's text: kept printable). */
+function certificateName(certificate: UserCertificate): string {
+  const id = certificate.keyId.replace(/[^\x20-\x7e]/g, '?').slice(0, 100);
+  const { key, serial, authority } = certificate;
+  return `${key.type}-cert ${fingerprint(key.blob)} ID "${id}" (serial ${serial}) CA ${authority.type} ${fingerprint(authority.blob)}`;
 }
 
 export class Connection {
@@ -328,9 +345,9 @@ export class Connection {
       return this.refuseAttempt();
     }
     const algorithm = publicKeyAlgorithm(request);
-    // What server-sig-algs announced: no DSA, no RSA with SHA-1.
-    if (!SERVER_SIG_ALGS.includes(algorithm)) return this.client.proto.authFailure(this.authMethods());
-    let listed: { target: LoginTarget; key: AuthorizedKey } | undefined;
+    // What server-sig-algs announced (no DSA, no RSA with SHA-1), and certificates of those.
+    if (!SERVER_SIG_ALGS.includes(algorithm) && !Object.hasOwn(CERTIFICATE_ALGORITHMS, algorithm)) return this.client.proto.authFailure(this.authMethods());
+    let listed: ListedKey | undefined;
     try {
       listed = await this.listedKey(login, request.key, source);
     } catch (err) {
@@ -343,13 +360,17 @@ export class Connection {
     if (request.signature === undefined || request.blob === undefined) return this.client.proto.authPKOK(algorithm, request.key);
 
     this.attempts++;
-    const { target, key } = listed;
-    const keyName = `${key.key.type} ${fingerprint(key.key)}`;
-    const refusal = signatureRefusal(key, request.blob, request.signature, request.hashAlgo);
+    const { target, key, certificate, sessionOptions } = listed;
+    const keyName = certificate ? certificateName(certificate) : `${key.key.type} ${fingerprint(key.key)}`;
+    const refusal = certificate
+      ? verifySignature(certificate.key, request.blob, request.signature, CERTIFICATE_ALGORITHMS[algorithm])
+        ? undefined
+        : 'signature does not verify'
+      : signatureRefusal(key, request.blob, request.signature, request.hashAlgo);
     this.settings.metrics.authAttempts.inc({ method: 'publickey', result: refusal === undefined ? 'success' : 'failure' });
     if (refusal === undefined) {
-      this.sessionOptions = key.sessionOptions;
-      const options = key.sessionOptions ? ` options=${key.sessionOptions.names.join(',')}` : '';
+      this.sessionOptions = sessionOptions;
+      const options = sessionOptions ? ` options=${sessionOptions.names.join(',')}` : '';
       return this.accept(login, target, `owner=${target.hubUser} method=publickey key=${keyName}${options}`, this.settings.serviceToken!);
     }
     this.log('warn', `login refused: user=${login} method=publickey reason=${refusal} for ${keyName}`);
@@ -357,8 +378,12 @@ export class Connection {
     this.refuseAttempt();
   }
 
-  /** The listed key that is `blob`, with the login's target; the list is read once per connection. */
-  private async listedKey(login: string, blob: Buffer, source: AuthorizedKeysSource): Promise<{ target: LoginTarget; key: AuthorizedKey } | undefined> {
+  /**
+   * The listed key that is `blob`, or for a certificate the cert-authority
+   * line that lets it in, with the login's target and the session options;
+   * the list is read once per connection.
+   */
+  private async listedKey(login: string, blob: Buffer, source: AuthorizedKeysSource): Promise<ListedKey | undefined> {
     this.keyList ??= {
       login,
       listed: (async () => {
@@ -375,13 +400,54 @@ export class Connection {
     // As sshd reads the file: the first line with this key whose from= and expiry-time= (if any) let the client in.
     const address = this.socket.remoteAddress ?? '';
     const now = Date.now();
-    const lines = listed.keys.keys.filter((entry) => entry.blob.equals(blob));
-    const key = lines.find((entry) => (entry.from === undefined || fromAllows(entry.from, address)) && (entry.expiresAt === undefined || now <= entry.expiresAt));
+    /** Why a line's from= or expiry-time= keeps the client out; undefined if neither does. */
+    const lineRefusal = (e: AuthorizedKey) =>
+      e.expiresAt !== undefined && now > e.expiresAt
+        ? `expired at ${new Date(e.expiresAt).toISOString()} (expiry-time=)`
+        : e.from !== undefined && !fromAllows(e.from, address)
+          ? `is not allowed from ${address} (from=)`
+          : undefined;
+    if (isCertificate(blob)) return this.certifiedKey(blob, listed, lineRefusal, address, now);
+    // A cert-authority line's key logs in only through certificates, as with sshd.
+    const lines = listed.keys.keys.filter((entry) => !entry.certAuthority && entry.blob.equals(blob));
+    const key = lines.find((entry) => lineRefusal(entry) === undefined);
     if (key === undefined && lines.length > 0) {
-      const why = lines.map((e) => `line ${e.line} ${e.expiresAt !== undefined && now > e.expiresAt ? `expired at ${new Date(e.expiresAt).toISOString()} (expiry-time=)` : `is not allowed from ${address} (from=)`}`);
+      const why = lines.map((e) => `line ${e.line} ${lineRefusal(e)}`);
       this.log('info', `key ${lines[0]!.key.type} ${fingerprint(lines[0]!.key)} of ${listed.target.hubUser} refused: ${why.join('; ')}`);
     }
-    return key && { target: listed.target, key };
+    return key && { target: listed.target, key, sessionOptions: key.sessionOptions };
+  }
+
+  /** The first cert-authority line that lets the certificate `blob` in, as listedKey; each refusal is logged. */
+  private certifiedKey(
+    blob: Buffer,
+    listed: { target: LoginTarget; keys: AuthorizedKeys },
+    lineRefusal: (e: AuthorizedKey) => string | undefined,
+    address: string,
+    now: number,
+  ): ListedKey | undefined {
+    const certificate = parseUserCertificate(blob);
+    const whose = `of ${listed.target.hubUser}`;
+    if (typeof certificate === 'string') {
+      this.log('info', `certificate ${whose} refused: ${certificate}`);
+      return undefined;
+    }
+    const lines = listed.keys.keys.filter((entry) => entry.certAuthority && entry.blob.equals(certificate.authority.blob));
+    if (lines.length === 0) {
+      this.log('info', `certificate ${certificateName(certificate)} ${whose} refused: no cert-authority line lists its authority`);
+      return undefined;
+    }
+    const why: string[] = [];
+    for (const line of lines) {
+      const refusal =
+        lineRefusal(line) ??
+        (listed.keys.account === undefined ? 'its account is not known' : certificateRefusal(certificate, listed.keys.account, line.principals, address, now));
+      const sessionOptions = refusal === undefined ? certificateSessionOptions(line, certificate) : refusal;
+      if (typeof sessionOptions !== 'string') return { target: listed.target, key: line, certificate, sessionOptions };
+      why.push(`line ${line.line}: ${sessionOptions}`);
+    }
+    this.log('info', `certificate ${certificateName(certificate)} ${whose} refused: ${why.join('; ')}`);
+    return undefined;
   }
 
   /** Both ways in end here: start the server, then log in on the upstream. `token` makes the Hub calls. */

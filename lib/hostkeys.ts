@@ -26,8 +26,9 @@ export interface HostKey {
 }
 
 /** A key's fingerprint as ssh shows it at a first connection (and `ssh-keygen -l`): SHA256 and unpadded base64. */
-export function fingerprint(key: { getPublicSSH(): Buffer }): string {
-  return `SHA256:${createHash('sha256').update(key.getPublicSSH()).digest('base64').replace(/=+$/, '')}`;
+export function fingerprint(key: { getPublicSSH(): Buffer } | Buffer): string {
+  const blob = Buffer.isBuffer(key) ? key : key.getPublicSSH();
+  return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
 }
 
 /** A problem with KEYDIR that must stop the daemon; its message is one line. */

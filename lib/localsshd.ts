@@ -189,7 +189,7 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
     if (account === undefined) return { keys: [], problems: [`cannot look up the account ${username} (getent did not run)`] };
     // No account: the client goes on to a token, and is told about the account then.
     if (account === null) return { keys: [], problems: [] };
-    return readAuthorizedKeys(authorizedKeysPath(pattern, account), account);
+    return { ...(await readAuthorizedKeys(authorizedKeysPath(pattern, account), account)), account: username };
   }
 
   /** The account (cached, see KNOWN_ACCOUNT_TTL_MS); null if there is none, undefined when getent could not run. */

@@ -12,6 +12,8 @@
  * `no-touch-required`, and verification when it says `verify-required`.
  */
 import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { ecdsaP1363 } from './sshsignatures.js';
+import { WireReader } from './sshwire.js';
 
 export const SECURITY_KEY_TYPES = new Set(['sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com']);
 
@@ -27,32 +29,6 @@ export interface SecurityKeyPolicy {
   verifyRequired: boolean;
 }
 
-/** The SSH wire strings of `buffer` from `offset` on; undefined if one runs past the end. */
-function sshStrings(buffer: Buffer, offset = 0): Buffer[] | undefined {
-  const strings: Buffer[] = [];
-  while (offset < buffer.length) {
-    if (offset + 4 > buffer.length) return undefined;
-    const length = buffer.readUInt32BE(offset);
-    if (offset + 4 + length > buffer.length) return undefined;
-    strings.push(buffer.subarray(offset + 4, offset + 4 + length));
-    offset += 4 + length;
-  }
-  return strings;
-}
-
-/** An ECDSA signature's (r, s) as SSH mpints, in the DER form node's verify takes. */
-function derSignature(r: Buffer, s: Buffer): Buffer {
-  const integer = (value: Buffer) => {
-    let start = 0;
-    while (start < value.length - 1 && value[start] === 0 && !(value[start + 1]! & 0x80)) start++;
-    const trimmed = value.subarray(start);
-    const body = trimmed[0]! & 0x80 ? Buffer.concat([Buffer.of(0), trimmed]) : trimmed;
-    return Buffer.concat([Buffer.of(0x02, body.length), body]);
-  };
-  const sequence = Buffer.concat([integer(r), integer(s)]);
-  return Buffer.concat([Buffer.of(0x30, sequence.length), sequence]);
-}
-
 export class SecurityKey {
   private constructor(
     readonly type: string,
@@ -64,7 +40,7 @@ export class SecurityKey {
 
   /** The key of an authorized_keys blob of a type in SECURITY_KEY_TYPES; undefined if it does not parse. */
   static parse(blob: Buffer): SecurityKey | undefined {
-    const fields = sshStrings(blob);
+    const fields = new WireReader(blob).strings();
     const type = fields?.[0]?.toString('latin1');
     try {
       if (type === 'sk-ssh-ed25519@openssh.com' && fields!.length === 3 && fields![1]!.length === 32) {
@@ -101,17 +77,18 @@ export class SecurityKey {
     if (this.type === 'sk-ssh-ed25519@openssh.com') {
       if (tail === 64) proper = signature.subarray(0, 64);
     } else {
-      const rs = tail > 0 ? sshStrings(signature.subarray(0, tail)) : undefined;
-      // P-256's r and s fit in 32 bytes, 33 as mpints with a sign byte.
-      if (rs?.length === 2 && rs.every((n) => n.length > 0 && n.length <= 33)) proper = derSignature(rs[0]!, rs[1]!);
+      const rs = tail > 0 ? new WireReader(signature.subarray(0, tail)).strings() : undefined;
+      if (rs?.length === 2) proper = ecdsaP1363(rs[0]!, rs[1]!, 32);
     }
     if (proper === undefined) return 'the signature does not parse';
     const flagsAndCounter = signature.subarray(tail);
     const signed = Buffer.concat([this.applicationHash, flagsAndCounter, createHash('sha256').update(data).digest()]);
-    const algorithm = this.type === 'sk-ssh-ed25519@openssh.com' ? null : 'sha256';
     let verified: boolean;
     try {
-      verified = verify(algorithm, signed, this.publicKey, proper);
+      verified =
+        this.type === 'sk-ssh-ed25519@openssh.com'
+          ? verify(null, signed, this.publicKey, proper)
+          : verify('sha256', signed, { key: this.publicKey, dsaEncoding: 'ieee-p1363' }, proper);
     } catch {
       verified = false;
     }

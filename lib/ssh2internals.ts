@@ -148,7 +148,9 @@ export interface Protocol {
  * `hashAlgo` tells apart; `blob` is what the client signed (session ID and
  * request), and `signature` is already in the form node's verify takes.
  * For a security key (sk-...) it is the signature proper followed by the
- * flags byte and the counter, as lib/securitykeys.ts reads it.
+ * flags byte and the counter, as lib/securitykeys.ts reads it; for a
+ * certificate (...-cert-v01@openssh.com) it is left in SSH's form (string
+ * algorithm, string signature), as lib/sshsignatures.ts reads it.
  */
 export interface PublicKeyAuthRequest {
   keyAlgo: string;

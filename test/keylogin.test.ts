@@ -174,6 +174,70 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     });
   });
 
+  describe('certificates (a cert-authority line), made by the real ssh-keygen -s and used by the real ssh', () => {
+    let ca: string;
+    before(async () => {
+      ca = await newKey(`ca-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+    });
+
+    /** A new key with a certificate signed by the authority (ssh -i then sends the certificate). */
+    async function certifiedKey(args: string[]): Promise<string> {
+      const keyFile = await newKey(`certified-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+      const signed = await run('ssh-keygen', ['-q', '-s', ca, '-I', 'alice@laptop', '-z', '7', ...args, `${keyFile}.pub`]);
+      expect(signed.code, signed.stderr).to.equal(0);
+      return keyFile;
+    }
+
+    it("logs in with a certificate for the account's name; the log names the certificate, its ID and its authority; the authority's own key does not log in", async () => {
+      listAuthorizedKeys(env.user, [`cert-authority ${publicLine(ca)}`]);
+      const keyFile = await certifiedKey(['-n', env.user.name, '-V', '-5m:+1h']);
+      const before = env.proxy.logs().length;
+      const result = await keySsh(keyFile, ['id', '-un']);
+      expect(result.code, result.stderr).to.equal(0);
+      expect(result.stdout.toString()).to.equal(`${env.user.name}\n`);
+      expect(logsSince(before)).to.include(`method=publickey key=ssh-ed25519-cert ${await fingerprintOf(keyFile)} ID "alice@laptop" (serial 7) CA ssh-ed25519 ${await fingerprintOf(ca)}`);
+      expect((await keySsh(ca, ['true'])).code, 'the authority key itself').to.equal(255);
+    });
+
+    it('refuses a certificate for another principal (unless the line names it in principals=), an expired one, and one from another source-address', async () => {
+      listAuthorizedKeys(env.user, [`cert-authority ${publicLine(ca)}`]);
+      const other = await certifiedKey(['-n', 'someone-else', '-V', '-5m:+1h']);
+      let before = env.proxy.logs().length;
+      expect((await keySsh(other, ['true'])).code).to.equal(255);
+      expect(logsSince(before)).to.include(`refused: line 1: the certificate is not for ${env.user.name} (its principals)`);
+      listAuthorizedKeys(env.user, [`cert-authority,principals="ops,someone-else" ${publicLine(ca)}`]);
+      const viaPrincipals = await keySsh(other, ['id', '-un']);
+      expect(viaPrincipals.code, viaPrincipals.stderr).to.equal(0);
+
+      listAuthorizedKeys(env.user, [`cert-authority ${publicLine(ca)}`]);
+      const expired = await certifiedKey(['-n', env.user.name, '-V', '-2h:-1h']);
+      before = env.proxy.logs().length;
+      expect((await keySsh(expired, ['true'])).code).to.equal(255);
+      expect(logsSince(before)).to.include('refused: line 1: the certificate has expired');
+      const elsewhere = await certifiedKey(['-n', env.user.name, '-O', 'source-address=192.0.2.0/24']);
+      before = env.proxy.logs().length;
+      expect((await keySsh(elsewhere, ['true'])).code).to.equal(255);
+      expect(logsSince(before)).to.include('refused: line 1: the certificate is not valid from 127.0.0.1 (source-address)');
+    });
+
+    it("applies the certificate's force-command and its permissions (no permit-pty: no terminal) through the internal sshd", async () => {
+      listAuthorizedKeys(env.user, [`cert-authority ${publicLine(ca)}`]);
+      const forced = await certifiedKey(['-n', env.user.name, '-O', 'force-command=echo "forced: $SSH_ORIGINAL_COMMAND"']);
+      const result = await keySsh(forced, ['id', '-un']);
+      expect(result.code, result.stderr).to.equal(0);
+      expect(result.stdout.toString()).to.equal('forced: id -un\n');
+
+      const noPty = await certifiedKey(['-n', env.user.name, '-O', 'clear']);
+      // sshd refuses the terminal; ssh -tt, which insists on one, then gives up.
+      const tty = await keySsh(noPty, ['tty'], env.user.name, ['-tt']);
+      expect(tty.stderr).to.include('PTY allocation request failed on channel 0');
+      const withPty = await certifiedKey(['-n', env.user.name, '-O', 'clear', '-O', 'permit-pty']);
+      const tty2 = await keySsh(withPty, ['tty'], env.user.name, ['-tt']);
+      expect(tty2.code, tty2.stderr).to.equal(0);
+      expect(tty2.stdout.toString()).to.match(/^\/dev\/pts\//);
+    });
+  });
+
   it('goes on to the token prompt after keys that are not listed, even after more than ten of them', async () => {
     const listed = await newKey(`listed-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
     listAuthorizedKeys(env.user, [publicLine(listed)]);

@@ -846,6 +846,31 @@ describe('ssh2 internals contract (lib/ssh2internals.ts)', function () {
     });
   }
 
+  for (const [algorithm, inner] of [
+    ['ssh-ed25519-cert-v01@openssh.com', 'ssh-ed25519'],
+    ['rsa-sha2-512-cert-v01@openssh.com', 'rsa-sha2-512'],
+    ['ecdsa-sha2-nistp256-cert-v01@openssh.com', 'ecdsa-sha2-nistp256'],
+  ] as const) {
+    it(`hands a certificate's publickey request over with the signature in SSH's form, unconverted (${algorithm}; lib/connection.ts verifies it so)`, async () => {
+      pair = makePair();
+      const { server, client } = pair;
+      await handshake(pair);
+      server.consume = client.consume = () => false;
+      const certificate = Buffer.concat([sshString(algorithm.replace(/^rsa-sha2-512/, 'ssh-rsa')), crypto.randomBytes(200)]);
+      const request = Buffer.concat([Buffer.of(50), sshString('alice'), sshString('ssh-connection'), sshString('publickey'), Buffer.of(1), sshString(algorithm), sshString(certificate)]);
+      const signature = Buffer.concat([sshString(inner), sshString(crypto.randomBytes(64))]);
+      sendPayload(client.proto, Buffer.concat([request, sshString(signature)]));
+      await until(() => server.calls.some((c) => c.name === 'USERAUTH_REQUEST'), 'the signed request');
+      const signed = server.calls.find((c) => c.name === 'USERAUTH_REQUEST')!.args[3] as PublicKeyAuthRequest;
+      expect(publicKeyAlgorithm(signed)).to.equal(algorithm);
+      expect(signed.key.equals(certificate), 'the certificate').to.equal(true);
+      expect(signed.signature!.equals(signature), 'string algorithm, string signature').to.equal(true);
+      const idLength = signed.blob!.readUInt32BE(0);
+      expect(signed.blob!.subarray(4 + idLength).equals(request), 'what the client signed: session id, then the request').to.equal(true);
+      noErrors(pair);
+    });
+  }
+
   it('makes the server send exactly one well-formed EXT_INFO with replaceServerExtInfo', async () => {
     pair = makePair({ replaceExtInfo: true });
     const { server, client } = pair;
