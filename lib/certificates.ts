@@ -25,15 +25,30 @@ const CERTIFICATE_TYPES: Record<string, string> = {
   'ssh-rsa-cert-v01@openssh.com': 'ssh-rsa',
 };
 
-/** The publickey algorithms a client logs in with a certificate by, and the signature algorithm each means. */
-export const CERTIFICATE_ALGORITHMS: Record<string, string> = {
-  'ssh-ed25519-cert-v01@openssh.com': 'ssh-ed25519',
-  'ecdsa-sha2-nistp256-cert-v01@openssh.com': 'ecdsa-sha2-nistp256',
-  'ecdsa-sha2-nistp384-cert-v01@openssh.com': 'ecdsa-sha2-nistp384',
-  'ecdsa-sha2-nistp521-cert-v01@openssh.com': 'ecdsa-sha2-nistp521',
-  'rsa-sha2-512-cert-v01@openssh.com': 'rsa-sha2-512',
-  'rsa-sha2-256-cert-v01@openssh.com': 'rsa-sha2-256',
+/** The publickey algorithms a client logs in with a certificate by: the certificate type each takes, and the signature algorithm it means. */
+const CERTIFICATE_ALGORITHMS: Record<string, [certificate: string, signature: string]> = {
+  'ssh-ed25519-cert-v01@openssh.com': ['ssh-ed25519-cert-v01@openssh.com', 'ssh-ed25519'],
+  'ecdsa-sha2-nistp256-cert-v01@openssh.com': ['ecdsa-sha2-nistp256-cert-v01@openssh.com', 'ecdsa-sha2-nistp256'],
+  'ecdsa-sha2-nistp384-cert-v01@openssh.com': ['ecdsa-sha2-nistp384-cert-v01@openssh.com', 'ecdsa-sha2-nistp384'],
+  'ecdsa-sha2-nistp521-cert-v01@openssh.com': ['ecdsa-sha2-nistp521-cert-v01@openssh.com', 'ecdsa-sha2-nistp521'],
+  'rsa-sha2-512-cert-v01@openssh.com': ['ssh-rsa-cert-v01@openssh.com', 'rsa-sha2-512'],
+  'rsa-sha2-256-cert-v01@openssh.com': ['ssh-rsa-cert-v01@openssh.com', 'rsa-sha2-256'],
 };
+
+/** A key blob's type, read from its first string. */
+function blobType(blob: Buffer): string | undefined {
+  return new WireReader(blob).string()?.toString('latin1');
+}
+
+/**
+ * The signature algorithm of a certificate login by publickey algorithm
+ * `algorithm` with `blob`: undefined when `algorithm` is no certificate
+ * algorithm, or not one for the blob's type (sshd refuses those too).
+ */
+export function certificateSignatureAlgorithm(algorithm: string, blob: Buffer): string | undefined {
+  const entry = Object.hasOwn(CERTIFICATE_ALGORITHMS, algorithm) ? CERTIFICATE_ALGORITHMS[algorithm] : undefined;
+  return entry !== undefined && entry[0] === blobType(blob) ? entry[1] : undefined;
+}
 
 const USER_CERTIFICATE = 1;
 
@@ -69,7 +84,7 @@ export interface UserCertificate {
 
 /** Whether a publickey blob is a certificate (by its type), whether or not it parses. */
 export function isCertificate(blob: Buffer): boolean {
-  const type = new WireReader(blob).string()?.toString('latin1');
+  const type = blobType(blob);
   return type !== undefined && Object.hasOwn(CERTIFICATE_TYPES, type);
 }
 

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Authorizer, LoginTarget } from './authorizer.js';
 import { certificateSessionOptions, signatureRefusal, type AuthorizedKey, type AuthorizedKeys, type AuthorizedKeysSource, type SessionOptions } from './authorizedkeys.js';
-import { CERTIFICATE_ALGORITHMS, certificateRefusal, isCertificate, parseUserCertificate, type UserCertificate } from './certificates.js';
+import { certificateRefusal, certificateSignatureAlgorithm, isCertificate, parseUserCertificate, type UserCertificate } from './certificates.js';
 import { verifySignature } from './sshsignatures.js';
 import { fromAllows } from './frompatterns.js';
 import { fingerprint } from './hostkeys.js';
@@ -345,8 +345,10 @@ export class Connection {
       return this.refuseAttempt();
     }
     const algorithm = publicKeyAlgorithm(request);
-    // What server-sig-algs announced (no DSA, no RSA with SHA-1), and certificates of those.
-    if (!SERVER_SIG_ALGS.includes(algorithm) && !Object.hasOwn(CERTIFICATE_ALGORITHMS, algorithm)) return this.client.proto.authFailure(this.authMethods());
+    // What server-sig-algs announced (no DSA, no RSA with SHA-1), or certificates of those, of the type the blob says.
+    const certificateSignature = certificateSignatureAlgorithm(algorithm, request.key);
+    const known = isCertificate(request.key) ? certificateSignature !== undefined : SERVER_SIG_ALGS.includes(algorithm);
+    if (!known) return this.client.proto.authFailure(this.authMethods());
     let listed: ListedKey | undefined;
     try {
       listed = await this.listedKey(login, request.key, source);
@@ -363,7 +365,7 @@ export class Connection {
     const { target, key, certificate, sessionOptions } = listed;
     const keyName = certificate ? certificateName(certificate) : `${key.key.type} ${fingerprint(key.key)}`;
     const refusal = certificate
-      ? verifySignature(certificate.key, request.blob, request.signature, CERTIFICATE_ALGORITHMS[algorithm])
+      ? verifySignature(certificate.key, request.blob, request.signature, certificateSignature)
         ? undefined
         : 'signature does not verify'
       : signatureRefusal(key, request.blob, request.signature, request.hashAlgo);

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { certificateSessionOptions, parseAuthorizedKeys } from '../lib/authorizedkeys.js';
-import { certificateRefusal, isCertificate, parseUserCertificate, sourceAddressAllows, type UserCertificate } from '../lib/certificates.js';
+import { certificateRefusal, certificateSignatureAlgorithm, isCertificate, parseUserCertificate, sourceAddressAllows, type UserCertificate } from '../lib/certificates.js';
 import { parsePublicKey, verifySignature } from '../lib/sshsignatures.js';
 import { sshString } from '../lib/sshwire.js';
 
@@ -62,6 +62,18 @@ describe('user certificates (lib/certificates.ts)', function () {
       expect([c.forceCommand, c.sourceAddress, [...c.permissions]]).to.deep.equal(['uptime', '10.0.0.0/8,::1', ['pty']]);
     });
   }
+
+  it('tells the signature algorithm of a certificate login only for a certificate algorithm of the blob\'s type', () => {
+    const ca = newKey('ed25519');
+    const rsa = certify(ca, newKey('rsa', 2048), []);
+    const ed25519 = certify(ca, newKey('ed25519'), []);
+    expect(certificateSignatureAlgorithm('rsa-sha2-512-cert-v01@openssh.com', rsa)).to.equal('rsa-sha2-512');
+    expect(certificateSignatureAlgorithm('rsa-sha2-256-cert-v01@openssh.com', rsa)).to.equal('rsa-sha2-256');
+    expect(certificateSignatureAlgorithm('ssh-ed25519-cert-v01@openssh.com', ed25519)).to.equal('ssh-ed25519');
+    expect(certificateSignatureAlgorithm('ssh-ed25519-cert-v01@openssh.com', rsa)).to.equal(undefined);
+    expect(certificateSignatureAlgorithm('ssh-rsa-cert-v01@openssh.com', rsa), 'RSA with SHA-1').to.equal(undefined);
+    expect(certificateSignatureAlgorithm('ssh-ed25519', ed25519)).to.equal(undefined);
+  });
 
   it('refuses a certificate whose authority signature does not verify, a host certificate, a cut one, and an unknown critical option', () => {
     const ca = newKey('ed25519');
