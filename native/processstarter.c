@@ -30,6 +30,8 @@
 #include <node_api.h>
 #include <uv.h>
 
+#include "jsstring.h"
+
 /* Output pipes a process can have: its stdout (when asked for) and stderr. */
 enum { OUT = 0, ERR = 1, PIPES = 2 };
 /* Bytes read per read(2) (sshd's log lines, getent's one line), and reads
@@ -318,18 +320,6 @@ static void finalize_external(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   release(data);
-}
-
-/* Copies a JS string into malloc'd memory; NULL on failure. */
-static char *copy_string(napi_env env, napi_value value) {
-  size_t length;
-  if (napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok) return NULL;
-  char *s = malloc(length + 1);
-  if (s && napi_get_value_string_utf8(env, value, s, length + 1, &length) != napi_ok) {
-    free(s);
-    return NULL;
-  }
-  return s;
 }
 
 /* Copies a JS array of strings into a NULL-terminated list; NULL on failure. */

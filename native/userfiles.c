@@ -44,6 +44,8 @@
 #include <node_api.h>
 #include <uv.h>
 
+#include "jsstring.h"
+
 typedef struct {
   char path[PATH_MAX];
   uid_t uid;
@@ -303,18 +305,6 @@ static void complete(napi_env env, napi_status status, void *data) {
   }
   napi_resolve_deferred(env, r->deferred, result);
   free_request(r);
-}
-
-/* Copies a JS string into malloc'd memory; NULL on failure. */
-static char *copy_string(napi_env env, napi_value value) {
-  size_t length;
-  if (napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok) return NULL;
-  char *s = malloc(length + 1);
-  if (s && napi_get_value_string_utf8(env, value, s, length + 1, &length) != napi_ok) {
-    free(s);
-    return NULL;
-  }
-  return s;
 }
 
 static napi_value read_as_user(napi_env env, napi_callback_info info) {
