@@ -12,6 +12,8 @@ import { certificateSessionOptions, parseAuthorizedKeys } from '../lib/authorize
 import { certificateRefusal, certificateSignatureAlgorithm, isCertificate, parseUserCertificate, sourceAddressAllows, type UserCertificate } from '../lib/certificates.js';
 import { parsePublicKey, verifySignature } from '../lib/sshsignatures.js';
 import { sshString } from '../lib/sshwire.js';
+import { mutate } from '../fuzz/mutate.js';
+import { Rng } from '../fuzz/rng.js';
 
 describe('user certificates (lib/certificates.ts)', function () {
   this.timeout(30_000);
@@ -182,5 +184,21 @@ describe('user certificates (lib/certificates.ts)', function () {
         expect(verifySignature(key, data, sha1), 'ssh-rsa (SHA-1)').to.equal(false);
       }
     }
+  });
+
+  it('never throws on 3,000 mutated certificates (fuzz/mutate.ts), and takes none of them', () => {
+    const ca = newKey('ecdsa');
+    const blob = certify(ca, newKey('rsa', 2048), ['-n', 'alice', '-O', 'source-address=10.0.0.0/8', '-O', 'force-command=true']);
+    expect(typeof parseUserCertificate(blob)).to.equal('object');
+    const reasons = new Set<string>();
+    for (let i = 0; i < 3000; i++) {
+      const { out } = mutate(new Rng(20_261_207, i), blob, false);
+      const result = parseUserCertificate(out);
+      // Every byte is signed, and nothing may follow the signature.
+      expect(typeof result, `case ${i}: ${out.equals(blob) ? 'unchanged' : 'a changed certificate was taken'}`).to.equal(out.equals(blob) ? 'object' : 'string');
+      if (typeof result === 'string') reasons.add(result);
+    }
+    expect(reasons).to.include("its authority's signature does not verify");
+    expect(reasons).to.include('the certificate does not parse');
   });
 });

@@ -5,6 +5,8 @@ import { expect } from 'chai';
 import crypto from 'node:crypto';
 import { parseAuthorizedKeys } from '../lib/authorizedkeys.js';
 import { SecurityKey, type SecurityKeyPolicy } from '../lib/securitykeys.js';
+import { mutate } from '../fuzz/mutate.js';
+import { Rng } from '../fuzz/rng.js';
 
 function sshString(s: string | Buffer): Buffer {
   const b = typeof s === 'string' ? Buffer.from(s) : s;
@@ -77,6 +79,16 @@ describe('security keys (lib/securitykeys.ts)', () => {
         expect(key.refusal(data, sign(data, 0x00), { touchRequired: false, verifyRequired: false })).to.equal(undefined);
         expect(key.refusal(data, sign(data, 0x01), { touchRequired: true, verifyRequired: true })).to.match(/did not verify its user/);
         expect(key.refusal(data, sign(data, 0x05), { touchRequired: true, verifyRequired: true })).to.equal(undefined);
+      });
+
+      it('never throws on 2,000 mutated signatures and key blobs (fuzz/mutate.ts), and takes no changed signature', () => {
+        const good = sign(data, 0x01);
+        for (let i = 0; i < 2000; i++) {
+          const { out } = mutate(new Rng(20_261_207, i), good, false);
+          expect(key.refusal(data, out, TOUCH), `case ${i}`).to.be.a(out.equals(good) ? 'undefined' : 'string');
+          const mutatedKey = SecurityKey.parse(mutate(new Rng(20_261_208, i), blob, false).out);
+          if (mutatedKey !== undefined) expect(mutatedKey.refusal(data, good, TOUCH), `key case ${i}`).to.be.a('string');
+        }
       });
 
       it('refuses signatures that do not parse, without throwing', () => {
