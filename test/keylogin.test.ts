@@ -428,7 +428,8 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     fs.chmodSync(dir, 0o700);
     expect((await keySsh(keyFile, ['true'])).code, 'with the modes put right').to.equal(0);
 
-    // A file of another account, even one that lists the key, reached by a link.
+    // A file of another account, even one that lists the key, reached by a link: refused for its owner
+    // if the account may read it, and not read at all if not (it is read as the account, as sshd does).
     const other = await createUnixUser('ko');
     others.push(other);
     const theirs = listAuthorizedKeys(other, [publicLine(keyFile)]);
@@ -436,6 +437,8 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
     fs.chmodSync(path.dirname(theirs), 0o755);
     fs.rmSync(file);
     fs.symlinkSync(theirs, file);
+    await refusedWith(`${file}: not readable (EACCES)`);
+    fs.chmodSync(theirs, 0o644);
     await refusedWith(`refused, bad ownership or modes for file ${theirs}`);
   });
 
