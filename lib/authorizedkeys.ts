@@ -22,7 +22,7 @@
  */
 import path from 'node:path';
 import { parseKey, type ParsedKey } from './ssh2internals.js';
-import type { UserCertificate } from './certificates.js';
+import { PERMISSIONS, type UserCertificate } from './certificates.js';
 import { SECURITY_KEY_TYPES, SecurityKey, type SecurityKeyPolicy } from './securitykeys.js';
 import { readAsUser, type FileReader } from './userfiles.js';
 
@@ -333,9 +333,6 @@ export function signatureRefusal(listed: AuthorizedKey, data: Buffer, signature:
   return listed.key.verify(data, signature, hashAlgo) === true ? undefined : 'signature does not verify';
 }
 
-/** The authorized_keys flags that a certificate's permit-* extensions stand for (lib/certificates.ts, PERMISSIONS). */
-const PERMISSION_FLAGS = ['pty', 'port-forwarding', 'agent-forwarding', 'x11-forwarding', 'user-rc'];
-
 /**
  * The session options of a login with `certificate` through the
  * cert-authority `line`, merged as sshd merges them: a flag only where both
@@ -346,15 +343,23 @@ const PERMISSION_FLAGS = ['pty', 'port-forwarding', 'agent-forwarding', 'x11-for
 export function certificateSessionOptions(line: AuthorizedKey, certificate: UserCertificate): SessionOptions | string {
   // The line's session options parsed when it was read; they parse again.
   const options = line.sessionOptions === undefined ? [] : (parseOptions(line.sessionOptions.text) as KeyOption[]);
-  const allowed = new Set(PERMISSION_FLAGS);
+  // The flags a certificate's permit-* extensions stand for, as the line leaves them.
+  const flags = Object.values(PERMISSIONS);
+  const allowed = new Set(flags);
   const rest: KeyOption[] = [];
   let command: string | undefined;
   for (const option of options) {
     const bare = option.name.replace(/^no-/, '');
-    if (option.name === 'restrict') allowed.clear();
-    else if (!PERMISSION_FLAGS.includes(bare)) (option.name === 'command' ? (command = option.value) : rest.push(option));
-    else if (bare === option.name) allowed.add(bare);
-    else allowed.delete(bare);
+    if (option.name === 'restrict') {
+      allowed.clear();
+    } else if (flags.includes(bare)) {
+      if (bare === option.name) allowed.add(bare);
+      else allowed.delete(bare);
+    } else if (option.name === 'command') {
+      command = option.value;
+    } else {
+      rest.push(option);
+    }
   }
   if (command !== undefined && certificate.forceCommand !== undefined && command !== certificate.forceCommand) {
     return "the certificate's force-command and its line's command= differ";
@@ -362,9 +367,9 @@ export function certificateSessionOptions(line: AuthorizedKey, certificate: User
   command ??= certificate.forceCommand;
   // In sshd's quoting only \" is special: a command that ends in a backslash would not be read back.
   if (command !== undefined && (/[\0-\x1f\x7f]/.test(command) || command.endsWith('\\'))) return 'its forced command cannot be passed on to sshd';
-  const flags = PERMISSION_FLAGS.filter((flag) => allowed.has(flag) && certificate.permissions.has(flag));
+  const granted = flags.filter((flag) => allowed.has(flag) && certificate.permissions.has(flag));
   const forced = command === undefined ? [] : [{ name: 'command', text: `command="${command.replace(/"/g, '\\"')}"` }];
-  const all = [{ name: 'restrict', text: 'restrict' }, ...flags.map((flag) => ({ name: flag, text: flag })), ...rest, ...forced];
+  const all = [{ name: 'restrict', text: 'restrict' }, ...granted.map((flag) => ({ name: flag, text: flag })), ...rest, ...forced];
   return { text: all.map((o) => o.text).join(','), names: all.map((o) => o.name) };
 }
 

@@ -11,11 +11,17 @@
  * sshd requires presence unless the authorized_keys line says
  * `no-touch-required`, and verification when it says `verify-required`.
  */
-import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
-import { ecdsaP1363 } from './sshsignatures.js';
+import { createHash, verify, type KeyObject } from 'node:crypto';
+import { ecdsaP1363, readPublicKey } from './sshsignatures.js';
 import { WireReader } from './sshwire.js';
 
-export const SECURITY_KEY_TYPES = new Set(['sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com']);
+/** The security key types, and the plain key type whose fields each holds before its application. */
+const PLAIN_TYPES: Record<string, string> = {
+  'sk-ssh-ed25519@openssh.com': 'ssh-ed25519',
+  'sk-ecdsa-sha2-nistp256@openssh.com': 'ecdsa-sha2-nistp256',
+};
+
+export const SECURITY_KEY_TYPES = new Set(Object.keys(PLAIN_TYPES));
 
 /** Flags of a FIDO signature (OpenSSH's sk-api.h). */
 const USER_PRESENT = 0x01;
@@ -40,23 +46,14 @@ export class SecurityKey {
 
   /** The key of an authorized_keys blob of a type in SECURITY_KEY_TYPES; undefined if it does not parse. */
   static parse(blob: Buffer): SecurityKey | undefined {
-    const fields = new WireReader(blob).strings();
-    const type = fields?.[0]?.toString('latin1');
-    try {
-      if (type === 'sk-ssh-ed25519@openssh.com' && fields!.length === 3 && fields![1]!.length === 32) {
-        const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: fields![1]!.toString('base64url') }, format: 'jwk' });
-        return new SecurityKey(type, blob, publicKey, createHash('sha256').update(fields![2]!).digest());
-      }
-      if (type === 'sk-ecdsa-sha2-nistp256@openssh.com' && fields!.length === 4 && fields![1]!.toString('latin1') === 'nistp256') {
-        const point = fields![2]!;
-        if (point.length !== 65 || point[0] !== 0x04) return undefined;
-        const jwk = { kty: 'EC', crv: 'P-256', x: point.subarray(1, 33).toString('base64url'), y: point.subarray(33).toString('base64url') };
-        return new SecurityKey(type, blob, createPublicKey({ key: jwk, format: 'jwk' }), createHash('sha256').update(fields![3]!).digest());
-      }
-    } catch {
-      // A point that is not on the curve.
-    }
-    return undefined;
+    const reader = new WireReader(blob);
+    const type = reader.string()?.toString('latin1');
+    // The plain key's fields, then the application.
+    const plain = type !== undefined && Object.hasOwn(PLAIN_TYPES, type) ? PLAIN_TYPES[type] : undefined;
+    const key = plain === undefined ? undefined : readPublicKey(plain, reader);
+    const application = reader.string();
+    if (key === undefined || application === undefined || !reader.done()) return undefined;
+    return new SecurityKey(type!, blob, key.key, createHash('sha256').update(application).digest());
   }
 
   /** The key as a client presents it (and ssh-keygen -l hashes it). */
