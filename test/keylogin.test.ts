@@ -345,12 +345,12 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
 
   it('keeps the options in a file of the connection, 0400 and the account\'s, and removes it when the session ends', async () => {
     const keyFile = await newKey(`session-file-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
-    // A mark to find this connection's file among the daemon's (under the default --runtime-dir).
+    // A mark to find this connection's file among the daemon's (under its --runtime-dir).
     const mark = `JSP_MARK=${crypto.randomBytes(6).toString('hex')}`;
     const options = `no-agent-forwarding,environment="${mark}",no-X11-forwarding`;
     listAuthorizedKeys(env.user, [`${options} ${publicLine(keyFile)}`]);
     const session = keySsh(keyFile, ['echo "mark=$JSP_MARK"; sleep 3']);
-    const runtime = '/run/jupyter-ssh-proxy';
+    const runtime = env.proxy.runtimeDir;
     const file = await waitFor(
       () => {
         for (const daemonDir of fs.readdirSync(runtime)) {

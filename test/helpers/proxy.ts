@@ -13,12 +13,14 @@ export const BIN = path.join(REPO_ROOT, 'bin', 'jupyter_ssh_proxy');
 export interface ProxyProcess {
   port: number;
   keyDir: string;
+  /** The --runtime-dir the daemon was given: a folder of its own under /run, removed at stop (unless the test passed one). */
+  runtimeDir: string;
   child: ChildProcess;
   /** Everything the daemon logged so far. */
   logs(): string;
   /** The first line logged so far that contains `fragment`. */
   logLine(fragment: string): string | undefined;
-  /** SIGTERM, wait for exit (SIGKILL after a deadline), remove the key folder if it made it. Idempotent. */
+  /** SIGTERM, wait for exit (SIGKILL after a deadline), remove the key and runtime folders it made. Idempotent. */
   stop(): Promise<void>;
 }
 
@@ -65,8 +67,16 @@ export async function startProxy(
 ): Promise<ProxyProcess> {
   const ownKeyDir = options.keyDir === undefined;
   const keyDir = options.keyDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-keys-'));
-  const removeKeyDir = () => {
+  // Not the default /run/jupyter-ssh-proxy, which would stay behind. Under
+  // /run, as sshd's StrictModes refuses /tmp (world-writable) above a key
+  // file; 0755, as sshd reads there as the user.
+  const runtimeArg = extraArgs.indexOf('--runtime-dir');
+  const ownRuntimeDir = runtimeArg < 0;
+  const runtimeDir = ownRuntimeDir ? fs.mkdtempSync('/run/jsp-proxy-') : extraArgs[runtimeArg + 1]!;
+  if (ownRuntimeDir) fs.chmodSync(runtimeDir, 0o755);
+  const removeOwnFolders = () => {
     if (ownKeyDir) fs.rmSync(keyDir, { recursive: true, force: true });
+    if (ownRuntimeDir) fs.rmSync(runtimeDir, { recursive: true, force: true });
   };
   const [command, ...prefixArgs] = [...(options.commandPrefix ?? []), process.execPath];
   const stdoutFd = options.stdoutFile === undefined ? undefined : fs.openSync(options.stdoutFile, 'a');
@@ -79,6 +89,7 @@ export async function startProxy(
       '--ip', options.ip ?? '127.0.0.1',
       '-p', String(options.port ?? 0),
       '-k', keyDir,
+      ...(ownRuntimeDir ? ['--runtime-dir', runtimeDir] : []),
       '--log-level', options.logLevel ?? 'debug',
       // stop() waits 10 s before SIGKILL: drain open sessions well within that.
       ...(extraArgs.includes('--drain-timeout') ? [] : ['--drain-timeout', '2']),
@@ -127,7 +138,7 @@ export async function startProxy(
     port = listened;
   } catch (err) {
     child.kill('SIGKILL');
-    removeKeyDir();
+    removeOwnFolders();
     throw err;
   }
 
@@ -135,6 +146,7 @@ export async function startProxy(
   return {
     port,
     keyDir,
+    runtimeDir,
     child,
     logs,
     logLine: (fragment) => logs().split('\n').find((line) => line.includes(fragment)),
@@ -148,7 +160,7 @@ export async function startProxy(
         }
         // The secrets check reads every line, the file's too.
         if (options.stdoutFile !== undefined) allProxyLogs.push(fs.readFileSync(options.stdoutFile, 'utf8'));
-        removeKeyDir();
+        removeOwnFolders();
       })()),
   };
 }
