@@ -24,6 +24,8 @@ import path from 'node:path';
 import { parseKey, type ParsedKey } from './ssh2internals.js';
 import { PERMISSIONS, type UserCertificate } from './certificates.js';
 import { SECURITY_KEY_TYPES, SecurityKey, type SecurityKeyPolicy } from './securitykeys.js';
+import { MIN_RSA_BITS } from './sshsignatures.js';
+import { blobType } from './sshwire.js';
 import { readAsUser, type FileReader } from './userfiles.js';
 
 /** The key types a line may hold, as sshd's defaults accept them (no DSA, no SHA-1 RSA signatures). */
@@ -31,9 +33,6 @@ const KEY_TYPES = new Set(['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nis
 
 /** sshd's default for a security key: touched, not necessarily verified. */
 const DEFAULT_SECURITY_KEY_POLICY: SecurityKeyPolicy = Object.freeze({ touchRequired: true, verifyRequired: false });
-
-/** OpenSSH's RequiredRSASize default. */
-const MIN_RSA_BITS = 1024;
 
 /** Larger files are not read: thousands of keys fit in far less. */
 const MAX_FILE_BYTES = 1024 * 1024;
@@ -103,13 +102,6 @@ export function authorizedKeysPatternProblem(pattern: string): string | undefine
   if (pattern.trim() === '') return '--authorized-keys-file needs a path, e.g. .ssh/authorized_keys';
   if (/%[^%hu]|%$/.test(pattern)) return `--authorized-keys-file knows %h, %u and %%, not ${pattern.match(/%[^%hu]?/)![0]}`;
   return undefined;
-}
-
-/** The first string of an SSH wire-format key: its type. */
-function blobType(blob: Buffer): string | undefined {
-  if (blob.length < 4) return undefined;
-  const length = blob.readUInt32BE(0);
-  return length <= blob.length - 4 ? blob.toString('latin1', 4, 4 + length) : undefined;
 }
 
 /** The modulus size of an ssh-rsa blob (string type, mpint e, mpint n). */

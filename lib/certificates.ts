@@ -14,7 +14,7 @@
  */
 import net from 'node:net';
 import { readPublicKey, verifySignature, type PublicKey } from './sshsignatures.js';
-import { WireReader } from './sshwire.js';
+import { WireReader, blobType } from './sshwire.js';
 
 /** The certificate types taken, and the plain key type inside each. */
 const CERTIFICATE_TYPES: Record<string, string> = {
@@ -34,11 +34,6 @@ const CERTIFICATE_ALGORITHMS: Record<string, [certificate: string, signature: st
   'rsa-sha2-512-cert-v01@openssh.com': ['ssh-rsa-cert-v01@openssh.com', 'rsa-sha2-512'],
   'rsa-sha2-256-cert-v01@openssh.com': ['ssh-rsa-cert-v01@openssh.com', 'rsa-sha2-256'],
 };
-
-/** A key blob's type, read from its first string. */
-function blobType(blob: Buffer): string | undefined {
-  return new WireReader(blob).string()?.toString('latin1');
-}
 
 /**
  * The signature algorithm of a certificate login by publickey algorithm

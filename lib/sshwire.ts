@@ -69,3 +69,8 @@ export function sshString(value: string | Buffer): Buffer {
   length.writeUInt32BE(bytes.length);
   return Buffer.concat([length, bytes]);
 }
+
+/** A key or certificate blob's type: its first string; undefined if there is none. */
+export function blobType(blob: Buffer): string | undefined {
+  return new WireReader(blob).string()?.toString('latin1');
+}
