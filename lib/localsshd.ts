@@ -319,8 +319,9 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
       if (account === undefined) throw new Error('getent did not run');
       const handle = await fsp.open(file, 'wx', 0o400);
       try {
-        await handle.writeFile(`${options.text} ${this.clientPublicKey} jupyter-ssh-proxy\n`);
+        // The account's before it has content: the file is never a root-owned key list.
         await handle.chown(account.uid, -1);
+        await handle.writeFile(`${options.text} ${this.clientPublicKey} jupyter-ssh-proxy\n`);
       } finally {
         await handle.close();
       }
