@@ -246,7 +246,7 @@ describe('operations: configuration', function () {
       const url = args.length === 0 ? [] : ['http://127.0.0.1:9'];
       const env = { ...process.env };
       delete env.JUPYTERHUB_API_URL;
-      const r = await run(process.execPath, [BIN, '-k', dir, ...args, ...url], { env });
+      const r = await run(process.execPath, [BIN, '-k', dir, '--runtime-dir', path.join(dir, 'run'), ...args, ...url], { env });
       expect(r.code).to.equal(1);
       // Flag errors go to stderr; errors found when loading (host keys) are logged.
       expect(r.stderr + r.stdout).to.match(message);
@@ -261,7 +261,7 @@ describe('operations: configuration', function () {
     try {
       const port = (taken.address() as net.AddressInfo).port;
       const pidFile = path.join(dir, 'proxy.pid');
-      const r = await run(process.execPath, [BIN, '-k', dir, '--ip', '127.0.0.1', '-p', String(port), '--pid-file', pidFile, 'http://127.0.0.1:9']);
+      const r = await run(process.execPath, [BIN, '-k', dir, '--runtime-dir', path.join(dir, 'run'), '--ip', '127.0.0.1', '-p', String(port), '--pid-file', pidFile, 'http://127.0.0.1:9']);
       expect(r.code).to.equal(1);
       expect(r.stdout).to.match(new RegExp(`cannot start: listen EADDRINUSE.*127\\.0\\.0\\.1:${port}`));
       expect(fs.existsSync(pidFile)).to.equal(false);
