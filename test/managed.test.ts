@@ -62,12 +62,17 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
   let user: UnixUser;
   let port: number;
   let keyDir: string;
+  let runtimeDir: string;
 
   before(async function () {
     this.timeout(120_000);
     port = await freePort();
     keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-managed-keys-'));
-    const command = [process.execPath, ...DAEMON_NODE_ARGS, BIN, '--ip', '127.0.0.1', '-p', String(port), '-k', keyDir];
+    // Not the default /run/jupyter-ssh-proxy, which would outlive the test; under
+    // /run and 0755 because sshd's StrictModes checks the folders above its key files.
+    runtimeDir = fs.mkdtempSync('/run/jsp-managed-');
+    fs.chmodSync(runtimeDir, 0o755);
+    const command = [process.execPath, ...DAEMON_NODE_ARGS, BIN, '--ip', '127.0.0.1', '-p', String(port), '-k', keyDir, '--runtime-dir', runtimeDir];
     hub = await startHub({
       extraConfig: [
         'import os',
@@ -91,6 +96,7 @@ describe('as a JupyterHub managed service (least-privilege role)', function () {
     await user?.remove();
     await hub?.stop();
     fs.rmSync(keyDir, { recursive: true, force: true });
+    if (runtimeDir) fs.rmSync(runtimeDir, { recursive: true, force: true });
   });
 
   it('starts the server with its service token for a user token that only has access:servers', async function () {
