@@ -319,6 +319,19 @@ export function parseAuthorizedKeys(text: string, source: string): AuthorizedKey
   return { keys, problems };
 }
 
+/**
+ * A list of bare public keys, one per line, comments and blank lines
+ * allowed (sshd's TrustedUserCAKeys): authorized_keys lines without
+ * options, whose lines with options are skipped as problems.
+ */
+export function parseKeyList(text: string, source: string): AuthorizedKeys {
+  const parsed = parseAuthorizedKeys(text, source);
+  // A line without options shares the default policy object; readOptions gives every line with options a copy.
+  const bare = parsed.keys.filter((entry) => entry.securityKeyPolicy === DEFAULT_SECURITY_KEY_POLICY);
+  const optioned = parsed.keys.filter((entry) => !bare.includes(entry)).map((entry) => `${source} line ${entry.line}: skipped, options are not taken here`);
+  return { keys: bare, problems: [...parsed.problems, ...optioned] };
+}
+
 /** Why a login signature made with a listed key does not do; undefined when it does. */
 export function signatureRefusal(listed: AuthorizedKey, data: Buffer, signature: Buffer, hashAlgo?: string): string | undefined {
   if (listed.key instanceof SecurityKey) return listed.key.refusal(data, signature, listed.securityKeyPolicy);

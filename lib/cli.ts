@@ -10,9 +10,8 @@ import yaml from 'js-yaml';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { CLIENT_LEG_FLAGS, DEFAULT_CLIENT_LEG, aesGcmCiphers, resolveAlgorithmList, type ClientLegAlgorithms, type PreferAesGcm } from './algorithms.js';
-import type { ProxyConfig } from './config.js';
+import { ConfigError, type ProxyConfig } from './config.js';
 import { apiUrlOf } from './hub.js';
-import { HostKeyError } from './hostkeys.js';
 import { DEFAULT_PENALTIES, parsePenalties } from './penalties.js';
 import { createLogger, surviveLostOutput } from './logger.js';
 import { ProxyServer } from './server.js';
@@ -117,6 +116,13 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       describe:
         "Let users log in with a key listed in this file of their unix account (sshd's AuthorizedKeysFile: relative to the home, %h home, %u user), " +
         'e.g. .ssh/authorized_keys; needs JUPYTERHUB_API_TOKEN. Default: tokens only',
+    })
+    .option('trusted-user-ca-keys', {
+      group: GROUPS.keys,
+      type: 'string',
+      describe:
+        "Let users log in with a certificate signed by a key in this file (sshd's TrustedUserCAKeys): its principals name the Hub user. " +
+        'The file is read again when it changes; needs JUPYTERHUB_API_TOKEN. Default: none',
     })
     .option('kex-algorithms', { group: GROUPS.algorithms, type: 'string', default: DEFAULT_CLIENT_LEG.kex.join(','), describe: 'Key exchange algorithms (KexAlgorithms)' })
     .option('ciphers', {
@@ -245,6 +251,9 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
         // A key login brings no user token: the service's starts the server.
         if (!env.JUPYTERHUB_API_TOKEN) throw new Error('--authorized-keys-file needs a JupyterHub service token in JUPYTERHUB_API_TOKEN, to start servers for key logins');
       }
+      if (a['trusted-user-ca-keys'] !== undefined && !env.JUPYTERHUB_API_TOKEN) {
+        throw new Error('--trusted-user-ca-keys needs a JupyterHub service token in JUPYTERHUB_API_TOKEN, to start servers for certificate logins');
+      }
       for (const o of a['sshd-option']) if (!/^[A-Za-z]+[= ].+/.test(o)) throw new Error(`--sshd-option must be KEY=VALUE, got ${o}`);
       return true;
     })
@@ -292,6 +301,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
     metricsPort: args['metrics-port'],
     unixUser: args['unix-user'],
     authorizedKeysFile: args['authorized-keys-file'],
+    trustedUserCaKeys: args['trusted-user-ca-keys'],
     sshdPath: args.sshd,
     sshdOptions: args['sshd-option'],
     runtimeDir: args['runtime-dir'],
@@ -382,7 +392,7 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
     await server.listen();
   } catch (err) {
     if (config.pidFile) fs.rmSync(config.pidFile, { force: true });
-    const known = err instanceof HostKeyError || (err as NodeJS.ErrnoException).code !== undefined;
+    const known = err instanceof ConfigError || (err as NodeJS.ErrnoException).code !== undefined;
     return fail(known ? (err as Error).message : String((err as Error).stack));
   }
   started = true;

@@ -1,6 +1,9 @@
 import type { ClientLegAlgorithms, PreferAesGcm } from './algorithms.js';
 import type { PenaltyConfig } from './penalties.js';
 
+/** A setting the daemon cannot work with, found as it loads: it stops (or a reload is refused) with the message, one line. */
+export class ConfigError extends Error {}
+
 /** The daemon's settings, as the CLI resolves them. */
 export interface ProxyConfig {
   /** Address to listen on; '' means all interfaces. */
@@ -37,6 +40,8 @@ export interface ProxyConfig {
   unixUser: string;
   /** Where an account lists keys that log in without a token (sshd's AuthorizedKeysFile syntax); unset: tokens only. */
   authorizedKeysFile?: string;
+  /** Authorities whose user certificates log in the Hub users they name (sshd's TrustedUserCAKeys); unset: none. */
+  trustedUserCaKeys?: string;
   sshdPath: string;
   sshdOptions: string[];
   runtimeDir: string;

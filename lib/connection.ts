@@ -36,6 +36,7 @@ import { ServerStarter, ServerUnavailableError } from './servers.js';
 import type { ServerWatches } from './serverwatch.js';
 import { channelTypeLabel, type Metrics } from './metrics.js';
 import type { PenaltyKind } from './penalties.js';
+import type { TrustedUserCAs } from './trustedcas.js';
 
 /**
  * A client-chosen string fit to echo in a message and a log line: printable
@@ -78,6 +79,8 @@ export interface ConnectionSettings {
   authorizer: Authorizer;
   /** Where keys that log in without a token are listed; unset: no key logins (they need serviceToken). */
   keyLogins?: AuthorizedKeysSource;
+  /** Authorities whose user certificates log in the Hub users they name, with no listed key (they need serviceToken). */
+  trustedUserCAs?: TrustedUserCAs;
   servers: ServerStarter;
   serviceToken?: string;
   /** Ties sessions to their server's life (activity reports, ending on a stop). */
@@ -282,7 +285,12 @@ export class Connection {
 
   /** The methods still open to the client, for USERAUTH_FAILURE. */
   private authMethods(): string[] {
-    return this.settings.keyLogins !== undefined && this.keyOffers < MAX_KEY_OFFERS ? ['publickey', ...TOKEN_METHODS] : TOKEN_METHODS;
+    return this.keyLoginsOn() && this.keyOffers < MAX_KEY_OFFERS ? ['publickey', ...TOKEN_METHODS] : TOKEN_METHODS;
+  }
+
+  /** Whether any key logs in without a token: listed keys, or certificates of a trusted authority. */
+  private keyLoginsOn(): boolean {
+    return this.settings.keyLogins !== undefined || this.settings.trustedUserCAs !== undefined;
   }
 
   private onAuthRequest(user: string, service: string, method: string, data: unknown): Promise<void> | void {
@@ -335,8 +343,7 @@ export class Connection {
    * and cost the source nothing; a signature that does not verify does.
    */
   private async tryKey(login: string, request: PublicKeyAuthRequest | undefined): Promise<void> {
-    const source = this.settings.keyLogins;
-    if (source === undefined || this.keyOffers >= MAX_KEY_OFFERS) return this.client.proto.authFailure(this.authMethods());
+    if (!this.keyLoginsOn() || this.keyOffers >= MAX_KEY_OFFERS) return this.client.proto.authFailure(this.authMethods());
     this.keyOffers++;
     if (request === undefined) {
       this.log('warn', `login refused: user=${login} method=publickey reason=unreadable signature`);
@@ -351,7 +358,7 @@ export class Connection {
     if (!known) return this.client.proto.authFailure(this.authMethods());
     let listed: ListedKey | undefined;
     try {
-      listed = await this.listedKey(login, request.key, source);
+      listed = await this.listedKey(login, request.key);
     } catch (err) {
       if (!(err instanceof HubUnavailableError)) throw err;
       this.log('warn', `login refused: user=${login} method=publickey reason=${err.message}`);
@@ -385,13 +392,15 @@ export class Connection {
    * line that lets it in, with the login's target and the session options;
    * the list is read once per connection.
    */
-  private async listedKey(login: string, blob: Buffer, source: AuthorizedKeysSource): Promise<ListedKey | undefined> {
+  private async listedKey(login: string, blob: Buffer): Promise<ListedKey | undefined> {
+    const source = this.settings.keyLogins;
     this.keyList ??= {
       login,
       listed: (async () => {
         const target = await this.settings.authorizer.keyLoginTarget(login);
         if (target === undefined) return undefined;
-        const keys = await source.authorizedKeys(target.hubUser);
+        // With only --trusted-user-ca-keys, no account's file is read.
+        const keys: AuthorizedKeys = source === undefined ? { keys: [], problems: [] } : await source.authorizedKeys(target.hubUser);
         if (keys.problems.length > 0) this.log('info', `authorized keys for ${target.hubUser}: ${keys.problems.join('; ')}`);
         return { target, keys };
       })(),
@@ -420,7 +429,12 @@ export class Connection {
     return key && { target: listed.target, key, sessionOptions: key.sessionOptions };
   }
 
-  /** The first cert-authority line that lets the certificate `blob` in, as listedKey; each refusal is logged. */
+  /**
+   * A trusted authority (--trusted-user-ca-keys) that lets the certificate
+   * `blob` in, else the first cert-authority line that does, as listedKey;
+   * each refusal is logged. As sshd: the trusted authorities first, then
+   * the account's lines.
+   */
   private certifiedKey(
     blob: Buffer,
     listed: { target: LoginTarget; keys: AuthorizedKeys },
@@ -434,9 +448,23 @@ export class Connection {
       this.log('info', `certificate ${whose} refused: ${certificate}`);
       return undefined;
     }
+    const trusted = this.settings.trustedUserCAs?.find(certificate.authority.blob, (message) => this.log('warn', message));
+    if (trusted !== undefined) {
+      const hubUser = listed.target.hubUser;
+      // sshd with TrustedUserCAKeys: a certificate must name whom it lets in.
+      const refusal =
+        certificate.principals.length === 0
+          ? 'the certificate names no principals'
+          : certificateRefusal(certificate, hubUser, undefined, address, now);
+      const sessionOptions = refusal ?? certificateSessionOptions(trusted, certificate);
+      if (typeof sessionOptions !== 'string') return { target: listed.target, key: trusted, certificate, sessionOptions };
+      this.log('info', `certificate ${certificateName(certificate)} ${whose} refused by --trusted-user-ca-keys: ${sessionOptions}`);
+    }
     const lines = listed.keys.keys.filter((entry) => entry.certAuthority && entry.blob.equals(certificate.authority.blob));
     if (lines.length === 0) {
-      this.log('info', `certificate ${certificateName(certificate)} ${whose} refused: no cert-authority line lists its authority`);
+      if (trusted !== undefined) return undefined;
+      const unlisted = [this.settings.trustedUserCAs && 'not in --trusted-user-ca-keys', this.settings.keyLogins && 'on no cert-authority line'].filter(Boolean);
+      this.log('info', `certificate ${certificateName(certificate)} ${whose} refused: its authority is ${unlisted.join(', ')}`);
       return undefined;
     }
     const why: string[] = [];

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { ConfigError } from './config.js';
 import { generateKeyPair, parseKey, type ParsedKey } from './ssh2internals.js';
 
 interface KeySpec {
@@ -32,7 +33,7 @@ export function fingerprint(key: { getPublicSSH(): Buffer } | Buffer): string {
 }
 
 /** A problem with KEYDIR that must stop the daemon; its message is one line. */
-export class HostKeyError extends Error {}
+export class HostKeyError extends ConfigError {}
 
 /** Writes a new private key (0600) and its .pub (0644); never overwrites. */
 export function writeKeyPair(file: string, pair: { private: string; public: string }, comment: string): void {

@@ -23,6 +23,7 @@ import { SourcePenalties } from './penalties.js';
 import { collectWhenQuiet } from './quietgc.js';
 import { sandboxReachingSessions } from './sandbox.js';
 import { adoptWithSharedReads } from './sharedreads.js';
+import { TrustedUserCAs } from './trustedcas.js';
 import { cryptoReady, hybridKeyExchangesInstalled, installedSsh2Version, nativeCryptoAvailable, relayLoopAvailable, type ParsedKey } from './ssh2internals.js';
 
 export class ProxyServer {
@@ -159,6 +160,13 @@ export class ProxyServer {
     const { serviceToken, tokenPage } = config;
     if (!serviceToken) this.log.info("no JUPYTERHUB_API_TOKEN: users' own tokens are used to start servers and report activity");
     if (config.authorizedKeysFile !== undefined) this.log.info(`key logins on: keys listed in each account's ${config.authorizedKeysFile}`);
+    let trustedUserCAs: TrustedUserCAs | undefined;
+    if (config.trustedUserCaKeys !== undefined) {
+      const { cas, problems } = TrustedUserCAs.open(config.trustedUserCaKeys);
+      for (const problem of problems) this.log.warn(`--trusted-user-ca-keys: ${problem}`);
+      this.log.info(`certificate logins on: user certificates of the ${cas.size} authorities in ${cas.file}, for the Hub users their principals name`);
+      trustedUserCAs = cas;
+    }
     return {
       ident: IDENT,
       hostKeys,
@@ -166,6 +174,7 @@ export class ProxyServer {
       aesGcmSwitch: aesGcmSwitch(Object.keys(hostKeys), config.algorithms, config.preferAesGcm),
       clientOffer: clientOffer(),
       keyLogins: config.authorizedKeysFile !== undefined ? upstream : undefined,
+      trustedUserCAs,
       authorizer: new HubAuthorizer(hub, {
         separator: config.separator,
         cacheTtlMs: config.authCacheTtlMs,

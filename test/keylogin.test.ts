@@ -18,7 +18,19 @@ import { BaseAgent, ssh2Login } from './helpers/ssh2client.js';
 
 describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, real sshd and Hub', function () {
   this.timeout(180_000);
-  const env = useEnv({ proxyArgs: ['--authorized-keys-file', '.ssh/authorized_keys'], serviceToken: true });
+  // Certificate logins are on too, as a site may run both: test/trustedcas.test.ts has them alone.
+  const sitePath = path.join(os.tmpdir(), `jsp-site-ca-${process.pid}-${crypto.randomBytes(3).toString('hex')}`);
+  before(async () => {
+    fs.mkdirSync(sitePath, { mode: 0o700 });
+    const made = await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'site-ca', '-f', path.join(sitePath, 'ca')]);
+    expect(made.code, made.stderr).to.equal(0);
+    fs.copyFileSync(path.join(sitePath, 'ca.pub'), path.join(sitePath, 'trusted_user_ca_keys'));
+  });
+  after(() => fs.rmSync(sitePath, { recursive: true, force: true }));
+  const env = useEnv({
+    proxyArgs: ['--authorized-keys-file', '.ssh/authorized_keys', '--trusted-user-ca-keys', path.join(sitePath, 'trusted_user_ca_keys')],
+    serviceToken: true,
+  });
   let keys: string;
   const others: UnixUser[] = [];
 
@@ -218,6 +230,28 @@ describe('key logins (--authorized-keys-file): real ssh, sftp and ssh-copy-id, r
       before = env.proxy.logs().length;
       expect((await keySsh(elsewhere, ['true'])).code).to.equal(255);
       expect(logsSince(before)).to.include('refused: line 1: the certificate is not valid from 127.0.0.1 (source-address)');
+    });
+
+    it("with --trusted-user-ca-keys too: the site's certificate for the Hub user logs in beside the account's keys, and one it refuses may still log in through a cert-authority line", async () => {
+      const siteCa = path.join(sitePath, 'ca');
+      /** A new key with a certificate of the site's authority for `principal`. */
+      const siteCertified = async (principal: string) => {
+        const keyFile = await newKey(`site-${crypto.randomBytes(3).toString('hex')}`, 'ed25519');
+        const signed = await run('ssh-keygen', ['-q', '-s', siteCa, '-I', 'site', '-n', principal, `${keyFile}.pub`]);
+        expect(signed.code, signed.stderr).to.equal(0);
+        return keyFile;
+      };
+      listAuthorizedKeys(env.user, [`cert-authority ${publicLine(ca)}`]);
+      const bySite = await keySsh(await siteCertified(env.user.name), ['id', '-un']);
+      expect(bySite.code, bySite.stderr).to.equal(0);
+
+      // The account also lists the site's authority, for another principal: --trusted-user-ca-keys refuses, the line takes it.
+      listAuthorizedKeys(env.user, [`cert-authority,principals="backup" ${publicLine(siteCa)}`]);
+      const before = env.proxy.logs().length;
+      const byLine = await keySsh(await siteCertified('backup'), ['id', '-un']);
+      expect(byLine.code, byLine.stderr).to.equal(0);
+      expect(logsSince(before)).to.include(`refused by --trusted-user-ca-keys: the certificate is not for ${env.user.name} (its principals)`);
+      expect(logsSince(before)).to.include('login accepted');
     });
 
     it("applies the certificate's force-command and its permissions (no permit-pty: no terminal) through the internal sshd", async () => {
