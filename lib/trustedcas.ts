@@ -13,97 +13,69 @@
  * extensions are checked and applied as for a cert-authority line
  * (lib/certificates.ts).
  *
- * The file is read at start, where a file that cannot be read, that others
- * may write, or that lists no usable key stops the daemon with the reason.
- * At a login it is read again if it changed (sshd reads it at every login),
- * so authorities are added and removed without a restart; if it has become
- * unusable, no certificate logs in through it until it is fixed.
+ * The file is read at start, where a file that cannot be used (or lists no
+ * usable key) stops the daemon with the reason, and again at a login when
+ * it changed (lib/watchedfile.ts). If it has become unusable, no
+ * certificate logs in through it until it is fixed.
  */
-import fs from 'node:fs';
 import { parseKeyList, type AuthorizedKey } from './authorizedkeys.js';
 import { ConfigError } from './config.js';
 import { SecurityKey } from './securitykeys.js';
+import { WatchedFile, type Reading } from './watchedfile.js';
 
 /** Larger files are not read: a list of authorities is a few lines. */
 const MAX_FILE_BYTES = 256 * 1024;
 
-interface Reading {
-  /** Identifies the file's state: device, inode, size, mode, owner, and the times of its last write and change (chmod, chown). */
-  stamp: string;
+interface Authorities {
   keys: AuthorizedKey[];
-  /** Why lines, or the whole file, were not used; never a line's text. */
+  /** Why lines were not used; never a line's text. */
   problems: string[];
 }
 
-function stampOf(stat: fs.Stats): string {
-  return `${stat.dev}:${stat.ino}:${stat.size}:${stat.mode}:${stat.uid}:${stat.mtimeMs}:${stat.ctimeMs}`;
-}
-
-/** The file's keys, or why it gives none. */
-function readFile(file: string): Reading {
-  let stat: fs.Stats;
-  try {
-    stat = fs.statSync(file);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    return { stamp: code, keys: [], problems: [`${file}: not readable (${code})`] };
-  }
-  const stamp = stampOf(stat);
-  const none = (problem: string): Reading => ({ stamp, keys: [], problems: [`${file}: ${problem}`] });
-  if (!stat.isFile()) return none('not a regular file');
-  // Whoever may write it may let anyone in as anyone.
-  if ((stat.mode & 0o022) !== 0) return none(`refused, writable by others than its owner (mode ${(stat.mode & 0o777).toString(8).padStart(4, '0')})`);
-  if (stat.uid !== 0 && stat.uid !== process.getuid?.()) return none('refused, it must belong to root or to the user the daemon runs as');
-  if (stat.size > MAX_FILE_BYTES) return none(`refused, larger than ${MAX_FILE_BYTES} bytes`);
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    return none(`not readable (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
-  const list = parseKeyList(text, file);
+/** The authorities a file lists; lines with options, security keys and lines that are no keys are problems. */
+function parseAuthorities(file: string, content: Buffer): Authorities {
+  const list = parseKeyList(content.toString('utf8'), file);
   // lib/certificates.ts verifies Ed25519, ECDSA and RSA signatures; a security key cannot sign a certificate here.
   const keys = list.keys.filter((entry) => !(entry.key instanceof SecurityKey));
-  const problems = [...list.problems, ...list.keys.filter((entry) => !keys.includes(entry)).map((entry) => `${file} line ${entry.line}: skipped, security keys are not supported as certificate authorities`)];
-  return { stamp, keys, problems };
+  const skipped = list.keys.filter((entry) => !keys.includes(entry)).map((entry) => `${file} line ${entry.line}: skipped, security keys are not supported as certificate authorities`);
+  return { keys, problems: [...list.problems, ...skipped] };
+}
+
+/** A reading for the log: how many authorities, and the problems. */
+function describe(reading: Reading<Authorities>): string {
+  if (reading.problem !== undefined) return `0 authorities; ${reading.problem}`;
+  const { keys, problems } = reading.value;
+  return `${keys.length} authorities${problems.length > 0 ? `; ${problems.join('; ')}` : ''}`;
 }
 
 export class TrustedUserCAs {
-  private reading: Reading;
+  private constructor(private readonly watched: WatchedFile<Authorities>) {}
 
-  private constructor(readonly file: string, reading: Reading) {
-    this.reading = reading;
+  get file(): string {
+    return this.watched.file;
   }
 
-  /** Reads `file`; throws with the reason when it cannot be used (no key at all counts). Problems with some lines are returned. */
+  /** Reads `file`; throws a ConfigError with the reason when it cannot be used (no key at all counts). Problems with some lines are returned. */
   static open(file: string): { cas: TrustedUserCAs; problems: string[] } {
-    const reading = readFile(file);
-    if (reading.keys.length === 0) throw new ConfigError(`--trusted-user-ca-keys: ${reading.problems.join('; ') || `${file} lists no key`}`);
-    return { cas: new TrustedUserCAs(file, reading), problems: reading.problems };
+    const watched = new WatchedFile(file, MAX_FILE_BYTES, (content) => parseAuthorities(file, content));
+    const reading = watched.current();
+    if (reading.problem !== undefined) throw new ConfigError(`--trusted-user-ca-keys: ${reading.problem}`);
+    const { keys, problems } = reading.value;
+    if (keys.length === 0) throw new ConfigError(`--trusted-user-ca-keys: ${problems.join('; ') || `${file} lists no key`}`);
+    return { cas: new TrustedUserCAs(watched), problems };
   }
 
   /** How many authorities the file lists now. */
   get size(): number {
-    return this.reading.keys.length;
+    return this.watched.current().value?.keys.length ?? 0;
   }
 
   /**
    * The listed authority whose key is `blob`, or undefined; the file is
-   * read again first if it changed since, and its problems then go to `log`.
+   * read again first if it changed since, and `log` then says what it holds.
    */
   find(blob: Buffer, log: (message: string) => void): AuthorizedKey | undefined {
-    let stamp: string;
-    try {
-      const stat = fs.statSync(this.file);
-      stamp = stampOf(stat);
-    } catch (err) {
-      stamp = (err as NodeJS.ErrnoException).code ?? 'error';
-    }
-    if (stamp !== this.reading.stamp) {
-      this.reading = readFile(this.file);
-      const { keys, problems } = this.reading;
-      log(`--trusted-user-ca-keys: ${this.file} changed, ${keys.length} authorities${problems.length > 0 ? `; ${problems.join('; ')}` : ''}`);
-    }
-    return this.reading.keys.find((entry) => entry.blob.equals(blob));
+    const reading = this.watched.current((next) => log(`--trusted-user-ca-keys: ${this.file} changed, ${describe(next)}`));
+    return reading.value?.keys.find((entry) => entry.blob.equals(blob));
   }
 }
