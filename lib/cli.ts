@@ -124,6 +124,13 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
         "Let users log in with a certificate signed by a key in this file (sshd's TrustedUserCAKeys): its principals name the Hub user. " +
         'The file is read again when it changes; needs JUPYTERHUB_API_TOKEN. Default: none',
     })
+    .option('revoked-keys', {
+      group: GROUPS.keys,
+      type: 'string',
+      describe:
+        "Keys and certificates that may not log in: a file of public keys or an OpenSSH KRL (ssh-keygen -k), as sshd's RevokedKeys. " +
+        'Read again when it changes; if it cannot be read, no key logs in. Default: none',
+    })
     .option('kex-algorithms', { group: GROUPS.algorithms, type: 'string', default: DEFAULT_CLIENT_LEG.kex.join(','), describe: 'Key exchange algorithms (KexAlgorithms)' })
     .option('ciphers', {
       group: GROUPS.algorithms,
@@ -302,6 +309,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
     unixUser: args['unix-user'],
     authorizedKeysFile: args['authorized-keys-file'],
     trustedUserCaKeys: args['trusted-user-ca-keys'],
+    revokedKeys: args['revoked-keys'],
     sshdPath: args.sshd,
     sshdOptions: args['sshd-option'],
     runtimeDir: args['runtime-dir'],

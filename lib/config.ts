@@ -42,6 +42,8 @@ export interface ProxyConfig {
   authorizedKeysFile?: string;
   /** Authorities whose user certificates log in the Hub users they name (sshd's TrustedUserCAKeys); unset: none. */
   trustedUserCaKeys?: string;
+  /** Keys and certificates that may not log in, a key list or an OpenSSH KRL (sshd's RevokedKeys); unset: none. */
+  revokedKeys?: string;
   sshdPath: string;
   sshdOptions: string[];
   runtimeDir: string;

@@ -37,6 +37,8 @@ import type { ServerWatches } from './serverwatch.js';
 import { channelTypeLabel, type Metrics } from './metrics.js';
 import type { PenaltyKind } from './penalties.js';
 import type { TrustedUserCAs } from './trustedcas.js';
+import type { OfferedKey, RevokedKeys } from './revokedkeys.js';
+import { blobType } from './sshwire.js';
 
 /**
  * A client-chosen string fit to echo in a message and a log line: printable
@@ -81,6 +83,8 @@ export interface ConnectionSettings {
   keyLogins?: AuthorizedKeysSource;
   /** Authorities whose user certificates log in the Hub users they name, with no listed key (they need serviceToken). */
   trustedUserCAs?: TrustedUserCAs;
+  /** Keys and certificates refused whoever lists or certifies them. */
+  revokedKeys?: RevokedKeys;
   servers: ServerStarter;
   serviceToken?: string;
   /** Ties sessions to their server's life (activity reports, ending on a stop). */
@@ -356,6 +360,11 @@ export class Connection {
     const certificateSignature = certificateSignatureAlgorithm(algorithm, request.key);
     const known = isCertificate(request.key) ? certificateSignature !== undefined : SERVER_SIG_ALGS.includes(algorithm);
     if (!known) return this.client.proto.authFailure(this.authMethods());
+    const revoked = this.revocation(request.key);
+    if (revoked !== undefined) {
+      this.log('warn', `login refused: user=${login} method=publickey reason=${revoked}`);
+      return this.client.proto.authFailure(this.authMethods());
+    }
     let listed: ListedKey | undefined;
     try {
       listed = await this.listedKey(login, request.key);
@@ -385,6 +394,29 @@ export class Connection {
     this.log('warn', `login refused: user=${login} method=publickey reason=${refusal} for ${keyName}`);
     this.refusedAttempts++;
     this.refuseAttempt();
+  }
+
+  /**
+   * Why --revoked-keys refuses the key or certificate `blob`, naming it;
+   * undefined if it does not. A certificate that does not parse is left to
+   * be refused as such.
+   */
+  private revocation(blob: Buffer): string | undefined {
+    const revoked = this.settings.revokedKeys;
+    if (revoked === undefined) return undefined;
+    let offered: OfferedKey;
+    let name: string;
+    if (isCertificate(blob)) {
+      const certificate = parseUserCertificate(blob);
+      if (typeof certificate === 'string') return undefined;
+      offered = { plain: certificate.key.blob, certificate: { authority: certificate.authority.blob, serial: certificate.serial, keyId: certificate.keyId } };
+      name = certificateName(certificate);
+    } else {
+      offered = { plain: blob };
+      name = `${blobType(blob)} ${fingerprint(blob)}`;
+    }
+    const refusal = revoked.refusal(offered, (message) => this.log('warn', message));
+    return refusal && `${refusal} (--revoked-keys) for ${name}`;
   }
 
   /**

@@ -23,6 +23,7 @@ import { SourcePenalties } from './penalties.js';
 import { collectWhenQuiet } from './quietgc.js';
 import { sandboxReachingSessions } from './sandbox.js';
 import { adoptWithSharedReads } from './sharedreads.js';
+import { RevokedKeys } from './revokedkeys.js';
 import { TrustedUserCAs } from './trustedcas.js';
 import { cryptoReady, hybridKeyExchangesInstalled, installedSsh2Version, nativeCryptoAvailable, relayLoopAvailable, type ParsedKey } from './ssh2internals.js';
 
@@ -167,6 +168,13 @@ export class ProxyServer {
       this.log.info(`certificate logins on: user certificates of the ${cas.size} authorities in ${cas.file}, for the Hub users their principals name`);
       trustedUserCAs = cas;
     }
+    let revokedKeys: RevokedKeys | undefined;
+    if (config.revokedKeys !== undefined) {
+      const { revoked, form, problems } = RevokedKeys.open(config.revokedKeys);
+      for (const problem of problems) this.log.warn(`--revoked-keys: ${problem}`);
+      this.log.info(`revoked keys: ${revoked.file}, a ${form}, refuses what it lists`);
+      revokedKeys = revoked;
+    }
     return {
       ident: IDENT,
       hostKeys,
@@ -175,6 +183,7 @@ export class ProxyServer {
       clientOffer: clientOffer(),
       keyLogins: config.authorizedKeysFile !== undefined ? upstream : undefined,
       trustedUserCAs,
+      revokedKeys,
       authorizer: new HubAuthorizer(hub, {
         separator: config.separator,
         cacheTtlMs: config.authCacheTtlMs,

@@ -20,6 +20,10 @@ export class WireReader {
     return this.string()?.toString('utf8');
   }
 
+  byte(): number | undefined {
+    return this.take(1)?.[0];
+  }
+
   uint32(): number | undefined {
     const bytes = this.take(4);
     return bytes && bytes.readUInt32BE(0);
