@@ -360,14 +360,16 @@ export class Connection {
     const certificateSignature = certificateSignatureAlgorithm(algorithm, request.key);
     const known = isCertificate(request.key) ? certificateSignature !== undefined : SERVER_SIG_ALGS.includes(algorithm);
     if (!known) return this.client.proto.authFailure(this.authMethods());
-    const revoked = this.revocation(request.key);
+    // A certificate is parsed (and its authority's signature checked) once, for both checks below.
+    const parsedCertificate = isCertificate(request.key) ? parseUserCertificate(request.key) : undefined;
+    const revoked = this.revocation(request.key, parsedCertificate);
     if (revoked !== undefined) {
       this.log('warn', `login refused: user=${login} method=publickey reason=${revoked}`);
       return this.client.proto.authFailure(this.authMethods());
     }
     let listed: ListedKey | undefined;
     try {
-      listed = await this.listedKey(login, request.key);
+      listed = await this.listedKey(login, request.key, parsedCertificate);
     } catch (err) {
       if (!(err instanceof HubUnavailableError)) throw err;
       this.log('warn', `login refused: user=${login} method=publickey reason=${err.message}`);
@@ -397,18 +399,16 @@ export class Connection {
   }
 
   /**
-   * Why --revoked-keys refuses the key or certificate `blob`, naming it;
-   * undefined if it does not. A certificate that does not parse is left to
-   * be refused as such.
+   * Why --revoked-keys refuses the key `blob` (or `certificate`, its
+   * parsed form), naming it; undefined if it does not. A certificate that
+   * does not parse is left to be refused as such.
    */
-  private revocation(blob: Buffer): string | undefined {
+  private revocation(blob: Buffer, certificate: UserCertificate | string | undefined): string | undefined {
     const revoked = this.settings.revokedKeys;
-    if (revoked === undefined) return undefined;
+    if (revoked === undefined || typeof certificate === 'string') return undefined;
     let offered: OfferedKey;
     let name: string;
-    if (isCertificate(blob)) {
-      const certificate = parseUserCertificate(blob);
-      if (typeof certificate === 'string') return undefined;
+    if (certificate !== undefined) {
       offered = { plain: certificate.key.blob, certificate: { authority: certificate.authority.blob, serial: certificate.serial, keyId: certificate.keyId } };
       name = certificateName(certificate);
     } else {
@@ -422,9 +422,10 @@ export class Connection {
   /**
    * The listed key that is `blob`, or for a certificate the cert-authority
    * line that lets it in, with the login's target and the session options;
-   * the list is read once per connection.
+   * the list is read once per connection. `certificate` is the blob
+   * parsed, if it is a certificate.
    */
-  private async listedKey(login: string, blob: Buffer): Promise<ListedKey | undefined> {
+  private async listedKey(login: string, blob: Buffer, certificate: UserCertificate | string | undefined): Promise<ListedKey | undefined> {
     const source = this.settings.keyLogins;
     this.keyList ??= {
       login,
@@ -450,7 +451,7 @@ export class Connection {
         : e.from !== undefined && !fromAllows(e.from, address)
           ? `is not allowed from ${address} (from=)`
           : undefined;
-    if (isCertificate(blob)) return this.certifiedKey(blob, listed, lineRefusal, address, now);
+    if (certificate !== undefined) return this.certifiedKey(certificate, listed, lineRefusal, address, now);
     // A cert-authority line's key logs in only through certificates, as with sshd.
     const lines = listed.keys.keys.filter((entry) => !entry.certAuthority && entry.blob.equals(blob));
     const key = lines.find((entry) => lineRefusal(entry) === undefined);
@@ -462,19 +463,18 @@ export class Connection {
   }
 
   /**
-   * A trusted authority (--trusted-user-ca-keys) that lets the certificate
-   * `blob` in, else the first cert-authority line that does, as listedKey;
-   * each refusal is logged. As sshd: the trusted authorities first, then
-   * the account's lines.
+   * A trusted authority (--trusted-user-ca-keys) that lets `certificate`
+   * in (or why it does not parse), else the first cert-authority line that
+   * does, as listedKey; each refusal is logged. As sshd: the trusted
+   * authorities first, then the account's lines.
    */
   private certifiedKey(
-    blob: Buffer,
+    certificate: UserCertificate | string,
     listed: { target: LoginTarget; keys: AuthorizedKeys },
     lineRefusal: (e: AuthorizedKey) => string | undefined,
     address: string,
     now: number,
   ): ListedKey | undefined {
-    const certificate = parseUserCertificate(blob);
     const whose = `of ${listed.target.hubUser}`;
     if (typeof certificate === 'string') {
       this.log('info', `certificate ${whose} refused: ${certificate}`);
