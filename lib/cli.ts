@@ -67,7 +67,7 @@ const GROUPS = {
   keys: 'Keys:',
   algorithms: 'Algorithms offered to clients (sshd_config syntax: a list, or +, - or ^ and a list; * and ? match):',
   hub: 'JupyterHub:',
-  upstream: 'Upstream (the internal sshd):',
+  upstream: 'Upstream (where sessions run):',
   limits: 'Limits:',
   log: 'Logging:',
   metrics: 'Metrics:',
@@ -116,6 +116,14 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       describe:
         "Let users log in with a key listed in this file of their unix account (sshd's AuthorizedKeysFile: relative to the home, %h home, %u user), " +
         'e.g. .ssh/authorized_keys; needs JUPYTERHUB_API_TOKEN. Default: tokens only',
+    })
+    .option('upstream', {
+      group: GROUPS.upstream,
+      choices: ['local-sshd', 'websocket'],
+      default: 'local-sshd',
+      describe:
+        "Where sessions run: local-sshd, an sshd on this machine as the user's unix account (LocalProcessSpawner, SudoSpawner, TLJH); " +
+        "websocket, the user's server itself through its jupyter_ssh_proxy_server extension (container spawners; needs the URL argument and JUPYTERHUB_API_TOKEN)",
     })
     .option('trusted-user-ca-keys', {
       group: GROUPS.keys,
@@ -258,6 +266,13 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
         // A key login brings no user token: the service's starts the server.
         if (!env.JUPYTERHUB_API_TOKEN) throw new Error('--authorized-keys-file needs a JupyterHub service token in JUPYTERHUB_API_TOKEN, to start servers for key logins');
       }
+      if (a.upstream === 'websocket') {
+        if (a._[0] === undefined) throw new Error("--upstream websocket needs the URL argument: the Hub's address, through which its proxy reaches users' servers");
+        if (!env.JUPYTERHUB_API_TOKEN) throw new Error("--upstream websocket needs a JupyterHub service token with access:servers in JUPYTERHUB_API_TOKEN, to reach users' servers");
+        if (keysFile !== undefined) {
+          throw new Error("--authorized-keys-file reads files on this machine, not in users' servers: with --upstream websocket, use --trusted-user-ca-keys for logins without a token");
+        }
+      }
       if (a['trusted-user-ca-keys'] !== undefined && !env.JUPYTERHUB_API_TOKEN) {
         throw new Error('--trusted-user-ca-keys needs a JupyterHub service token in JUPYTERHUB_API_TOKEN, to start servers for certificate logins');
       }
@@ -309,6 +324,8 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
     unixUser: args['unix-user'],
     authorizedKeysFile: args['authorized-keys-file'],
     trustedUserCaKeys: args['trusted-user-ca-keys'],
+    upstream: args.upstream as ProxyConfig['upstream'],
+    serversUrl: args.upstream === 'websocket' ? url : undefined,
     revokedKeys: args['revoked-keys'],
     sshdPath: args.sshd,
     sshdOptions: args['sshd-option'],

@@ -38,6 +38,10 @@ export interface ProxyConfig {
   metricsIp: string;
   metricsPort?: number;
   unixUser: string;
+  /** Where sessions run: an sshd on this machine per login, or the user's server's own (its server extension). */
+  upstream: 'local-sshd' | 'websocket';
+  /** With `upstream: 'websocket'`: where the Hub's proxy serves users' servers (the URL argument). */
+  serversUrl?: string;
   /** Where an account lists keys that log in without a token (sshd's AuthorizedKeysFile syntax); unset: tokens only. */
   authorizedKeysFile?: string;
   /** Authorities whose user certificates log in the Hub users they name (sshd's TrustedUserCAKeys); unset: none. */

@@ -25,6 +25,7 @@ import { sandboxReachingSessions } from './sandbox.js';
 import { adoptWithSharedReads } from './sharedreads.js';
 import { RevokedKeys } from './revokedkeys.js';
 import { TrustedUserCAs } from './trustedcas.js';
+import { WebSocketUpstream } from './websocketupstream.js';
 import { cryptoReady, hybridKeyExchangesInstalled, installedSsh2Version, nativeCryptoAvailable, relayLoopAvailable, type ParsedKey } from './ssh2internals.js';
 
 export class ProxyServer {
@@ -137,19 +138,7 @@ export class ProxyServer {
       if (list.join() !== DEFAULT_CLIENT_LEG[key].join()) this.log.info(`--${CLIENT_LEG_FLAGS[key]}: offering clients ${list.join(',')}`);
     }
 
-    const upstream = new LocalSshdUpstream({
-      sshdPath: config.sshdPath,
-      unixUserTemplate: config.unixUser,
-      runtimeDir: config.runtimeDir,
-      sshdOptions: config.sshdOptions,
-      authorizedKeysFile: config.authorizedKeysFile,
-    });
-    this.upstreams.push(upstream);
-    const { removed, unowned } = upstream.neighbours;
-    if (removed.length > 0) this.log.info(`removed ${removed.length} runtime folders of daemons that are gone: ${removed.join(' ')}`);
-    if (unowned.length > 0) this.log.info(`left ${unowned.length} runtime folders without an owner record (older builds wrote none; remove them by hand once those daemons are gone): ${unowned.join(' ')}`);
-    const problem = await upstream.check();
-    if (problem) this.log.warn(`${problem}; logins will fail until this is fixed`);
+    const upstream = config.upstream === 'websocket' ? this.websocketUpstream(config) : await this.localSshdUpstream(config);
 
     // Penalty state survives a reload unless the rules changed.
     if (JSON.stringify(config.penalties) !== JSON.stringify(this.config.penalties) || this.penalties === undefined) {
@@ -181,7 +170,8 @@ export class ProxyServer {
       serverOffer: serverOffer(Object.keys(hostKeys), config.algorithms),
       aesGcmSwitch: aesGcmSwitch(Object.keys(hostKeys), config.algorithms, config.preferAesGcm),
       clientOffer: clientOffer(),
-      keyLogins: config.authorizedKeysFile !== undefined ? upstream : undefined,
+      // The CLI takes --authorized-keys-file only with the local sshd, which reads the files.
+      keyLogins: config.authorizedKeysFile !== undefined && upstream instanceof LocalSshdUpstream ? upstream : undefined,
       trustedUserCAs,
       revokedKeys,
       authorizer: new HubAuthorizer(hub, {
@@ -209,6 +199,37 @@ export class ProxyServer {
       maxQueuedBytes: config.maxQueuedBytes,
       metrics: this.metrics,
     };
+  }
+
+  /** Sessions on this machine: an `sshd -i` per login as the user's unix account. */
+  private async localSshdUpstream(config: ProxyConfig): Promise<LocalSshdUpstream> {
+    const upstream = new LocalSshdUpstream({
+      sshdPath: config.sshdPath,
+      unixUserTemplate: config.unixUser,
+      runtimeDir: config.runtimeDir,
+      sshdOptions: config.sshdOptions,
+      authorizedKeysFile: config.authorizedKeysFile,
+    });
+    this.upstreams.push(upstream);
+    const { removed, unowned } = upstream.neighbours;
+    if (removed.length > 0) this.log.info(`removed ${removed.length} runtime folders of daemons that are gone: ${removed.join(' ')}`);
+    if (unowned.length > 0) this.log.info(`left ${unowned.length} runtime folders without an owner record (older builds wrote none; remove them by hand once those daemons are gone): ${unowned.join(' ')}`);
+    const problem = await upstream.check();
+    if (problem) this.log.warn(`${problem}; logins will fail until this is fixed`);
+    return upstream;
+  }
+
+  /** Sessions in the user's server, wherever it runs: through its server extension (lib/websocketupstream.ts). */
+  private websocketUpstream(config: ProxyConfig): WebSocketUpstream {
+    // The CLI takes --upstream websocket only with a URL and a service token.
+    const upstream = new WebSocketUpstream({
+      serversUrl: config.serversUrl!,
+      serviceToken: config.serviceToken!,
+      ca: config.hubCa ? fs.readFileSync(config.hubCa) : undefined,
+      timeoutMs: config.hubTimeoutMs,
+    });
+    this.log.info(`sessions run in the users' servers: sshd -i through ${upstream.endpoint({ hubUser: 'NAME', server: '' })}`);
+    return upstream;
   }
 
   /** The current Hub client and watches if `config` has the same Hub settings, new ones otherwise. */

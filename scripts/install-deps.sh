@@ -22,8 +22,9 @@ if [ "$(dpkg --print-architecture)" = amd64 ]; then
   packages="$packages libipsec-mb-dev"
 fi
 case "${1:-}" in
-  # libssl-dev: the tests build a security key in software (test/securitykey/softkey.c).
-  --test | --bench) packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync openssl putty-tools python3-paramiko libssl-dev" ;;
+  # libssl-dev: the tests build a security key in software (test/securitykey/softkey.c);
+  # python3-pip: they pip install the server extension (server-extension/) as an image would.
+  --test | --bench) packages="$packages jupyterhub node-configurable-http-proxy xvfb xauth x11-utils curl rsync openssl putty-tools python3-paramiko libssl-dev python3-pip" ;;
 esac
 if [ "${1:-}" = "--bench" ]; then
   packages="$packages linux-perf"
@@ -68,6 +69,23 @@ case "${1:-}" in
       mkdir -p "$RECENT_SSH_ROOT"
       dpkg-deb -x "$download"/openssh-client_*.deb "$RECENT_SSH_ROOT"
       rm -rf "$download"
+    fi
+    ;;
+esac
+
+# Terminals from an unprivileged sshd (the server extension's, test/websocketupstream.test.ts)
+# need /dev/pts as Debian and every container runtime mount it (gid=5,mode=620): sshd
+# gives a terminal to the tty group, and only the mount's gid= makes that possible
+# without root. Some sandboxes' kernels mount it without; set Debian's defaults there.
+case "${1:-}" in
+  --test | --bench)
+    if ! awk '$2 == "/dev/pts" { last = $4 } END { exit !(last ~ /(^|,)gid=5(,|$)/ && last ~ /(^|,)mode=620(,|$)/) }' /proc/mounts; then
+      if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: run as root to remount /dev/pts with gid=5,mode=620" >&2
+        exit 1
+      fi
+      echo "install-deps: remounting /dev/pts with Debian's defaults (gid=5,mode=620)"
+      mount -o remount,gid=5,mode=620 /dev/pts
     fi
     ;;
 esac

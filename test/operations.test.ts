@@ -202,6 +202,19 @@ describe('operations: configuration', function () {
     expect(() => parseArgs(['--authorized-keys-file', '.ssh/keys_%d', 'http://hub.example'], { JUPYTERHUB_API_TOKEN: 't' }, true)).to.throw('knows %h, %u and %%, not %d');
   });
 
+  it("takes --upstream websocket with a URL and a service token, the servers at the URL, and not with --authorized-keys-file", function () {
+    const token = { JUPYTERHUB_API_TOKEN: 'service-token' };
+    const config = parseArgs(['--upstream', 'websocket', 'https://hub.example.org/jh/'], token);
+    expect([config.upstream, config.serversUrl]).to.deep.equal(['websocket', 'https://hub.example.org/jh/']);
+    expect(parseArgs(['http://hub.example']).upstream, 'the local sshd by default').to.equal('local-sshd');
+    expect(() => parseArgs(['--upstream', 'websocket'], { ...token, JUPYTERHUB_API_URL: 'http://127.0.0.1:8081/hub/api' }, true)).to.throw(
+      '--upstream websocket needs the URL argument',
+    );
+    expect(() => parseArgs(['--upstream', 'websocket', '--authorized-keys-file', '.ssh/authorized_keys', 'http://hub.example'], token, true)).to.throw(
+      'with --upstream websocket, use --trusted-user-ca-keys',
+    );
+  });
+
   it('reads the algorithm flags in sshd_config syntax, a removal given apart or joined with =', function () {
     const apart = parseArgs(['--ciphers', '-chacha20-poly1305@openssh.com', '--macs', '^hmac-sha2-512*', 'http://hub.example']);
     expect(apart.algorithms.ciphers).to.not.include('chacha20-poly1305@openssh.com');
@@ -240,6 +253,8 @@ describe('operations: configuration', function () {
     // The keys generated into the fresh KEYDIR are ed25519, ecdsa P-256 and RSA.
     [['--host-key-algorithms', 'ecdsa-sha2-nistp384'], /cannot start: --host-key-algorithms ecdsa-sha2-nistp384 matches none of the host keys in .*, which sign with ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256/],
     [[], /Give the JupyterHub URL/],
+    [['--upstream', 'docker'], /upstream[\s\S]*Choices: "local-sshd", "websocket"/],
+    [['--upstream', 'websocket'], /--upstream websocket needs a JupyterHub service token with access:servers in JUPYTERHUB_API_TOKEN/],
   ];
   for (const [args, message] of invalid) {
     it(`refuses ${args.join(' ') || 'a missing URL'} at start with the flag and the reason`, async function () {

@@ -1,0 +1,230 @@
+"""jupyter-ssh-proxy's server extension: SSH into this Jupyter server's own
+environment, wherever the spawner runs it (a container, another host).
+
+The proxy daemon, started with ``--upstream websocket``, opens a WebSocket to
+``{base_url}ssh-proxy/connect`` through the Hub's proxy, authenticated by the
+Hub like any request to this server (its service token, with access to the
+server). Each connection runs ``sshd -i`` as this server's user, with binary
+messages carrying the SSH byte stream both ways.
+
+The daemon logs in there with its own key, sent in the ``X-SSH-Proxy-Key``
+request header, together with the options of the user's login (the
+authorized_keys options of a key or certificate, such as ``restrict`` and
+``command="..."``) in ``X-SSH-Proxy-Options``; sshd applies them to the
+session. The host key the daemon must expect, and the user it logs in as,
+come back in the ``X-SSH-Host-Key`` and ``X-SSH-User`` response headers.
+The host key is made when the extension loads, in a private folder that is
+removed at exit, as are the key files of each connection.
+
+Sessions get this server's environment (its PATH, conda or virtualenv, the
+JUPYTERHUB_* variables), as the server's own terminals do, but for what sshd
+sets for a login (HOME, USER, SHELL, TERM, SSH_*, ...): ``python`` is the
+server's python. It goes to sshd as ``environment=`` options of the proxy's
+key, which ``PermitUserEnvironment`` allows for exactly those names.
+
+Works with the classic notebook server (6.x) and with jupyter_server (1.x,
+2.x). Load it with ``--NotebookApp.nbserver_extensions`` /
+``--ServerApp.jpserver_extensions``, or ``jupyter server extension enable``.
+"""
+import asyncio
+import atexit
+import getpass
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+from tornado import web, websocket
+
+try:
+    from jupyter_server.base.handlers import JupyterHandler as _BaseHandler
+    from jupyter_server.utils import url_path_join
+except ImportError:  # the classic notebook server
+    from notebook.base.handlers import IPythonHandler as _BaseHandler
+    from notebook.utils import url_path_join
+
+# What the proxy's key line may look like: a key type and base64, nothing else.
+_KEY_LINE = re.compile(r"^[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}$")
+# Bytes read from sshd per message.
+_READ_SIZE = 64 * 1024
+# What sshd sets for the login, or what means nothing in another process: not passed on.
+_LOGIN_VARIABLES = {"HOME", "USER", "LOGNAME", "SHELL", "MAIL", "TERM", "PWD", "OLDPWD", "SHLVL", "_", "DISPLAY"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# sshd's every live child, ended with the server.
+_live = set()
+
+
+def _session_environment():
+    """This server's environment for its SSH sessions: (names, authorized_keys options)."""
+    names, options = [], []
+    for name, value in sorted(os.environ.items()):
+        if name in _LOGIN_VARIABLES or name.startswith("SSH_") or not _NAME.match(name):
+            continue
+        # In sshd's quoting only \" is special: a value ending in a backslash would not be read back.
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or value.endswith("\\"):
+            continue
+        quoted = value.replace('"', '\\"')
+        names.append(name)
+        options.append(f'environment="{name}={quoted}"')
+    return names, options
+
+
+@atexit.register
+def _end_sessions():
+    for proc in list(_live):
+        if proc.returncode is None:
+            try:
+                proc.terminate()
+            except ProcessLookupError:
+                pass
+
+
+class _HostKey:
+    """This server's SSH host key, made once per process."""
+
+    def __init__(self, sshd):
+        self.dir = tempfile.mkdtemp(prefix="jupyter-ssh-proxy-")
+        atexit.register(shutil.rmtree, self.dir, True)
+        self.file = os.path.join(self.dir, "ssh_host_ed25519_key")
+        keygen = shutil.which("ssh-keygen") or os.path.join(os.path.dirname(sshd), "ssh-keygen")
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", self.file], check=True)
+        with open(self.file + ".pub") as f:
+            self.public = " ".join(f.read().split()[:2])
+
+
+class SSHSocket(websocket.WebSocketHandler, _BaseHandler):
+    """One SSH connection: ``sshd -i`` as this server's user, over the WebSocket."""
+
+    proc = None
+
+    @property
+    def sshd(self):
+        return self.settings["jupyter_ssh_proxy_sshd"]
+
+    @property
+    def host_key(self):
+        return self.settings["jupyter_ssh_proxy_host_key"]
+
+    def check_origin(self, origin=None):
+        # The daemon is no browser: it sends a token, not cookies, and no Origin.
+        return origin is None
+
+    async def get(self, *args, **kwargs):
+        if not self.get_current_user():
+            raise web.HTTPError(403)
+        key = self.request.headers.get("X-SSH-Proxy-Key", "")
+        options = self.request.headers.get("X-SSH-Proxy-Options", "")
+        if not _KEY_LINE.match(key):
+            raise web.HTTPError(400, "X-SSH-Proxy-Key must be one public key: TYPE BASE64")
+        # sshd reads the options as one line of C text.
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in options):
+            raise web.HTTPError(400, "X-SSH-Proxy-Options holds control characters")
+        self.set_header("X-SSH-Host-Key", self.host_key.public)
+        self.set_header("X-SSH-User", getpass.getuser())
+        return await super().get(*args, **kwargs)
+
+    async def open(self, *args, **kwargs):
+        # The proxy's key with the login's options: sshd applies them to the session.
+        key = self.request.headers["X-SSH-Proxy-Key"]
+        options = self.request.headers.get("X-SSH-Proxy-Options", "")
+        self.conn_dir = tempfile.mkdtemp(prefix="conn-", dir=self.host_key.dir)
+        self.keys_file = os.path.join(self.conn_dir, "authorized_keys")
+        # The server's environment first: an environment= of the login's own options comes later and wins.
+        names, environment = _session_environment()
+        line_options = ",".join(environment + ([options] if options else []))
+        with open(os.open(self.keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(f"{line_options} {key}\n" if line_options else f"{key}\n")
+        self.proc = await asyncio.create_subprocess_exec(
+            self.sshd,
+            "-i",
+            "-e",
+            "-f", "/dev/null",
+            "-h", self.host_key.file,
+            "-o", f"AuthorizedKeysFile={self.keys_file}",
+            "-o", "PubkeyAuthentication=yes",
+            "-o", "PasswordAuthentication=no",
+            "-o", "KbdInteractiveAuthentication=no",
+            "-o", "UsePAM=no",
+            # The key file is this extension's own, in its 0700 folder.
+            "-o", "StrictModes=no",
+            "-o", "PidFile=none",
+            "-o", "PrintMotd=no",
+            "-o", "PrintLastLog=no",
+            "-o", "AcceptEnv=LANG LC_*",
+            "-o", "Subsystem=sftp internal-sftp",
+            "-o", f"PermitUserEnvironment={','.join(names) or 'no'}",
+            "-o", "LogLevel=ERROR",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            # Out of the server's process group: a signal meant for the server is not one for its sessions.
+            start_new_session=True,
+        )
+        _live.add(self.proc)
+        asyncio.ensure_future(self._pump())
+        asyncio.ensure_future(self._log_errors())
+
+    async def _pump(self):
+        """sshd's output to the WebSocket, as fast as the WebSocket takes it."""
+        try:
+            while True:
+                data = await self.proc.stdout.read(_READ_SIZE)
+                if not data:
+                    break
+                await self.write_message(data, binary=True)
+        except websocket.WebSocketClosedError:
+            pass
+        finally:
+            self.close()
+
+    async def _log_errors(self):
+        async for line in self.proc.stderr:
+            self.log.warning("jupyter-ssh-proxy sshd: %s", line.decode(errors="replace").rstrip())
+
+    async def on_message(self, message):
+        if not isinstance(message, bytes) or self.proc is None:
+            return
+        try:
+            self.proc.stdin.write(message)
+            # Awaited: tornado reads the next message only after this one is taken.
+            await self.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close()
+
+    def on_close(self):
+        if self.proc is not None:
+            _live.discard(self.proc)
+            if self.proc.returncode is None:
+                try:
+                    # Closing stdin is sshd's cue to end the session; the signal follows at once.
+                    self.proc.stdin.close()
+                    self.proc.terminate()
+                except ProcessLookupError:
+                    pass
+        shutil.rmtree(getattr(self, "conn_dir", ""), ignore_errors=True)
+
+
+def _setup(app, web_app):
+    sshd = shutil.which("sshd", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/local/sbin")
+    if sshd is None:
+        app.log.error("jupyter-ssh-proxy: no sshd found (install openssh-server in this image); SSH logins will fail")
+        return
+    web_app.settings["jupyter_ssh_proxy_sshd"] = sshd
+    web_app.settings["jupyter_ssh_proxy_host_key"] = _HostKey(sshd)
+    route = url_path_join(web_app.settings["base_url"], "ssh-proxy", "connect")
+    web_app.add_handlers(".*$", [(route, SSHSocket)])
+    app.log.info("jupyter-ssh-proxy: SSH logins at %s, with %s", route, sshd)
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "jupyter_ssh_proxy_server"}]
+
+
+def _load_jupyter_server_extension(serverapp):
+    _setup(serverapp, serverapp.web_app)
+
+
+# The classic notebook server's names.
+_jupyter_server_extension_paths = _jupyter_server_extension_points
+load_jupyter_server_extension = _load_jupyter_server_extension
