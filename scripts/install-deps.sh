@@ -9,7 +9,10 @@
 #                                    host-speed probe), and
 #                                    where the system's ssh has no ML-KEM key
 #                                    exchange (Debian 12's 9.2), the ssh client of
-#                                    bookworm-backports unpacked in $RECENT_SSH_ROOT
+#                                    bookworm-backports unpacked in $RECENT_SSH_ROOT;
+#                                    pip, jupyter_server unpacked in
+#                                    $JUPYTER_SERVER_ROOT, and /dev/pts with Debian's
+#                                    options (the server extension's tests)
 #   scripts/install-deps.sh --bench  plus Linux perf (the benchmark's CPU profiles)
 # then the npm packages (npm ci builds dist/, the process starter addon and
 # ssh2's native crypto binding, and patch-package applies patches/).
@@ -68,6 +71,30 @@ case "${1:-}" in
       (cd "$download" && apt-get download -qq "openssh-client/$backports")
       mkdir -p "$RECENT_SSH_ROOT"
       dpkg-deb -x "$download"/openssh-client_*.deb "$RECENT_SSH_ROOT"
+      rm -rf "$download"
+    fi
+    ;;
+esac
+
+# The server extension (server-extension/) is tested in jupyter_server too, not only in
+# the classic notebook server that Debian's jupyterhub runs: Debian's jupyter_server 1.23
+# and what it needs beyond that are only unpacked, so that every other test keeps the
+# classic server (JupyterHub 3.0 would start jupyter_server wherever it is installed).
+JUPYTER_SERVER_ROOT=/opt/jupyter-ssh-proxy-test/jupyter-server
+case "${1:-}" in
+  --test | --bench)
+    if [ ! -d "$JUPYTER_SERVER_ROOT/usr/lib/python3/dist-packages/jupyter_server" ]; then
+      if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: run as root to unpack jupyter_server in $JUPYTER_SERVER_ROOT" >&2
+        exit 1
+      fi
+      echo "install-deps: unpacking jupyter_server in $JUPYTER_SERVER_ROOT"
+      apt-get update -qq
+      download=$(mktemp -d)
+      chown _apt "$download" 2>/dev/null || true
+      (cd "$download" && apt-get download -qq python3-jupyter-server python3-anyio python3-sniffio python3-websocket)
+      mkdir -p "$JUPYTER_SERVER_ROOT"
+      for deb in "$download"/*.deb; do dpkg-deb -x "$deb" "$JUPYTER_SERVER_ROOT"; done
       rm -rf "$download"
     fi
     ;;

@@ -37,13 +37,6 @@ import tempfile
 
 from tornado import web, websocket
 
-try:
-    from jupyter_server.base.handlers import JupyterHandler as _BaseHandler
-    from jupyter_server.utils import url_path_join
-except ImportError:  # the classic notebook server
-    from notebook.base.handlers import IPythonHandler as _BaseHandler
-    from notebook.utils import url_path_join
-
 # What the proxy's key line may look like: a key type and base64, nothing else.
 _KEY_LINE = re.compile(r"^[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}$")
 # Bytes read from sshd per message.
@@ -93,8 +86,12 @@ class _HostKey:
             self.public = " ".join(f.read().split()[:2])
 
 
-class SSHSocket(websocket.WebSocketHandler, _BaseHandler):
-    """One SSH connection: ``sshd -i`` as this server's user, over the WebSocket."""
+class _SSHSocket:
+    """One SSH connection: ``sshd -i`` as this server's user, over the WebSocket.
+
+    Mixed into the running server's own handler class (_handler_class):
+    JupyterHub's single-user app puts its authentication there.
+    """
 
     proc = None
 
@@ -111,7 +108,8 @@ class SSHSocket(websocket.WebSocketHandler, _BaseHandler):
         return origin is None
 
     async def get(self, *args, **kwargs):
-        if not self.get_current_user():
+        # Set by the server's authentication (JupyterHub's, with the token's scopes) before get().
+        if not self.current_user:
             raise web.HTTPError(403)
         key = self.request.headers.get("X-SSH-Proxy-Key", "")
         options = self.request.headers.get("X-SSH-Proxy-Options", "")
@@ -205,6 +203,19 @@ class SSHSocket(websocket.WebSocketHandler, _BaseHandler):
         shutil.rmtree(getattr(self, "conn_dir", ""), ignore_errors=True)
 
 
+def _handler_class(app):
+    """The SSH handler on the running server's base handler: the classic notebook server's or jupyter_server's."""
+    try:
+        from notebook.notebookapp import NotebookApp
+    except ImportError:
+        NotebookApp = None
+    if NotebookApp is not None and isinstance(app, NotebookApp):
+        from notebook.base.handlers import IPythonHandler as base
+    else:
+        from jupyter_server.base.handlers import JupyterHandler as base
+    return type("SSHSocket", (_SSHSocket, websocket.WebSocketHandler, base), {})
+
+
 def _setup(app, web_app):
     sshd = shutil.which("sshd", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/local/sbin")
     if sshd is None:
@@ -212,8 +223,8 @@ def _setup(app, web_app):
         return
     web_app.settings["jupyter_ssh_proxy_sshd"] = sshd
     web_app.settings["jupyter_ssh_proxy_host_key"] = _HostKey(sshd)
-    route = url_path_join(web_app.settings["base_url"], "ssh-proxy", "connect")
-    web_app.add_handlers(".*$", [(route, SSHSocket)])
+    route = web_app.settings["base_url"].rstrip("/") + "/ssh-proxy/connect"
+    web_app.add_handlers(".*$", [(route, _handler_class(app))])
     app.log.info("jupyter-ssh-proxy: SSH logins at %s, with %s", route, sshd)
 
 
