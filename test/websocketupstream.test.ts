@@ -121,11 +121,14 @@ for (const server of SERVERS) {
       } finally {
         server.close();
       }
-      // Every session's sshd -i (the extension's, run as the user) is gone once its connection is.
+      // Every session's sshd -i (the extension's, run as the user) is gone once its connection is, and its key folder.
       await waitFor(async () => (await run('pgrep', ['-u', env.user.name, '-f', 'sshd -i'])).code === 1, {
         timeoutMs: 10_000,
         what: "the sessions' sshd -i to exit",
       });
+      const uid = Number((await run('id', ['-u', env.user.name])).stdout.toString());
+      const folders = () => fs.readdirSync(os.tmpdir()).filter((name) => name.startsWith('jupyter-ssh-proxy-') && fs.statSync(path.join(os.tmpdir(), name)).uid === uid);
+      await waitFor(() => folders().length === 0, { timeoutMs: 10_000, what: "the sessions' key folders to go" });
     });
 
     it('moves files both ways with sftp and scp, byte for byte', async () => {

@@ -13,8 +13,9 @@ authorized_keys options of a key or certificate, such as ``restrict`` and
 ``command="..."``) in ``X-SSH-Proxy-Options``; sshd applies them to the
 session. The host key the daemon must expect, and the user it logs in as,
 come back in the ``X-SSH-Host-Key`` and ``X-SSH-User`` response headers.
-The host key is made when the extension loads, in a private folder that is
-removed at exit, as are the key files of each connection.
+The host key is made when the extension loads and kept in memory; each
+connection's sshd reads it, and the proxy's key, from a private folder of
+that connection's, removed when it ends.
 
 Sessions get this server's environment (its PATH, conda or virtualenv, the
 JUPYTERHUB_* variables), as the server's own terminals do, but for what sshd
@@ -73,17 +74,31 @@ def _end_sessions():
                 pass
 
 
+def _private_file(path, content):
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(content)
+
+
 class _HostKey:
-    """This server's SSH host key, made once per process."""
+    """This server's SSH host key, made once per process and kept in memory.
+
+    A file of it lives only in each connection's folder, removed when the
+    connection ends: a server that is killed (and skips atexit) leaves no
+    folder behind but those of sessions open at that moment.
+    """
 
     def __init__(self, sshd):
-        self.dir = tempfile.mkdtemp(prefix="jupyter-ssh-proxy-")
-        atexit.register(shutil.rmtree, self.dir, True)
-        self.file = os.path.join(self.dir, "ssh_host_ed25519_key")
         keygen = shutil.which("ssh-keygen") or os.path.join(os.path.dirname(sshd), "ssh-keygen")
-        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", self.file], check=True)
-        with open(self.file + ".pub") as f:
-            self.public = " ".join(f.read().split()[:2])
+        made = tempfile.mkdtemp(prefix="jupyter-ssh-proxy-")
+        try:
+            file = os.path.join(made, "key")
+            subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", file], check=True)
+            with open(file) as f:
+                self.private = f.read()
+            with open(file + ".pub") as f:
+                self.public = " ".join(f.read().split()[:2])
+        finally:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 class _SSHSocket:
@@ -126,19 +141,20 @@ class _SSHSocket:
         # The proxy's key with the login's options: sshd applies them to the session.
         key = self.request.headers["X-SSH-Proxy-Key"]
         options = self.request.headers.get("X-SSH-Proxy-Options", "")
-        self.conn_dir = tempfile.mkdtemp(prefix="conn-", dir=self.host_key.dir)
+        self.conn_dir = tempfile.mkdtemp(prefix="jupyter-ssh-proxy-")
+        host_key_file = os.path.join(self.conn_dir, "ssh_host_ed25519_key")
+        _private_file(host_key_file, self.host_key.private)
         self.keys_file = os.path.join(self.conn_dir, "authorized_keys")
         # The server's environment first: an environment= of the login's own options comes later and wins.
         names, environment = _session_environment()
         line_options = ",".join(environment + ([options] if options else []))
-        with open(os.open(self.keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(f"{line_options} {key}\n" if line_options else f"{key}\n")
+        _private_file(self.keys_file, f"{line_options} {key}\n" if line_options else f"{key}\n")
         self.proc = await asyncio.create_subprocess_exec(
             self.sshd,
             "-i",
             "-e",
             "-f", "/dev/null",
-            "-h", self.host_key.file,
+            "-h", host_key_file,
             "-o", f"AuthorizedKeysFile={self.keys_file}",
             "-o", "PubkeyAuthentication=yes",
             "-o", "PasswordAuthentication=no",
