@@ -212,7 +212,7 @@ function parseRevokedFile(file: string, content: Buffer): RevokedList | string {
 }
 
 /** A reading for the log. */
-function describe(reading: Reading<RevokedList>): string {
+function summaryOf(reading: Reading<RevokedList>): string {
   if (reading.problem !== undefined) return `every key refused until it is fixed: ${reading.problem}`;
   const { problems, form } = reading.value;
   return `a ${form}${problems.length > 0 ? `; ${problems.join('; ')}` : ''}`;
@@ -238,7 +238,7 @@ export class RevokedKeys {
    * it changed since, and `log` then says what it holds.
    */
   refusal(key: OfferedKey, log: (message: string) => void): string | undefined {
-    const reading = this.watched.current((next) => log(`--revoked-keys: ${this.file} changed, ${describe(next)}`));
+    const reading = this.watched.current((next) => log(`--revoked-keys: ${this.file} changed, ${summaryOf(next)}`));
     if (reading.problem !== undefined) return `--revoked-keys cannot be used (${reading.problem})`;
     return revocationOf(reading.value.revocations, key);
   }

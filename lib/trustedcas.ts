@@ -42,7 +42,7 @@ function parseAuthorities(file: string, content: Buffer): Authorities {
 }
 
 /** A reading for the log: how many authorities, and the problems. */
-function describe(reading: Reading<Authorities>): string {
+function summaryOf(reading: Reading<Authorities>): string {
   if (reading.problem !== undefined) return `0 authorities; ${reading.problem}`;
   const { keys, problems } = reading.value;
   return `${keys.length} authorities${problems.length > 0 ? `; ${problems.join('; ')}` : ''}`;
@@ -75,7 +75,7 @@ export class TrustedUserCAs {
    * read again first if it changed since, and `log` then says what it holds.
    */
   find(blob: Buffer, log: (message: string) => void): AuthorizedKey | undefined {
-    const reading = this.watched.current((next) => log(`--trusted-user-ca-keys: ${this.file} changed, ${describe(next)}`));
+    const reading = this.watched.current((next) => log(`--trusted-user-ca-keys: ${this.file} changed, ${summaryOf(next)}`));
     return reading.value?.keys.find((entry) => entry.blob.equals(blob));
   }
 }

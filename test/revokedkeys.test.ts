@@ -9,19 +9,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
 import { keyLoginOptions, run, type RunResult } from './helpers/ssh.js';
+import { newKey } from './helpers/sshkeys.js';
 import { listAuthorizedKeys } from './helpers/unixuser.js';
 import { mutate } from '../fuzz/mutate.js';
 import { Rng } from '../fuzz/rng.js';
 import { parseUserCertificate } from '../lib/certificates.js';
 import { RevokedKeys, parseKrl, type OfferedKey } from '../lib/revokedkeys.js';
-
-/** A new key pair made by ssh-keygen in `dir`; returns the private key's path. */
-async function newKey(dir: string, name: string, type = 'ed25519'): Promise<string> {
-  const file = path.join(dir, name);
-  const made = await run('ssh-keygen', ['-q', '-t', type, '-N', '', '-C', name, '-f', file]);
-  expect(made.code, made.stderr).to.equal(0);
-  return file;
-}
 
 /** Signs `keyFile`.pub with `ca`; returns the certificate's path. */
 async function certify(ca: string, keyFile: string, args: string[]): Promise<string> {

@@ -10,18 +10,9 @@ import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
 import { BIN } from './helpers/proxy.js';
 import { keyLoginOptions, run, type RunResult } from './helpers/ssh.js';
+import { newKey, publicLine } from './helpers/sshkeys.js';
 import { sshString } from '../lib/sshwire.js';
 import { TrustedUserCAs } from '../lib/trustedcas.js';
-
-/** A new key pair made by ssh-keygen in `dir`; returns the private key's path. */
-async function newKey(dir: string, name: string, type = 'ed25519'): Promise<string> {
-  const file = path.join(dir, name);
-  const made = await run('ssh-keygen', ['-q', '-t', type, '-N', '', '-C', name, '-f', file]);
-  expect(made.code, made.stderr).to.equal(0);
-  return file;
-}
-
-const publicLine = (keyFile: string) => fs.readFileSync(`${keyFile}.pub`, 'utf8').trim();
 
 async function fingerprintOf(keyFile: string): Promise<string> {
   return (await run('ssh-keygen', ['-l', '-f', `${keyFile}.pub`])).stdout.toString().split(' ')[1]!;
