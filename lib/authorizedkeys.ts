@@ -21,6 +21,7 @@
  * the log.
  */
 import path from 'node:path';
+import type { LoginTarget } from './authorizer.js';
 import { parseKey, type ParsedKey } from './ssh2internals.js';
 import { PERMISSIONS, type UserCertificate } from './certificates.js';
 import { SECURITY_KEY_TYPES, SecurityKey, type SecurityKeyPolicy } from './securitykeys.js';
@@ -71,6 +72,15 @@ export interface AuthorizedKeys {
   keys: AuthorizedKey[];
   /** Why lines or the whole file were not used, for the log; never a line's text. */
   problems: string[];
+  /** Why no keys could be read, one line for the user (the log has `problems`). */
+  notice?: string;
+  /**
+   * Set when the keys are the ones read last time, since the file cannot be
+   * read now (lib/serverkeys.ts: the server that holds it is stopped). They
+   * may only start the server; once it runs, `recheck(line)` says in one line
+   * for the user why `line` no longer lets the login in, or undefined.
+   */
+  recheck?: (line: AuthorizedKey) => Promise<string | undefined>;
 }
 
 /** The unix account whose keys are read, as that account. */
@@ -83,8 +93,8 @@ export interface KeyOwner extends FileReader {
  * upstream applies a key's session options: its `connect` is given them.
  */
 export interface AuthorizedKeysSource {
-  /** Keys that may log in as `hubUser` without a token. */
-  authorizedKeys(hubUser: string): Promise<AuthorizedKeys>;
+  /** Keys that may log in to `target` without a token. */
+  authorizedKeys(target: LoginTarget): Promise<AuthorizedKeys>;
 }
 
 /**

@@ -115,7 +115,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       type: 'string',
       describe:
         "Let users log in with a key listed in this file of their unix account (sshd's AuthorizedKeysFile: relative to the home, %h home, %u user), " +
-        'e.g. .ssh/authorized_keys; needs JUPYTERHUB_API_TOKEN. Default: tokens only',
+        "e.g. .ssh/authorized_keys; with --upstream websocket, the file in the user's server; needs JUPYTERHUB_API_TOKEN. Default: tokens only",
     })
     .option('upstream', {
       group: GROUPS.upstream,
@@ -269,9 +269,6 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       if (a.upstream === 'websocket') {
         if (a._[0] === undefined) throw new Error("--upstream websocket needs the URL argument: the Hub's address, through which its proxy reaches users' servers");
         if (!env.JUPYTERHUB_API_TOKEN) throw new Error("--upstream websocket needs a JupyterHub service token with access:servers in JUPYTERHUB_API_TOKEN, to reach users' servers");
-        if (keysFile !== undefined) {
-          throw new Error("--authorized-keys-file reads files on this machine, not in users' servers: with --upstream websocket, use --trusted-user-ca-keys for logins without a token");
-        }
       }
       if (a['trusted-user-ca-keys'] !== undefined && !env.JUPYTERHUB_API_TOKEN) {
         throw new Error('--trusted-user-ca-keys needs a JupyterHub service token in JUPYTERHUB_API_TOKEN, to start servers for certificate logins');

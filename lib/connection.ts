@@ -114,6 +114,8 @@ interface ListedKey {
   key: AuthorizedKey;
   certificate?: UserCertificate;
   sessionOptions?: SessionOptions;
+  /** For a line of keys read before (AuthorizedKeys.recheck): asked once the server runs. */
+  recheck?: () => Promise<string | undefined>;
 }
 
 /** A certificate for the log, as sshd names one: its key, ID, serial and authority (the ID is the authority's text: kept printable). */
@@ -156,6 +158,8 @@ export class Connection {
   private keyList?: { login: string; listed: Promise<{ target: LoginTarget; keys: AuthorizedKeys } | undefined> };
   /** The options of the authorized_keys line the client logged in with, for the upstream to apply. */
   private sessionOptions?: SessionOptions;
+  /** A key login by a line read before its server stopped: whether the line still lets in, once the server runs. */
+  private keyRecheck?: () => Promise<string | undefined>;
   private readonly started = Date.now();
   /** Until both legs are authenticated; released then, with the closure it holds. */
   private graceTimer?: NodeJS.Timeout;
@@ -380,7 +384,7 @@ export class Connection {
     if (request.signature === undefined || request.blob === undefined) return this.client.proto.authPKOK(algorithm, request.key);
 
     this.attempts++;
-    const { target, key, certificate, sessionOptions } = listed;
+    const { target, key, certificate, sessionOptions, recheck } = listed;
     const keyName = certificate ? certificateName(certificate) : `${key.key.type} ${fingerprint(key.key)}`;
     const refusal = certificate
       ? verifySignature(certificate.key, request.blob, request.signature, certificateSignature)
@@ -390,6 +394,7 @@ export class Connection {
     this.settings.metrics.authAttempts.inc({ method: 'publickey', result: refusal === undefined ? 'success' : 'failure' });
     if (refusal === undefined) {
       this.sessionOptions = sessionOptions;
+      this.keyRecheck = recheck;
       const options = sessionOptions ? ` options=${sessionOptions.names.join(',')}` : '';
       return this.accept(login, target, `owner=${target.hubUser} method=publickey key=${keyName}${options}`, this.settings.serviceToken!);
     }
@@ -433,8 +438,10 @@ export class Connection {
         const target = await this.settings.authorizer.keyLoginTarget(login);
         if (target === undefined) return undefined;
         // With only --trusted-user-ca-keys, no account's file is read.
-        const keys: AuthorizedKeys = source === undefined ? { keys: [], problems: [] } : await source.authorizedKeys(target.hubUser);
+        const keys: AuthorizedKeys = source === undefined ? { keys: [], problems: [] } : await source.authorizedKeys(target);
         if (keys.problems.length > 0) this.log('info', `authorized keys for ${target.hubUser}: ${keys.problems.join('; ')}`);
+        // Once per connection, for a user whose keys could not be read: told before they are asked for a token.
+        if (keys.notice !== undefined && this.phase === 'auth') this.client.send(bannerPayload(`${keys.notice}\r\n`), OWN_PACKET);
         return { target, keys };
       })(),
     };
@@ -451,7 +458,15 @@ export class Connection {
         : e.from !== undefined && !fromAllows(e.from, address)
           ? `is not allowed from ${address} (from=)`
           : undefined;
-    if (certificate !== undefined) return this.certifiedKey(certificate, listed, lineRefusal, address, now);
+    const found = certificate !== undefined ? this.certifiedKey(certificate, listed, lineRefusal, address, now) : this.plainKey(blob, listed, lineRefusal);
+    // Keys read before the server stopped: the line must still be there once it runs (not so for a trusted authority).
+    const { recheck } = listed.keys;
+    if (found !== undefined && recheck !== undefined && listed.keys.keys.includes(found.key)) found.recheck = () => recheck(found.key);
+    return found;
+  }
+
+  /** The first line of `listed` with the plain key `blob` that lets the client in, as listedKey. */
+  private plainKey(blob: Buffer, listed: { target: LoginTarget; keys: AuthorizedKeys }, lineRefusal: (e: AuthorizedKey) => string | undefined): ListedKey | undefined {
     // A cert-authority line's key logs in only through certificates, as with sshd.
     const lines = listed.keys.keys.filter((entry) => !entry.certAuthority && entry.blob.equals(blob));
     const key = lines.find((entry) => lineRefusal(entry) === undefined);
@@ -526,7 +541,26 @@ export class Connection {
       this.log('warn', `login cannot proceed: ${problem}`);
       return this.disconnect(problem);
     }
-    if (await this.serverRunning(target, token)) await this.connectUpstream(target);
+    if (!(await this.serverRunning(target, token))) return;
+    if (this.keyRecheck !== undefined && !(await this.keyStillListed())) return;
+    await this.connectUpstream(target);
+  }
+
+  /** For a key login by a line read before the server stopped: whether the running server's file still has it; ends the connection if not. */
+  private async keyStillListed(): Promise<boolean> {
+    let refusal: string | undefined;
+    try {
+      refusal = await this.keyRecheck!();
+    } catch (err) {
+      if (!(err instanceof HubUnavailableError)) throw err;
+      refusal = 'JupyterHub is unavailable, try again later';
+    }
+    if (this.phase !== 'upstream') return false;
+    if (refusal === undefined) return true;
+    this.refusal = 'key_withdrawn';
+    this.log('warn', `login cannot proceed: the key line read before the server stopped does not let in now: ${refusal}`);
+    this.disconnect(refusal);
+    return false;
   }
 
   private hubUnavailable(message: string): void {

@@ -181,9 +181,9 @@ export class LocalSshdUpstream implements Upstream, AuthorizedKeysSource {
     return undefined;
   }
 
-  async authorizedKeys(hubUser: string): Promise<AuthorizedKeys> {
+  async authorizedKeys(target: LoginTarget): Promise<AuthorizedKeys> {
     const pattern = this.options.authorizedKeysFile;
-    const username = this.unixUser(hubUser);
+    const username = this.unixUser(target.hubUser);
     if (pattern === undefined || !UNIX_NAME.test(username)) return { keys: [], problems: [] };
     const account = await this.account(username);
     if (account === undefined) return { keys: [], problems: [`cannot look up the account ${username} (getent did not run)`] };

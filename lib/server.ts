@@ -8,6 +8,7 @@ import net from 'node:net';
 import { CLIENT_LEG_FLAGS, DEFAULT_CLIENT_LEG, aesGcmSwitch, hostKeyAlgorithms, clientOffer, serverOffer } from './algorithms.js';
 import { activeAllocator } from './allocator.js';
 import { HubAuthorizer } from './authorizer.js';
+import type { AuthorizedKeysSource } from './authorizedkeys.js';
 import { FAILED_TOKEN_CACHE_MS, IDENT, type ProxyConfig } from './config.js';
 import { Connection, type ConnectionSettings } from './connection.js';
 import { HostKeyError, fingerprint, loadHostKeys } from './hostkeys.js';
@@ -20,6 +21,7 @@ import { formatListenAddress, type Logger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { packetRelay } from './packetrelay.js';
 import { SourcePenalties } from './penalties.js';
+import { ServerAuthorizedKeys } from './serverkeys.js';
 import { collectWhenQuiet } from './quietgc.js';
 import { sandboxReachingSessions } from './sandbox.js';
 import { adoptWithSharedReads } from './sharedreads.js';
@@ -138,6 +140,8 @@ export class ProxyServer {
       if (list.join() !== DEFAULT_CLIENT_LEG[key].join()) this.log.info(`--${CLIENT_LEG_FLAGS[key]}: offering clients ${list.join(',')}`);
     }
 
+    this.hubLink = this.hubLinkFor(config);
+    const { hub, watches } = this.hubLink;
     const upstream = config.upstream === 'websocket' ? this.websocketUpstream(config) : await this.localSshdUpstream(config);
 
     // Penalty state survives a reload unless the rules changed.
@@ -145,11 +149,24 @@ export class ProxyServer {
       this.penalties = config.penalties ? new SourcePenalties(config.penalties) : undefined;
     }
 
-    this.hubLink = this.hubLinkFor(config);
-    const { hub, watches } = this.hubLink;
     const { serviceToken, tokenPage } = config;
     if (!serviceToken) this.log.info("no JUPYTERHUB_API_TOKEN: users' own tokens are used to start servers and report activity");
-    if (config.authorizedKeysFile !== undefined) this.log.info(`key logins on: keys listed in each account's ${config.authorizedKeysFile}`);
+    let keyLogins: AuthorizedKeysSource | undefined;
+    if (config.authorizedKeysFile !== undefined && upstream instanceof WebSocketUpstream) {
+      // The CLI takes --upstream websocket only with a URL and a service token.
+      keyLogins = new ServerAuthorizedKeys({
+        serversUrl: config.serversUrl!,
+        serviceToken: serviceToken!,
+        ca: config.hubCa ? fs.readFileSync(config.hubCa) : undefined,
+        timeoutMs: config.hubTimeoutMs,
+        keysFile: config.authorizedKeysFile,
+        hub,
+      });
+      this.log.info(`key logins on: keys listed in ${config.authorizedKeysFile} in each user's server, read through its extension`);
+    } else if (config.authorizedKeysFile !== undefined && upstream instanceof LocalSshdUpstream) {
+      keyLogins = upstream;
+      this.log.info(`key logins on: keys listed in each account's ${config.authorizedKeysFile}`);
+    }
     let trustedUserCAs: TrustedUserCAs | undefined;
     if (config.trustedUserCaKeys !== undefined) {
       const { cas, problems } = TrustedUserCAs.open(config.trustedUserCaKeys);
@@ -170,8 +187,7 @@ export class ProxyServer {
       serverOffer: serverOffer(Object.keys(hostKeys), config.algorithms),
       aesGcmSwitch: aesGcmSwitch(Object.keys(hostKeys), config.algorithms, config.preferAesGcm),
       clientOffer: clientOffer(),
-      // The CLI takes --authorized-keys-file only with the local sshd, which reads the files.
-      keyLogins: config.authorizedKeysFile !== undefined && upstream instanceof LocalSshdUpstream ? upstream : undefined,
+      keyLogins,
       trustedUserCAs,
       revokedKeys,
       authorizer: new HubAuthorizer(hub, {

@@ -37,8 +37,15 @@ const MAX_MESSAGE_BYTES = 1024 * 1024;
 /** A user name the extension may report: a unix name, nothing sshd could read otherwise. */
 const USER_NAME = /^[a-z_][a-z0-9_.-]{0,63}\$?$/i;
 
+/** `endpoint` under `target`'s server, where `serversUrl` (the Hub's proxy) serves it: `<URL>/user/NAME/[SERVER/]endpoint`. */
+export function serverUrl(serversUrl: string, target: LoginTarget, endpoint: string): URL {
+  const base = new URL(serversUrl);
+  const server = target.server === '' ? '' : `${encodeURIComponent(target.server)}/`;
+  return new URL(`user/${encodeURIComponent(target.hubUser)}/${server}${endpoint}`, base.href.endsWith('/') ? base : `${base.href}/`);
+}
+
 /** What a failed handshake means for the user, one line; the log gets the status. */
-function handshakeFailure(status: number): string {
+export function handshakeFailure(status: number): string {
   switch (status) {
     case 404:
       return 'Your server has no SSH endpoint: the jupyter_ssh_proxy_server extension is not installed or not enabled in its image; ask your JupyterHub administrator';
@@ -70,9 +77,7 @@ export class WebSocketUpstream implements Upstream {
 
   /** The WebSocket URL of `target`'s server endpoint. */
   endpoint(target: LoginTarget): string {
-    const base = new URL(this.options.serversUrl);
-    const server = target.server === '' ? '' : `${encodeURIComponent(target.server)}/`;
-    const url = new URL(`user/${encodeURIComponent(target.hubUser)}/${server}${ENDPOINT}`, base.href.endsWith('/') ? base : `${base.href}/`);
+    const url = serverUrl(this.options.serversUrl, target, ENDPOINT);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     return url.href;
   }

@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { useEnv, type Env, type EnvOptions } from './helpers/fixture.js';
-import { createToken, revokeToken, type Hub } from './helpers/hub.js';
+import { HUB_STATE_TIMEOUT_MS, createToken, ensureServer, revokeToken, serverModel, serverPath, stopServer, userModel, type Hub, type UserModel } from './helpers/hub.js';
 import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
 import { allProxyLogs, startProxy, type ProxyProcess } from './helpers/proxy.js';
 import { ssh, type RunResult } from './helpers/ssh.js';
@@ -24,8 +24,6 @@ const QUIET = ['-o', 'LogLevel=ERROR'];
  * the refusal banner is printed (LogLevel stays INFO).
  */
 const ONE_TRY = ['-o', 'NumberOfPasswordPrompts=1', '-o', 'PreferredAuthentications=keyboard-interactive'];
-/** How long a Hub state change (a server starting or stopping) may take here. */
-const HUB_STATE_TIMEOUT_MS = 60_000;
 
 // ---------------------------------------------------------------------------
 // Every token and every daemon of this file, for the secrecy check at the end.
@@ -58,68 +56,6 @@ function hubEnv(options: EnvOptions): Env {
 
 // ---------------------------------------------------------------------------
 // Hub state, through the REST API with the test service's token.
-
-interface ServerModel {
-  name: string;
-  ready: boolean;
-  pending: string | null;
-  started?: string;
-  last_activity?: string;
-  stopped?: boolean;
-}
-
-interface UserModel {
-  name: string;
-  admin: boolean;
-  groups: string[];
-  servers?: Record<string, ServerModel>;
-}
-
-async function userModel(hub: Hub, name: string): Promise<UserModel> {
-  const r = await hub.api<UserModel>('GET', `/users/${encodeURIComponent(name)}`);
-  if (r.status !== 200) throw new Error(`GET /users/${name}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
-
-async function serverModel(hub: Hub, user: string, server = ''): Promise<ServerModel | undefined> {
-  return (await userModel(hub, user)).servers?.[server];
-}
-
-function serverPath(user: string, server: string): string {
-  const u = encodeURIComponent(user);
-  return server === '' ? `/users/${u}/server` : `/users/${u}/servers/${encodeURIComponent(server)}`;
-}
-
-/** Starts a server through the API (if it is not running) and waits until the Hub says it is ready. */
-async function ensureServer(hub: Hub, user: string, server = ''): Promise<ServerModel> {
-  const now = await serverModel(hub, user, server);
-  if (!now?.ready) {
-    const r = await hub.api('POST', serverPath(user, server), {});
-    // 201 started, 202 pending, 400 "already running"/"pending": the wait below decides.
-    if (![201, 202, 400].includes(r.status)) throw new Error(`starting ${user}/${server}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
-  }
-  return waitFor(
-    async () => {
-      const s = await serverModel(hub, user, server);
-      return s?.ready && s.pending === null ? s : undefined;
-    },
-    { timeoutMs: HUB_STATE_TIMEOUT_MS, intervalMs: 200, what: `server ${user}/${server} to be ready` },
-  );
-}
-
-/** Stops a server through the API (if it runs) and waits until the Hub has it neither running nor pending. */
-async function stopServer(hub: Hub, user: string, server = ''): Promise<void> {
-  const r = await hub.api('DELETE', serverPath(user, server));
-  // 202 stopping, 204 stopped, 400 not running, 404 no such named server.
-  if (![202, 204, 400, 404].includes(r.status)) throw new Error(`stopping ${user}/${server}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
-  await waitFor(
-    async () => {
-      const s = await serverModel(hub, user, server);
-      return s === undefined || (!s.ready && !s.pending);
-    },
-    { timeoutMs: HUB_STATE_TIMEOUT_MS, intervalMs: 200, what: `server ${user}/${server} to stop` },
-  );
-}
 
 /** A Hub user without a unix account (admins, other token owners); removed by the returned function. */
 async function extraHubUser(hub: Hub, prefix: string, admin = false): Promise<{ name: string; remove: () => Promise<void> }> {

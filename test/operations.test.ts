@@ -202,7 +202,7 @@ describe('operations: configuration', function () {
     expect(() => parseArgs(['--authorized-keys-file', '.ssh/keys_%d', 'http://hub.example'], { JUPYTERHUB_API_TOKEN: 't' }, true)).to.throw('knows %h, %u and %%, not %d');
   });
 
-  it("takes --upstream websocket with a URL and a service token, the servers at the URL, and not with --authorized-keys-file", function () {
+  it("takes --upstream websocket with a URL and a service token, the servers at the URL, and with --authorized-keys-file (read in the servers)", function () {
     const token = { JUPYTERHUB_API_TOKEN: 'service-token' };
     const config = parseArgs(['--upstream', 'websocket', 'https://hub.example.org/jh/'], token);
     expect([config.upstream, config.serversUrl]).to.deep.equal(['websocket', 'https://hub.example.org/jh/']);
@@ -210,9 +210,8 @@ describe('operations: configuration', function () {
     expect(() => parseArgs(['--upstream', 'websocket'], { ...token, JUPYTERHUB_API_URL: 'http://127.0.0.1:8081/hub/api' }, true)).to.throw(
       '--upstream websocket needs the URL argument',
     );
-    expect(() => parseArgs(['--upstream', 'websocket', '--authorized-keys-file', '.ssh/authorized_keys', 'http://hub.example'], token, true)).to.throw(
-      'with --upstream websocket, use --trusted-user-ca-keys',
-    );
+    expect(parseArgs(['--upstream', 'websocket', '--authorized-keys-file', '.ssh/authorized_keys', 'http://hub.example'], token).authorizedKeysFile).to.equal('.ssh/authorized_keys');
+    expect(() => parseArgs(['--upstream', 'websocket', '--authorized-keys-file', '.ssh/keys_%d', 'http://hub.example'], token, true)).to.throw('knows %h, %u and %%, not %d');
   });
 
   it('reads the algorithm flags in sshd_config syntax, a removal given apart or joined with =', function () {

@@ -11,9 +11,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
 import { REPO_ROOT } from './helpers/proxy.js';
-import { createHubUser, createToken } from './helpers/hub.js';
+import { createHubUser, createToken, ensureServer, serverModel, stopServer } from './helpers/hub.js';
 import { fileCopyOptions, askpassEnv, keyLoginOptions, run, ssh, sshOptions } from './helpers/ssh.js';
-import { createUnixUser, type UnixUser } from './helpers/unixuser.js';
+import { newKey, publicLine } from './helpers/sshkeys.js';
+import { createUnixUser, listAuthorizedKeys, type UnixUser } from './helpers/unixuser.js';
 import { waitFor } from './helpers/wait.js';
 import http from 'node:http';
 import net from 'node:net';
@@ -71,7 +72,7 @@ for (const server of SERVERS) {
     after(() => fs.rmSync(dir, { recursive: true, force: true }));
     const env = useEnv({
       hub: { extraConfig: loadExtension(site, server) },
-      proxyArgs: ['--upstream', 'websocket', '--trusted-user-ca-keys', caFile],
+      proxyArgs: ['--upstream', 'websocket', '--trusted-user-ca-keys', caFile, '--authorized-keys-file', '.ssh/authorized_keys'],
       serviceToken: true,
     });
     const others: UnixUser[] = [];
@@ -80,9 +81,14 @@ for (const server of SERVERS) {
       for (const other of others) await other.remove();
     });
 
-    it('says at start where sessions run', () => {
+    it('says at start where sessions run, and where key logins read keys', () => {
       expect(env.proxy.logLine('sessions run in the users')).to.include(`sshd -i through ${env.hub.url.replace(/^http/, 'ws').replace(/\/*$/, '/')}user/NAME/ssh-proxy/connect`);
+      expect(env.proxy.logLine('key logins on')).to.include(".ssh/authorized_keys in each user's server, read through its extension");
     });
+
+    /** ssh as `user` with `keyFile` alone (BatchMode): the daemon reads the keys in the user's server. */
+    const keySsh = (keyFile: string, command: string[], user = env.user.name) => run('ssh', [...keyLoginOptions(env.proxy.port, keyFile), `${user}@127.0.0.1`, ...command]);
+    const keyName = (what: string) => `${what}-${crypto.randomBytes(3).toString('hex')}`;
 
     before(() => {
       for (const dir of server.pythonPath) expect(fs.existsSync(dir), `run scripts/install-deps.sh --test: ${dir} is missing`).to.equal(true);
@@ -176,6 +182,90 @@ for (const server of SERVERS) {
       const result = await run('ssh', [...keyLoginOptions(env.proxy.port, key), `${env.user.name}@127.0.0.1`, 'id', '-un']);
       expect(result.code, result.stderr).to.equal(0);
       expect(result.stdout.toString()).to.equal('forced: id -un\n');
+    });
+
+    it("logs in with a key listed in the server's own ~/.ssh/authorized_keys, read as sshd reads it; a line's command= is applied there", async () => {
+      const plain = await newKey(dir, keyName('listed'));
+      const forced = await newKey(dir, keyName('forced'));
+      listAuthorizedKeys(env.user, [`command="echo forced: $SSH_ORIGINAL_COMMAND" ${publicLine(forced)}`]);
+      await ensureServer(env.hub, env.user.name);
+      // Put there as users are told to: ssh-copy-id with the token, which runs in the server (it keeps temporary files in the local ~/.ssh).
+      const home = fs.mkdtempSync(path.join(dir, 'home-'));
+      fs.mkdirSync(path.join(home, '.ssh'), { mode: 0o700 });
+      const options = sshOptions(env.proxy.port).filter((o) => o !== '-p' && o !== String(env.proxy.port));
+      const copied = await run('ssh-copy-id', ['-i', `${plain}.pub`, '-p', String(env.proxy.port), ...options, `${env.user.name}@127.0.0.1`], {
+        env: askpassEnv(env.token, { HOME: home }),
+      });
+      expect(copied.code, copied.stderr).to.equal(0);
+      expect(fs.readFileSync(path.join(env.user.home, '.ssh', 'authorized_keys'), 'utf8')).to.include(publicLine(plain).split(' ')[1]);
+      const before = env.proxy.logs().length;
+      const listed = await keySsh(plain, ['id', '-un']);
+      expect(listed.code, listed.stderr).to.equal(0);
+      expect(listed.stdout.toString()).to.equal(`${env.user.name}\n`);
+      expect(env.proxy.logs().slice(before)).to.match(/login accepted: user=\S+ server=\S+ owner=\S+ method=publickey key=ssh-ed25519 SHA256:/);
+      const withCommand = await keySsh(forced, ['id', '-un']);
+      expect(withCommand.code, withCommand.stderr).to.equal(0);
+      expect(withCommand.stdout.toString()).to.equal('forced: id -un\n');
+      expect((await keySsh(await newKey(dir, keyName('unlisted')), ['true'])).code, 'an unlisted key').to.equal(255);
+
+      // StrictModes, checked in the server: a file others may write lets no one in, and the log says why.
+      const file = path.join(env.user.home, '.ssh', 'authorized_keys');
+      fs.chmodSync(file, 0o620);
+      try {
+        const mark = env.proxy.logs().length;
+        expect((await keySsh(plain, ['true'])).code, 'a group-writable file').to.equal(255);
+        expect(env.proxy.logs().slice(mark)).to.include(`refused, bad ownership or modes for file ${file}`);
+      } finally {
+        fs.chmodSync(file, 0o600);
+      }
+      expect((await keySsh(plain, ['true'])).code, 'the file safe again').to.equal(0);
+    });
+
+    it('a stopped server: a key read from it before starts it, and logs in only if the started server still lists it', async () => {
+      const key = await newKey(dir, keyName('kept'));
+      listAuthorizedKeys(env.user, [publicLine(key)]);
+      await ensureServer(env.hub, env.user.name);
+      expect((await keySsh(key, ['true'])).code, 'a login while it runs').to.equal(0);
+
+      await stopServer(env.hub, env.user.name);
+      const started = await keySsh(key, ['echo', 'started']);
+      expect(started.code, started.stderr).to.equal(0);
+      expect(started.stdout.toString()).to.equal('started\n');
+      expect(started.stderr).to.include('Your server is not running; starting it...');
+
+      // Removed while the server was stopped: the key still starts it, and logs in to nothing.
+      await stopServer(env.hub, env.user.name);
+      listAuthorizedKeys(env.user, []);
+      const before = env.proxy.logs().length;
+      const refused = await keySsh(key, ['true']);
+      expect(refused.code).to.equal(255);
+      expect(refused.stderr).to.include('Your key is no longer in ~/.ssh/authorized_keys in your server (or its line changed)');
+      expect(env.proxy.logs().slice(before)).to.match(/login cannot proceed: the key line read before the server stopped does not let in now/);
+      expect((await serverModel(env.hub, env.user.name))?.ready, 'started by the kept key').to.equal(true);
+
+      // What the started server said is kept now: stopped again, the key starts nothing.
+      await stopServer(env.hub, env.user.name);
+      expect((await keySsh(key, ['true'])).code).to.equal(255);
+      expect((await serverModel(env.hub, env.user.name))?.ready ?? false, 'not started').to.equal(false);
+      const token = await env.ssh(['true']);
+      expect(token.code, token.stderr).to.equal(0);
+    });
+
+    it("a stopped server whose keys this daemon never read: the user is told to start it or use their token, and nothing starts", async () => {
+      const other = await createUnixUser('w');
+      others.push(other);
+      await createHubUser(env.hub, other.name);
+      const key = await newKey(dir, keyName('never-read'));
+      listAuthorizedKeys(other, [publicLine(key)]);
+      const refused = await keySsh(key, ['true'], other.name);
+      expect(refused.code).to.equal(255);
+      expect(refused.stderr).to.include('Key logins read ~/.ssh/authorized_keys in your server, which is not running: start it from JupyterHub, or log in with your token');
+      expect((await serverModel(env.hub, other.name))?.ready ?? false).to.equal(false);
+      // Once it runs, the key logs in.
+      await ensureServer(env.hub, other.name);
+      const listed = await keySsh(key, ['id', '-un'], other.name);
+      expect(listed.code, listed.stderr).to.equal(0);
+      expect(listed.stdout.toString()).to.equal(`${other.name}\n`);
     });
 
     it('tells the user in one line when their server has no SSH endpoint, and serves the next login', async () => {

@@ -17,6 +17,13 @@ The host key is made when the extension loads and kept in memory; each
 connection's sshd reads it, and the proxy's key, from a private folder of
 that connection's, removed when it ends.
 
+With ``--authorized-keys-file``, the daemon also reads the user's keys
+here: ``{base_url}ssh-proxy/authorized-keys`` answers with the file the
+``X-SSH-Proxy-Keys-File`` header names (sshd's ``AuthorizedKeysFile``:
+``%h``, ``%u``, relative to the home), read as this server's user and
+checked as sshd's StrictModes checks it, so that keys users keep in their
+server's home log in through the proxy as they would into sshd.
+
 Sessions get this server's environment (its PATH, conda or virtualenv, the
 JUPYTERHUB_* variables), as the server's own terminals do, but for what sshd
 sets for a login (HOME, USER, SHELL, TERM, SSH_*, ...): ``python`` is the
@@ -30,8 +37,11 @@ Works with the classic notebook server (6.x) and with jupyter_server (1.x,
 import asyncio
 import atexit
 import getpass
+import json
 import os
+import pwd
 import re
+import stat
 import shutil
 import subprocess
 import tempfile
@@ -45,6 +55,8 @@ _READ_SIZE = 64 * 1024
 # What sshd sets for the login, or what means nothing in another process: not passed on.
 _LOGIN_VARIABLES = {"HOME", "USER", "LOGNAME", "SHELL", "MAIL", "TERM", "PWD", "OLDPWD", "SHLVL", "_", "DISPLAY"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The largest authorized_keys file served, as the daemon's limit for files it reads itself.
+_MAX_KEYS_FILE_BYTES = 1024 * 1024
 # sshd's every live child, ended with the server.
 _live = set()
 
@@ -104,7 +116,7 @@ class _HostKey:
 class _SSHSocket:
     """One SSH connection: ``sshd -i`` as this server's user, over the WebSocket.
 
-    Mixed into the running server's own handler class (_handler_class):
+    Mixed into the running server's own handler class (_base_handler):
     JupyterHub's single-user app puts its authentication there.
     """
 
@@ -219,8 +231,91 @@ class _SSHSocket:
         shutil.rmtree(getattr(self, "conn_dir", ""), ignore_errors=True)
 
 
-def _handler_class(app):
-    """The SSH handler on the running server's base handler: the classic notebook server's or jupyter_server's."""
+def _keys_file_path(pattern, user, home):
+    """sshd's AuthorizedKeysFile expansion: %h the home, %u the user, %% a percent; relative to the home."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c != "%":
+            out.append(c)
+        elif pattern[i + 1 : i + 2] in ("h", "u", "%"):
+            out.append({"h": home, "u": user, "%": "%"}[pattern[i + 1]])
+            i += 1
+        else:
+            raise ValueError("only %h, %u and %% may follow a %")
+        i += 1
+    path = "".join(out)
+    return path if path.startswith("/") else os.path.join(home, path)
+
+
+def _unsafe(path, home, uid):
+    """Why sshd's StrictModes would not trust the file at `path` (auth_secure_path); None if it would."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if st.st_uid not in (0, uid) or st.st_mode & 0o022:
+        return f"bad ownership or modes for file {real}"
+    real_home = os.path.realpath(home)
+    folder = real
+    while True:
+        folder = os.path.dirname(folder)
+        st = os.stat(folder)
+        if st.st_uid not in (0, uid) or st.st_mode & 0o022:
+            return f"bad ownership or modes for directory {folder}"
+        if folder in (real_home, "/"):
+            return None
+
+
+class _AuthorizedKeys:
+    """The user's authorized_keys, for the daemon's key logins: GET, JSON.
+
+    ``{"user", "file", "text"}``; ``text`` is empty when there is no file, and
+    ``{"user", "file", "problem"}`` replaces it when sshd would not use it.
+    Whoever may call this may already run anything as this server's user.
+    """
+
+    async def get(self, *args, **kwargs):
+        if not self.current_user:
+            raise web.HTTPError(403)
+        pattern = self.request.headers.get("X-SSH-Proxy-Keys-File", "")
+        if not pattern or any(ord(c) < 0x20 or ord(c) == 0x7F for c in pattern):
+            raise web.HTTPError(400, "X-SSH-Proxy-Keys-File must name a file")
+        account = pwd.getpwuid(os.getuid())
+        home = account.pw_dir or os.path.expanduser("~")
+        try:
+            file = _keys_file_path(pattern, account.pw_name, home)
+        except ValueError as e:
+            raise web.HTTPError(400, f"X-SSH-Proxy-Keys-File: {e}")
+        answer = {"user": account.pw_name, "file": file}
+        try:
+            problem = _unsafe(file, home, os.getuid())
+            if problem is None:
+                # Non-blocking: a FIFO put there must not hang the server.
+                fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+                with os.fdopen(fd, "rb") as f:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        problem = f"{file} is not a regular file"
+                    else:
+                        data = f.read(_MAX_KEYS_FILE_BYTES + 1)
+                        if len(data) > _MAX_KEYS_FILE_BYTES:
+                            problem = f"{file} is larger than {_MAX_KEYS_FILE_BYTES} bytes"
+                        else:
+                            answer["text"] = data.decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            answer["text"] = ""
+        except OSError as e:
+            problem = f"cannot read {file}: {e.strerror}"
+        if problem is not None:
+            answer["problem"] = problem
+            answer.pop("text", None)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(answer))
+
+
+def _base_handler(app):
+    """The running server's base handler: the classic notebook server's or jupyter_server's."""
     try:
         from notebook.notebookapp import NotebookApp
     except ImportError:
@@ -229,7 +324,7 @@ def _handler_class(app):
         from notebook.base.handlers import IPythonHandler as base
     else:
         from jupyter_server.base.handlers import JupyterHandler as base
-    return type("SSHSocket", (_SSHSocket, websocket.WebSocketHandler, base), {})
+    return base
 
 
 def _setup(app, web_app):
@@ -240,7 +335,15 @@ def _setup(app, web_app):
     web_app.settings["jupyter_ssh_proxy_sshd"] = sshd
     web_app.settings["jupyter_ssh_proxy_host_key"] = _HostKey(sshd)
     route = web_app.settings["base_url"].rstrip("/") + "/ssh-proxy/connect"
-    web_app.add_handlers(".*$", [(route, _handler_class(app))])
+    # On the running server's own base handler: JupyterHub's single-user app puts its authentication there.
+    base = _base_handler(app)
+    web_app.add_handlers(
+        ".*$",
+        [
+            (route, type("SSHSocket", (_SSHSocket, websocket.WebSocketHandler, base), {})),
+            (route.replace("/connect", "/authorized-keys"), type("AuthorizedKeys", (_AuthorizedKeys, base), {})),
+        ],
+    )
     app.log.info("jupyter-ssh-proxy: SSH logins at %s, with %s", route, sshd)
 
 

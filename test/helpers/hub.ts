@@ -366,3 +366,71 @@ export async function revokeToken(hub: Hub, name: string, id: string): Promise<v
   const res = await hub.api('DELETE', `/users/${encodeURIComponent(name)}/tokens/${encodeURIComponent(id)}`);
   if (res.status !== 204 && res.status !== 404) fail(`revoking token ${id} of ${name}`, res);
 }
+
+// ---------------------------------------------------------------------------
+// Hub state, through the REST API with the test service's token.
+
+/** How long a Hub state change (a server starting or stopping) may take here. */
+export const HUB_STATE_TIMEOUT_MS = 60_000;
+
+export interface ServerModel {
+  name: string;
+  ready: boolean;
+  pending: string | null;
+  started?: string;
+  last_activity?: string;
+  stopped?: boolean;
+}
+
+export interface UserModel {
+  name: string;
+  admin: boolean;
+  groups: string[];
+  servers?: Record<string, ServerModel>;
+}
+
+export async function userModel(hub: Hub, name: string): Promise<UserModel> {
+  const r = await hub.api<UserModel>('GET', `/users/${encodeURIComponent(name)}`);
+  if (r.status !== 200) throw new Error(`GET /users/${name}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+export async function serverModel(hub: Hub, user: string, server = ''): Promise<ServerModel | undefined> {
+  return (await userModel(hub, user)).servers?.[server];
+}
+
+export function serverPath(user: string, server: string): string {
+  const u = encodeURIComponent(user);
+  return server === '' ? `/users/${u}/server` : `/users/${u}/servers/${encodeURIComponent(server)}`;
+}
+
+/** Starts a server through the API (if it is not running) and waits until the Hub says it is ready. */
+export async function ensureServer(hub: Hub, user: string, server = ''): Promise<ServerModel> {
+  const now = await serverModel(hub, user, server);
+  if (!now?.ready) {
+    const r = await hub.api('POST', serverPath(user, server), {});
+    // 201 started, 202 pending, 400 "already running"/"pending": the wait below decides.
+    if (![201, 202, 400].includes(r.status)) throw new Error(`starting ${user}/${server}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+  }
+  return waitFor(
+    async () => {
+      const s = await serverModel(hub, user, server);
+      return s?.ready && s.pending === null ? s : undefined;
+    },
+    { timeoutMs: HUB_STATE_TIMEOUT_MS, intervalMs: 200, what: `server ${user}/${server} to be ready` },
+  );
+}
+
+/** Stops a server through the API (if it runs) and waits until the Hub has it neither running nor pending. */
+export async function stopServer(hub: Hub, user: string, server = ''): Promise<void> {
+  const r = await hub.api('DELETE', serverPath(user, server));
+  // 202 stopping, 204 stopped, 400 not running, 404 no such named server.
+  if (![202, 204, 400, 404].includes(r.status)) throw new Error(`stopping ${user}/${server}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+  await waitFor(
+    async () => {
+      const s = await serverModel(hub, user, server);
+      return s === undefined || (!s.ready && !s.pending);
+    },
+    { timeoutMs: HUB_STATE_TIMEOUT_MS, intervalMs: 200, what: `server ${user}/${server} to stop` },
+  );
+}
