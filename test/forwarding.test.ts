@@ -11,7 +11,8 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { useEnv } from './helpers/fixture.js';
+import { useEnv, type EnvOptions } from './helpers/fixture.js';
+import { CLASSIC_NOTEBOOK_SERVER, useServerExtension } from './helpers/serverextension.js';
 import { askpassEnv, run, sshOptions, type RunResult } from './helpers/ssh.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
@@ -321,10 +322,23 @@ async function expectServedThrough(
 
 // ---------------------------------------------------------------------------
 
-describe('forwarding through the proxy (real OpenSSH client and sshd)', function () {
+/**
+ * Where sessions run, each tested alike: the daemon's own `sshd -i`, and the
+ * user's server through the server extension (`--upstream websocket`), whose
+ * sshd runs as the user with the extension's settings.
+ */
+const UPSTREAMS: { name: string; env: () => EnvOptions }[] = [
+  { name: 'the local sshd', env: () => ({}) },
+  {
+    name: "the user's server (--upstream websocket)",
+    env: () => ({ hub: { extraConfig: useServerExtension(CLASSIC_NOTEBOOK_SERVER) }, proxyArgs: ['--upstream', 'websocket'], serviceToken: true }),
+  },
+];
+
+for (const upstream of UPSTREAMS) describe(`forwarding through the proxy into ${upstream.name} (real OpenSSH client and sshd)`, function () {
   this.timeout(90_000);
   this.slow(10_000);
-  const env = useEnv();
+  const env = useEnv(upstream.env());
   let logStart = 0;
 
   /** `ssh -N [args] user@127.0.0.1` in the background, token via askpass. */

@@ -10,9 +10,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
-import { REPO_ROOT } from './helpers/proxy.js';
 import { createHubUser, createToken, ensureServer, serverModel, stopServer } from './helpers/hub.js';
 import { fileCopyOptions, askpassEnv, keyLoginOptions, run, ssh, sshOptions } from './helpers/ssh.js';
+import { CLASSIC_NOTEBOOK_SERVER, useServerExtension } from './helpers/serverextension.js';
 import { newKey, publicLine } from './helpers/sshkeys.js';
 import { createUnixUser, listAuthorizedKeys, type UnixUser } from './helpers/unixuser.js';
 import { waitFor } from './helpers/wait.js';
@@ -22,56 +22,30 @@ import { generateKeyPair } from '../lib/ssh2internals.js';
 import { UpstreamError } from '../lib/upstream.js';
 import { WebSocketUpstream } from '../lib/websocketupstream.js';
 
-const EXTENSION_SOURCE = path.join(REPO_ROOT, 'server-extension');
-
 /** jupyter_server 1.23, Debian's, unpacked by scripts/install-deps.sh --test beside the system's classic notebook server. */
 const JUPYTER_SERVER_ROOT = '/opt/jupyter-ssh-proxy-test/jupyter-server/usr/lib/python3/dist-packages';
 
 /** The single-user servers the extension is tested in: the classic notebook server (Debian's 6.4) and jupyter_server. */
 const SERVERS = [
-  { name: 'the classic notebook server', app: 'notebook.notebookapp.NotebookApp', pythonPath: [] as string[], version: /^6\./ },
+  { ...CLASSIC_NOTEBOOK_SERVER, version: /^6\./ },
   { name: 'jupyter_server', app: 'jupyter_server.serverapp.ServerApp', pythonPath: [JUPYTER_SERVER_ROOT], version: /^1\.23\./ },
 ];
-
-/**
- * The single-user servers run `app` and find the extension as pip installed
- * it (`site`), enabled by the configuration pip put next to it, as in an
- * image; users named jsp-n-* get servers where it is not enabled.
- */
-function loadExtension(site: string, server: (typeof SERVERS)[number]): string {
-  return [
-    `c.Spawner.environment['JUPYTERHUB_SINGLEUSER_APP'] = ${JSON.stringify(server.app)}`,
-    `c.Spawner.environment['PYTHONPATH'] = ${JSON.stringify([site, ...server.pythonPath].join(':'))}`,
-    `c.Spawner.environment['JUPYTER_CONFIG_PATH'] = ${JSON.stringify(path.join(site, 'etc', 'jupyter'))}`,
-    'def _without_extension(spawner):',
-    "    if spawner.user.name.startswith('jsp-n-'):",
-    "        spawner.environment = {k: v for k, v in spawner.environment.items() if k != 'JUPYTER_CONFIG_PATH'}",
-    'c.Spawner.pre_spawn_hook = _without_extension',
-  ].join('\n');
-}
 
 for (const server of SERVERS) {
   describe(`sessions in the user's server (--upstream websocket): the server extension in ${server.name}, real ssh and sshd`, function () {
     this.timeout(180_000);
     const dir = path.join(os.tmpdir(), `jsp-wsup-${process.pid}-${crypto.randomBytes(3).toString('hex')}`);
     const caFile = path.join(dir, 'trusted_user_ca_keys');
-    const site = path.join(dir, 'site');
     before(async function () {
-      this.timeout(120_000);
       fs.mkdirSync(dir, { mode: 0o755 });
-      // As server-extension/README.md says: pip install, here from a copy (pip builds in the source folder).
-      const source = path.join(dir, 'source');
-      fs.cpSync(EXTENSION_SOURCE, source, { recursive: true });
-      const pip = await run('/usr/bin/python3', ['-m', 'pip', 'install', '-q', '--no-build-isolation', '--no-deps', '--no-index', '--target', site, source]);
-      expect(pip.code, pip.stderr).to.equal(0);
-      fs.rmSync(source, { recursive: true, force: true });
       const made = await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(dir, 'ca')]);
       expect(made.code, made.stderr).to.equal(0);
       fs.copyFileSync(path.join(dir, 'ca.pub'), caFile);
     });
     after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const extension = useServerExtension(server);
     const env = useEnv({
-      hub: { extraConfig: loadExtension(site, server) },
+      hub: { extraConfig: extension },
       proxyArgs: ['--upstream', 'websocket', '--trusted-user-ca-keys', caFile, '--authorized-keys-file', '.ssh/authorized_keys'],
       serviceToken: true,
     });
@@ -91,7 +65,6 @@ for (const server of SERVERS) {
     const keyName = (what: string) => `${what}-${crypto.randomBytes(3).toString('hex')}`;
 
     before(() => {
-      for (const dir of server.pythonPath) expect(fs.existsSync(dir), `run scripts/install-deps.sh --test: ${dir} is missing`).to.equal(true);
       // An unprivileged sshd (the extension's) gives a terminal the tty group as every container runtime mounts /dev/pts
       // (Debian's defaults); scripts/install-deps.sh --test sets them where the machine's mount lacks them.
       const devpts = fs.readFileSync('/proc/mounts', 'utf8').split('\n').filter((line) => line.split(' ')[1] === '/dev/pts');

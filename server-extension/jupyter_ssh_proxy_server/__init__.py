@@ -177,7 +177,16 @@ class _SSHSocket:
             "-o", "PidFile=none",
             "-o", "PrintMotd=no",
             "-o", "PrintLastLog=no",
-            "-o", "AcceptEnv=LANG LC_*",
+            # What the proxy's local sshd allows (lib/localsshd.ts, sshdConfig): X11 needs xauth in the image.
+            "-o", "X11Forwarding=yes",
+            "-o", "X11UseLocalhost=yes",
+            "-o", "AllowTcpForwarding=yes",
+            "-o", "AllowAgentForwarding=yes",
+            "-o", "AllowStreamLocalForwarding=yes",
+            "-o", "AcceptEnv=LANG LC_* COLORTERM NO_COLOR",
+            # A client gone without a FIN or RST would hold its session for hours; keepalives through the proxy find it.
+            "-o", "ClientAliveInterval=60",
+            "-o", "ClientAliveCountMax=3",
             "-o", "Subsystem=sftp internal-sftp",
             "-o", f"PermitUserEnvironment={','.join(names) or 'no'}",
             "-o", "LogLevel=ERROR",

@@ -1,0 +1,55 @@
+// The server extension of --upstream websocket (server-extension/), installed
+// for a test Hub as an image would install it: pip-installed into a folder of
+// its own, and enabled by the configuration pip puts next to it.
+import { expect } from 'chai';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { REPO_ROOT } from './proxy.js';
+import { run } from './ssh.js';
+
+const EXTENSION_SOURCE = path.join(REPO_ROOT, 'server-extension');
+
+/** A single-user server the extension runs in: its application class, and what PYTHONPATH needs for it. */
+export interface SingleUserServer {
+  name: string;
+  app: string;
+  pythonPath: string[];
+}
+
+/** The classic notebook server, what Debian's jupyterhub-singleuser runs. */
+export const CLASSIC_NOTEBOOK_SERVER: SingleUserServer = { name: 'the classic notebook server', app: 'notebook.notebookapp.NotebookApp', pythonPath: [] };
+
+/**
+ * Registers hooks that pip-install the extension before the tests (register
+ * it before useEnv: the Hub's servers load it at their start) and remove it
+ * after; returns the `jupyterhub_config.py` lines that give every server
+ * `server` with the extension, but those of users named jsp-n-* (for the
+ * servers without it).
+ */
+export function useServerExtension(server: SingleUserServer): string {
+  const dir = path.join(os.tmpdir(), `jsp-ext-${process.pid}-${crypto.randomBytes(3).toString('hex')}`);
+  const site = path.join(dir, 'site');
+  before(async function () {
+    this.timeout(120_000);
+    fs.mkdirSync(dir, { mode: 0o755 });
+    for (const folder of server.pythonPath) expect(fs.existsSync(folder), `run scripts/install-deps.sh --test: ${folder} is missing`).to.equal(true);
+    // As server-extension/README.md says: pip install, here from a copy (pip builds in the source folder).
+    const source = path.join(dir, 'source');
+    fs.cpSync(EXTENSION_SOURCE, source, { recursive: true });
+    const pip = await run('/usr/bin/python3', ['-m', 'pip', 'install', '-q', '--no-build-isolation', '--no-deps', '--no-index', '--target', site, source]);
+    expect(pip.code, pip.stderr).to.equal(0);
+    fs.rmSync(source, { recursive: true, force: true });
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return [
+    `c.Spawner.environment['JUPYTERHUB_SINGLEUSER_APP'] = ${JSON.stringify(server.app)}`,
+    `c.Spawner.environment['PYTHONPATH'] = ${JSON.stringify([site, ...server.pythonPath].join(':'))}`,
+    `c.Spawner.environment['JUPYTER_CONFIG_PATH'] = ${JSON.stringify(path.join(site, 'etc', 'jupyter'))}`,
+    'def _without_extension(spawner):',
+    "    if spawner.user.name.startswith('jsp-n-'):",
+    "        spawner.environment = {k: v for k, v in spawner.environment.items() if k != 'JUPYTER_CONFIG_PATH'}",
+    'c.Spawner.pre_spawn_hook = _without_extension',
+  ].join('\n');
+}
