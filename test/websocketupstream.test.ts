@@ -45,7 +45,7 @@ for (const server of SERVERS) {
     after(() => fs.rmSync(dir, { recursive: true, force: true }));
     const extension = useServerExtension(server);
     const env = useEnv({
-      hub: { extraConfig: extension },
+      hub: { extraConfig: extension, namedServers: true },
       proxyArgs: ['--upstream', 'websocket', '--trusted-user-ca-keys', caFile, '--authorized-keys-file', '.ssh/authorized_keys'],
       serviceToken: true,
     });
@@ -239,6 +239,20 @@ for (const server of SERVERS) {
       const listed = await keySsh(key, ['id', '-un'], other.name);
       expect(listed.code, listed.stderr).to.equal(0);
       expect(listed.stdout.toString()).to.equal(`${other.name}\n`);
+    });
+
+    it('opens a named server (NAME+gpu), created and started on demand, with its key file read there', async () => {
+      const login = `${env.user.name}+gpu`;
+      const result = await ssh(env.proxy.port, login, env.token, ['echo "$JUPYTERHUB_SERVER_NAME"; echo "$JUPYTERHUB_SERVICE_PREFIX"']);
+      expect(result.code, result.stderr).to.equal(0);
+      expect(result.stdout.toString()).to.equal(`gpu\n/user/${env.user.name}/gpu/\n`);
+      expect(result.stderr).to.include('starting it...');
+      const key = await newKey(dir, keyName('named'));
+      listAuthorizedKeys(env.user, [publicLine(key)]);
+      const listed = await keySsh(key, ['echo "$JUPYTERHUB_SERVER_NAME"'], login);
+      expect(listed.code, listed.stderr).to.equal(0);
+      expect(listed.stdout.toString()).to.equal('gpu\n');
+      await stopServer(env.hub, env.user.name, 'gpu');
     });
 
     it('tells the user in one line when their server has no SSH endpoint, and serves the next login', async () => {
