@@ -8,6 +8,7 @@ import { DAEMON_ENV, DAEMON_NODE_ARGS } from '../test/helpers/deployed.js';
 import { createHubUser, createToken, startHub, type Hub } from '../test/helpers/hub.js';
 import { metricsOrigin } from '../test/helpers/metrics.js';
 import { startProxy, type ProxyProcess } from '../test/helpers/proxy.js';
+import { CLASSIC_NOTEBOOK_SERVER, installServerExtension, serverExtensionConfig } from '../test/helpers/serverextension.js';
 import { askpassEnv, sshOptions } from '../test/helpers/ssh.js';
 import { createUnixUser, listAuthorizedKeys, type UnixUser } from '../test/helpers/unixuser.js';
 import { killAllTracked } from './children.js';
@@ -142,8 +143,15 @@ export async function setUp(log: (line: string) => void): Promise<BenchEnv> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-bench-'));
   onCleanup(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
+  // The websocket case's sessions run in the user's server: the server extension goes in as an image would have it,
+  // where the user's server can read it (tmp is private).
+  const extensionDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jsp-bench-ext-'));
+  onCleanup(() => fs.rmSync(extensionDir, { recursive: true, force: true }));
+  fs.chmodSync(extensionDir, 0o755);
+  const site = path.join(extensionDir, 'site');
+  await installServerExtension(site);
   log('starting JupyterHub');
-  const hub = await startHub();
+  const hub = await startHub({ extraConfig: serverExtensionConfig(site, CLASSIC_NOTEBOOK_SERVER) });
   onCleanup(() => hub.stop());
   const user = await createUnixUser('bench');
   onCleanup(() => user.remove());

@@ -9,7 +9,7 @@ import { GiB, MiB, fmt, max, median, min, spreadPercent } from './stats.js';
 
 export interface CaseResult {
   id: string;
-  group: 'bulk' | 'link' | 'latency' | 'concurrency' | 'clients' | 'idle' | 'loaded';
+  group: 'bulk' | 'link' | 'latency' | 'concurrency' | 'clients' | 'websocket' | 'idle' | 'loaded';
   title: string;
   /** Client-leg cipher forced with -c, or 'default'. */
   cipher: string;

@@ -48,7 +48,7 @@ import { GiB, MiB, fmt, median } from './stats.js';
  * there and 2.6 s alone), and the profiles would show that state rather
  * than the one the bulk cases measured.
  */
-const ALL_CASES = ['bulk', 'relay-floor', 'latency', 'cold', 'key', 'echo', 'link', 'concurrency', 'clients', 'profile', 'idle', 'loaded'] as const;
+const ALL_CASES = ['bulk', 'relay-floor', 'latency', 'cold', 'key', 'echo', 'link', 'concurrency', 'clients', 'websocket', 'profile', 'idle', 'loaded'] as const;
 type CaseGroup = (typeof ALL_CASES)[number];
 const PROFILERS = ['v8', 'perf'] as const;
 type Profiler = (typeof PROFILERS)[number];
@@ -477,6 +477,31 @@ async function clients(env: BenchEnv, results: Results): Promise<void> {
   await prefer.stop();
 }
 
+/**
+ * The bulk transfers (first bulk cipher) with the session in the user's
+ * server (--upstream websocket): through the daemon, the Hub's proxy
+ * (configurable-http-proxy) and the server extension's `sshd -i` in the
+ * Jupyter server, here all on this machine, against the direct sshd. What
+ * container spawners' users get; not one of issue 5's targets. The proxy
+ * CPU column is the daemon's alone: the Hub's proxy, the Jupyter server and
+ * its sshd are outside the daemon's cgroup.
+ */
+async function websocket(env: BenchEnv, results: Results): Promise<void> {
+  const server = await env.extraDaemon({ flags: ['--upstream', 'websocket'] });
+  const cipher = settings.ciphers[0]!;
+  const bytes = settings.bulkBytes;
+  const size = bytes >= GiB ? `${bytes / GiB} GiB` : `${bytes / MiB} MiB`;
+  const files = sftpFiles(env, 'bench-websocket', bytes);
+  const paths = (): [SshPath, SshPath] => [env.directPath, server.path];
+  for (const t of bulkTransfers(env, files, cipher, bytes)) {
+    const title = `${t.what} ${size}, session in the user's server (--upstream websocket, through the Hub's proxy)`;
+    await warmUpCase(title, paths, t.run);
+    results.cases.push(await runCase(newCase(`websocket-${t.id}/${cipher}`, 'websocket', title, cipher, bytes), settings.runs, paths, t.run));
+  }
+  files.remove();
+  await server.stop();
+}
+
 /** settleDaemon's answer for the log: seconds waited, or that no full GC came. */
 function settleText(seconds: number): string {
   return seconds < 0 ? 'never (RSS still moving after 60 s)' : `in ${fmt(seconds, 0)} s`;
@@ -737,6 +762,7 @@ async function main(): Promise<void> {
     link,
     concurrency,
     clients,
+    websocket,
     idle,
     loaded,
     profile,

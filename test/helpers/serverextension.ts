@@ -21,28 +21,25 @@ export interface SingleUserServer {
 /** The classic notebook server, what Debian's jupyterhub-singleuser runs. */
 export const CLASSIC_NOTEBOOK_SERVER: SingleUserServer = { name: 'the classic notebook server', app: 'notebook.notebookapp.NotebookApp', pythonPath: [] };
 
-/**
- * Registers hooks that pip-install the extension before the tests (register
- * it before useEnv: the Hub's servers load it at their start) and remove it
- * after; returns the `jupyterhub_config.py` lines that give every server
- * `server` with the extension, but those of users named jsp-n-* (for the
- * servers without it).
- */
-export function useServerExtension(server: SingleUserServer): string {
-  const dir = path.join(os.tmpdir(), `jsp-ext-${process.pid}-${crypto.randomBytes(3).toString('hex')}`);
-  const site = path.join(dir, 'site');
-  before(async function () {
-    this.timeout(120_000);
-    fs.mkdirSync(dir, { mode: 0o755 });
-    for (const folder of server.pythonPath) expect(fs.existsSync(folder), `run scripts/install-deps.sh --test: ${folder} is missing`).to.equal(true);
-    // As server-extension/README.md says: pip install, here from a copy (pip builds in the source folder).
-    const source = path.join(dir, 'source');
-    fs.cpSync(EXTENSION_SOURCE, source, { recursive: true });
+/** pip-installs the extension into `site` (made), from a copy of the source, as server-extension/README.md says. */
+export async function installServerExtension(site: string): Promise<void> {
+  // pip builds in the source folder: a copy keeps the checkout clean.
+  const source = `${site}-source`;
+  fs.cpSync(EXTENSION_SOURCE, source, { recursive: true });
+  try {
     const pip = await run('/usr/bin/python3', ['-m', 'pip', 'install', '-q', '--no-build-isolation', '--no-deps', '--no-index', '--target', site, source]);
-    expect(pip.code, pip.stderr).to.equal(0);
+    if (pip.code !== 0) throw new Error(`pip install of the server extension failed: ${pip.stderr}`);
+  } finally {
     fs.rmSync(source, { recursive: true, force: true });
-  });
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  }
+}
+
+/**
+ * The `jupyterhub_config.py` lines that give every server `server` the
+ * extension installed in `site`, enabled by the configuration pip put next
+ * to it, but those of users named jsp-n-* (for tests of servers without it).
+ */
+export function serverExtensionConfig(site: string, server: SingleUserServer): string {
   return [
     `c.Spawner.environment['JUPYTERHUB_SINGLEUSER_APP'] = ${JSON.stringify(server.app)}`,
     `c.Spawner.environment['PYTHONPATH'] = ${JSON.stringify([site, ...server.pythonPath].join(':'))}`,
@@ -52,4 +49,22 @@ export function useServerExtension(server: SingleUserServer): string {
     "        spawner.environment = {k: v for k, v in spawner.environment.items() if k != 'JUPYTER_CONFIG_PATH'}",
     'c.Spawner.pre_spawn_hook = _without_extension',
   ].join('\n');
+}
+
+/**
+ * Registers hooks that install the extension before the tests (register it
+ * before useEnv: the Hub's servers load it at their start) and remove it
+ * after; returns serverExtensionConfig for it.
+ */
+export function useServerExtension(server: SingleUserServer): string {
+  const dir = path.join(os.tmpdir(), `jsp-ext-${process.pid}-${crypto.randomBytes(3).toString('hex')}`);
+  const site = path.join(dir, 'site');
+  before(async function () {
+    this.timeout(120_000);
+    for (const folder of server.pythonPath) expect(fs.existsSync(folder), `run scripts/install-deps.sh --test: ${folder} is missing`).to.equal(true);
+    fs.mkdirSync(dir, { mode: 0o755 });
+    await installServerExtension(site);
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return serverExtensionConfig(site, server);
 }
