@@ -55,6 +55,8 @@ export class ProxyServer {
    * concurrent Hub requests.
    */
   private hubLink?: { settings: string; hub: HubClient; watches: ServerWatches };
+  /** Keys read in users' servers, with the settings they were read with (serverKeysFor). */
+  private serverKeys?: { settings: string; keys: ServerAuthorizedKeys };
 
   constructor(private config: ProxyConfig, private readonly log: Logger) {
     // Paused: nothing is read before adoptWithSharedReads (accept).
@@ -140,8 +142,8 @@ export class ProxyServer {
       if (list.join() !== DEFAULT_CLIENT_LEG[key].join()) this.log.info(`--${CLIENT_LEG_FLAGS[key]}: offering clients ${list.join(',')}`);
     }
 
-    this.hubLink = this.hubLinkFor(config);
-    const { hub, watches } = this.hubLink;
+    const hubLink = this.hubLinkFor(config);
+    const { hub, watches } = hubLink;
     const upstream = config.upstream === 'websocket' ? this.websocketUpstream(config) : await this.localSshdUpstream(config);
 
     // Penalty state survives a reload unless the rules changed.
@@ -149,19 +151,12 @@ export class ProxyServer {
       this.penalties = config.penalties ? new SourcePenalties(config.penalties) : undefined;
     }
 
+    this.hubLink = hubLink;
     const { serviceToken, tokenPage } = config;
     if (!serviceToken) this.log.info("no JUPYTERHUB_API_TOKEN: users' own tokens are used to start servers and report activity");
     let keyLogins: AuthorizedKeysSource | undefined;
     if (config.authorizedKeysFile !== undefined && upstream instanceof WebSocketUpstream) {
-      // The CLI takes --upstream websocket only with a URL and a service token.
-      keyLogins = new ServerAuthorizedKeys({
-        serversUrl: config.serversUrl!,
-        serviceToken: serviceToken!,
-        ca: config.hubCa ? fs.readFileSync(config.hubCa) : undefined,
-        timeoutMs: config.hubTimeoutMs,
-        keysFile: config.authorizedKeysFile,
-        hub,
-      });
+      keyLogins = this.serverKeysFor(config, hub);
       this.log.info(`key logins on: keys listed in ${config.authorizedKeysFile} in each user's server, read through its extension`);
     } else if (config.authorizedKeysFile !== undefined && upstream instanceof LocalSshdUpstream) {
       keyLogins = upstream;
@@ -246,6 +241,29 @@ export class ProxyServer {
     });
     this.log.info(`sessions run in the users' servers: sshd -i through ${upstream.endpoint({ hubUser: 'NAME', server: '' })}`);
     return upstream;
+  }
+
+  /**
+   * The keys read in users' servers (--upstream websocket): the current
+   * reader if `config` reads them the same way through `hub`, so that the
+   * keys it keeps for stopped servers survive a reload; a new one otherwise.
+   */
+  private serverKeysFor(config: ProxyConfig, hub: HubClient): ServerAuthorizedKeys {
+    const ca = config.hubCa ? fs.readFileSync(config.hubCa) : undefined;
+    // The CLI takes --upstream websocket only with a URL and a service token.
+    const settings = JSON.stringify([config.serversUrl, config.serviceToken, ca?.toString('base64'), config.hubTimeoutMs, config.authorizedKeysFile]);
+    if (this.serverKeys?.settings !== settings || this.serverKeys.keys.options.hub !== hub) {
+      const keys = new ServerAuthorizedKeys({
+        serversUrl: config.serversUrl!,
+        serviceToken: config.serviceToken!,
+        ca,
+        timeoutMs: config.hubTimeoutMs,
+        keysFile: config.authorizedKeysFile!,
+        hub,
+      });
+      this.serverKeys = { settings, keys };
+    }
+    return this.serverKeys.keys;
   }
 
   /** The current Hub client and watches if `config` has the same Hub settings, new ones otherwise. */

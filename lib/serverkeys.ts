@@ -93,7 +93,7 @@ export class ServerAuthorizedKeys implements AuthorizedKeysSource {
   /** The file as users are told about it. */
   private readonly shownFile: string;
 
-  constructor(private readonly options: ServerAuthorizedKeysOptions) {
+  constructor(readonly options: Readonly<ServerAuthorizedKeysOptions>) {
     this.shownFile = options.keysFile.startsWith('/') || options.keysFile.startsWith('%') ? options.keysFile : `~/${options.keysFile}`;
   }
 

@@ -194,11 +194,15 @@ for (const server of SERVERS) {
       expect((await keySsh(plain, ['true'])).code, 'the file safe again').to.equal(0);
     });
 
-    it('a stopped server: a key read from it before starts it, and logs in only if the started server still lists it', async () => {
+    it('a stopped server: a key read from it before (kept across a reload) starts it, and logs in only if the started server still lists it', async () => {
       const key = await newKey(dir, keyName('kept'));
       listAuthorizedKeys(env.user, [publicLine(key)]);
       await ensureServer(env.hub, env.user.name);
       expect((await keySsh(key, ['true'])).code, 'a login while it runs').to.equal(0);
+      // What was read survives a reload (SIGHUP) with the same settings.
+      const reloads = env.proxy.logs().split('configuration and host keys reloaded').length;
+      env.proxy.child.kill('SIGHUP');
+      await waitFor(() => env.proxy.logs().split('configuration and host keys reloaded').length > reloads, { timeoutMs: 10_000, what: 'the reload' });
 
       await stopServer(env.hub, env.user.name);
       const started = await keySsh(key, ['echo', 'started']);
