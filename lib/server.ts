@@ -142,9 +142,11 @@ export class ProxyServer {
       if (list.join() !== DEFAULT_CLIENT_LEG[key].join()) this.log.info(`--${CLIENT_LEG_FLAGS[key]}: offering clients ${list.join(',')}`);
     }
 
-    const hubLink = this.hubLinkFor(config);
+    // The Hub's CA (--hub-ca), read once for the Hub client, the servers' WebSockets and their key files.
+    const hubCa = config.hubCa ? fs.readFileSync(config.hubCa) : undefined;
+    const hubLink = this.hubLinkFor(config, hubCa);
     const { hub, watches } = hubLink;
-    const upstream = config.upstream === 'websocket' ? this.websocketUpstream(config) : await this.localSshdUpstream(config);
+    const upstream = config.upstream === 'websocket' ? this.websocketUpstream(config, hubCa) : await this.localSshdUpstream(config);
 
     // Penalty state survives a reload unless the rules changed.
     if (JSON.stringify(config.penalties) !== JSON.stringify(this.config.penalties) || this.penalties === undefined) {
@@ -156,7 +158,7 @@ export class ProxyServer {
     if (!serviceToken) this.log.info("no JUPYTERHUB_API_TOKEN: users' own tokens are used to start servers and report activity");
     let keyLogins: AuthorizedKeysSource | undefined;
     if (config.authorizedKeysFile !== undefined && upstream instanceof WebSocketUpstream) {
-      keyLogins = this.serverKeysFor(config, hub);
+      keyLogins = this.serverKeysFor(config, hub, hubCa);
       this.log.info(`key logins on: keys listed in ${config.authorizedKeysFile} in each user's server, read through its extension`);
     } else if (config.authorizedKeysFile !== undefined && upstream instanceof LocalSshdUpstream) {
       keyLogins = upstream;
@@ -231,12 +233,12 @@ export class ProxyServer {
   }
 
   /** Sessions in the user's server, wherever it runs: through its server extension (lib/websocketupstream.ts). */
-  private websocketUpstream(config: ProxyConfig): WebSocketUpstream {
+  private websocketUpstream(config: ProxyConfig, ca: Buffer | undefined): WebSocketUpstream {
     // The CLI takes --upstream websocket only with a URL and a service token.
     const upstream = new WebSocketUpstream({
       serversUrl: config.serversUrl!,
       serviceToken: config.serviceToken!,
-      ca: config.hubCa ? fs.readFileSync(config.hubCa) : undefined,
+      ca,
       timeoutMs: config.hubTimeoutMs,
     });
     this.log.info(`sessions run in the users' servers: sshd -i through ${upstream.endpoint({ hubUser: 'NAME', server: '' })}`);
@@ -248,8 +250,7 @@ export class ProxyServer {
    * reader if `config` reads them the same way through `hub`, so that the
    * keys it keeps for stopped servers survive a reload; a new one otherwise.
    */
-  private serverKeysFor(config: ProxyConfig, hub: HubClient): ServerAuthorizedKeys {
-    const ca = config.hubCa ? fs.readFileSync(config.hubCa) : undefined;
+  private serverKeysFor(config: ProxyConfig, hub: HubClient, ca: Buffer | undefined): ServerAuthorizedKeys {
     // The CLI takes --upstream websocket only with a URL and a service token.
     const settings = JSON.stringify([config.serversUrl, config.serviceToken, ca?.toString('base64'), config.hubTimeoutMs, config.authorizedKeysFile]);
     if (this.serverKeys?.settings !== settings || this.serverKeys.keys.options.hub !== hub) {
@@ -267,8 +268,7 @@ export class ProxyServer {
   }
 
   /** The current Hub client and watches if `config` has the same Hub settings, new ones otherwise. */
-  private hubLinkFor(config: ProxyConfig): NonNullable<ProxyServer['hubLink']> {
-    const ca = config.hubCa ? fs.readFileSync(config.hubCa) : undefined;
+  private hubLinkFor(config: ProxyConfig, ca: Buffer | undefined): NonNullable<ProxyServer['hubLink']> {
     const settings = JSON.stringify([
       config.hubApiUrl,
       config.hubTimeoutMs,

@@ -67,7 +67,11 @@ function sameLine(a: AuthorizedKey, b: AuthorizedKey): boolean {
   );
 }
 
-/** GET `url`: status and body, at most MAX_ANSWER_BYTES, within `timeoutMs`; no redirect is followed. */
+/**
+ * GET `url`: status and body, at most MAX_ANSWER_BYTES, within `timeoutMs`;
+ * no redirect is followed. Not got (the Hub client's): it has no cap on an
+ * answer's size, and the answer comes from a server its user controls.
+ */
 function get(url: URL, headers: Record<string, string>, ca: Buffer | undefined, timeoutMs: number): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const request = (url.protocol === 'https:' ? https : http).get(url, { headers, ca }, (response) => {
@@ -113,7 +117,7 @@ export class ServerAuthorizedKeys implements AuthorizedKeysSource {
         notice: `Key logins read ${this.shownFile} in your server, which is not running: start it from JupyterHub, or log in with your token`,
       };
     }
-    return { ...kept, problems: [], recheck: (line) => this.recheck(target, line) };
+    return { ...kept, recheck: (line) => this.recheck(target, line) };
   }
 
   /** Once the server runs: why `line`, read while it was stopped, no longer lets in; undefined if it does. */
@@ -166,6 +170,7 @@ export class ServerAuthorizedKeys implements AuthorizedKeysSource {
   private keep(target: LoginTarget, keys: AuthorizedKeys): void {
     const key = keyOf(target);
     this.kept.delete(key);
+    // Kept without the problems, which were logged when read.
     this.kept.set(key, { ...keys, problems: [] });
     if (this.kept.size > KEPT_SERVERS) this.kept.delete(this.kept.keys().next().value!);
   }
