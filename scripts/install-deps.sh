@@ -11,8 +11,9 @@
 #                                    exchange (Debian 12's 9.2), the ssh client of
 #                                    bookworm-backports unpacked in $RECENT_SSH_ROOT;
 #                                    pip, jupyter_server unpacked in
-#                                    $JUPYTER_SERVER_ROOT, and /dev/pts with Debian's
-#                                    options (the server extension's tests)
+#                                    $JUPYTER_SERVER_ROOT, a Debian 13 root with
+#                                    JupyterHub 5 in $DEBIAN_13_ROOT, and /dev/pts
+#                                    with Debian's options (the server extension's tests)
 #   scripts/install-deps.sh --bench  plus Linux perf (the benchmark's CPU profiles)
 # then the npm packages (npm ci builds dist/, the process starter addon and
 # ssh2's native crypto binding, and patch-package applies patches/).
@@ -96,6 +97,51 @@ case "${1:-}" in
       mkdir -p "$JUPYTER_SERVER_ROOT"
       for deb in "$download"/*.deb; do dpkg-deb -x "$deb" "$JUPYTER_SERVER_ROOT"; done
       rm -rf "$download"
+    fi
+    ;;
+esac
+
+# The Hub and the server extension are also tested with what current deployments run:
+# JupyterHub 5, jupyter_server 2 and OpenSSH 10, all Debian 13's. They need Python 3.13
+# (jupyter_events needs the compiled rpds-py), so they get a Debian 13 root file system
+# of their own, as a container image would be: test/helpers/hub.ts runs the Hub there
+# (chroot, in a mount namespace of its own that sees the machine's /home, /tmp and,
+# through the symbolic links made here, its accounts). About 90 s and 750 MB.
+DEBIAN_13_ROOT=/opt/jupyter-ssh-proxy-test/debian-13
+# What the tests use in the users' servers there (xdpyinfo for -X), as an image for --upstream websocket has it.
+debian_13_packages="jupyterhub python3-jupyter-server openssh-server openssh-client xauth x11-utils rsync"
+case "${1:-}" in
+  --test | --bench)
+    missing_13=""
+    for pkg in $debian_13_packages; do
+      chroot "$DEBIAN_13_ROOT" dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing_13="$missing_13 $pkg"
+    done
+    if [ -n "$missing_13" ]; then
+      if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: run as root to make a Debian 13 root with JupyterHub 5 in $DEBIAN_13_ROOT" >&2
+        exit 1
+      fi
+      # Made anew when it lacks a package: its accounts are the machine's (below), not for apt's scripts to change.
+      echo "install-deps: making a Debian 13 root with$missing_13 in $DEBIAN_13_ROOT"
+      dpkg-query -W -f='${Status}' debootstrap 2>/dev/null | grep -q "install ok installed" ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+      rm -rf "$DEBIAN_13_ROOT" "$DEBIAN_13_ROOT.partial"
+      debootstrap --variant=minbase trixie "$DEBIAN_13_ROOT.partial" http://deb.debian.org/debian >/dev/null
+      # Then the packages, with apt's resolver: debootstrap's own trips on jupyterhub's node modules.
+      # Its maintainer scripts' complaints (no /proc, no init) are expected in a chroot: logged, shown on failure.
+      if ! DEBIAN_FRONTEND=noninteractive chroot "$DEBIAN_13_ROOT.partial" apt-get install -y -qq --no-install-recommends \
+        $debian_13_packages > "$DEBIAN_13_ROOT.partial.log" 2>&1; then
+        tail -30 "$DEBIAN_13_ROOT.partial.log" >&2
+        exit 1
+      fi
+      rm -f "$DEBIAN_13_ROOT.partial.log"
+      chroot "$DEBIAN_13_ROOT.partial" apt-get clean
+      # The machine's accounts (the tests' users come and go while a Hub runs) and names.
+      mkdir "$DEBIAN_13_ROOT.partial/.host-etc"
+      for file in passwd group shadow gshadow hosts; do
+        ln -sf "/.host-etc/$file" "$DEBIAN_13_ROOT.partial/etc/$file"
+      done
+      mv "$DEBIAN_13_ROOT.partial" "$DEBIAN_13_ROOT"
     fi
     ;;
 esac

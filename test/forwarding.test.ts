@@ -12,7 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { useEnv, type EnvOptions } from './helpers/fixture.js';
-import { CLASSIC_NOTEBOOK_SERVER, useServerExtension } from './helpers/serverextension.js';
+import { CLASSIC_NOTEBOOK_SERVER, JUPYTER_SERVER_2, useServerExtension } from './helpers/serverextension.js';
 import { askpassEnv, run, sshOptions, type RunResult } from './helpers/ssh.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
@@ -332,6 +332,14 @@ const UPSTREAMS: { name: string; env: () => EnvOptions }[] = [
   {
     name: "the user's server (--upstream websocket)",
     env: () => ({ hub: { extraConfig: useServerExtension(CLASSIC_NOTEBOOK_SERVER) }, proxyArgs: ['--upstream', 'websocket'], serviceToken: true }),
+  },
+  {
+    name: `the user's server in ${JUPYTER_SERVER_2.name} (--upstream websocket)`,
+    env: () => ({
+      hub: { extraConfig: useServerExtension(JUPYTER_SERVER_2), distribution: JUPYTER_SERVER_2.distribution },
+      proxyArgs: ['--upstream', 'websocket'],
+      serviceToken: true,
+    }),
   },
 ];
 

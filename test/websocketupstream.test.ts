@@ -10,9 +10,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
-import { createHubUser, createToken, ensureServer, serverModel, stopServer } from './helpers/hub.js';
+import { createHubUser, createToken, DEBIAN_12, ensureServer, serverModel, stopServer } from './helpers/hub.js';
 import { fileCopyOptions, askpassEnv, keyLoginOptions, run, ssh, sshOptions } from './helpers/ssh.js';
-import { CLASSIC_NOTEBOOK_SERVER, useServerExtension } from './helpers/serverextension.js';
+import { CLASSIC_NOTEBOOK_SERVER, JUPYTER_SERVER_2, useServerExtension, type SingleUserServer } from './helpers/serverextension.js';
 import { newKey, publicLine } from './helpers/sshkeys.js';
 import { createUnixUser, listAuthorizedKeys, type UnixUser } from './helpers/unixuser.js';
 import { waitFor } from './helpers/wait.js';
@@ -25,10 +25,14 @@ import { WebSocketUpstream } from '../lib/websocketupstream.js';
 /** jupyter_server 1.23, Debian's, unpacked by scripts/install-deps.sh --test beside the system's classic notebook server. */
 const JUPYTER_SERVER_ROOT = '/opt/jupyter-ssh-proxy-test/jupyter-server/usr/lib/python3/dist-packages';
 
-/** The single-user servers the extension is tested in: the classic notebook server (Debian's 6.4) and jupyter_server. */
-const SERVERS = [
+/**
+ * The single-user servers the extension is tested in: the classic notebook server (Debian 12's 6.4), jupyter_server 1.23
+ * with Debian 12's JupyterHub 3.0, and jupyter_server 2 with Debian 13's JupyterHub 5, Python 3.13 and OpenSSH 10.
+ */
+const SERVERS: (SingleUserServer & { version: RegExp })[] = [
   { ...CLASSIC_NOTEBOOK_SERVER, version: /^6\./ },
-  { name: 'jupyter_server', app: 'jupyter_server.serverapp.ServerApp', pythonPath: [JUPYTER_SERVER_ROOT], version: /^1\.23\./ },
+  { name: 'jupyter_server 1', app: 'jupyter_server.serverapp.ServerApp', pythonPath: [JUPYTER_SERVER_ROOT], version: /^1\.23\./ },
+  { ...JUPYTER_SERVER_2, version: /^2\./ },
 ];
 
 for (const server of SERVERS) {
@@ -45,7 +49,7 @@ for (const server of SERVERS) {
     after(() => fs.rmSync(dir, { recursive: true, force: true }));
     const extension = useServerExtension(server);
     const env = useEnv({
-      hub: { extraConfig: extension, namedServers: true },
+      hub: { extraConfig: extension, namedServers: true, distribution: server.distribution },
       proxyArgs: ['--upstream', 'websocket', '--trusted-user-ca-keys', caFile, '--authorized-keys-file', '.ssh/authorized_keys'],
       serviceToken: true,
     });
@@ -72,9 +76,13 @@ for (const server of SERVERS) {
     });
 
     it("logs in with a token into the user's server, started on demand: commands, a terminal, the server's environment", async () => {
-      const result = await env.ssh(['id -un; echo $HOME; pwd; echo "${JUPYTERHUB_USER:-none}"; echo "$PATH"; echo "${JSP_TEST_HUB_ID:-none}"']);
+      const result = await env.ssh(['id -un; echo $HOME; pwd; echo "${JUPYTERHUB_USER:-none}"; echo "$PATH"; echo "${JSP_TEST_HUB_ID:-none}"; cat /etc/debian_version']);
       expect(result.code, result.stderr).to.equal(0);
-      const [user, home, cwd, hubUser, sessionPath, marker] = result.stdout.toString().split('\n');
+      const [user, home, cwd, hubUser, sessionPath, marker, debianVersion] = result.stdout.toString().split('\n');
+      // The server's files: Debian 13's in its root, as a container's would be its image's.
+      const distribution = server.distribution ?? DEBIAN_12;
+      expect(debianVersion).to.match(distribution.debianVersion);
+      expect(((await env.hub.api<{ version: string }>('GET', '/')).body).version).to.match(distribution.version);
       expect([user, home, cwd]).to.deep.equal([env.user.name, env.user.home, env.user.home]);
       // The server's environment, as its own terminals have it: what the Hub gave it, and its PATH (not sshd's default).
       expect(hubUser).to.equal(env.user.name);

@@ -1,5 +1,6 @@
-// Test fixture: a real JupyterHub (Debian's jupyterhub 3.0 package) with
-// DummyAuthenticator + LocalProcessSpawner, running in a throw-away directory.
+// Test fixture: a real JupyterHub (Debian 12's jupyterhub 3.0 package, or
+// Debian 13's 5.2 in a root file system of its own) with DummyAuthenticator +
+// LocalProcessSpawner, running in a throw-away directory.
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -13,6 +14,8 @@ export interface Hub {
   url: string;
   /** Token of a service with an admin-ish role (see SERVICE_SCOPES). */
   serviceToken: string;
+  /** Token of a service with JupyterHub's admin role, for what only admins may do (since JupyterHub 4: make admins). */
+  adminToken: string;
   /** The hub's temp dir (config, sqlite db, cookie secret, log). */
   dir: string;
   /** Calls the REST API; `path` is relative to /hub/api. Uses serviceToken unless `token` is given. */
@@ -21,7 +24,49 @@ export interface Hub {
   stop(): Promise<void>;
 }
 
+/** A Debian release whose JupyterHub (and single-user server, and sshd there) the tests run. */
+export interface HubDistribution {
+  name: string;
+  /** Its root file system, made by scripts/install-deps.sh --test; none for the machine's own. */
+  root?: string;
+  /** JupyterHub's version there, and /etc/debian_version's. */
+  version: RegExp;
+  debianVersion: RegExp;
+}
+
+export const DEBIAN_12: HubDistribution = { name: "Debian 12's JupyterHub 3.0", version: /^3\.0\./, debianVersion: /^12\./ };
+
+/**
+ * What current deployments run: JupyterHub 5.2, jupyter_server 2.15 in the
+ * single-user servers, OpenSSH 10.0, Python 3.13. The Hub runs chrooted, in
+ * a mount namespace that sees the machine's accounts, /home and /tmp, as a
+ * container would see volumes: its servers, their sessions and their
+ * extension's sshd all run from Debian 13's files.
+ */
+export const DEBIAN_13: HubDistribution = {
+  name: "Debian 13's JupyterHub 5.2, jupyter_server 2.15 and OpenSSH 10 in a root of their own",
+  root: '/opt/jupyter-ssh-proxy-test/debian-13',
+  version: /^5\./,
+  debianVersion: /^13\./,
+};
+
+/**
+ * Runs `$3...` chrooted in `$1`, in directory `$2`. The mounts live in this
+ * private mount namespace only, and go with its last process. /etc is the
+ * machine's read-only at /.host-etc, where the root's passwd, group, shadow,
+ * gshadow and hosts link to (scripts/install-deps.sh): users made while the
+ * Hub runs are seen at once.
+ */
+const IN_ROOT = [
+  'root=$1 cwd=$2; shift 2',
+  'mount --bind -o ro /etc "$root/.host-etc"',
+  'for dir in /proc /sys /dev /home /tmp; do mount --rbind "$dir" "$root$dir"; done',
+  `exec chroot "$root" sh -c 'cd "$1" && shift && exec "$@"' sh "$cwd" "$@"`,
+].join('\n');
+
 export interface HubOptions {
+  /** The machine's own JupyterHub (DEBIAN_12) unless given. */
+  distribution?: HubDistribution;
   namedServers?: boolean;
   /** Replaces Spawner.cmd (default ['/usr/bin/jupyterhub-singleuser']). */
   spawnerCmd?: string[];
@@ -174,6 +219,7 @@ async function startHubOnce(opts: HubOptions): Promise<Hub> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'jsp-hub-'));
   const [publicPort, apiPort, hubPort] = await freePorts(3);
   const serviceToken = crypto.randomBytes(32).toString('hex');
+  const adminToken = crypto.randomBytes(32).toString('hex');
   const marker = crypto.randomBytes(8).toString('hex');
   const url = `http://127.0.0.1:${publicPort}`;
   const logPath = path.join(dir, 'hub.log');
@@ -196,8 +242,14 @@ async function startHubOnce(opts: HubOptions): Promise<Hub> {
     `c.JupyterHub.allow_named_servers = ${py(opts.namedServers ?? false)}`,
     `c.Spawner.cmd = ${py(opts.spawnerCmd ?? ['/usr/bin/jupyterhub-singleuser'])}`,
     `c.Spawner.environment = ${py({ [MARKER_VAR]: marker })}`,
-    `c.JupyterHub.services = ${py([{ name: SERVICE_NAME, api_token: serviceToken }])}`,
-    `c.JupyterHub.load_roles = ${py([{ name: `${SERVICE_NAME}-role`, scopes: SERVICE_SCOPES, services: [SERVICE_NAME] }])}`,
+    `c.JupyterHub.services = ${py([
+      { name: SERVICE_NAME, api_token: serviceToken },
+      { name: `${SERVICE_NAME}-admin`, api_token: adminToken },
+    ])}`,
+    `c.JupyterHub.load_roles = ${py([
+      { name: `${SERVICE_NAME}-role`, scopes: SERVICE_SCOPES, services: [SERVICE_NAME] },
+      { name: 'admin', services: [`${SERVICE_NAME}-admin`] },
+    ])}`,
     '',
     '# extraConfig',
     opts.extraConfig ?? '',
@@ -213,7 +265,15 @@ async function startHubOnce(opts: HubOptions): Promise<Hub> {
     NODE_PATH: [process.env.NODE_PATH, '/usr/share/nodejs'].filter(Boolean).join(path.delimiter),
     [MARKER_VAR]: marker,
   };
-  const child = spawn(JUPYTERHUB_BIN, ['-f', configPath], {
+  const root = opts.distribution?.root;
+  if (root !== undefined && !fs.existsSync(path.join(root, 'usr/bin/jupyterhub'))) {
+    throw new Error(`run scripts/install-deps.sh --test: ${root} has no JupyterHub`);
+  }
+  const [command, args]: [string, string[]] =
+    root === undefined
+      ? [JUPYTERHUB_BIN, ['-f', configPath]]
+      : ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-euc', IN_ROOT, 'in-root', root, dir, 'jupyterhub', '-f', configPath]];
+  const child = spawn(command, args, {
     cwd: dir,
     env,
     detached: true, // own process group, so stop() can signal the whole group
@@ -297,7 +357,7 @@ async function startHubOnce(opts: HubOptions): Promise<Hub> {
     return { status: res.status, body: parsed as T };
   };
 
-  const hub: Hub = { url, serviceToken, dir, api, stop };
+  const hub: Hub = { url, serviceToken, adminToken, dir, api, stop };
 
   try {
     // /hub/api/ needs no auth and answers 200 only once the hub is up AND has

@@ -6,20 +6,34 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { DEBIAN_13, type HubDistribution } from './hub.js';
 import { REPO_ROOT } from './proxy.js';
 import { run } from './ssh.js';
 
 const EXTENSION_SOURCE = path.join(REPO_ROOT, 'server-extension');
 
-/** A single-user server the extension runs in: its application class, and what PYTHONPATH needs for it. */
+/**
+ * A single-user server the extension runs in: its application class, what
+ * PYTHONPATH needs for it, and the Hub's distribution (the machine's own
+ * unless given).
+ */
 export interface SingleUserServer {
   name: string;
   app: string;
   pythonPath: string[];
+  distribution?: HubDistribution;
 }
 
-/** The classic notebook server, what Debian's jupyterhub-singleuser runs. */
+/** The classic notebook server, what Debian 12's jupyterhub-singleuser runs. */
 export const CLASSIC_NOTEBOOK_SERVER: SingleUserServer = { name: 'the classic notebook server', app: 'notebook.notebookapp.NotebookApp', pythonPath: [] };
+
+/** jupyter_server 2 with JupyterHub 5, Python 3.13 and OpenSSH 10: Debian 13's, in its root (DEBIAN_13). */
+export const JUPYTER_SERVER_2: SingleUserServer = {
+  name: `jupyter_server 2 (${DEBIAN_13.name})`,
+  app: 'jupyter_server.serverapp.ServerApp',
+  pythonPath: [],
+  distribution: DEBIAN_13,
+};
 
 /** pip-installs the extension into `site` (made), from a copy of the source, as server-extension/README.md says. */
 export async function installServerExtension(site: string): Promise<void> {
