@@ -42,6 +42,8 @@ export interface ProxyConfig {
   upstream: 'local-sshd' | 'websocket';
   /** With `upstream: 'websocket'`: where the Hub's proxy serves users' servers (the URL argument). */
   serversUrl?: string;
+  /** With `upstream: 'websocket'`: WebSocket messages, never the raw stream after the upgrade. */
+  websocketFrames?: boolean;
   /** Where an account lists keys that log in without a token (sshd's AuthorizedKeysFile syntax); unset: tokens only. */
   authorizedKeysFile?: string;
   /** Authorities whose user certificates log in the Hub users they name (sshd's TrustedUserCAKeys); unset: none. */

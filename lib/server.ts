@@ -240,8 +240,10 @@ export class ProxyServer {
       serviceToken: config.serviceToken!,
       ca,
       timeoutMs: config.hubTimeoutMs,
+      frames: config.websocketFrames,
     });
-    this.log.info(`sessions run in the users' servers: sshd -i through ${upstream.endpoint({ hubUser: 'NAME', server: '' })}`);
+    const carried = config.websocketFrames ? 'in WebSocket messages' : 'as the raw stream after the upgrade where the extension can';
+    this.log.info(`sessions run in the users' servers: sshd -i through ${upstream.endpoint({ hubUser: 'NAME', server: '' })}, ${carried}`);
     return upstream;
   }
 

@@ -9,6 +9,7 @@
  * read at once and copies what must outlive it (lib/leg.ts).
  */
 import net, { type Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { Readable, Writable } from 'node:stream';
 
 /** Also the batch of native/socketrelay.c: a batching relay is woken once this much waits. */
@@ -28,8 +29,13 @@ export function sharedReadBuffer(): Buffer {
   return sharedBuffer;
 }
 
-/** The file descriptor of a TCP socket (a Node internal: its libuv handle's `fd`), or undefined. */
+/**
+ * The file descriptor of a TCP socket (a Node internal: its libuv handle's
+ * `fd`), or undefined. Not a TLS socket's: its handle's `fd` is the TCP
+ * connection's, where bytes written would skip the encryption.
+ */
 export function socketFd(stream: Readable | Writable): number | undefined {
+  if (stream instanceof TLSSocket) return undefined;
   const fd = (stream as { _handle?: { fd?: unknown } | null })._handle?.fd;
   return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : undefined;
 }
@@ -58,8 +64,9 @@ export function connectWithSharedReads(port: number, host: string): Socket {
  * option. That uses three Node internals (`_handle`, the constructor's
  * `handle` option, `_server` for the server's connection count);
  * test/sharedreads.test.ts fails loudly if a Node release changes them.
- * `socket` must come from a server with pauseOnConnect (nothing read yet)
- * and is not to be used again.
+ * `socket` must have nothing read that it still holds: from a server with
+ * pauseOnConnect, or a client's after an HTTP upgrade with no bytes past
+ * the answer. It is not to be used again.
  */
 export function adoptWithSharedReads(socket: Socket): Socket {
   const internal = socket as unknown as NodeSocketInternals;

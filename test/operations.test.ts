@@ -202,7 +202,7 @@ describe('operations: configuration', function () {
     expect(() => parseArgs(['--authorized-keys-file', '.ssh/keys_%d', 'http://hub.example'], { JUPYTERHUB_API_TOKEN: 't' }, true)).to.throw('knows %h, %u and %%, not %d');
   });
 
-  it("takes --upstream websocket with a URL and a service token, the servers at the URL, and with --authorized-keys-file (read in the servers)", function () {
+  it("takes --upstream websocket with a URL and a service token, the servers at the URL, with --authorized-keys-file (read in the servers) and --websocket-frames", function () {
     const token = { JUPYTERHUB_API_TOKEN: 'service-token' };
     const config = parseArgs(['--upstream', 'websocket', 'https://hub.example.org/jh/'], token);
     expect([config.upstream, config.serversUrl]).to.deep.equal(['websocket', 'https://hub.example.org/jh/']);
@@ -212,6 +212,9 @@ describe('operations: configuration', function () {
     );
     expect(parseArgs(['--upstream', 'websocket', '--authorized-keys-file', '.ssh/authorized_keys', 'http://hub.example'], token).authorizedKeysFile).to.equal('.ssh/authorized_keys');
     expect(() => parseArgs(['--upstream', 'websocket', '--authorized-keys-file', '.ssh/keys_%d', 'http://hub.example'], token, true)).to.throw('knows %h, %u and %%, not %d');
+    expect(config.websocketFrames, 'the raw stream where the extension can, by default').to.equal(false);
+    expect(parseArgs(['--upstream', 'websocket', '--websocket-frames', 'http://hub.example'], token).websocketFrames).to.equal(true);
+    expect(() => parseArgs(['--websocket-frames', 'http://hub.example'], {}, true)).to.throw('--websocket-frames is for --upstream websocket');
   });
 
   it('reads the algorithm flags in sshd_config syntax, a removal given apart or joined with =', function () {

@@ -5,7 +5,8 @@ import { expect } from 'chai';
 import crypto from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
-import { adoptWithSharedReads, connectWithSharedReads, takeSharedReads } from '../lib/sharedreads.js';
+import tls from 'node:tls';
+import { adoptWithSharedReads, connectWithSharedReads, socketFd, takeSharedReads } from '../lib/sharedreads.js';
 import { waitFor } from './helpers/wait.js';
 
 const MiB = 1024 * 1024;
@@ -117,5 +118,21 @@ describe('shared reads (lib/sharedreads.ts)', function () {
     const socket = new net.Socket();
     expect(takeSharedReads(socket, () => {})).to.equal(false);
     socket.destroy();
+  });
+
+  it("gives a TCP socket's descriptor to the native relay, never a TLS socket's (that would skip the encryption)", async function () {
+    const server = await listen({}, (socket) => closers.push(() => socket.destroy()));
+    const { port } = server.address() as net.AddressInfo;
+    const plain = net.connect(port, '127.0.0.1');
+    closers.push(() => plain.destroy());
+    await once(plain, 'connect');
+    expect(socketFd(plain)).to.be.a('number');
+    const secure = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+    secure.on('error', () => undefined);
+    closers.push(() => secure.destroy());
+    await once(secure, 'connect');
+    // The TLS socket's handle has the TCP connection's descriptor: the check is on the socket's kind.
+    expect((secure as unknown as { _handle: { fd: unknown } })._handle.fd).to.be.a('number');
+    expect(socketFd(secure)).to.equal(undefined);
   });
 });

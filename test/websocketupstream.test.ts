@@ -15,12 +15,14 @@ import { fileCopyOptions, askpassEnv, keyLoginOptions, run, ssh, sshOptions } fr
 import { CLASSIC_NOTEBOOK_SERVER, JUPYTER_SERVER_2, useServerExtension, type SingleUserServer } from './helpers/serverextension.js';
 import { newKey, publicLine } from './helpers/sshkeys.js';
 import { createUnixUser, listAuthorizedKeys, type UnixUser } from './helpers/unixuser.js';
+import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
 import { waitFor } from './helpers/wait.js';
 import http from 'node:http';
 import net from 'node:net';
 import { generateKeyPair } from '../lib/ssh2internals.js';
 import { UpstreamError } from '../lib/upstream.js';
 import { WebSocketUpstream } from '../lib/websocketupstream.js';
+import { socketFd, takeSharedReads } from '../lib/sharedreads.js';
 
 /** jupyter_server 1.23, Debian's, unpacked by scripts/install-deps.sh --test beside the system's classic notebook server. */
 const JUPYTER_SERVER_ROOT = '/opt/jupyter-ssh-proxy-test/jupyter-server/usr/lib/python3/dist-packages';
@@ -29,9 +31,10 @@ const JUPYTER_SERVER_ROOT = '/opt/jupyter-ssh-proxy-test/jupyter-server/usr/lib/
  * The single-user servers the extension is tested in: the classic notebook server (Debian 12's 6.4), jupyter_server 1.23
  * with Debian 12's JupyterHub 3.0, and jupyter_server 2 with Debian 13's JupyterHub 5, Python 3.13 and OpenSSH 10.
  */
-const SERVERS: (SingleUserServer & { version: RegExp })[] = [
+const SERVERS: (SingleUserServer & { version: RegExp; frames?: boolean })[] = [
   { ...CLASSIC_NOTEBOOK_SERVER, version: /^6\./ },
-  { name: 'jupyter_server 1', app: 'jupyter_server.serverapp.ServerApp', pythonPath: [JUPYTER_SERVER_ROOT], version: /^1\.23\./ },
+  // Its daemon carries sessions in WebSocket messages, as with an older extension or a front proxy that reads frames.
+  { name: 'jupyter_server 1', app: 'jupyter_server.serverapp.ServerApp', pythonPath: [JUPYTER_SERVER_ROOT], version: /^1\.23\./, frames: true },
   { ...JUPYTER_SERVER_2, version: /^2\./ },
 ];
 
@@ -50,7 +53,11 @@ for (const server of SERVERS) {
     const extension = useServerExtension(server);
     const env = useEnv({
       hub: { extraConfig: extension, namedServers: true, distribution: server.distribution },
-      proxyArgs: ['--upstream', 'websocket', '--trusted-user-ca-keys', caFile, '--authorized-keys-file', '.ssh/authorized_keys'],
+      proxyArgs: [
+        '--upstream', 'websocket', ...(server.frames ? ['--websocket-frames'] : []),
+        '--trusted-user-ca-keys', caFile, '--authorized-keys-file', '.ssh/authorized_keys',
+        '--metrics-ip', '127.0.0.1', '--metrics-port', '0',
+      ],
       serviceToken: true,
     });
     const others: UnixUser[] = [];
@@ -95,6 +102,64 @@ for (const server of SERVERS) {
       const tty = await env.ssh(['tty'], ['-tt']);
       expect(tty.code, tty.stderr).to.equal(0);
       expect(tty.stdout.toString()).to.match(/^\/dev\/pts\//);
+    });
+
+    it(server.frames
+      ? "carries the session in WebSocket messages with --websocket-frames: the session's sshd reads and writes pipes from the server"
+      : "carries the session as the raw stream after the upgrade: the session's sshd reads and writes the connection's socket itself", async () => {
+      // The shell's parent holds the connection as sshd -i got it: one socket twice (its input and output), a TCP one; or two pipes.
+      const result = await env.ssh([
+        'twice=$(ls -l /proc/$PPID/fd/ | sed -n "s/.* -> \\(socket:\\)/\\1/p" | sort | uniq -d); echo "${twice:-none}"; inode=${twice#socket:[}; inode=${inode%]}; ' +
+          'if [ -n "$twice" ] && awk \'{ print $10 }\' /proc/net/tcp /proc/net/tcp6 | grep -qx "$inode"; then echo tcp; else echo not-tcp; fi',
+      ]);
+      expect(result.code, result.stderr).to.equal(0);
+      const [held, kind] = result.stdout.toString().split('\n');
+      if (server.frames) expect([held, kind]).to.deep.equal(['none', 'not-tcp']);
+      else {
+        expect(held).to.match(/^socket:\[\d+\]$/);
+        expect(kind).to.equal('tcp');
+      }
+      // Bulk data of the raw stream goes through the daemon's native loop on the sockets, as the local sshd's does.
+      const origin = metricsOrigin(env.proxy.logs())!;
+      const onSockets = async () => (await scrapeMetrics(origin)).get('jupyter_ssh_proxy_packets_forwarded_total{path="socket_relay"}') ?? 0;
+      const before = await onSockets();
+      const bulk = await env.ssh(['head -c 64M /dev/zero']);
+      expect(bulk.stdout.length, bulk.stderr).to.equal(64 * 1024 * 1024);
+      const relayed = (await onSockets()) - before;
+      if (server.frames) expect(relayed).to.equal(0);
+      else expect(relayed).to.be.above(1000);
+    });
+
+    it("refuses the raw stream to a browser's page (an Origin header), which tornado's WebSocket handshake would have refused", async () => {
+      await ensureServer(env.hub, env.user.name);
+      const proxyKey = generateKeyPair('ed25519').public.trim().split(' ').slice(0, 2).join(' ');
+      const upgrade = (extra: Record<string, string>) =>
+        new Promise<{ status: number; stream?: string }>((resolve, reject) => {
+          const request = http.request(`${env.hub.url.replace(/\/*$/, '/')}user/${env.user.name}/ssh-proxy/connect`, {
+            headers: {
+              Connection: 'Upgrade',
+              Upgrade: 'websocket',
+              'Sec-WebSocket-Version': '13',
+              'Sec-WebSocket-Key': crypto.randomBytes(16).toString('base64'),
+              Authorization: `token ${env.hub.serviceToken}`,
+              'X-SSH-Proxy-Key': proxyKey,
+              'X-SSH-Proxy-Stream': 'raw',
+              ...extra,
+            },
+          });
+          request.on('upgrade', (res, socket) => {
+            socket.destroy();
+            resolve({ status: res.statusCode!, stream: res.headers['x-ssh-proxy-stream'] as string | undefined });
+          });
+          request.on('response', (res) => {
+            res.resume();
+            resolve({ status: res.statusCode! });
+          });
+          request.on('error', reject);
+          request.end();
+        });
+      expect(await upgrade({})).to.deep.equal({ status: 101, stream: 'raw' });
+      expect((await upgrade({ Origin: 'https://elsewhere.example' })).status).to.equal(403);
     });
 
     it("forwards a port from the server's side (-W, as ProxyJump and -L use it), and ends the session's sshd with it", async () => {
@@ -283,8 +348,8 @@ for (const server of SERVERS) {
   });
 }
 
-describe('WebSocketUpstream (lib/websocketupstream.ts): addresses, and what a user reads when the endpoint fails', function () {
-  const upstream = (serversUrl: string) => new WebSocketUpstream({ serversUrl, serviceToken: 'service-token', timeoutMs: 5000 });
+describe('WebSocketUpstream (lib/websocketupstream.ts): addresses, the raw stream, and what a user reads when the endpoint fails', function () {
+  const upstream = (serversUrl: string, frames = false) => new WebSocketUpstream({ serversUrl, serviceToken: 'service-token', timeoutMs: 5000, frames });
   const noLog = () => undefined;
 
   it("addresses a user's default and named servers under the Hub's base URL, names escaped", () => {
@@ -336,6 +401,94 @@ describe('WebSocketUpstream (lib/websocketupstream.ts): addresses, and what a us
     const err = await upstream(hub.url).connect({ hubUser: 'alice', server: '' }, (_level, message) => logged.push(message)).catch((e: Error) => e);
     expect((err as Error).message).to.equal('Your server is not reachable through the Hub; try again in a moment');
     expect(logged.join('\n')).to.match(/cannot open ws:\/\/127\.0\.0\.1:\d+\/user\/alice\/ssh-proxy\/connect: connect ECONNREFUSED/);
+  });
+
+  /**
+   * A stand-in for the extension: answers each upgrade (its request's headers recorded) with `answer`'s
+   * headers, then what `after` writes on the connection; what the daemon sends comes to `received`.
+   */
+  async function upgrading(answer: (req: http.IncomingMessage, accept: string) => string[], after: (socket: net.Socket) => void) {
+    const requests: http.IncomingHttpHeaders[] = [];
+    const received: Buffer[] = [];
+    const server = http.createServer();
+    server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket) => {
+      requests.push(req.headers);
+      const accept = crypto.createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+      const hostKey = generateKeyPair('ed25519').public.trim().split(' ').slice(0, 2).join(' ');
+      socket.on('data', (chunk: Buffer) => received.push(chunk));
+      socket.on('error', () => undefined);
+      const head = ['HTTP/1.1 101 Switching Protocols', 'Upgrade: websocket', 'Connection: Upgrade', `X-SSH-Host-Key: ${hostKey}`, 'X-SSH-User: alice', ...answer(req, accept), '', ''];
+      socket.write(head.join('\r\n'));
+      after(socket);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+      requests,
+      received,
+      close: () => {
+        server.closeAllConnections();
+        server.close();
+      },
+    };
+  }
+
+  for (const together of [false, true]) {
+    it(`asks for the raw stream, and relays the bytes after the answer as they are, both ways${together ? " (sshd's first bytes in the answer's packet)" : ''}`, async () => {
+      const banner = 'SSH-2.0-OpenSSH_stand-in\r\n';
+      const server = await upgrading(
+        (_req, accept) => [`Sec-WebSocket-Accept: ${accept}`, 'X-SSH-Proxy-Stream: raw'],
+        (socket) => (together ? socket.write(banner) : setTimeout(() => socket.write(banner), 50)),
+      );
+      try {
+        const conn = await upstream(server.url).connect({ hubUser: 'alice', server: '' }, noLog);
+        expect(server.requests).to.have.length(1);
+        expect(server.requests[0]?.['x-ssh-proxy-stream']).to.equal('raw');
+        expect(server.requests[0]?.authorization).to.equal('token service-token');
+        expect(conn.username).to.equal('alice');
+        // Nothing read past the answer: the connection reads into the shared buffer, for the native relay.
+        const got: Buffer[] = [];
+        const shared = socketFd(conn.input) !== undefined && takeSharedReads(conn.input, (chunk) => got.push(Buffer.from(chunk)));
+        expect(shared).to.equal(!together);
+        if (!shared) conn.input.on('data', (chunk: Buffer) => got.push(chunk));
+        await waitFor(() => Buffer.concat(got).toString() === banner, { timeoutMs: 5000, what: "the stand-in's first bytes" });
+        conn.output.write('SSH-2.0-daemon\r\n');
+        await waitFor(() => Buffer.concat(server.received).toString() === 'SSH-2.0-daemon\r\n', { timeoutMs: 5000, what: 'the bytes at the stand-in' });
+        conn.close();
+      } finally {
+        server.close();
+      }
+    });
+  }
+
+  it('opens a WebSocket instead where the extension answers with one (an older extension), and with --websocket-frames from the start', async () => {
+    const server = await upgrading((_req, accept) => [`Sec-WebSocket-Accept: ${accept}`], () => undefined);
+    try {
+      const logged: string[] = [];
+      const conn = await upstream(server.url).connect({ hubUser: 'alice', server: '' }, (_level, message) => logged.push(message));
+      expect(server.requests.map((headers) => headers['x-ssh-proxy-stream'] ?? 'none')).to.deep.equal(['raw', 'none']);
+      expect(logged.join('\n')).to.include('answered with a WebSocket, not the raw stream');
+      expect(socketFd(conn.input)).to.equal(undefined);
+      conn.close();
+      const framed = await upstream(server.url, true).connect({ hubUser: 'alice', server: '' }, noLog);
+      expect(server.requests.map((headers) => headers['x-ssh-proxy-stream'] ?? 'none')).to.deep.equal(['raw', 'none', 'none']);
+      framed.close();
+    } finally {
+      server.close();
+    }
+  });
+
+  it('refuses an upgrade answered without the Sec-WebSocket-Accept of its key', async () => {
+    const server = await upgrading(() => ['Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=', 'X-SSH-Proxy-Stream: raw'], () => undefined);
+    try {
+      const logged: string[] = [];
+      const err = await upstream(server.url).connect({ hubUser: 'alice', server: '' }, (_level, message) => logged.push(message)).catch((e: Error) => e);
+      expect(err).to.be.instanceOf(UpstreamError);
+      expect((err as Error).message).to.equal('Your server refused the SSH connection; ask your JupyterHub administrator');
+      expect(logged.join('\n')).to.match(/ws:\/\/127\.0\.0\.1:\d+\/user\/alice\/ssh-proxy\/connect answered the upgrade without the Sec-WebSocket-Accept of its key/);
+    } finally {
+      server.close();
+    }
   });
 
   it('refuses an endpoint that upgrades but names no usable host key or user', async () => {

@@ -7,6 +7,13 @@ Hub like any request to this server (its service token, with access to the
 server). Each connection runs ``sshd -i`` as this server's user, with binary
 messages carrying the SSH byte stream both ways.
 
+A daemon that asks for it (``X-SSH-Proxy-Stream: raw``) gets the raw stream
+instead: the answer to its upgrade says so in the same header, and from then
+on the connection carries the SSH bytes themselves, with no WebSocket frames:
+its socket is sshd's standard input and output, and this server's Python is
+out of the data path. Only where the connection is plain TCP (not this
+server's own TLS); others, and daemons that do not ask, get binary messages.
+
 The daemon logs in there with its own key, sent in the ``X-SSH-Proxy-Key``
 request header, together with the options of the user's login (the
 authorized_keys options of a key or certificate, such as ``restrict`` and
@@ -36,8 +43,10 @@ Works with the classic notebook server (6.x) and with jupyter_server (1.x,
 """
 import asyncio
 import atexit
+import base64
 import fcntl
 import getpass
+import hashlib
 import json
 import os
 import pwd
@@ -47,7 +56,7 @@ import shutil
 import subprocess
 import tempfile
 
-from tornado import web, websocket
+from tornado import iostream, web, websocket
 
 # What the proxy's key line may look like: a key type and base64, nothing else.
 _KEY_LINE = re.compile(r"^[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}$")
@@ -62,6 +71,8 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_KEYS_FILE_BYTES = 1024 * 1024
 # sshd's every live child, ended with the server.
 _live = set()
+# RFC 6455's key for Sec-WebSocket-Accept.
+_WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def _session_environment():
@@ -162,27 +173,33 @@ class _SSHSocket:
             raise web.HTTPError(400, "X-SSH-Proxy-Options holds control characters")
         self.set_header("X-SSH-Host-Key", self.host_key.public)
         self.set_header("X-SSH-User", getpass.getuser())
+        if self._raw_stream_possible():
+            # This skips tornado's WebSocket handshake, and with it check_origin: no browser's page may open it either.
+            if not self.check_origin(self.request.headers.get("Origin")):
+                raise web.HTTPError(403, "Cross origin SSH connections are not allowed")
+            return await self._open_raw_stream()
         return await super().get(*args, **kwargs)
 
-    async def open(self, *args, **kwargs):
+    def _session(self):
+        """A new private folder for the connection, with the host key and the proxy's key line; and sshd's command."""
         # The proxy's key with the login's options: sshd applies them to the session.
         key = self.request.headers["X-SSH-Proxy-Key"]
         options = self.request.headers.get("X-SSH-Proxy-Options", "")
-        self.conn_dir = tempfile.mkdtemp(prefix="jupyter-ssh-proxy-")
-        host_key_file = os.path.join(self.conn_dir, "ssh_host_ed25519_key")
+        conn_dir = tempfile.mkdtemp(prefix="jupyter-ssh-proxy-")
+        host_key_file = os.path.join(conn_dir, "ssh_host_ed25519_key")
         _private_file(host_key_file, self.host_key.private)
-        self.keys_file = os.path.join(self.conn_dir, "authorized_keys")
+        keys_file = os.path.join(conn_dir, "authorized_keys")
         # The server's environment first: an environment= of the login's own options comes later and wins.
         names, environment = _session_environment()
         line_options = ",".join(environment + ([options] if options else []))
-        _private_file(self.keys_file, f"{line_options} {key}\n" if line_options else f"{key}\n")
-        self.proc = await asyncio.create_subprocess_exec(
+        _private_file(keys_file, f"{line_options} {key}\n" if line_options else f"{key}\n")
+        return conn_dir, [
             self.sshd,
             "-i",
             "-e",
             "-f", "/dev/null",
             "-h", host_key_file,
-            "-o", f"AuthorizedKeysFile={self.keys_file}",
+            "-o", f"AuthorizedKeysFile={keys_file}",
             "-o", "PubkeyAuthentication=yes",
             "-o", "PasswordAuthentication=no",
             "-o", "KbdInteractiveAuthentication=no",
@@ -205,6 +222,65 @@ class _SSHSocket:
             "-o", "Subsystem=sftp internal-sftp",
             "-o", f"PermitUserEnvironment={','.join(names) or 'no'}",
             "-o", "LogLevel=ERROR",
+        ]
+
+    def _raw_stream_possible(self):
+        """Whether the daemon asked for the raw stream and this connection can be sshd's own: plain TCP, not TLS."""
+        stream = getattr(self.request.connection, "stream", None)
+        return (
+            self.request.headers.get("X-SSH-Proxy-Stream", "") == "raw"
+            and self.request.headers.get("Upgrade", "").lower() == "websocket"
+            and bool(self.request.headers.get("Sec-WebSocket-Key"))
+            and isinstance(stream, iostream.IOStream)
+            and not isinstance(stream, iostream.SSLIOStream)
+        )
+
+    async def _open_raw_stream(self):
+        """Answers the upgrade, then gives the connection's socket itself to ``sshd -i``."""
+        conn_dir, command = self._session()
+        challenge = self.request.headers["Sec-WebSocket-Key"] + _WEBSOCKET_GUID
+        self.set_status(101)
+        self.set_header("Upgrade", "websocket")
+        self.set_header("Connection", "Upgrade")
+        self.set_header("Sec-WebSocket-Accept", base64.b64encode(hashlib.sha1(challenge.encode()).digest()).decode())
+        self.set_header("X-SSH-Proxy-Stream", "raw")
+        self.finish()
+        stream = self.detach()
+        fd = None
+        try:
+            # The answer out first: closing the stream would drop what it still holds.
+            await stream.write(b"")
+            fd = os.dup(stream.socket.fileno())
+            stream.close()
+            # sshd -i sets what it needs on its standard input and output; it starts with a blocking socket.
+            os.set_blocking(fd, True)
+            proc = await asyncio.create_subprocess_exec(
+                *command, stdin=fd, stdout=fd, stderr=asyncio.subprocess.PIPE, start_new_session=True
+            )
+        except Exception:
+            shutil.rmtree(conn_dir, ignore_errors=True)
+            stream.close()
+            raise
+        finally:
+            if fd is not None:
+                os.close(fd)
+        _live.add(proc)
+        asyncio.ensure_future(self._reap_raw(proc, conn_dir))
+
+    async def _reap_raw(self, proc, conn_dir):
+        """Logs a raw session's sshd errors; when it ends (and with it the connection), removes its folder."""
+        try:
+            async for line in proc.stderr:
+                self.log.warning("jupyter-ssh-proxy sshd: %s", line.decode(errors="replace").rstrip())
+            await proc.wait()
+        finally:
+            _live.discard(proc)
+            shutil.rmtree(conn_dir, ignore_errors=True)
+
+    async def open(self, *args, **kwargs):
+        self.conn_dir, command = self._session()
+        self.proc = await asyncio.create_subprocess_exec(
+            *command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
