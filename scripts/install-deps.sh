@@ -34,10 +34,17 @@ if [ "${1:-}" = "--bench" ]; then
   packages="$packages linux-perf"
 fi
 
-missing=""
-for pkg in $packages; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
-done
+# The packages among the arguments after the first that are not installed in the
+# root file system the first names (/ for this machine's), each after a space.
+missing_in() {
+  in_root=$1
+  shift
+  for pkg in "$@"; do
+    dpkg-query --admindir="$in_root/var/lib/dpkg" -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || printf ' %s' "$pkg"
+  done
+}
+
+missing=$(missing_in / $packages)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: run as root to install:$missing" >&2
@@ -112,10 +119,7 @@ DEBIAN_13_ROOT=/opt/jupyter-ssh-proxy-test/debian-13
 debian_13_packages="jupyterhub python3-jupyter-server openssh-server openssh-client xauth x11-utils rsync"
 case "${1:-}" in
   --test | --bench)
-    missing_13=""
-    for pkg in $debian_13_packages; do
-      chroot "$DEBIAN_13_ROOT" dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing_13="$missing_13 $pkg"
-    done
+    missing_13=$(missing_in "$DEBIAN_13_ROOT" $debian_13_packages)
     if [ -n "$missing_13" ]; then
       if [ "$(id -u)" != 0 ]; then
         echo "install-deps: run as root to make a Debian 13 root with JupyterHub 5 in $DEBIAN_13_ROOT" >&2
@@ -123,8 +127,7 @@ case "${1:-}" in
       fi
       # Made anew when it lacks a package: its accounts are the machine's (below), not for apt's scripts to change.
       echo "install-deps: making a Debian 13 root with$missing_13 in $DEBIAN_13_ROOT"
-      dpkg-query -W -f='${Status}' debootstrap 2>/dev/null | grep -q "install ok installed" ||
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+      [ -z "$(missing_in / debootstrap)" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
       rm -rf "$DEBIAN_13_ROOT" "$DEBIAN_13_ROOT.partial"
       debootstrap --variant=minbase trixie "$DEBIAN_13_ROOT.partial" http://deb.debian.org/debian >/dev/null
       # Then the packages, with apt's resolver: debootstrap's own trips on jupyterhub's node modules.
