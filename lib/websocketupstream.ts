@@ -243,7 +243,8 @@ export class WebSocketUpstream implements Upstream {
           return resolve(undefined);
         }
         socket.setNoDelay(true);
-        // sshd speaks first: its version line may have come with the answer.
+        // Plain TCP with nothing read past the answer reads into the shared buffer, for the native relay (lib/leg.ts).
+        // sshd speaks first, though: its version line may have come with the answer.
         const stream = socket instanceof TLSSocket || head.length > 0 ? socket : adoptWithSharedReads(socket);
         if (head.length > 0) {
           log('debug', `${shown}: sshd's first bytes came with the answer; this connection's packets go through Node, not the native relay`);
@@ -251,7 +252,6 @@ export class WebSocketUpstream implements Upstream {
         }
         // Until the leg listens: a reset meanwhile must not go unheard. The leg sees the end.
         stream.on('error', (err: Error) => log('debug', `${shown}: ${err.message}`));
-        // Plain TCP with nothing read past the answer reads into the shared buffer, for the native relay (lib/leg.ts).
         resolve({ socket: stream, session, url: shown });
       });
       request.end();
