@@ -162,6 +162,48 @@ for (const server of SERVERS) {
       expect((await upgrade({ Origin: 'https://elsewhere.example' })).status).to.equal(403);
     });
 
+    it('drops a raw stream whose client is gone before its sshd starts, with one line in the log and no traceback, and serves the next login', async () => {
+      await ensureServer(env.hub, env.user.name);
+      // Straight to the server, not through the Hub's proxy: the proxy would end its own connection with a FIN, which the
+      // answer's write outlives; a reset is what makes the extension's socket closed before sshd gets it.
+      const users = await env.hub.api<{ servers: Record<string, { state: { pid: number } }> }>('GET', `/users/${env.user.name}`, undefined, env.hub.adminToken);
+      const environment = fs.readFileSync(`/proc/${users.body.servers[''].state.pid}/environ`, 'utf8').split('\0');
+      const serviceUrl = new URL(environment.find((entry) => entry.startsWith('JUPYTERHUB_SERVICE_URL='))!.split('=')[1]);
+      const hubLog = path.join(env.hub.dir, 'hub.log');
+      const logBefore = fs.readFileSync(hubLog, 'utf8').length;
+      const proxyKey = generateKeyPair('ed25519').public.trim().split(' ').slice(0, 2).join(' ');
+      const socket = net.connect(Number(serviceUrl.port), serviceUrl.hostname);
+      await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+      socket.write(
+        [
+          `GET ${serviceUrl.pathname.replace(/\/*$/, '/')}ssh-proxy/connect HTTP/1.1`,
+          `Host: ${serviceUrl.host}`,
+          'Connection: Upgrade',
+          'Upgrade: websocket',
+          'Sec-WebSocket-Version: 13',
+          `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}`,
+          `Authorization: token ${env.hub.serviceToken}`,
+          `X-SSH-Proxy-Key: ${proxyKey}`,
+          'X-SSH-Proxy-Stream: raw',
+          '',
+          '',
+        ].join('\r\n'),
+      );
+      await new Promise<void>((resolve) => socket.write('', () => resolve()));
+      socket.resetAndDestroy();
+      let logged = '';
+      await waitFor(() => (logged = fs.readFileSync(hubLog, 'utf8').slice(logBefore)).includes('closed before its sshd started'), {
+        timeoutMs: 20_000,
+        what: "the extension's line on the connection gone",
+      }).catch((err: Error) => {
+        throw new Error(`${err.message}; the server logged:\n${logged}`);
+      });
+      expect(logged).not.to.match(/Traceback|Uncaught exception|Future exception was never retrieved/);
+      const next = await env.ssh(['echo served']);
+      expect(next.code, next.stderr).to.equal(0);
+      expect(next.stdout.toString()).to.equal('served\n');
+    });
+
     it("forwards a port from the server's side (-W, as ProxyJump and -L use it), and ends the session's sshd with it", async () => {
       const server = net.createServer((socket) => socket.end('hello from the server side\n'));
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -249,7 +249,13 @@ class _SSHSocket:
         fd = None
         try:
             # The answer out first: closing the stream would drop what it still holds.
-            await stream.write(b"")
+            try:
+                await stream.write(b"")
+            except iostream.StreamClosedError:
+                # The daemon (or a proxy in between) went away during the handshake: nothing is left to serve.
+                self.log.info("jupyter-ssh-proxy: a connection closed before its sshd started")
+                shutil.rmtree(conn_dir, ignore_errors=True)
+                return
             fd = os.dup(stream.socket.fileno())
             stream.close()
             # sshd -i sets what it needs on its standard input and output; it starts with a blocking socket.
