@@ -49,6 +49,8 @@ export interface WebSocketUpstreamOptions {
   timeoutMs: number;
   /** Never ask for the raw stream (--websocket-frames). */
   frames?: boolean;
+  /** How long a server that answered with a WebSocket gets asked for one straight away (default WEBSOCKET_ANSWER_MEMORY_MS). */
+  webSocketAnswerMemoryMs?: number;
 }
 
 /** The server extension's endpoint, under a server's URL. */
@@ -61,6 +63,13 @@ const USER_NAME = /^[a-z_][a-z0-9_.-]{0,63}\$?$/i;
 const WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 /** How long a closed connection's peer has to close its end. */
 const CLOSE_GRACE_MS = 2000;
+/**
+ * How long the daemon remembers that a server answered the raw stream's request with a WebSocket (an older extension,
+ * or a server with TLS of its own), and opens one straight away: one handshake, and one sshd started, per login instead
+ * of two. Long enough for the logins of a working session (VS Code opens several); short enough that a server started
+ * again from an updated image gets the raw stream soon.
+ */
+export const WEBSOCKET_ANSWER_MEMORY_MS = 10 * 60_000;
 
 /** What the extension's answer to the upgrade says about the session: the host key to expect, the user to log in as. */
 interface Session {
@@ -102,6 +111,8 @@ export function handshakeFailure(status: number): string {
 export class WebSocketUpstream implements Upstream {
   private readonly clientKey: ParsedKey;
   private readonly clientPublicKey: string;
+  /** Endpoints that answered the raw stream's request with a WebSocket, and until when that is remembered. */
+  private readonly answeredWithWebSocket = new Map<string, number>();
 
   constructor(private readonly options: WebSocketUpstreamOptions) {
     const pair = generateKeyPair('ed25519');
@@ -128,7 +139,8 @@ export class WebSocketUpstream implements Upstream {
       'X-SSH-Proxy-Key': this.clientPublicKey,
       ...(sessionOptions === undefined ? {} : { 'X-SSH-Proxy-Options': sessionOptions.text }),
     };
-    if (!this.options.frames) {
+    const url = this.endpoint(target);
+    if (!this.options.frames && !this.answersWithWebSocket(url)) {
       const raw = await this.openRawStream(target, headers, log);
       if (raw !== undefined) {
         const { socket, session } = raw;
@@ -137,8 +149,8 @@ export class WebSocketUpstream implements Upstream {
           setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
         });
       }
+      this.rememberWebSocketAnswer(url);
     }
-    const url = this.endpoint(target);
     const socket = new WebSocket(url, {
       headers,
       ca: this.options.ca,
@@ -185,6 +197,22 @@ export class WebSocketUpstream implements Upstream {
       // A peer that does not answer the close: gone after the grace.
       setTimeout(() => socket.terminate(), CLOSE_GRACE_MS).unref();
     });
+  }
+
+  /** Whether `url` answered the raw stream's request with a WebSocket recently. */
+  private answersWithWebSocket(url: string): boolean {
+    const until = this.answeredWithWebSocket.get(url);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.answeredWithWebSocket.delete(url);
+    return false;
+  }
+
+  private rememberWebSocketAnswer(url: string): void {
+    const now = Date.now();
+    // Servers come and go: what has expired goes, so the map holds only the servers of the last while.
+    for (const [known, until] of this.answeredWithWebSocket) if (until <= now) this.answeredWithWebSocket.delete(known);
+    this.answeredWithWebSocket.set(url, now + (this.options.webSocketAnswerMemoryMs ?? WEBSOCKET_ANSWER_MEMORY_MS));
   }
 
   /**

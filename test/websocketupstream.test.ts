@@ -391,7 +391,8 @@ for (const server of SERVERS) {
 }
 
 describe('WebSocketUpstream (lib/websocketupstream.ts): addresses, the raw stream, and what a user reads when the endpoint fails', function () {
-  const upstream = (serversUrl: string, frames = false) => new WebSocketUpstream({ serversUrl, serviceToken: 'service-token', timeoutMs: 5000, frames });
+  const upstream = (serversUrl: string, frames = false, webSocketAnswerMemoryMs?: number) =>
+    new WebSocketUpstream({ serversUrl, serviceToken: 'service-token', timeoutMs: 5000, frames, webSocketAnswerMemoryMs });
   const noLog = () => undefined;
 
   it("addresses a user's default and named servers under the Hub's base URL, names escaped", () => {
@@ -515,6 +516,31 @@ describe('WebSocketUpstream (lib/websocketupstream.ts): addresses, the raw strea
       const framed = await upstream(server.url, true).connect({ hubUser: 'alice', server: '' }, noLog);
       expect(server.requests.map((headers) => headers['x-ssh-proxy-stream'] ?? 'none')).to.deep.equal(['raw', 'none', 'none']);
       framed.close();
+    } finally {
+      server.close();
+    }
+  });
+
+  it('remembers a server that answered with a WebSocket, per server, and asks it for the raw stream again after a while', async () => {
+    const server = await upgrading((_req, accept) => [`Sec-WebSocket-Accept: ${accept}`], () => undefined);
+    const asked = () => server.requests.map((headers) => headers['x-ssh-proxy-stream'] ?? 'none');
+    try {
+      // One upstream lives as long as the daemon: what it learnt serves the next logins.
+      const daemon = upstream(server.url);
+      (await daemon.connect({ hubUser: 'alice', server: '' }, noLog)).close();
+      (await daemon.connect({ hubUser: 'alice', server: '' }, noLog)).close();
+      expect(asked()).to.deep.equal(['raw', 'none', 'none']);
+      // Another server of the same user may run another image.
+      (await daemon.connect({ hubUser: 'alice', server: 'gpu' }, noLog)).close();
+      expect(asked()).to.deep.equal(['raw', 'none', 'none', 'raw', 'none']);
+
+      const forgetful = upstream(server.url, false, 20);
+      (await forgetful.connect({ hubUser: 'alice', server: '' }, noLog)).close();
+      expect(asked().slice(5)).to.deep.equal(['raw', 'none']);
+      const remembered = Date.now();
+      await waitFor(() => Date.now() - remembered > 40, { timeoutMs: 1000, intervalMs: 10, what: 'the memory to lapse' });
+      (await forgetful.connect({ hubUser: 'alice', server: '' }, noLog)).close();
+      expect(asked().slice(5)).to.deep.equal(['raw', 'none', 'raw', 'none']);
     } finally {
       server.close();
     }
