@@ -78,9 +78,21 @@ class Limiter {
   }
 }
 
+/** Node's codes for a certificate chain it cannot verify: the Hub's authority is not one it trusts, which --hub-ca fixes. */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+]);
+
 function reasonOf(err: unknown): string {
   // got's errors carry the request options (and so the token); keep only the reason.
-  return err instanceof RequestError ? (err.code ?? err.name) : 'request failed';
+  if (!(err instanceof RequestError)) return 'request failed';
+  const code = err.code ?? err.name;
+  return UNTRUSTED_CERTIFICATE.has(code) ? `${code}: the Hub's TLS certificate is not trusted; give its certificate authority with --hub-ca` : code;
 }
 
 /** The API URL for a Hub's public URL (`http://hub/` → `http://hub/hub/api`). */

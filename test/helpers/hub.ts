@@ -6,7 +6,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
+import https from 'node:https';
 import path from 'node:path';
+import type { TlsFiles } from './tls.js';
 import { freePorts, waitFor } from './wait.js';
 
 export interface Hub {
@@ -72,6 +74,8 @@ export interface HubOptions {
   spawnerCmd?: string[];
   /** Python appended verbatim to jupyterhub_config.py. */
   extraConfig?: string;
+  /** Serves the public URL over https with this certificate (JupyterHub's ssl_cert and ssl_key: its proxy terminates TLS). */
+  tls?: TlsFiles;
 }
 
 export const SERVICE_NAME = 'jsp-test';
@@ -221,7 +225,9 @@ async function startHubOnce(opts: HubOptions): Promise<Hub> {
   const serviceToken = crypto.randomBytes(32).toString('hex');
   const adminToken = crypto.randomBytes(32).toString('hex');
   const marker = crypto.randomBytes(8).toString('hex');
-  const url = `http://127.0.0.1:${publicPort}`;
+  const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${publicPort}`;
+  // The helper's own API calls: fetch cannot be given a CA, so over https they go to the Hub's own address, where it serves its API too.
+  const apiUrl = opts.tls ? `http://127.0.0.1:${hubPort}` : url;
   const logPath = path.join(dir, 'hub.log');
   const configPath = path.join(dir, 'jupyterhub_config.py');
 
@@ -240,6 +246,7 @@ async function startHubOnce(opts: HubOptions): Promise<Hub> {
     `c.JupyterHub.db_url = ${py(`sqlite:///${path.join(dir, 'jupyterhub.sqlite')}`)}`,
     `c.JupyterHub.cookie_secret_file = ${py(path.join(dir, 'jupyterhub_cookie_secret'))}`,
     `c.JupyterHub.allow_named_servers = ${py(opts.namedServers ?? false)}`,
+    ...(opts.tls ? [`c.JupyterHub.ssl_cert = ${py(opts.tls.certFile)}`, `c.JupyterHub.ssl_key = ${py(opts.tls.keyFile)}`] : []),
     `c.Spawner.cmd = ${py(opts.spawnerCmd ?? ['/usr/bin/jupyterhub-singleuser'])}`,
     `c.Spawner.environment = ${py({ [MARKER_VAR]: marker })}`,
     `c.JupyterHub.services = ${py([
@@ -336,7 +343,7 @@ async function startHubOnce(opts: HubOptions): Promise<Hub> {
     body?: unknown,
     token?: string,
   ): Promise<{ status: number; body: T }> => {
-    const res = await fetch(`${url}/hub/api${apiPath}`, {
+    const res = await fetch(`${apiUrl}/hub/api${apiPath}`, {
       method,
       headers: {
         Authorization: `token ${token ?? serviceToken}`,
@@ -366,9 +373,8 @@ async function startHubOnce(opts: HubOptions): Promise<Hub> {
     const outcome = await waitFor<'ready' | 'exited'>(
       async () => {
         if (exitStatus !== undefined) return 'exited';
-        const res = await fetch(`${url}/hub/api/`, { signal: AbortSignal.timeout(2_000) });
-        await res.arrayBuffer();
-        if (res.status !== 200) throw new Error(`GET /hub/api/ answered ${res.status}`);
+        const status = await publicStatus(`${url}/hub/api/`, opts.tls);
+        if (status !== 200) throw new Error(`GET /hub/api/ answered ${status}`);
         return 'ready';
       },
       { timeoutMs: STARTUP_TIMEOUT_MS, intervalMs: 100, what: `JupyterHub at ${url}` },
@@ -385,6 +391,23 @@ async function startHubOnce(opts: HubOptions): Promise<Hub> {
     );
   }
   return hub;
+}
+
+/** The status of GET `url` through the Hub's proxy; over https, trusting the test's authority. */
+async function publicStatus(url: string, tls: TlsFiles | undefined): Promise<number> {
+  if (tls === undefined) {
+    const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+    await res.arrayBuffer();
+    return res.status;
+  }
+  return new Promise((resolve, reject) => {
+    const request = https.get(url, { ca: fs.readFileSync(tls.caFile), timeout: 2_000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    request.on('timeout', () => request.destroy(new Error('no answer in 2 s')));
+    request.on('error', reject);
+  });
 }
 
 function fail(what: string, res: { status: number; body: unknown }): never {
