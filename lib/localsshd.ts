@@ -91,9 +91,12 @@ UseDNS no
 # locale (Debian's and macOS's ssh_config send LANG and LC_*).
 AcceptEnv LANG LC_* COLORTERM NO_COLOR
 # A client that vanished without a FIN or RST (half-open) would hold its
-# session and this sshd for hours; keepalives through the proxy find it.
-ClientAliveInterval 60
-ClientAliveCountMax 3
+# session and this sshd for hours; keepalives through the proxy find it
+# (within 100 to 200 s). sshd, which checks on whole seconds, sends one after
+# 10 to 20 s of silence: load balancers in front of the proxy's port that
+# close connections idle for a minute (or less) see a byte before then.
+ClientAliveInterval 10
+ClientAliveCountMax 9
 PidFile none
 Subsystem sftp internal-sftp
 `;

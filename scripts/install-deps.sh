@@ -84,6 +84,29 @@ case "${1:-}" in
     ;;
 esac
 
+# The tests of --upstream websocket behind a front proxy run Debian's nginx, only
+# unpacked (test/helpers/nginx.ts): installing the package would start a system
+# nginx on port 80.
+NGINX_ROOT=/opt/jupyter-ssh-proxy-test/nginx
+case "${1:-}" in
+  --test)
+    if [ ! -x "$NGINX_ROOT/usr/sbin/nginx" ]; then
+      if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: run as root to unpack nginx in $NGINX_ROOT" >&2
+        exit 1
+      fi
+      echo "install-deps: unpacking nginx in $NGINX_ROOT"
+      apt-get update -qq
+      download=$(mktemp -d)
+      chown _apt "$download" 2>/dev/null || true
+      (cd "$download" && apt-get download -qq nginx)
+      mkdir -p "$NGINX_ROOT"
+      dpkg-deb -x "$download"/nginx_*.deb "$NGINX_ROOT"
+      rm -rf "$download"
+    fi
+    ;;
+esac
+
 # The server extension (server-extension/) is tested in jupyter_server too, not only in
 # the classic notebook server that Debian's jupyterhub runs: Debian's jupyter_server 1.23
 # and what it needs beyond that are only unpacked, so that every other test keeps the

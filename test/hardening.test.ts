@@ -281,6 +281,40 @@ describe('hardening: clients that vanish', function () {
   }
 });
 
+describe('hardening: a load balancer in front of the proxy that closes idle connections', function () {
+  // As AWS's classic load balancer (60 s), nginx's stream proxy (10 min) or Azure's (4 min) do, here after 25 s.
+  const IDLE_TIMEOUT_MS = 25_000;
+  const env = useEnv();
+
+  it("keeps a session that is silent for longer: the internal sshd's keepalives cross it every 10 to 20 s", async function () {
+    this.timeout(90_000);
+    let cut = false;
+    const balancer = net.createServer((client) => {
+      const daemon = net.connect(env.proxy.port, '127.0.0.1');
+      for (const socket of [client, daemon]) {
+        socket.on('error', () => undefined);
+        socket.setTimeout(IDLE_TIMEOUT_MS, () => {
+          cut = true;
+          client.destroy();
+          daemon.destroy();
+        });
+      }
+      client.pipe(daemon);
+      daemon.pipe(client);
+    });
+    await new Promise<void>((resolve) => balancer.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (balancer.address() as net.AddressInfo).port;
+      const result = await ssh(port, env.user.name, env.token, [`sleep ${IDLE_TIMEOUT_MS / 1000 + 8}; echo still here`], QUIET);
+      expect(cut, 'the balancer cut the connection').to.equal(false);
+      expect(result.code, result.stderr.toString()).to.equal(0);
+      expect(result.stdout.toString()).to.equal('still here\n');
+    } finally {
+      balancer.close();
+    }
+  });
+});
+
 describe('hardening: lifecycle', function () {
   const env = useEnv();
   let dir: string;

@@ -216,9 +216,12 @@ class _SSHSocket:
             "-o", "AllowAgentForwarding=yes",
             "-o", "AllowStreamLocalForwarding=yes",
             "-o", "AcceptEnv=LANG LC_* COLORTERM NO_COLOR",
-            # A client gone without a FIN or RST would hold its session for hours; keepalives through the proxy find it.
-            "-o", "ClientAliveInterval=60",
-            "-o", "ClientAliveCountMax=3",
+            # A client gone without a FIN or RST would hold its session for hours; keepalives through the proxy find it
+            # (within 100 to 200 s). And the connection passes the Hub's proxy and whatever stands in front of it (nginx,
+            # ingress-nginx, cloud load balancers), which close a WebSocket idle for 60 s or less: sshd, which checks on
+            # whole seconds, sends a keepalive after 10 to 20 s of silence, so no byte-less stretch gets that long.
+            "-o", "ClientAliveInterval=10",
+            "-o", "ClientAliveCountMax=9",
             "-o", "Subsystem=sftp internal-sftp",
             "-o", f"PermitUserEnvironment={','.join(names) or 'no'}",
             "-o", "LogLevel=ERROR",
