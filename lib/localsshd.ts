@@ -91,12 +91,14 @@ UseDNS no
 # locale (Debian's and macOS's ssh_config send LANG and LC_*).
 AcceptEnv LANG LC_* COLORTERM NO_COLOR
 # A client that vanished without a FIN or RST (half-open) would hold its
-# session and this sshd for hours; keepalives through the proxy find it
-# (within 100 to 200 s). sshd, which checks on whole seconds, sends one after
-# 10 to 20 s of silence: load balancers in front of the proxy's port that
-# close connections idle for a minute (or less) see a byte before then.
-ClientAliveInterval 10
-ClientAliveCountMax 9
+# session and this sshd for hours; keepalives through the proxy find it.
+# sshd, which checks on whole seconds, sends one after 60 to 120 s of
+# silence, so within 4 to 8 minutes. Behind a load balancer that closes idle
+# connections sooner, docs/deploy.md has --sshd-option ClientAliveInterval=10
+# (each keepalive of 1,000 idle sessions costs the daemon a little memory:
+# bench/README.md, "Keepalives and the quiet collection").
+ClientAliveInterval 60
+ClientAliveCountMax 3
 PidFile none
 Subsystem sftp internal-sftp
 `;

@@ -25,8 +25,18 @@ import { dropFreeBlocks } from './packetbuffers.js';
 import { socketRelayTotals } from './socketrelay.js';
 import { turnBudget, type TurnBudget } from './turnbudget.js';
 
-/** Seconds without relayed bytes that count as the end of a burst. */
+/** Time without traffic that counts as the end of a burst. */
 export const QUIET_MS = 5_000;
+
+/**
+ * Bytes relayed between two checks (a second apart) that count as traffic.
+ * Less is quiet, unless connections came or went: sshd's keepalives, after
+ * 10 to 20 s of silence on each session, are ~12 KB/s with 1,000 idle
+ * sessions, and never stop; were they traffic, the collection would never
+ * come. A burst of logins moves little but makes many objects, and counts
+ * by its connections.
+ */
+const TRAFFIC_BYTES = 256 * 1024;
 
 /** Relayed bytes that leave enough garbage to be worth a full collection (~110 ms, compacting, with 1,000 sessions). */
 const MIN_BYTES = 32 * 1024 * 1024;
@@ -43,10 +53,13 @@ export interface QuietCollectorOptions {
   gc: () => void;
   /** V8's used heap in bytes. */
   heapUsed?: () => number;
+  /** Connections accepted since the daemon started. */
+  acceptedConnections?: () => number;
   /** Connections ended since the daemon started. */
   endedConnections: () => number;
   budget?: TurnBudget;
   quietMs?: number;
+  trafficBytes?: number;
   minBytes?: number;
   minHeapGrowth?: number;
   minEndedConnections?: number;
@@ -66,20 +79,23 @@ function relayedBytes(budget: TurnBudget): number {
 export class QuietCollector {
   private readonly budget: TurnBudget;
   private readonly quietMs: number;
+  private readonly trafficBytes: number;
   private readonly minBytes: number;
   private readonly minHeapGrowth: number;
   private readonly minEndedConnections: number;
   private readonly heapUsed: () => number;
-  /** relayedBytes, the used heap and the ended connections after the last collection, and when relayedBytes last changed. */
+  /** relayedBytes, the used heap and the ended connections after the last collection; relayedBytes at the last check, and when traffic last passed. */
   private collectedAt: number;
   private heapAfterCollection: number;
   private endedAtCollection: number;
   private seenBytes: number;
+  private seenConnections: number;
   private lastTrafficAt = 0;
 
   constructor(private readonly options: QuietCollectorOptions) {
     this.budget = options.budget ?? turnBudget;
     this.quietMs = options.quietMs ?? QUIET_MS;
+    this.trafficBytes = options.trafficBytes ?? TRAFFIC_BYTES;
     this.minBytes = options.minBytes ?? MIN_BYTES;
     this.minHeapGrowth = options.minHeapGrowth ?? MIN_HEAP_GROWTH;
     this.minEndedConnections = options.minEndedConnections ?? MIN_ENDED_CONNECTIONS;
@@ -88,17 +104,28 @@ export class QuietCollector {
     this.heapAfterCollection = this.heapUsed();
     this.endedAtCollection = options.endedConnections();
     this.seenBytes = this.collectedAt;
+    this.seenConnections = this.connectionsSeen();
+  }
+
+  /** Connections that came or went since the daemon started. */
+  private connectionsSeen(): number {
+    return (this.options.acceptedConnections?.() ?? 0) + this.options.endedConnections();
   }
 
   /**
    * Collects if, since the last collection, at least minBytes were relayed,
    * the heap grew by minHeapGrowth or minEndedConnections connections ended,
-   * and nothing was relayed for quietMs; true if it did.
+   * and for quietMs no check saw trafficBytes relayed, or a connection come
+   * or go, since the one before; true if it did.
    */
   check(now: number): boolean {
     const bytes = relayedBytes(this.budget);
-    if (bytes !== this.seenBytes) {
-      this.seenBytes = bytes;
+    const moved = bytes - this.seenBytes;
+    const connections = this.connectionsSeen();
+    const cameOrWent = connections !== this.seenConnections;
+    this.seenBytes = bytes;
+    this.seenConnections = connections;
+    if (moved >= this.trafficBytes || cameOrWent) {
       this.lastTrafficAt = now;
       return false;
     }
@@ -141,7 +168,7 @@ export function compacting(gc: () => void): () => void {
 }
 
 /** Starts checking once a second; returns a stop function. Off (with a warning) without `--expose-gc`. */
-export function collectWhenQuiet(log: Logger, endedConnections: () => number): () => void {
+export function collectWhenQuiet(log: Logger, acceptedConnections: () => number, endedConnections: () => number): () => void {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (typeof gc !== 'function') {
     log.warn('node runs without --expose-gc: memory freed after a burst of traffic is returned only when V8 collects by itself (docs/deploy.md)');
@@ -155,6 +182,7 @@ export function collectWhenQuiet(log: Logger, endedConnections: () => number): (
       collect();
     },
     log,
+    acceptedConnections,
     endedConnections,
   });
   const timer = setInterval(() => collector.check(Date.now()), CHECK_INTERVAL_MS).unref();

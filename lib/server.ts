@@ -33,7 +33,8 @@ import { cryptoReady, hybridKeyExchangesInstalled, installedSsh2Version, nativeC
 export class ProxyServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
-  /** Connections ended since start, for the quiet collection. */
+  /** Connections accepted and ended since start, for the quiet collection. */
+  private acceptedConnections = 0;
   private endedConnections = 0;
   private readonly metrics = new Metrics();
   private penalties?: SourcePenalties;
@@ -94,7 +95,11 @@ export class ProxyServer {
       this.disposeUpstreams();
       throw err;
     }
-    this.stopQuietGc = collectWhenQuiet(this.log, () => this.endedConnections);
+    this.stopQuietGc = collectWhenQuiet(
+      this.log,
+      () => this.acceptedConnections,
+      () => this.endedConnections,
+    );
     const address = this.server.address() as net.AddressInfo;
     this.log.info(`listening on ${formatListenAddress(address)}, JupyterHub API at ${this.config.hubApiUrl}`);
     if (!/^https?:\/\/(?!127\.|localhost[:/]|\[::1\])/.test(this.config.tokenPage)) {
@@ -325,6 +330,7 @@ export class ProxyServer {
       adopted = adoptWithSharedReads(socket);
       const connection = new Connection(adopted, this.settings!, this.log);
       this.connections.add(connection);
+      this.acceptedConnections++;
       this.unauthenticated++;
       let startup = true;
       const leaveStartups = () => {

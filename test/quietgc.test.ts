@@ -22,6 +22,7 @@ describe('quiet collector: one full GC once a burst of traffic is over', functio
       endedConnections: () => ended.count,
       budget,
       quietMs: 5000,
+      trafficBytes: 1,
       minBytes: 100,
       minHeapGrowth: 500,
       minEndedConnections: 50,
@@ -87,6 +88,58 @@ describe('quiet collector: one full GC once a burst of traffic is over', functio
     }
     expect(collector.check(35_000)).to.equal(true);
     expect(calls).to.have.length(1);
+  });
+
+  it("counts a trickle under trafficBytes between checks as quiet: idle sessions' keepalives, which never stop, do not hold it back", function () {
+    const budget = new TurnBudget(1 << 20);
+    let collections = 0;
+    const collector = new QuietCollector({
+      gc: () => collections++,
+      heapUsed: () => 1000,
+      endedConnections: () => 0,
+      budget,
+      quietMs: 5000,
+      trafficBytes: 500,
+      minBytes: 100,
+      minHeapGrowth: 500,
+      minEndedConnections: 50,
+    });
+    budget.charge(1000);
+    expect(collector.check(0)).to.equal(false);
+    const collectedAt: number[] = [];
+    for (let t = 1000; t <= 30_000; t += 1000) {
+      budget.charge(20);
+      if (collector.check(t)) collectedAt.push(t);
+    }
+    // 5 s after the burst despite the trickle; then each time the trickle itself has added up to minBytes.
+    expect(collectedAt).to.deep.equal([5000, 10_000, 15_000, 20_000, 25_000, 30_000]);
+    expect(collections).to.equal(6);
+  });
+
+  it('waits while connections come or go, however little they move: a burst of logins', function () {
+    const budget = new TurnBudget(1 << 20);
+    const accepted = { count: 0 };
+    let collections = 0;
+    const collector = new QuietCollector({
+      gc: () => collections++,
+      heapUsed: () => 1000,
+      acceptedConnections: () => accepted.count,
+      endedConnections: () => 0,
+      budget,
+      quietMs: 5000,
+      trafficBytes: 500,
+      minBytes: 100,
+      minHeapGrowth: 500,
+      minEndedConnections: 50,
+    });
+    budget.charge(1000);
+    for (let t = 0; t <= 20_000; t += 1000) {
+      accepted.count++;
+      expect(collector.check(t), `a login at ${t} ms`).to.equal(false);
+    }
+    expect(collector.check(24_000)).to.equal(false);
+    expect(collector.check(25_000)).to.equal(true);
+    expect(collections).to.equal(1);
   });
 
   it('counts the next burst from the last collection', function () {
