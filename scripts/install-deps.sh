@@ -55,6 +55,26 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
+# Unpacks Debian packages in a folder of their own without installing them:
+# nothing of theirs replaces the system's, and no service of theirs starts.
+# unpack ROOT WHAT PACKAGE...
+unpack() {
+  unpack_root=$1 unpack_what=$2
+  shift 2
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: run as root to unpack $unpack_what in $unpack_root" >&2
+    exit 1
+  fi
+  echo "install-deps: unpacking $unpack_what in $unpack_root"
+  apt-get update -qq
+  download=$(mktemp -d)
+  chown _apt "$download" 2>/dev/null || true # apt-get download fetches as the _apt user
+  (cd "$download" && apt-get download -qq "$@")
+  mkdir -p "$unpack_root"
+  for deb in "$download"/*.deb; do dpkg-deb -x "$deb" "$unpack_root"; done
+  rm -rf "$download"
+}
+
 # The tests of the post-quantum key exchange, keystroke timing obfuscation
 # and the newer sftp and scp need OpenSSH 9.9 or later (test/helpers/ssh.ts,
 # RECENT_SSH_CLIENT). Only unpacked, next to the system's own 9.2, which
@@ -72,14 +92,7 @@ case "${1:-}" in
         echo "install-deps: adding $backports to apt's sources (nothing is installed from it)"
         echo "deb http://deb.debian.org/debian $backports main" > /etc/apt/sources.list.d/$backports.list
       fi
-      echo "install-deps: unpacking openssh-client from $backports in $RECENT_SSH_ROOT"
-      apt-get update -qq
-      download=$(mktemp -d)
-      chown _apt "$download" 2>/dev/null || true # apt-get download fetches as the _apt user
-      (cd "$download" && apt-get download -qq "openssh-client/$backports")
-      mkdir -p "$RECENT_SSH_ROOT"
-      dpkg-deb -x "$download"/openssh-client_*.deb "$RECENT_SSH_ROOT"
-      rm -rf "$download"
+      unpack "$RECENT_SSH_ROOT" "openssh-client from $backports" "openssh-client/$backports"
     fi
     ;;
 esac
@@ -91,18 +104,7 @@ NGINX_ROOT=/opt/jupyter-ssh-proxy-test/nginx
 case "${1:-}" in
   --test)
     if [ ! -x "$NGINX_ROOT/usr/sbin/nginx" ]; then
-      if [ "$(id -u)" != 0 ]; then
-        echo "install-deps: run as root to unpack nginx in $NGINX_ROOT" >&2
-        exit 1
-      fi
-      echo "install-deps: unpacking nginx in $NGINX_ROOT"
-      apt-get update -qq
-      download=$(mktemp -d)
-      chown _apt "$download" 2>/dev/null || true
-      (cd "$download" && apt-get download -qq nginx)
-      mkdir -p "$NGINX_ROOT"
-      dpkg-deb -x "$download"/nginx_*.deb "$NGINX_ROOT"
-      rm -rf "$download"
+      unpack "$NGINX_ROOT" nginx nginx
     fi
     ;;
 esac
@@ -115,18 +117,7 @@ JUPYTER_SERVER_ROOT=/opt/jupyter-ssh-proxy-test/jupyter-server
 case "${1:-}" in
   --test | --bench)
     if [ ! -d "$JUPYTER_SERVER_ROOT/usr/lib/python3/dist-packages/jupyter_server" ]; then
-      if [ "$(id -u)" != 0 ]; then
-        echo "install-deps: run as root to unpack jupyter_server in $JUPYTER_SERVER_ROOT" >&2
-        exit 1
-      fi
-      echo "install-deps: unpacking jupyter_server in $JUPYTER_SERVER_ROOT"
-      apt-get update -qq
-      download=$(mktemp -d)
-      chown _apt "$download" 2>/dev/null || true
-      (cd "$download" && apt-get download -qq python3-jupyter-server python3-anyio python3-sniffio python3-websocket)
-      mkdir -p "$JUPYTER_SERVER_ROOT"
-      for deb in "$download"/*.deb; do dpkg-deb -x "$deb" "$JUPYTER_SERVER_ROOT"; done
-      rm -rf "$download"
+      unpack "$JUPYTER_SERVER_ROOT" jupyter_server python3-jupyter-server python3-anyio python3-sniffio python3-websocket
     fi
     ;;
 esac
