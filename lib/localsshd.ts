@@ -95,7 +95,7 @@ AcceptEnv LANG LC_* COLORTERM NO_COLOR
 # sshd, which checks on whole seconds, sends one after 60 to 120 s of
 # silence, so within 4 to 8 minutes. Behind a load balancer that closes idle
 # connections sooner, docs/deploy.md has --sshd-option ClientAliveInterval=10
-# (each keepalive of 1,000 idle sessions costs the daemon a little memory:
+# (keepalives that often cost the daemon ~3 MiB with 1,000 idle sessions:
 # bench/README.md, "Keepalives and the quiet collection").
 ClientAliveInterval 60
 ClientAliveCountMax 3
