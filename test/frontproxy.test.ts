@@ -6,7 +6,6 @@
 import { expect } from 'chai';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { createHubUser, createToken, ensureServer, startHub, type Hub } from './helpers/hub.js';
 import { startNginx, type Nginx } from './helpers/nginx.js';
@@ -14,7 +13,7 @@ import { startProxy, type ProxyProcess } from './helpers/proxy.js';
 import { CLASSIC_NOTEBOOK_SERVER, useServerExtension } from './helpers/serverextension.js';
 import { fileCopyOptions, askpassEnv, keyLoginOptions, run, ssh } from './helpers/ssh.js';
 import { newKey, publicLine } from './helpers/sshkeys.js';
-import { makeCertificates, type TlsFiles } from './helpers/tls.js';
+import { useCertificates } from './helpers/tls.js';
 import { createUnixUser, listAuthorizedKeys, type UnixUser } from './helpers/unixuser.js';
 
 /** nginx's proxy_read_timeout here: it closes an upgraded connection after this long without a byte (its default is 60 s). */
@@ -22,9 +21,8 @@ const IDLE_TIMEOUT_S = 25;
 
 describe("--upstream websocket behind nginx with TLS, as JupyterHub's documentation sets it up", function () {
   this.timeout(180_000);
-  const dir = path.join(os.tmpdir(), `jsp-front-${process.pid}-${crypto.randomBytes(3).toString('hex')}`);
+  const { dir, tls } = useCertificates();
   const extension = useServerExtension(CLASSIC_NOTEBOOK_SERVER);
-  let tls: TlsFiles;
   let hub: Hub;
   let nginx: Nginx;
   let user: UnixUser;
@@ -32,8 +30,6 @@ describe("--upstream websocket behind nginx with TLS, as JupyterHub's documentat
   let proxy: ProxyProcess;
   before(async function () {
     this.timeout(240_000);
-    fs.mkdirSync(dir, { mode: 0o755 });
-    tls = makeCertificates(dir);
     hub = await startHub({ extraConfig: extension });
     nginx = await startNginx({ upstream: hub.url, tls, readTimeoutSeconds: IDLE_TIMEOUT_S });
     user = await createUnixUser('f');
@@ -49,7 +45,6 @@ describe("--upstream websocket behind nginx with TLS, as JupyterHub's documentat
     await user?.remove();
     await nginx?.stop();
     await hub?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it("logs in with a token through nginx into the user's server, started on demand, on the raw stream", async () => {

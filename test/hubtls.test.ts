@@ -5,30 +5,16 @@
 // Real JupyterHub, configurable-http-proxy, ssh and sshd.
 import { expect } from 'chai';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
 import { ensureServer } from './helpers/hub.js';
 import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
 import { startProxy } from './helpers/proxy.js';
-import { CLASSIC_NOTEBOOK_SERVER, useServerExtension } from './helpers/serverextension.js';
+import { CLASSIC_NOTEBOOK_SERVER, SESSION_SOCKET, useServerExtension } from './helpers/serverextension.js';
 import { keyLoginOptions, run, ssh } from './helpers/ssh.js';
 import { newKey, publicLine } from './helpers/sshkeys.js';
-import { certificatesIn, makeCertificates } from './helpers/tls.js';
+import { useCertificates } from './helpers/tls.js';
 import { listAuthorizedKeys } from './helpers/unixuser.js';
 import { waitFor } from './helpers/wait.js';
-
-/** A folder with the authority and the Hub's certificate, made before the Hub starts and removed after the tests. */
-function useCertificates() {
-  const dir = path.join(os.tmpdir(), `jsp-tls-${process.pid}-${crypto.randomBytes(3).toString('hex')}`);
-  before(() => {
-    fs.mkdirSync(dir, { mode: 0o755 });
-    makeCertificates(dir);
-  });
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return { dir, tls: certificatesIn(dir) };
-}
 
 describe('a Hub over https with a private certificate authority (--hub-ca): the local sshd', function () {
   this.timeout(180_000);
@@ -75,14 +61,13 @@ describe('a Hub over https with a private certificate authority (--hub-ca): sess
     const origin = metricsOrigin(env.proxy.logs())!;
     const onSockets = async () => (await scrapeMetrics(origin)).get('jupyter_ssh_proxy_packets_forwarded_total{path="socket_relay"}') ?? 0;
     const relayedBefore = await onSockets();
-    // The shell's parent, the session's sshd, holds the connection's TCP socket twice: the raw stream reached the server.
-    const held = await env.ssh([
-      'echo "$JUPYTERHUB_USER"; twice=$(ls -l /proc/$PPID/fd/ | sed -n "s/.* -> \\(socket:\\)/\\1/p" | sort | uniq -d); echo "${twice:-none}"',
-    ]);
+    // The session's sshd holds the connection's TCP socket twice: the raw stream reached the server.
+    const held = await env.ssh([`echo "$JUPYTERHUB_USER"; ${SESSION_SOCKET}`]);
     expect(held.code, held.stderr).to.equal(0);
-    const [hubUser, socket] = held.stdout.toString().split('\n');
+    const [hubUser, socket, kind] = held.stdout.toString().split('\n');
     expect(hubUser).to.equal(env.user.name);
     expect(socket).to.match(/^socket:\[\d+\]$/);
+    expect(kind).to.equal('tcp');
     expect(env.proxy.logs()).not.to.include('not the raw stream');
 
     const data = crypto.randomBytes(16 * 1024 * 1024);

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { useEnv } from './helpers/fixture.js';
 import { createHubUser, createToken, DEBIAN_12, ensureServer, serverModel, stopServer } from './helpers/hub.js';
 import { fileCopyOptions, askpassEnv, keyLoginOptions, run, ssh, sshOptions } from './helpers/ssh.js';
-import { CLASSIC_NOTEBOOK_SERVER, JUPYTER_SERVER_2, useServerExtension, type SingleUserServer } from './helpers/serverextension.js';
+import { CLASSIC_NOTEBOOK_SERVER, JUPYTER_SERVER_2, SESSION_SOCKET, useServerExtension, type SingleUserServer } from './helpers/serverextension.js';
 import { newKey, publicLine } from './helpers/sshkeys.js';
 import { createUnixUser, listAuthorizedKeys, type UnixUser } from './helpers/unixuser.js';
 import { metricsOrigin, scrapeMetrics } from './helpers/metrics.js';
@@ -108,10 +108,7 @@ for (const server of SERVERS) {
       ? "carries the session in WebSocket messages with --websocket-frames: the session's sshd reads and writes pipes from the server"
       : "carries the session as the raw stream after the upgrade: the session's sshd reads and writes the connection's socket itself", async () => {
       // The shell's parent holds the connection as sshd -i got it: one socket twice (its input and output), a TCP one; or two pipes.
-      const result = await env.ssh([
-        'twice=$(ls -l /proc/$PPID/fd/ | sed -n "s/.* -> \\(socket:\\)/\\1/p" | sort | uniq -d); echo "${twice:-none}"; inode=${twice#socket:[}; inode=${inode%]}; ' +
-          'if [ -n "$twice" ] && awk \'{ print $10 }\' /proc/net/tcp /proc/net/tcp6 | grep -qx "$inode"; then echo tcp; else echo not-tcp; fi',
-      ]);
+      const result = await env.ssh([SESSION_SOCKET]);
       expect(result.code, result.stderr).to.equal(0);
       const [held, kind] = result.stdout.toString().split('\n');
       if (server.frames) expect([held, kind]).to.deep.equal(['none', 'not-tcp']);

@@ -6,9 +6,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
-import https from 'node:https';
 import path from 'node:path';
-import type { TlsFiles } from './tls.js';
+import { httpStatus, type TlsFiles } from './tls.js';
 import { freePorts, waitFor } from './wait.js';
 
 export interface Hub {
@@ -373,7 +372,7 @@ async function startHubOnce(opts: HubOptions): Promise<Hub> {
     const outcome = await waitFor<'ready' | 'exited'>(
       async () => {
         if (exitStatus !== undefined) return 'exited';
-        const status = await publicStatus(`${url}/hub/api/`, opts.tls);
+        const status = await httpStatus(`${url}/hub/api/`, opts.tls);
         if (status !== 200) throw new Error(`GET /hub/api/ answered ${status}`);
         return 'ready';
       },
@@ -391,23 +390,6 @@ async function startHubOnce(opts: HubOptions): Promise<Hub> {
     );
   }
   return hub;
-}
-
-/** The status of GET `url` through the Hub's proxy; over https, trusting the test's authority. */
-async function publicStatus(url: string, tls: TlsFiles | undefined): Promise<number> {
-  if (tls === undefined) {
-    const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
-    await res.arrayBuffer();
-    return res.status;
-  }
-  return new Promise((resolve, reject) => {
-    const request = https.get(url, { ca: fs.readFileSync(tls.caFile), timeout: 2_000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
-    request.on('timeout', () => request.destroy(new Error('no answer in 2 s')));
-    request.on('error', reject);
-  });
 }
 
 function fail(what: string, res: { status: number; body: unknown }): never {

@@ -5,11 +5,9 @@
 // system nginx on port 80).
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
-import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
-import type { TlsFiles } from './tls.js';
+import { httpStatus, type TlsFiles } from './tls.js';
 import { freePort, waitFor } from './wait.js';
 
 export const NGINX = '/opt/jupyter-ssh-proxy-test/nginx/usr/sbin/nginx';
@@ -84,17 +82,11 @@ http {
   };
   try {
     // Up once it answers the Hub's API root through to the Hub.
-    const ca = options.tls ? fs.readFileSync(options.tls.caFile) : undefined;
     await waitFor(
-      () =>
-        new Promise<boolean>((resolve, reject) => {
-          if (child.exitCode !== null) return reject(new Error(`nginx exited: ${errors()}`));
-          const request = (options.tls ? https : http).get(`${url}/hub/api/`, { ca, timeout: 2000 }, (res) => {
-            res.resume();
-            resolve(res.statusCode === 200);
-          });
-          request.on('error', reject);
-        }),
+      async () => {
+        if (child.exitCode !== null) throw new Error(`nginx exited: ${errors()}`);
+        return (await httpStatus(`${url}/hub/api/`, options.tls)) === 200;
+      },
       { timeoutMs: 20_000, what: `nginx at ${url}` },
     );
   } catch (err) {

@@ -35,6 +35,15 @@ export const JUPYTER_SERVER_2: SingleUserServer = {
   distribution: DEBIAN_13,
 };
 
+/**
+ * A command for a session in the user's server: prints what the session's sshd (the shell's parent) holds as its input
+ * and output, on two lines: the socket it holds twice (`socket:[INODE]`, or `none`: two pipes), and `tcp` or
+ * `not-tcp`. The raw stream gives sshd the connection's TCP socket itself.
+ */
+export const SESSION_SOCKET =
+  'twice=$(ls -l /proc/$PPID/fd/ | sed -n "s/.* -> \\(socket:\\)/\\1/p" | sort | uniq -d); echo "${twice:-none}"; inode=${twice#socket:[}; inode=${inode%]}; ' +
+  'if [ -n "$twice" ] && awk \'{ print $10 }\' /proc/net/tcp /proc/net/tcp6 | grep -qx "$inode"; then echo tcp; else echo not-tcp; fi';
+
 /** pip-installs the extension into `site` (made), from a copy of the source, as server-extension/README.md says. */
 export async function installServerExtension(site: string): Promise<void> {
   // pip builds in the source folder: a copy keeps the checkout clean.

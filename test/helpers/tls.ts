@@ -1,7 +1,11 @@
 // Test fixture: a private certificate authority and a certificate it signed
 // for 127.0.0.1, made with the openssl command, for a Hub served over https.
 import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import os from 'node:os';
 import path from 'node:path';
 
 export interface TlsFiles {
@@ -28,4 +32,28 @@ export function makeCertificates(dir: string): TlsFiles {
   openssl('x509', '-req', '-in', file('hub.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', file('hub.ext'), '-out', file('hub.pem'));
   for (const key of ['ca.key', 'hub.key']) fs.chmodSync(file(key), 0o600);
   return certificatesIn(dir);
+}
+
+/** A folder with the authority and a certificate for 127.0.0.1, made before the tests (register it before a Hub that uses it) and removed after. */
+export function useCertificates(): { dir: string; tls: TlsFiles } {
+  const dir = path.join(os.tmpdir(), `jsp-tls-${process.pid}-${crypto.randomBytes(3).toString('hex')}`);
+  before(() => {
+    fs.mkdirSync(dir, { mode: 0o755 });
+    makeCertificates(dir);
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return { dir, tls: certificatesIn(dir) };
+}
+
+/** The status of GET `url` within 2 s; over https, trusting the authority in `tls` (fetch cannot be given one). */
+export function httpStatus(url: string, tls?: TlsFiles): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ca = tls ? fs.readFileSync(tls.caFile) : undefined;
+    const request = (url.startsWith('https:') ? https : http).get(url, { ca, timeout: 2_000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    request.on('timeout', () => request.destroy(new Error('no answer in 2 s')));
+    request.on('error', reject);
+  });
 }
