@@ -12,7 +12,7 @@ import { scrapeMetrics } from '../test/helpers/metrics.js';
 import { waitFor } from '../test/helpers/wait.js';
 import { finished, spawnTracked } from './children.js';
 import type { SshPath } from './env.js';
-import { MiB } from './stats.js';
+import { fmt, MiB } from './stats.js';
 import { cpuDelta, cpuTimes, descendants, processState, pssKb, statusKb } from './procfs.js';
 
 /** One timed run of one case on one path. */
@@ -480,6 +480,47 @@ export async function settleDaemon(p: SshPath, log: (line: string) => void): Pro
   return -1;
 }
 
+/** How often holdSessions reads the daemon's RSS. */
+const HOLD_SAMPLE_MS = 5_000;
+
+/** Packets the daemon forwarded between legs so far, all paths together. */
+async function packetsForwarded(origin: string): Promise<number> {
+  let total = 0;
+  for (const [name, value] of await scrapeMetrics(origin)) {
+    if (name.startsWith('jupyter_ssh_proxy_packets_forwarded_total{')) total += value;
+  }
+  return total;
+}
+
+/**
+ * Keeps the sessions open and quiet for `seconds`, reading the daemon's RSS
+ * every HOLD_SAMPLE_MS: the first reading and the highest, and the packets
+ * it forwarded meanwhile. Sessions measured as soon as they are up have not
+ * yet seen the internal sshd's keepalives (one per 60 to 120 s of silence
+ * per session, and the client's answer), which the daemon relays for as
+ * long as they stay open.
+ */
+async function holdSessions(
+  pid: number,
+  origin: string,
+  seconds: number,
+  log: (line: string) => void,
+): Promise<{ firstKb: number; maxKb: number; packets: number }> {
+  const packetsBefore = await packetsForwarded(origin);
+  const firstKb = statusKb(pid, 'VmRSS');
+  let maxKb = firstKb;
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  let samples = 0;
+  while (performance.now() < end) {
+    await sleep(Math.min(HOLD_SAMPLE_MS, end - performance.now()));
+    const kb = statusKb(pid, 'VmRSS');
+    maxKb = Math.max(maxKb, kb);
+    if (++samples % 6 === 0) log(`    held ${fmt((performance.now() - start) / 1000, 0)} s: daemon RSS ${fmt(kb / 1024, 1)} MiB`);
+  }
+  return { firstKb, maxKb, packets: (await packetsForwarded(origin)) - packetsBefore };
+}
+
 /** Idle sessions held open; close() ends their clients and waits for them. */
 export interface OpenSessions {
   /** The server side's sshd processes once all sessions were up (measure() leaves them be). */
@@ -546,6 +587,7 @@ export async function idleSessions(
   p: SshPath,
   sessions: number,
   parallel: number,
+  holdSeconds: number,
   log: (line: string) => void,
 ): Promise<{ bytes: number; extra: Record<string, number> }> {
   const proxyPid = p.name === 'proxy' ? p.serverPid : undefined;
@@ -557,6 +599,7 @@ export async function idleSessions(
   try {
     const connectSeconds = (performance.now() - t0) / 1000;
     const settledWith = await settleDaemon(p, log);
+    const held = proxyPid && p.metricsOrigin ? await holdSessions(proxyPid, p.metricsOrigin, holdSeconds, log) : undefined;
     // Where the RSS is: V8's heap (used, and reserved) and its external memory (ArrayBuffers).
     const metric = p.metricsOrigin ? await daemonMetrics(p.metricsOrigin) : undefined;
     const heap: Record<string, number> = metric
@@ -587,6 +630,7 @@ export async function idleSessions(
         daemonRssFileKb: fileKb,
         daemonHwmKb: hwmKb,
         daemonRssPerSessionKb: proxyPid ? (rssKb - rssBefore) / sessions : 0,
+        ...(held ? { holdSeconds, daemonRssSettledKb: held.firstKb, daemonRssHoldMaxKb: held.maxKb, holdPacketsForwarded: held.packets } : {}),
         sshdProcesses: sshdPids.length,
         sshdPssKb,
         sshdPssPerSessionKb: sshdPssKb / sessions,

@@ -297,7 +297,15 @@ export function markdown(r: Results): string {
     out.push(`| connect all (s) | ${fmt(e(idle.direct, 'connectSeconds'), 1)} | ${fmt(e(idle.proxy, 'connectSeconds'), 1)} |`);
     out.push(`| sessions/s | ${fmt(e(idle.direct, 'sessionsPerSecond'), 1)} | ${fmt(e(idle.proxy, 'sessionsPerSecond'), 1)} |`);
     out.push(`| daemon VmRSS before, once settled (MiB) | | ${fmt(e(idle.proxy, 'daemonRssBeforeKb') / 1024, 1)} |`);
-    out.push(`| daemon VmRSS with all sessions, once settled (MiB) | | ${fmt(e(idle.proxy, 'daemonRssKb') / 1024, 1)} |`);
+    const holdSeconds = idle.proxy[0]?.extra?.holdSeconds;
+    if (holdSeconds === undefined) {
+      out.push(`| daemon VmRSS with all sessions, once settled (MiB) | | ${fmt(e(idle.proxy, 'daemonRssKb') / 1024, 1)} |`);
+    } else {
+      out.push(`| daemon VmRSS with all sessions, once settled (MiB) | | ${fmt(e(idle.proxy, 'daemonRssSettledKb') / 1024, 1)} |`);
+      out.push(`| daemon VmRSS with all sessions, after ${String(holdSeconds)} s held: the target's reading (MiB) | | ${fmt(e(idle.proxy, 'daemonRssKb') / 1024, 1)} |`);
+      out.push(`| daemon VmRSS, highest in the hold (MiB) | | ${fmt(e(idle.proxy, 'daemonRssHoldMaxKb') / 1024, 1)} |`);
+      out.push(`| packets forwarded in the hold (the internal sshd's keepalives and the answers) | | ${fmt(e(idle.proxy, 'holdPacketsForwarded'), 0)} |`);
+    }
     const waited = (key: string) => (e(idle.proxy, key) < 0 ? 'no full GC in 60 s' : fmt(e(idle.proxy, key), 0));
     out.push(`| seconds waited for a full GC and steady RSS, before / with sessions | | ${waited('daemonSettleSecondsBefore')} / ${waited('daemonSettleSecondsWith')} |`);
     out.push(`| daemon RSS per session (KiB) | | ${fmt(e(idle.proxy, 'daemonRssPerSessionKb'), 1)} |`);

@@ -53,6 +53,14 @@ type CaseGroup = (typeof ALL_CASES)[number];
 const PROFILERS = ['v8', 'perf'] as const;
 type Profiler = (typeof PROFILERS)[number];
 
+/**
+ * How long the idle case holds its sessions before reading the daemon's
+ * memory: the internal sshd sends its first keepalive after 60 to 120 s of
+ * silence, and the sessions come up over ~40 s, so by then every one has
+ * had a keepalive relayed both ways.
+ */
+const IDLE_HOLD_SECONDS = 150;
+
 const { values: opts } = parseArgs({
   options: {
     runs: { type: 'string', default: '5' },
@@ -68,6 +76,7 @@ const { values: opts } = parseArgs({
     idle: { type: 'string' },
     'idle-runs': { type: 'string' },
     'idle-parallel': { type: 'string', default: '50' },
+    'idle-hold': { type: 'string' },
     'latency-runs': { type: 'string' },
     'cold-runs': { type: 'string' },
     echoes: { type: 'string' },
@@ -96,6 +105,8 @@ if (opts.help) {
   --idle N            concurrent idle sessions (default 1000; also held open by the loaded case)
   --idle-runs N       runs of the idle case per path (default: --runs)
   --idle-parallel N   idle sessions being opened at a time (default 50)
+  --idle-hold S       seconds the idle sessions stay open before the daemon's memory is read
+                      (default ${IDLE_HOLD_SECONDS}, 0 with --quick: the internal sshd's keepalives begin after 60 s)
   --latency-runs N    ssh true runs per path (default 20)
   --cold-runs N       ssh true runs with a never-seen token (default 10)
   --echoes N          keystroke echoes timed per echo run (default 200)
@@ -121,6 +132,7 @@ const settings = {
   idleSessions: int(opts.idle, quick ? 100 : 1000),
   idleRuns: int(opts['idle-runs'], int(opts.runs, 5)),
   idleParallel: int(opts['idle-parallel'], 50),
+  idleHoldSeconds: opts['idle-hold'] === undefined ? (quick ? 0 : IDLE_HOLD_SECONDS) : Math.max(0, Math.floor(Number(opts['idle-hold']))),
   latencyRuns: int(opts['latency-runs'], quick ? 10 : 20),
   coldRuns: int(opts['cold-runs'], quick ? 5 : 10),
   echoes: int(opts.echoes, quick ? 50 : 200),
@@ -508,12 +520,13 @@ function settleText(seconds: number): string {
 }
 
 async function idle(env: BenchEnv, results: Results): Promise<void> {
-  const result = newCase('idle', 'idle', `${settings.idleSessions} concurrent idle sessions (connect all, ${settings.idleParallel} at a time)`, 'default', 0);
+  const held = settings.idleHoldSeconds > 0 ? `, held ${settings.idleHoldSeconds} s` : '';
+  const result = newCase('idle', 'idle', `${settings.idleSessions} concurrent idle sessions (connect all, ${settings.idleParallel} at a time${held})`, 'default', 0);
   log(`${result.title}: ${settings.idleRuns} runs per path`);
   for (let i = 0; i < settings.idleRuns; i++) {
     for (const p of order(i, env.directPath, env.proxyPath())) {
       // Up to 2 x 60 s of it waiting for the daemon's memory to settle (settleDaemon).
-      const r = await measure(p, () => idleSessions(p, settings.idleSessions, settings.idleParallel, log), 420_000);
+      const r = await measure(p, () => idleSessions(p, settings.idleSessions, settings.idleParallel, settings.idleHoldSeconds, log), 420_000 + settings.idleHoldSeconds * 1000);
       // The idle case's time is the connect time of all sessions, not the teardown.
       r.seconds = r.extra!.connectSeconds!;
       (p.name === 'direct' ? result.direct : result.proxy).push(r);
@@ -522,7 +535,10 @@ async function idle(env: BenchEnv, results: Results): Promise<void> {
         `  run ${i + 1}/${settings.idleRuns} ${p.name.padEnd(6)} connect ${fmt(e.connectSeconds!, 1)} s` +
           (p.name === 'proxy'
             ? `, daemon RSS ${fmt(e.daemonRssBeforeKb! / 1024, 1)} -> ${fmt(e.daemonRssKb! / 1024, 1)} MiB (${fmt(e.daemonRssPerSessionKb!, 1)} KiB/session;` +
-              ` settled ${settleText(e.daemonSettleSecondsBefore!)} before, ${settleText(e.daemonSettleSecondsWith!)} after opening)`
+              ` settled ${settleText(e.daemonSettleSecondsBefore!)} before, ${settleText(e.daemonSettleSecondsWith!)} after opening` +
+              (e.holdSeconds !== undefined
+                ? `; ${fmt(e.daemonRssSettledKb! / 1024, 1)} MiB then, at most ${fmt(e.daemonRssHoldMaxKb! / 1024, 1)} MiB in ${e.holdSeconds} s held, ${e.holdPacketsForwarded} packets forwarded meanwhile)`
+                : ')')
             : '') +
           `, sshd Pss ${fmt(e.sshdPssPerSessionKb!, 0)} KiB/session (${e.sshdProcesses} sshd)`,
       );
@@ -729,11 +745,11 @@ async function main(): Promise<void> {
   log(`bulk ciphers (client leg, both paths): ${settings.ciphers.join(', ')}; upstream leg: ${m.upstreamCipher}`);
   log(`load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   probeHostSpeed(results, 'at start');
-  if (settings.sessionBytes < 100 * MiB || settings.sessions < 100 || settings.idleSessions < 1000 || settings.bulkBytes < GiB || settings.idleRuns < settings.runs) {
+  if (settings.sessionBytes < 100 * MiB || settings.sessions < 100 || settings.idleSessions < 1000 || settings.bulkBytes < GiB || settings.idleRuns < settings.runs || settings.idleHoldSeconds < IDLE_HOLD_SECONDS) {
     results.notes.push(
-      `${REDUCED_NOTE} (1 GiB bulk, 100 x 100 MiB parallel, 1,000 idle sessions, every case ${settings.runs} runs): ` +
+      `${REDUCED_NOTE} (1 GiB bulk, 100 x 100 MiB parallel, 1,000 idle sessions held ${IDLE_HOLD_SECONDS} s, every case ${settings.runs} runs): ` +
         `bulk ${settings.bulkBytes / MiB} MiB, parallel ${settings.sessions} x ${settings.sessionBytes / MiB} MiB, ` +
-        `idle ${settings.idleSessions} sessions in ${settings.idleRuns} runs.`,
+        `idle ${settings.idleSessions} sessions held ${settings.idleHoldSeconds} s in ${settings.idleRuns} runs.`,
     );
   }
 
