@@ -13,7 +13,7 @@ import { waitFor } from '../test/helpers/wait.js';
 import { finished, spawnTracked } from './children.js';
 import type { SshPath } from './env.js';
 import { fmt, MiB } from './stats.js';
-import { cpuDelta, cpuTimes, descendants, processState, pssKb, statusKb } from './procfs.js';
+import { cpuDelta, cpuTimes, descendants, hostStealSeconds, processState, pssKb, statusKb } from './procfs.js';
 
 /** One timed run of one case on one path. */
 export interface Run {
@@ -26,6 +26,8 @@ export interface Run {
    * the remote commands they ran; the client side (ssh, sftp, askpass, head, wc).
    */
   cpu: { proxy?: number; proxyUser?: number; sshd: number; client: number };
+  /** The host's steal time while the body ran, seconds over all CPUs (hostStealSeconds). */
+  stealSeconds: number;
   /** Anything case-specific (memory figures of the idle case, ...). */
   extra?: Record<string, number>;
 }
@@ -70,9 +72,11 @@ export async function measure(
   if (!(await quiesce(p, settleMs, keep))) console.warn(`  warning: ${p.name}: sshd processes from an earlier run are still alive`);
   const server0 = p.serverCpu();
   const client0 = cpuTimes('self');
+  const steal0 = hostStealSeconds();
   const t0 = performance.now();
   const moved = await body();
   const seconds = moved.seconds ?? (performance.now() - t0) / 1000;
+  const stealSeconds = hostStealSeconds() - steal0;
   const { bytes, extra } = moved;
   if (!(await quiesce(p, settleMs, keep))) console.warn(`  warning: ${p.name}: sshd processes still alive ${settleMs / 1000} s after the run`);
   const server1 = p.serverCpu();
@@ -87,7 +91,7 @@ export async function measure(
           client,
         }
       : { sshd: total, client };
-  return { path: p.name, seconds, bytes, cpu, extra };
+  return { path: p.name, seconds, bytes, cpu, stealSeconds, extra };
 }
 
 function check(ok: boolean, what: string, detail: string): void {

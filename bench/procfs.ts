@@ -37,6 +37,19 @@ export function cpuDelta(before: CpuTimes, after: CpuTimes): CpuTimes {
   return { self: after.self - before.self, user: after.user - before.user, children: after.children - before.children };
 }
 
+/**
+ * Steal time of all CPUs so far, seconds: time a vCPU wanted to run while
+ * the hypervisor ran another guest (the 8th value of /proc/stat's `cpu`
+ * line, in USER_HZ ticks, which CLK_TCK is). The project's machines are
+ * shared VMs; a run that lost CPU this way is slower for a reason outside
+ * both paths.
+ */
+export function hostStealSeconds(): number {
+  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  const steal = Number(line.trim().split(/\s+/)[8]);
+  return Number.isFinite(steal) ? steal / CLK_TCK : 0;
+}
+
 /** A field of /proc/PID/status in kB (VmRSS, VmHWM, RssAnon, ...). */
 export function statusKb(pid: number, field: string): number {
   const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');

@@ -37,6 +37,8 @@ export interface CaseSummary {
   allCpuSecondsPerGiB?: { direct: number; proxy: number };
   /** Median of each run's sshd + client (+ daemon) CPU seconds ÷ its wall time: how many cores the path kept busy. */
   coresBusy?: { direct: number; proxy: number };
+  /** Median of each run's host steal seconds ÷ its wall time: cores' worth of CPU the hypervisor gave other guests. */
+  stealCores?: { direct: number; proxy: number };
 }
 
 /** One of issue 5's targets, checked against one case of the run. */
@@ -137,6 +139,8 @@ function summarizeCase(c: CaseResult): CaseSummary {
     s.allCpuSecondsPerGiB = { direct: perGiB(c.direct, all), proxy: perGiB(c.proxy, all) };
     const busy = (rs: Run[]) => median(rs.map((r) => all(r) / r.seconds));
     s.coresBusy = { direct: busy(c.direct), proxy: busy(c.proxy) };
+    const steal = (rs: Run[]) => median(rs.map((r) => r.stealSeconds / r.seconds));
+    s.stealCores = { direct: steal(c.direct), proxy: steal(c.proxy) };
   }
   return s;
 }
@@ -218,16 +222,20 @@ export function markdown(r: Results): string {
         'sshd = the sshd processes and the remote commands they run (a cgroup each: direct = the listener and its per-connection children, ' +
         'proxy = the `sshd -i` children); client = ssh/sftp (and askpass) and the local head/wc. ' +
         'All = the three together per run; when the cores are as busy on both paths, the ratio of the times follows the ratio of All ' +
-        '(bench/README.md, "Why the throughput targets are out of reach on 2 cores").',
+        '(bench/README.md, "Why the throughput targets are out of reach on 2 cores"). ' +
+        "Host steal = the CPU time the hypervisor gave other guests while the path's processes wanted to run (/proc/stat), in cores: " +
+        'a run that lost CPU this way was slower for a reason outside both paths.',
     );
     out.push('');
-    out.push('| Case | Cipher | Proxy daemon (user) | sshd direct | sshd behind proxy | client direct | client via proxy | All direct | All via proxy | All: proxy ÷ direct | Cores busy, direct / proxy |');
-    out.push('|---|---|---|---|---|---|---|---|---|---|---|');
+    out.push(
+      '| Case | Cipher | Proxy daemon (user) | sshd direct | sshd behind proxy | client direct | client via proxy | All direct | All via proxy | All: proxy ÷ direct | Cores busy, direct / proxy | Host steal, direct / proxy (cores) |',
+    );
+    out.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
     for (const c of bulk) {
       const x = c.summary!;
       out.push(
         `| ${cell(c.title)} | ${c.cipher.replace('@openssh.com', '')} | ${fmt(x.proxyCpuSecondsPerGiB!, 2)} (${fmt(x.proxyUserCpuSecondsPerGiB!, 2)}) | ${fmt(x.sshdCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.sshdCpuSecondsPerGiB!.proxy, 2)} | ${fmt(x.clientCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.clientCpuSecondsPerGiB!.proxy, 2)} | ` +
-          `${fmt(x.allCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.allCpuSecondsPerGiB!.proxy, 2)} | ${fmt(x.allCpuSecondsPerGiB!.proxy / x.allCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.coresBusy!.direct, 2)} / ${fmt(x.coresBusy!.proxy, 2)} |`,
+          `${fmt(x.allCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.allCpuSecondsPerGiB!.proxy, 2)} | ${fmt(x.allCpuSecondsPerGiB!.proxy / x.allCpuSecondsPerGiB!.direct, 2)} | ${fmt(x.coresBusy!.direct, 2)} / ${fmt(x.coresBusy!.proxy, 2)} | ${fmt(x.stealCores!.direct, 2)} / ${fmt(x.stealCores!.proxy, 2)} |`,
       );
     }
   }

@@ -188,7 +188,9 @@ function order<T>(run: number, direct: T, proxy: T): T[] {
 function describeRun(r: Run): string {
   const rate = r.bytes > 0 ? ` ${fmt(r.bytes / MiB / r.seconds, 0)} MiB/s` : '';
   const cpu = r.cpu.proxy !== undefined ? ` proxy-cpu ${fmt(r.cpu.proxy, 2)} s` : '';
-  return `${r.path.padEnd(6)} ${fmt(r.seconds, 3)} s${rate}${cpu}`;
+  const stealCores = r.stealSeconds / r.seconds;
+  const steal = stealCores >= 0.01 ? ` host steal ${fmt(stealCores, 2)} cores` : '';
+  return `${r.path.padEnd(6)} ${fmt(r.seconds, 3)} s${rate}${cpu}${steal}`;
 }
 
 async function runCase(

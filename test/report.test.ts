@@ -22,16 +22,16 @@ function results(): Results {
         title: 'download 2 GiB',
         cipher: 'aes128-gcm@openssh.com',
         bytesPerRun: 2 * GiB,
-        // All CPU per GiB: direct 1.5, 1.6, 1.7; proxy 2.0, 2.2, 2.4.
+        // All CPU per GiB: direct 1.5, 1.6, 1.7; proxy 2.0, 2.2, 2.4. Host steal in cores: direct 0, 0.1, 0.3; proxy 0, 0, 0.2.
         direct: [
-          { path: 'direct', seconds: 2, bytes: 2 * GiB, cpu: { sshd: 1.6, client: 1.4 } },
-          { path: 'direct', seconds: 2, bytes: 2 * GiB, cpu: { sshd: 1.8, client: 1.4 } },
-          { path: 'direct', seconds: 2, bytes: 2 * GiB, cpu: { sshd: 2.0, client: 1.4 } },
+          { path: 'direct', seconds: 2, bytes: 2 * GiB, cpu: { sshd: 1.6, client: 1.4 }, stealSeconds: 0 },
+          { path: 'direct', seconds: 2, bytes: 2 * GiB, cpu: { sshd: 1.8, client: 1.4 }, stealSeconds: 0.2 },
+          { path: 'direct', seconds: 2, bytes: 2 * GiB, cpu: { sshd: 2.0, client: 1.4 }, stealSeconds: 0.6 },
         ],
         proxy: [
-          { path: 'proxy', seconds: 4, bytes: 2 * GiB, cpu: { proxy: 1.0, proxyUser: 0.4, sshd: 1.6, client: 1.4 } },
-          { path: 'proxy', seconds: 4, bytes: 2 * GiB, cpu: { proxy: 1.4, proxyUser: 0.5, sshd: 1.6, client: 1.4 } },
-          { path: 'proxy', seconds: 4, bytes: 2 * GiB, cpu: { proxy: 1.8, proxyUser: 0.6, sshd: 1.6, client: 1.4 } },
+          { path: 'proxy', seconds: 4, bytes: 2 * GiB, cpu: { proxy: 1.0, proxyUser: 0.4, sshd: 1.6, client: 1.4 }, stealSeconds: 0 },
+          { path: 'proxy', seconds: 4, bytes: 2 * GiB, cpu: { proxy: 1.4, proxyUser: 0.5, sshd: 1.6, client: 1.4 }, stealSeconds: 0 },
+          { path: 'proxy', seconds: 4, bytes: 2 * GiB, cpu: { proxy: 1.8, proxyUser: 0.6, sshd: 1.6, client: 1.4 }, stealSeconds: 0.8 },
         ],
       },
     ],
@@ -58,15 +58,18 @@ describe('bench report', function () {
     // Cores busy: all CPU seconds of a run over its wall time (medians: direct 3.2 s in 2 s, proxy 4.4 s in 4 s).
     expect(summary.coresBusy!.direct).to.be.closeTo(1.6, 1e-9);
     expect(summary.coresBusy!.proxy).to.be.closeTo(1.1, 1e-9);
+    // Host steal: each run's steal seconds over its wall time, median.
+    expect(summary.stealCores!.direct).to.be.closeTo(0.1, 1e-9);
+    expect(summary.stealCores!.proxy).to.equal(0);
 
     const md = fs.readFileSync(path.join(dir, 'results.md'), 'utf8');
     const row = md.split('\n').find((line) => line.startsWith('| download 2 GiB | aes128-gcm | 0.70 (0.25)'));
     expect(row, md).to.be.a('string');
-    expect(row).to.match(/\| 1\.60 \| 2\.20 \| 1\.38 \| 1\.60 \/ 1\.10 \|$/);
+    expect(row).to.match(/\| 1\.60 \| 2\.20 \| 1\.38 \| 1\.60 \/ 1\.10 \| 0\.10 \/ 0\.00 \|$/);
   });
   it("checks issue 5's targets: bulk and parallel throughput, the warm login, the idle daemon's RSS", function () {
     const r = results();
-    const run = (path: 'direct' | 'proxy', seconds: number, extra?: Record<string, number>) => ({ path, seconds, bytes: 0, cpu: { sshd: 0, client: 0 }, extra });
+    const run = (path: 'direct' | 'proxy', seconds: number, extra?: Record<string, number>) => ({ path, seconds, bytes: 0, cpu: { sshd: 0, client: 0 }, stealSeconds: 0, extra });
     r.cases.push(
       // Throughput 10 / 11 = 0.909: met.
       { id: 'parallel-checksums', group: 'concurrency', title: '100 parallel sessions', cipher: 'default', bytesPerRun: GiB, direct: [{ ...run('direct', 10), bytes: GiB }], proxy: [{ ...run('proxy', 11), bytes: GiB }] },
